@@ -1,0 +1,61 @@
+"train.ipynb run headlessly through papermill's CLI, as a user runs it on a server."
+import ast, json
+from dataclasses import fields
+import nbformat
+from conftest import ROOT, papermill
+from mnist_lab.train import TrainConfig
+
+TINY = [("dataset", "mnist_sample"), ("model", "linear"), ("epochs", 2), ("batch_size", 256),
+        ("download", False)]
+
+
+def parameters_cell():
+    nb = nbformat.read(ROOT / "nbs" / "train.ipynb", as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "train.ipynb needs exactly one cell tagged 'parameters'"
+    return cells[0].source
+
+
+def test_parameters_cell_matches_config():
+    names = {t.id for node in ast.parse(parameters_cell()).body for t in node.targets}
+    assert names == {f.name for f in fields(TrainConfig)}
+
+
+def test_parameters_cell_defaults_match_config():
+    ns = {}
+    exec(parameters_cell(), ns)
+    assert TrainConfig.from_globals(ns) == TrainConfig()
+
+
+def test_papermill_end_to_end(tmp_path):
+    out = tmp_path / "out.ipynb"
+    r = papermill(out, *TINY, ("lr", 0.01), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    nb = nbformat.read(out, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert "lr = 0.01" in injected[0].source
+    text = json.dumps([c.get("outputs", []) for c in nb.cells])
+    assert "epoch   2/2" in text and "test accuracy" in text and "image/png" in text
+    assert "| lr | `0.01` |" in text  # the resolved config is shown
+    (run,) = (tmp_path / "runs" / "run").iterdir()
+    for f in ("config.json", "metrics.jsonl", "model.pt", "last.pt", "best.pt", "summary.json",
+              "status.json", "learning_curves.png", "confusion.png", "predictions.png", "mistakes.png"):
+        assert (run / f).is_file(), f
+    assert (run / "tb").is_dir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["dataset"] == "mnist_sample" and summary["test_accuracy"] > 0.8
+    assert json.loads((run / "config.json").read_text())["lr"] == 0.01
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_bad_parameters_fail_before_training(tmp_path):
+    for params, message in [((("lr", "abc"),), "lr='abc': expected float"),
+                            ((("lr", -1),), "lr=-1.0: must be a finite number > 0"),
+                            ((("batch_size", 0),), "batch_size=0: must be >= 1"),
+                            ((("lrr", 0.1),), "did you mean 'lr'"),
+                            ((("model", "resnet"),), "choose one of linear, mlp, lenet, cnn")]:
+        r = papermill(tmp_path / "bad.ipynb", *TINY, *params, cwd=tmp_path)
+        assert r.returncode != 0, params
+        assert message in r.stderr + r.stdout, (params, r.stderr[-2000:])
+    assert not (tmp_path / "runs").exists()  # nothing was started
