@@ -8,14 +8,14 @@ __all__ = ['DIGITS', 'FASHION', 'DATASETS', 'DATASET_NAMES', 'IDX_STEMS', 'SAMPL
            'split_train_val', 'BatchSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine',
            'shift', 'rotate', 'affine', 'noise', 'erase', 'parse_augment', 'augment_batch', 'show_images']
 
-# %% ../nbs/00_data.ipynb #f12d6e8b
+# %% ../nbs/00_data.ipynb #a68a1796
 import gzip, hashlib, importlib.resources, math, socket, struct, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-# %% ../nbs/00_data.ipynb #ad748b49
+# %% ../nbs/00_data.ipynb #31594d44
 @dataclass(frozen=True)
 class DatasetSpec:
     "Where a dataset's IDX files live and how to normalize its pixels."
@@ -38,7 +38,7 @@ IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 SAMPLE_DIR = Path(str(importlib.resources.files("mnist_lab"))) / "sample"  # 5,000 + 1,000 real digits
 
-# %% ../nbs/00_data.ipynb #9e1e3a7c
+# %% ../nbs/00_data.ipynb #3901c200
 def read_idx(path) -> torch.Tensor:
     "Read one IDX file of unsigned bytes (optionally `.gz`) into a uint8 tensor, checking its header."
     path = Path(path)
@@ -56,7 +56,7 @@ def read_idx(path) -> torch.Tensor:
                          f"file holds {len(raw) - start} (truncated or corrupt)")
     return torch.frombuffer(bytearray(raw[start:]), dtype=torch.uint8).reshape(dims)
 
-# %% ../nbs/00_data.ipynb #fbfae5bf
+# %% ../nbs/00_data.ipynb #6db9c17d
 def find_idx_files(name: str, data_dir) -> dict | None:
     "The four IDX files of dataset `name` under `data_dir` (flat or `<Name>/raw`, `.gz` or not), or None."
     root = Path(data_dir).expanduser()
@@ -66,7 +66,7 @@ def find_idx_files(name: str, data_dir) -> dict | None:
         if all(found.values()): return found
     return None
 
-# %% ../nbs/00_data.ipynb #1c4481f7
+# %% ../nbs/00_data.ipynb #7cb56aeb
 def download(name: str, data_dir, timeout: float = 20.0):
     "Download dataset `name` with torchvision into `data_dir/<Name>/raw` (md5-checked by torchvision)."
     import torchvision
@@ -84,7 +84,7 @@ def official_md5s(name: str) -> set:
 
 def md5sum(path) -> str: return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
-# %% ../nbs/00_data.ipynb #84d926bf
+# %% ../nbs/00_data.ipynb #79405ced
 @dataclass
 class Data:
     "A dataset in memory: uint8 images (N, 28, 28), int64 labels, and where they came from."
@@ -114,7 +114,7 @@ def read_dataset(name: str, files: dict) -> Data:
     return Data(xtr, ytr.long(), xte, yte.long(), name, str(Path(files[IDX_STEMS[0]]).parent.resolve()),
                 md5s, official)
 
-# %% ../nbs/00_data.ipynb #5891a963
+# %% ../nbs/00_data.ipynb #bce4a178
 def load_data(dataset: str = "auto", data_dir="data", download_ok: bool = True) -> Data:
     "Load `dataset` (a name in `DATASET_NAMES`) from `data_dir`, downloading if allowed."
     if dataset not in DATASET_NAMES:
@@ -138,14 +138,14 @@ def load_data(dataset: str = "auto", data_dir="data", download_ok: bool = True) 
         f"and {error}. Put {', '.join(s + '[.gz]' for s in IDX_STEMS)} in one of those folders, "
         "or set data_dir to where they are.")
 
-# %% ../nbs/00_data.ipynb #de464523
+# %% ../nbs/00_data.ipynb #e0cc1613
 def split_train_val(x, y, val_split: float = 0.1, split_seed: int = 0):
     "Hold out a fixed random `val_split` fraction of (x, y): returns x_tr, y_tr, x_val, y_val."
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
     n_val = round(len(x) * val_split)
     return x[perm[n_val:]], y[perm[n_val:]], x[perm[:n_val]], y[perm[:n_val]]
 
-# %% ../nbs/00_data.ipynb #53226ebf
+# %% ../nbs/00_data.ipynb #aac1f6be
 class BatchSampler:
     "Endless stream of index batches of size `bs` over `n` items, a new permutation from `gen` per pass."
     def __init__(self, n: int, bs: int, gen: torch.Generator):
@@ -161,7 +161,7 @@ class BatchSampler:
     def state_dict(self): return {"perm": self.perm, "pos": self.pos, "gen": self.gen.get_state()}
     def load_state_dict(self, s): self.perm, self.pos = s["perm"], s["pos"]; self.gen.set_state(s["gen"])
 
-# %% ../nbs/00_data.ipynb #daf4f463
+# %% ../nbs/00_data.ipynb #0abe3ce8
 def normalize(xb: torch.Tensor, mean: float, std: float, dtype=torch.float32) -> torch.Tensor:
     "uint8 images (B, H, W) -> standardized floats (B, 1, H, W)."
     return ((xb.to(dtype) / 255 - mean) / std).unsqueeze(1)
@@ -170,7 +170,7 @@ def eval_batches(x, y, bs: int = 1000):
     "Yield (xb, yb) in order, for evaluation."
     for i in range(0, len(x), bs): yield x[i:i + bs], y[i:i + bs]
 
-# %% ../nbs/00_data.ipynb #9a3b2dc0
+# %% ../nbs/00_data.ipynb #b28c476d
 AUGMENTATIONS = {}
 
 def register_augmentation(name: str):
@@ -227,7 +227,7 @@ def augment_batch(x, fns, gen):
     for fn in fns: x = fn(x, gen)
     return x
 
-# %% ../nbs/00_data.ipynb #82cfe94f
+# %% ../nbs/00_data.ipynb #3cf41625
 def show_images(x, titles=None, ncols: int = 8, size: float = 1.2, cmap="gray_r"):
     "Plot a batch of images (B, H, W) or (B, 1, H, W) as a grid; returns the figure."
     import matplotlib.pyplot as plt

@@ -6,7 +6,7 @@
 __all__ = ['load_run', 'predict', 'confusion_matrix', 'evaluate_run', 'read_history', 'plot_history', 'plot_confusion',
            'plot_predictions', 'report']
 
-# %% ../nbs/03_eval.ipynb #4b7f162c
+# %% ../nbs/03_eval.ipynb #272320ca
 import json
 from pathlib import Path
 import torch
@@ -14,7 +14,7 @@ from .data import DATASETS, load_data, normalize, eval_batches, show_images
 from .model import make_model
 from .train import TrainConfig, load_checkpoint, evaluate
 
-# %% ../nbs/03_eval.ipynb #94da6042
+# %% ../nbs/03_eval.ipynb #608b7d62
 def load_run(path, map_location="cpu") -> tuple:
     "Model and config of a run folder (its `model.pt`, else `last.pt`) or of a checkpoint file."
     path = Path(path)
@@ -32,7 +32,7 @@ def load_run(path, map_location="cpu") -> tuple:
     model.load_state_dict(weights)
     return model.eval(), cfg
 
-# %% ../nbs/03_eval.ipynb #93bb6040
+# %% ../nbs/03_eval.ipynb #2515cb11
 @torch.no_grad()
 def predict(model, images, dataset: str = "mnist", bs: int = 1000) -> torch.Tensor:
     "Class probabilities (N, 10) for images (N, 28, 28) or (N, 1, 28, 28), uint8 or floats in [0, 1]."
@@ -49,7 +49,7 @@ def confusion_matrix(y, pred, n: int = 10) -> torch.Tensor:
     "Counts (n, n): row = true class, column = predicted class."
     return torch.bincount(y * n + pred, minlength=n * n).reshape(n, n)
 
-# %% ../nbs/03_eval.ipynb #dd64063d
+# %% ../nbs/03_eval.ipynb #e7adeba5
 def evaluate_run(path, data=None) -> dict:
     "Test-set loss, accuracy, top-k accuracy, confusion matrix and predictions of a saved run."
     model, cfg = load_run(path)
@@ -63,7 +63,7 @@ def evaluate_run(path, data=None) -> dict:
     return {**metrics, "k": cfg.top_k, "confusion": confusion_matrix(data.y_test, pred, len(spec.classes)),
             "pred": pred, "data": data}
 
-# %% ../nbs/03_eval.ipynb #a80d698b
+# %% ../nbs/03_eval.ipynb #131190cd
 def read_history(run_dir) -> list:
     "The per-epoch rows of a run's metrics.jsonl."
     return [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if l.strip()]
@@ -100,7 +100,7 @@ def plot_predictions(x, y, pred, classes, n: int = 32, only_wrong: bool = False)
     titles = [f"{classes[pred[i]]}" + ("" if pred[i] == y[i] else f" ({classes[y[i]]})") for i in idx]
     return show_images(x[idx], titles=titles)
 
-# %% ../nbs/03_eval.ipynb #ccf0caaf
+# %% ../nbs/03_eval.ipynb #51666703
 def report(run_dir, data=None) -> dict:
     "Save learning_curves.png, confusion.png, predictions.png and mistakes.png in the run folder."
     ev, run_dir = evaluate_run(run_dir, data), Path(run_dir)

@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['MODELS', 'register_model', 'make_model', 'n_params', 'linear', 'mlp', 'lenet', 'conv_bn', 'cnn']
 
-# %% ../nbs/01_model.ipynb #f64aa771
+# %% ../nbs/01_model.ipynb #61bd5094
 import inspect
 import torch
 from torch import nn
 
-# %% ../nbs/01_model.ipynb #3e60a8ac
+# %% ../nbs/01_model.ipynb #60a240df
 MODELS = {}
 
 def register_model(name: str):
@@ -30,7 +30,7 @@ def make_model(name: str, strict: dict | None = None, **args) -> nn.Module:
 
 def n_params(model: nn.Module) -> int: return sum(p.numel() for p in model.parameters())
 
-# %% ../nbs/01_model.ipynb #c1f64742
+# %% ../nbs/01_model.ipynb #d36a1cf7
 @register_model("linear")
 def linear(n_classes: int = 10):
     "Multinomial logistic regression: one linear layer on the 784 pixels."

@@ -10,7 +10,7 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'LOSSES', 'S', 'METRICS', 'RESUME_OVERRID
            'pid_alive', 'run_status', 'seed_everything', 'get_rng_state', 'set_rng_state', 'evaluate', 'Result',
            'pick_device', 'show_bars', 'versions', 'find_resume_checkpoint', 'resume_config', 'fit', 'log_tensorboard']
 
-# %% ../nbs/02_train.ipynb #1a06a885
+# %% ../nbs/02_train.ipynb #17727ac5
 import dataclasses, difflib, json, math, os, platform, random, re, secrets, socket, subprocess, sys, time
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
@@ -22,7 +22,7 @@ from .data import (DATASET_NAMES, AUGMENTATIONS, BatchSampler, load_data, split_
                             normalize, eval_batches, parse_augment, augment_batch)
 from .model import MODELS, make_model, n_params
 
-# %% ../nbs/02_train.ipynb #322070dc
+# %% ../nbs/02_train.ipynb #692b04b2
 OPTIMIZERS, SCHEDULERS, LOSSES = {}, {}, {}
 
 def register(registry: dict, name: str):
@@ -66,7 +66,7 @@ def cross_entropy(c): return lambda out, y: F.cross_entropy(out, y, label_smooth
 @register(LOSSES, "nll_loss")  # pytorch-template's choice; our models return logits, so log_softmax first
 def nll_loss(c): return lambda out, y: F.nll_loss(F.log_softmax(out, 1), y)
 
-# %% ../nbs/02_train.ipynb #3eced6fe
+# %% ../nbs/02_train.ipynb #f979a0d1
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_top_k")
 
 def parse_monitor(monitor: str) -> tuple:
@@ -82,7 +82,7 @@ def parse_ints(s: str, name: str) -> list:
     try: return [int(v) for v in str(s).replace(" ", "").strip("[]()").split(",") if v]
     except ValueError: raise ValueError(f"{name}={s!r}: expected comma-separated integers like '3,6'") from None
 
-# %% ../nbs/02_train.ipynb #200ffd92
+# %% ../nbs/02_train.ipynb #50038a6c
 def to_type(name: str, value, typ):
     "Convert a parameter value to `typ`, or raise ValueError naming the parameter."
     err = ValueError(f"{name}={value!r}: expected {typ.__name__}")
@@ -105,7 +105,7 @@ def to_type(name: str, value, typ):
     if not math.isfinite(f) or f != int(f): raise err  # 1.5 is not a batch size
     return int(f)
 
-# %% ../nbs/02_train.ipynb #fb8439e4
+# %% ../nbs/02_train.ipynb #628af57c
 @dataclass
 class TrainConfig:
     "Everything a training run depends on, validated on creation."
@@ -225,7 +225,7 @@ class TrainConfig:
     def _repr_markdown_(self):
         return "| parameter | value |\n|---|---|\n" + "\n".join(f"| {k} | `{v!r}` |" for k, v in asdict(self).items())
 
-# %% ../nbs/02_train.ipynb #46348bad
+# %% ../nbs/02_train.ipynb #9adec65e
 class CheckpointError(ValueError): "A checkpoint file that cannot be read safely."
 
 def save_atomic(write, path):
@@ -264,7 +264,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path} is not an mnist_lab checkpoint (no 'model' entry)")
     return ckpt
 
-# %% ../nbs/02_train.ipynb #7518217b
+# %% ../nbs/02_train.ipynb #02d54777
 def new_run_dir(cfg: TrainConfig) -> Path:
     "Create and claim a fresh run folder (never one that another run holds)."
     if cfg.run_dir:
@@ -303,7 +303,7 @@ def run_status(run_dir) -> dict:
         s["status"] = "killed"
     return s
 
-# %% ../nbs/02_train.ipynb #578aaff5
+# %% ../nbs/02_train.ipynb #c7e43909
 def seed_everything(seed: int):
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)  # also seeds every CUDA device
 
@@ -320,7 +320,7 @@ def set_rng_state(s: dict):
     torch.set_rng_state(s["torch"])
     if s["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
-# %% ../nbs/02_train.ipynb #96518d1b
+# %% ../nbs/02_train.ipynb #0ec6eedf
 @torch.no_grad()
 def evaluate(model, x, y, mean: float, std: float, k: int = 3, bs: int = 1000, autocast=None) -> dict:
     "Loss, accuracy and top-k accuracy of `model` on uint8 images `x` and labels `y`."
@@ -335,7 +335,7 @@ def evaluate(model, x, y, mean: float, std: float, k: int = 3, bs: int = 1000, a
         in_top_k += (top == yb[:, None]).any(1).sum().item()
     return {"loss": loss / len(y), "accuracy": correct / len(y), "top_k": in_top_k / len(y)}
 
-# %% ../nbs/02_train.ipynb #b885e5da
+# %% ../nbs/02_train.ipynb #09f910a1
 @dataclass
 class Result:
     "What `fit` returns: where the run lives, the trained model, per-epoch metrics, the summary."
@@ -367,7 +367,7 @@ def versions() -> dict:
     return {"python": platform.python_version(), "torch": str(torch.__version__),
             "torchvision": torchvision.__version__, "mnist_lab": mnist_lab.__version__, "git_sha": sha}
 
-# %% ../nbs/02_train.ipynb #fdeabfd0
+# %% ../nbs/02_train.ipynb #2aa3dd75
 RESUME_OVERRIDES = ("epochs", "max_steps", "early_stop", "device", "threads", "progress", "tensorboard")
 
 def find_resume_checkpoint(resume: str) -> tuple:
@@ -394,7 +394,7 @@ def resume_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
                          "may change on resume (use init_from to start a new run from its weights)")
     return TrainConfig.from_params(**{**saved, **changed, "resume": cfg.resume})
 
-# %% ../nbs/02_train.ipynb #7a693a32
+# %% ../nbs/02_train.ipynb #174ef87a
 def fit(cfg: TrainConfig) -> Result:
     "Train as `cfg` says, writing the run folder; returns a `Result`."
     t_start = time.time()

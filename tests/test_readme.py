@@ -1,0 +1,39 @@
+"""README.md and nbs/index.ipynb say the same thing, and README documents every training parameter.
+
+`python tests/test_readme.py` rewrites nbs/index.ipynb from README.md (one markdown cell per section)."""
+import re
+import nbformat
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+INDEX = ROOT / "nbs" / "index.ipynb"
+
+
+def readme_sections() -> list:
+    text = (ROOT / "README.md").read_text()
+    return [s.strip() for s in re.split(r"\n(?=## )", text)]
+
+
+def write_index():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(s) for s in readme_sections()])
+    nb.metadata = {"kernelspec": {"display_name": "python3", "language": "python", "name": "python3"}}
+    for i, c in enumerate(nb.cells): c["id"] = f"readme-{i:02d}"  # stable ids: no churn on rewrite
+    nbformat.write(nb, INDEX)
+
+
+def test_index_matches_readme():
+    cells = [c.source.strip() for c in nbformat.read(INDEX, 4).cells if c.cell_type == "markdown"]
+    assert cells == readme_sections(), "README.md changed: run `python tests/test_readme.py` to sync nbs/index.ipynb"
+
+
+def test_readme_documents_every_parameter():
+    from mnist_lab.train import TrainConfig
+    from dataclasses import fields
+    readme = (ROOT / "README.md").read_text()
+    missing = [f.name for f in fields(TrainConfig) if f"| `{f.name}` |" not in readme]
+    assert not missing, f"README's parameter table lacks {missing}"
+
+
+if __name__ == "__main__":
+    write_index()
