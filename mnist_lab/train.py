@@ -371,27 +371,38 @@ def versions() -> dict:
 RESUME_OVERRIDES = ("epochs", "max_steps", "early_stop", "device", "threads", "progress", "tensorboard")
 
 def find_resume_checkpoint(resume: str) -> tuple:
-    "The newest readable checkpoint of a run folder (last.pt, else best.pt), or the given file."
+    """`(path, checkpoint)` to continue from: the given file, or the newest readable checkpoint of a run folder
+    (last.pt, else best.pt); `(None, None)` for a run folder killed before its first checkpoint."""
     p = Path(resume)
     if p.is_file(): return p, load_checkpoint(p)
-    if not p.is_dir(): raise FileNotFoundError(f"resume={resume!r}: no such run folder or checkpoint")
+    if not (p / "config.json").is_file():
+        raise FileNotFoundError(f"resume={resume!r}: no such run folder (with a config.json) or checkpoint file")
+    if (s := run_status(p))["status"] == "running":
+        raise RuntimeError(f"resume={resume!r}: the run is still running (pid {s['pid']}); stop it first")
     good, errors = [], []
     for name in ("last.pt", "best.pt"):
         if (p / name).is_file():
             try: good.append((p / name, load_checkpoint(p / name)))
             except CheckpointError as e: errors.append(str(e))
-    if not good: raise FileNotFoundError(f"resume={resume!r}: no readable checkpoint. " + " ".join(errors))
-    if errors: print(f"warning: {' '.join(errors)}; resuming from {good[0][0]}")
-    return max(good, key=lambda pc: pc[1]["step"])
+    if errors and not good:
+        raise CheckpointError(f"resume={resume!r}: no readable checkpoint. " + " ".join(errors))
+    if not good: return None, None  # killed during its first epoch: start it again, same folder and seed
+    path, ckpt = max(good, key=lambda pc: pc[1]["step"])
+    if errors: print(f"warning: {' '.join(errors)}; resuming from {path}")
+    return path, ckpt
 
 def resume_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
     "The saved config, with only the parameters that cannot change the result taken from `cfg`."
     default = TrainConfig()
+    saved = asdict(TrainConfig.from_params(**saved))  # fills fields that older runs lack
     changed = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("resume", "run_dir")
                and getattr(cfg, f.name) != getattr(default, f.name) and getattr(cfg, f.name) != saved[f.name]}
     if bad := [k for k in changed if k not in RESUME_OVERRIDES]:
         raise ValueError(f"resume continues the saved run, but {bad} differ from it; only {RESUME_OVERRIDES} "
                          "may change on resume (use init_from to start a new run from its weights)")
+    if {"epochs", "max_steps"} & set(changed) and saved["scheduler"] in ("cosine", "onecycle"):
+        raise ValueError(f"resume with other epochs/max_steps would change the {saved['scheduler']} schedule "
+                         "already half followed; use init_from to train further from its weights")
     return TrainConfig.from_params(**{**saved, **changed, "resume": cfg.resume})
 
 # %% ../nbs/02_train.ipynb #174ef87a
@@ -401,7 +412,8 @@ def fit(cfg: TrainConfig) -> Result:
     ckpt = None
     if cfg.resume:
         ckpt_path, ckpt = find_resume_checkpoint(cfg.resume)
-        cfg = resume_config(cfg, ckpt["config"])
+        saved = ckpt["config"] if ckpt else json.loads((Path(cfg.resume) / "config.json").read_text())
+        cfg = resume_config(cfg, saved)
     dev = pick_device(cfg.device)
     if cfg.threads: torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(cfg.deterministic)
@@ -440,6 +452,9 @@ def fit(cfg: TrainConfig) -> Result:
         history = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
         history = [h for h in history if h["epoch"] <= st["epoch"]]  # drop epochs that will be replayed
         print(f"resuming {run_dir} from {ckpt_path.name} at epoch {st['epoch']}, step {st['step']}")
+    elif cfg.resume:  # killed before its first checkpoint: the same folder starts over
+        run_dir, history = Path(cfg.resume), []
+        print(f"resuming {run_dir}: no checkpoint yet, starting it again from step 0")
     else:
         if cfg.init_from: model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
         run_dir, history = new_run_dir(cfg), []
@@ -461,6 +476,8 @@ def fit(cfg: TrainConfig) -> Result:
                 "step": st["step"], "config": asdict(cfg), "versions": versions()}
 
     bars = show_bars(cfg.progress)
+    stop, beat = False, time.time()
+    if st["epoch"] >= n_epochs: print(f"the run already finished its {n_epochs} epochs")
     try:
         for epoch in range(st["epoch"], n_epochs):
             t0 = time.time()
@@ -489,6 +506,9 @@ def fit(cfg: TrainConfig) -> Result:
                 scaler.update()
                 if sched and interval == "step": sched.step()
                 st["step"] += 1
+                if time.time() - beat > 30:  # heartbeat: a long epoch still shows the run alive
+                    write_status(run_dir, "running", epoch=epoch, step=st["step"], started=t_start)
+                    beat = time.time()
                 loss_sum += loss_value * len(yb)
                 correct += (out.argmax(1) == yb).sum().item()
             val = evaluate(model, x_val, y_val, mean, std, cfg.top_k, autocast=autocast())

@@ -2,6 +2,7 @@
 import ast, json
 from dataclasses import fields
 import nbformat
+import pytest
 from conftest import ROOT, papermill
 from mnist_lab.train import TrainConfig
 
@@ -37,6 +38,7 @@ def test_papermill_end_to_end(tmp_path):
     text = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "epoch   2/2" in text and "test accuracy" in text and "image/png" in text
     assert "| lr | `0.01` |" in text  # the resolved config is shown
+    assert "it/s" not in text and "s/it" not in text  # per-epoch lines, no per-batch progress bars
     (run,) = (tmp_path / "runs" / "run").iterdir()
     for f in ("config.json", "metrics.jsonl", "model.pt", "last.pt", "best.pt", "summary.json",
               "status.json", "learning_curves.png", "confusion.png", "predictions.png", "mistakes.png"):
@@ -59,3 +61,14 @@ def test_bad_parameters_fail_before_training(tmp_path):
         assert r.returncode != 0, params
         assert message in r.stderr + r.stdout, (params, r.stderr[-2000:])
     assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("scheduler", ["reduce_on_plateau", "onecycle", "cosine"])
+def test_schedulers_run_through_papermill(tmp_path, scheduler):
+    r = papermill(tmp_path / "out.ipynb", *TINY, ("scheduler", scheduler), ("epochs", 3), ("steps_per_epoch", 4),
+                  ("lr_patience", 0), ("name", scheduler), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (run,) = (tmp_path / "runs" / scheduler).iterdir()
+    lrs = [json.loads(l)["lr"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lrs) == 3 and json.loads((run / "status.json").read_text())["status"] == "completed"
+    if scheduler != "reduce_on_plateau": assert lrs[0] != lrs[2]  # per-step schedules move every epoch

@@ -1,0 +1,120 @@
+"""The training engine on scripted metrics and tiny real runs: best.pt, early stopping, reduce_on_plateau,
+iteration-based training, fine-tuning, NaN stops, and what status.json says when training is interrupted."""
+import json, math
+import pytest
+import torch
+import mnist_lab.train as T
+
+TINY = dict(dataset="mnist_sample", model="linear", batch_size=100, steps_per_epoch=2, scheduler="none",
+            tensorboard=False, progress="none")
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    "Replace the validation metric by a script: `scripted(key, [v1, v2, ...])`, one value per epoch."
+    def install(key, values):
+        values, real = list(values), T.evaluate
+        def fake(model, x, y, *args, **kw):
+            out = real(model, x, y, *args, **kw)
+            if len(y) == 500 and values: out[key.removeprefix("val_")] = values.pop(0)  # the val split
+            return out
+        monkeypatch.setattr(T, "evaluate", fake)
+    return install
+
+
+def cfg(tmp_path, **kw) -> T.TrainConfig:
+    return T.TrainConfig(**{**TINY, "runs_root": str(tmp_path), **kw})
+
+
+def ckpt_epoch(path) -> int: return T.load_checkpoint(path)["state"]["epoch"]
+
+
+def test_early_stop_at_the_right_epoch_and_best_pt_tracks_the_monitor(tmp_path, scripted):
+    scripted("val_accuracy", [0.5, 0.7, 0.6, 0.65, 0.9, 0.95])
+    res = T.fit(cfg(tmp_path, epochs=6, early_stop=2, monitor="max val_accuracy"))
+    s = res.summary
+    assert (s["epochs"], s["stopped_early"], s["best_epoch"], s["best"]) == (4, True, 2, 0.7)
+    assert [h["val_accuracy"] for h in res.history] == [0.5, 0.7, 0.6, 0.65]
+    assert ckpt_epoch(res.run_dir / "best.pt") == 2 and ckpt_epoch(res.run_dir / "last.pt") == 4
+    assert T.load_checkpoint(res.run_dir / "best.pt")["state"]["best"] == 0.7
+
+
+def test_best_pt_is_saved_on_improvement_even_between_save_periods(tmp_path, scripted):
+    "pytorch-template only writes best on save epochs; here best.pt follows every improvement."
+    scripted("val_loss", [1.0, 0.8, 0.9, 0.95, 0.99])
+    res = T.fit(cfg(tmp_path, epochs=5, save_period=3, monitor="min val_loss"))
+    assert ckpt_epoch(res.run_dir / "best.pt") == 2  # epoch 2 is not a save epoch
+    assert ckpt_epoch(res.run_dir / "last.pt") == 5
+    assert res.summary["best"] == 0.8 and not res.summary["stopped_early"]
+
+
+def test_reduce_on_plateau_follows_the_monitored_metric(tmp_path, scripted):
+    scripted("val_accuracy", [0.5, 0.5, 0.5, 0.5, 0.5])
+    res = T.fit(cfg(tmp_path, epochs=5, lr=0.1, optimizer="sgd", scheduler="reduce_on_plateau",
+                    lr_patience=1, gamma=0.5, monitor="max val_accuracy"))
+    # epoch 1 sets the best; epochs 2 and 3 do not improve, patience 1 is exceeded after epoch 3
+    assert [h["lr"] for h in res.history] == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05])
+
+
+@pytest.mark.parametrize("scheduler,check", [
+    ("step", lambda lrs: lrs == pytest.approx([0.1, 0.05, 0.025])),
+    ("multistep", lambda lrs: lrs == pytest.approx([0.1, 0.1, 0.05])),
+    ("exponential", lambda lrs: lrs == pytest.approx([0.1, 0.05, 0.025])),
+    ("cosine", lambda lrs: lrs[0] > lrs[1] > lrs[2] and lrs[0] < 0.1),  # stepped per batch
+    ("onecycle", lambda lrs: lrs[0] > lrs[2] and max(lrs) <= 0.1),
+])
+def test_schedulers_log_the_current_lr(tmp_path, scheduler, check):
+    res = T.fit(cfg(tmp_path, epochs=3, lr=0.1, optimizer="sgd", scheduler=scheduler, gamma=0.5,
+                    milestones="2"))
+    lrs = [h["lr"] for h in res.history]
+    assert check(lrs), lrs
+
+
+def test_max_steps_and_steps_per_epoch(tmp_path):
+    res = T.fit(cfg(tmp_path, epochs=50, steps_per_epoch=3, max_steps=7))
+    assert [h["step"] for h in res.history] == [3, 6, 7]  # max_steps wins over epochs; the last epoch is short
+    assert res.summary["steps"] == 7
+
+
+def test_init_from_loads_weights_with_a_fresh_optimizer(tmp_path):
+    first = T.fit(cfg(tmp_path, epochs=1))
+    second = T.fit(cfg(tmp_path, epochs=1, init_from=str(first.run_dir / "best.pt"), lr=1e-9, optimizer="sgd",
+                       momentum=0.0))
+    # with lr ~ 0 the fine-tuned model is the loaded one, and its run is a new folder
+    assert second.run_dir != first.run_dir
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(first.model.state_dict().values(),
+                                                                second.model.state_dict().values()))
+    assert T.load_checkpoint(second.run_dir / "last.pt")["optimizer"]["param_groups"][0]["lr"] == 1e-9
+
+
+def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
+    ok = T.fit(cfg(tmp_path, epochs=1, run_dir=str(tmp_path / "r")))
+    good = T.load_checkpoint(ok.run_dir / "last.pt")
+    # lr 1e30: step 1 sees a finite loss, its update blows the weights up, step 2 sees inf/nan and stops
+    with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at epoch 1, step 2:"):
+        T.fit(cfg(tmp_path, epochs=3, lr=1e30, optimizer="sgd", model="mlp"))
+    failed = next((tmp_path / "run").iterdir())
+    status = json.loads((failed / "status.json").read_text())
+    assert status["status"] == "failed" and "FloatingPointError" in status["error"]
+    rows = [json.loads(l) for l in (failed / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["train_loss"]) for r in rows)  # no NaN row was written
+    assert torch.equal(T.load_checkpoint(ok.run_dir / "last.pt")["model"]["1.weight"], good["model"]["1.weight"])
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_interrupted_training_is_never_recorded_as_completed(tmp_path, monkeypatch, exc):
+    def boom(*a, **k): raise exc(0) if exc is SystemExit else exc()
+    monkeypatch.setattr(T, "augment_batch", boom)
+    with pytest.raises(exc):
+        T.fit(cfg(tmp_path, epochs=2, augment="shift", run_dir=str(tmp_path / "x")))
+    s = T.run_status(tmp_path / "x")
+    assert s["status"] == "failed" and exc.__name__ in s["error"]
+    assert not (tmp_path / "x" / "summary.json").exists()
+
+
+def test_resume_refuses_changes_that_would_alter_the_result(tmp_path):
+    first = T.fit(cfg(tmp_path, epochs=1, run_dir=str(tmp_path / "r")))
+    with pytest.raises(ValueError, match=r"\['lr'\] differ"):
+        T.fit(cfg(tmp_path, resume=str(first.run_dir), lr=0.5))
+    more = T.fit(cfg(tmp_path, resume=str(first.run_dir), epochs=3))  # epochs may grow on resume
+    assert more.run_dir == first.run_dir and [h["epoch"] for h in more.history] == [1, 2, 3]

@@ -1,0 +1,108 @@
+"""Kill a training process with SIGKILL at exact points, resume it, and compare with a run that was never
+interrupted: the final weights must be bitwise equal (torch.equal) and the metrics identical.
+
+The kills are real SIGKILLs sent by the training process to itself at a chosen optimizer step (or in the
+middle of writing a checkpoint), so each kill point is exact and the test is repeatable."""
+import json, signal, subprocess, sys
+import pytest
+import torch
+
+# a small run that still uses every source of randomness: dropout (torch RNG), augmentation and batch
+# order (the sampler's generator), a per-step scheduler (onecycle) and Adam's state
+CONFIG = dict(dataset="mnist_sample", model="mlp", fc1=64, fc2=32, dropout=0.2, batch_size=64,
+              steps_per_epoch=8, epochs=4, augment="shift,noise", scheduler="onecycle", lr=3e-3,
+              tensorboard=True, progress="none", threads=1)
+
+CHILD = r'''
+import json, os, signal, sys
+import mnist_lab.data, mnist_lab.train as T
+opts = json.loads(sys.argv[1])
+if opts.get("kill_at_step") is not None:  # SIGKILL ourselves when asked for batch number kill_at_step + 1
+    nxt, calls = mnist_lab.data.BatchSampler.__next__, [0]
+    def counting_next(self):
+        calls[0] += 1
+        if calls[0] == opts["kill_at_step"] + 1: os.kill(os.getpid(), signal.SIGKILL)
+        return nxt(self)
+    mnist_lab.data.BatchSampler.__next__ = counting_next
+if opts.get("kill_in_save") is not None:  # SIGKILL halfway through writing checkpoint number kill_in_save
+    saves = [0]
+    def dying_save(obj, path):
+        saves[0] += 1
+        if saves[0] != opts["kill_in_save"]: return T.save_atomic(lambda f: T.torch.save(obj, f), path)
+        def half_then_die(f):
+            import io; buf = io.BytesIO(); T.torch.save(obj, buf)
+            f.write(buf.getvalue()[: len(buf.getvalue()) // 2]); f.flush(); os.kill(os.getpid(), signal.SIGKILL)
+        T.save_atomic(half_then_die, path)
+    T.save_checkpoint = dying_save
+if opts.get("no_rng_restore"): T.set_rng_state = lambda s: None  # a deliberately incomplete resume
+res = T.fit(T.TrainConfig(**opts["config"]))
+print("RUN_DIR", res.run_dir)
+'''
+
+
+def fit_process(config: dict, **opts) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", CHILD, json.dumps({"config": config, **opts})],
+                          capture_output=True, text=True, timeout=300)
+
+
+def outcome(run_dir) -> dict:
+    "What must not depend on interruptions: final weights, per-epoch metrics (minus timings), test metrics."
+    metrics = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for m in metrics: m.pop("epoch_time")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"weights": torch.load(run_dir / "model.pt", weights_only=True), "metrics": metrics,
+            "test": {k: v for k, v in summary.items() if k.startswith("test_")}}
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ref")
+    p = fit_process({**CONFIG, "run_dir": str(d / "runs" / "ref"), "runs_root": str(d / "runs")})
+    assert p.returncode == 0, p.stderr[-3000:]
+    return outcome(d / "runs" / "ref")
+
+
+def killed_then_resumed(tmp_path, **kill) -> dict:
+    run_dir = tmp_path / "runs" / "victim"
+    cfg = {**CONFIG, "run_dir": str(run_dir), "runs_root": str(tmp_path / "runs")}
+    p = fit_process(cfg, **{k: v for k, v in kill.items() if k != "no_rng_restore"})
+    assert p.returncode == -signal.SIGKILL, f"expected a SIGKILL, got {p.returncode}: {p.stderr[-2000:]}"
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "running"  # the kill left it so
+    from mnist_lab.train import run_status
+    assert run_status(run_dir)["status"] == "killed"
+    assert not (run_dir / "summary.json").exists()
+    p = fit_process({"resume": str(run_dir), "runs_root": str(tmp_path / "runs"), "progress": "none"},
+                    no_rng_restore=kill.get("no_rng_restore", False))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert run_status(run_dir)["status"] == "completed"
+    return outcome(run_dir)
+
+
+@pytest.mark.parametrize("kill", [
+    {"kill_at_step": 3},    # epoch 1, before the first checkpoint: the same folder starts over
+    {"kill_at_step": 13},   # mid epoch 2
+    {"kill_at_step": 24},   # just after the epoch-3 checkpoint, before epoch 4's first step
+    {"kill_in_save": 4},    # halfway through writing a checkpoint (epoch 2's last.pt)
+], ids=lambda k: "-".join(f"{a}={b}" for a, b in k.items()))
+def test_kill_and_resume_is_bitwise_identical(tmp_path, uninterrupted, kill):
+    resumed = killed_then_resumed(tmp_path, **kill)
+    assert same_weights(resumed["weights"], uninterrupted["weights"])
+    assert resumed["metrics"] == uninterrupted["metrics"]
+    assert resumed["test"] == uninterrupted["test"]
+
+
+def test_the_check_bites_when_rng_state_is_not_restored(tmp_path, uninterrupted):
+    "Prove the test above can fail: a resume that skips the RNG restore must give different weights."
+    resumed = killed_then_resumed(tmp_path, kill_at_step=13, no_rng_restore=True)
+    assert not same_weights(resumed["weights"], uninterrupted["weights"])
+
+
+def test_same_seed_same_run(tmp_path, uninterrupted):
+    p = fit_process({**CONFIG, "run_dir": str(tmp_path / "runs" / "again"), "runs_root": str(tmp_path / "runs")})
+    assert p.returncode == 0, p.stderr[-3000:]
+    again = outcome(tmp_path / "runs" / "again")
+    assert same_weights(again["weights"], uninterrupted["weights"]) and again["metrics"] == uninterrupted["metrics"]
