@@ -6,9 +6,10 @@
 __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'LOSSES', 'S', 'METRICS', 'RESUME_OVERRIDES', 'register', 'adam', 'adamw', 'sgd',
            'rmsprop', 'adadelta', 'no_schedule', 'step_lr', 'multistep', 'exponential', 'cosine', 'onecycle', 'plateau',
            'cross_entropy', 'nll_loss', 'parse_monitor', 'parse_ints', 'to_type', 'TrainConfig', 'CheckpointError',
-           'save_atomic', 'save_checkpoint', 'write_json', 'load_checkpoint', 'new_run_dir', 'write_status',
-           'pid_alive', 'run_status', 'seed_everything', 'get_rng_state', 'set_rng_state', 'evaluate', 'Result',
-           'pick_device', 'show_bars', 'versions', 'find_resume_checkpoint', 'resume_config', 'fit', 'log_tensorboard']
+           'save_atomic', 'save_checkpoint', 'write_json', 'load_weights', 'load_checkpoint', 'new_run_dir',
+           'write_status', 'pid_alive', 'run_status', 'seed_everything', 'get_rng_state', 'set_rng_state', 'evaluate',
+           'Result', 'model_from_config', 'pick_device', 'show_bars', 'versions', 'papermill_output', 'link_notebook',
+           'find_resume_checkpoint', 'resume_config', 'fit', 'log_tensorboard']
 
 # %% ../nbs/02_train.ipynb #17727ac5
 import dataclasses, difflib, json, math, os, platform, random, re, secrets, socket, subprocess, sys, time
@@ -252,14 +253,19 @@ def save_checkpoint(obj, path): save_atomic(lambda f: torch.save(obj, f), path)
 
 def write_json(obj, path): save_atomic(lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()), path)
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    "Load a checkpoint with `weights_only=True`; any damage gives one clear error naming the file."
+def load_weights(path, map_location="cpu"):
+    "`torch.load` with `weights_only=True` only; any damage gives one clear error naming the file."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
-    try: ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try: return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, garbage, or a pickle that wants to run code
+        # `from None` drops torch's own advice, which suggests loading with weights_only=False: never do that
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}): it is empty, "
                               "truncated, corrupt, or holds objects other than tensors and plain data") from None
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    "A full training checkpoint (model, optimizer, RNG states, ...), loaded safely."
+    ckpt = load_weights(path, map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path} is not an mnist_lab checkpoint (no 'model' entry)")
     return ckpt
@@ -296,11 +302,13 @@ def pid_alive(pid: int) -> bool:
     return True
 
 def run_status(run_dir) -> dict:
-    "The run's status.json, with `running` turned into `killed` when its process on this host is gone."
+    "The run's status.json; a `running` run whose process on this host is gone is recorded as failed (killed)."
     try: s = json.loads((Path(run_dir) / "status.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError): return {"status": "unknown"}
     if s["status"] == "running" and s.get("host") == socket.gethostname() and not pid_alive(s["pid"]):
-        s["status"] = "killed"
+        s.update(status="failed", killed=True, error=f"killed: process {s['pid']} ended without finishing")
+        try: write_json(s, Path(run_dir) / "status.json")
+        except OSError: pass  # a read-only record still reads as failed
     return s
 
 # %% ../nbs/02_train.ipynb #c7e43909
@@ -345,6 +353,10 @@ class Result:
     summary: dict
     data: object  # the `Data` the run trained on
 
+def model_from_config(cfg: TrainConfig, n_classes: int = 10) -> torch.nn.Module:
+    return make_model(cfg.model, strict=cfg.model_args, width=cfg.width, fc1=cfg.fc1, fc2=cfg.fc2,
+                      dropout=cfg.dropout, n_classes=n_classes)
+
 def pick_device(device: str) -> torch.device:
     if device != "auto": return torch.device(device)
     if torch.cuda.is_available(): return torch.device("cuda")
@@ -366,6 +378,27 @@ def versions() -> dict:
     except (NameError, OSError, subprocess.SubprocessError): sha = None
     return {"python": platform.python_version(), "torch": str(torch.__version__),
             "torchvision": torchvision.__version__, "mnist_lab": mnist_lab.__version__, "git_sha": sha}
+
+def papermill_output():
+    "The notebook papermill is writing when this process is a kernel of the papermill CLI (Linux /proc), else None."
+    try:
+        ppid = os.getppid()
+        argv = Path(f"/proc/{ppid}/cmdline").read_bytes().decode().split("\0")[:-1]
+        i = next(i for i, a in enumerate(argv) if Path(a).name == "papermill")
+        from papermill.cli import papermill as cli
+        out = cli.make_context("papermill", argv[i + 1:], resilient_parsing=True).params.get("output_path")
+        if not out or out == "-" or "://" in out: return None
+        return Path(os.readlink(f"/proc/{ppid}/cwd")) / out
+    except Exception: return None  # best effort: any other launcher simply has no notebook to link
+
+def link_notebook(run_dir: Path):
+    "Put the executed papermill notebook in the run folder as a link (notebook.ipynb, then notebook-2.ipynb...)."
+    nb = papermill_output()
+    if nb is None or nb.resolve().parent == run_dir.resolve(): return None
+    link = next(run_dir / n for n in ("notebook.ipynb", *(f"notebook-{k}.ipynb" for k in range(2, 10**6)))
+                if not (run_dir / n).is_symlink() and not (run_dir / n).exists())
+    link.symlink_to(nb.resolve())
+    return nb
 
 # %% ../nbs/02_train.ipynb #2aa3dd75
 RESUME_OVERRIDES = ("epochs", "max_steps", "early_stop", "device", "threads", "progress", "tensorboard")
@@ -416,6 +449,7 @@ def fit(cfg: TrainConfig) -> Result:
         cfg = resume_config(cfg, saved)
     dev = pick_device(cfg.device)
     if cfg.threads: torch.set_num_threads(cfg.threads)
+    if cfg.deterministic: os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be
     torch.use_deterministic_algorithms(cfg.deterministic)
     data = load_data(cfg.dataset, cfg.data_dir, cfg.download)  # may fail: before any folder is made
     print(f"dataset: {data.name} from {data.source} ({len(data.x_train)} train / {len(data.x_test)} test"
@@ -425,8 +459,7 @@ def fit(cfg: TrainConfig) -> Result:
                                                                    cfg.val_split, cfg.split_seed))
     if cfg.batch_size > len(x_tr):
         raise ValueError(f"batch_size={cfg.batch_size}: larger than the {len(x_tr)} training images")
-    model = make_model(cfg.model, strict=cfg.model_args, width=cfg.width, fc1=cfg.fc1, fc2=cfg.fc2,
-                       dropout=cfg.dropout, n_classes=len(data.spec.classes)).to(dev)
+    model = model_from_config(cfg, len(data.spec.classes)).to(dev)
     if cfg.channels_last: model = model.to(memory_format=torch.channels_last)
     opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
     steps_per_epoch = cfg.steps_per_epoch or len(x_tr) // cfg.batch_size
@@ -461,6 +494,7 @@ def fit(cfg: TrainConfig) -> Result:
     save_atomic(lambda f: f.write("".join(json.dumps(h) + "\n" for h in history).encode()),
                 run_dir / "metrics.jsonl")
     write_json(asdict(cfg), run_dir / "config.json")
+    if nb := link_notebook(run_dir): print(f"notebook: {nb} (linked from the run folder)")
     write_status(run_dir, "running", epoch=st["epoch"], started=t_start)
     print(f"run folder: {run_dir}\nmodel: {cfg.model}, {n_params(model):,} parameters, device {dev}")
 

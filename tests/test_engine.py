@@ -118,3 +118,25 @@ def test_resume_refuses_changes_that_would_alter_the_result(tmp_path):
         T.fit(cfg(tmp_path, resume=str(first.run_dir), lr=0.5))
     more = T.fit(cfg(tmp_path, resume=str(first.run_dir), epochs=3))  # epochs may grow on resume
     assert more.run_dir == first.run_dir and [h["epoch"] for h in more.history] == [1, 2, 3]
+
+
+def test_tensorboard_has_scalars_lr_histograms_images_and_hparams(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    res = T.fit(cfg(tmp_path, epochs=2, augment="shift,erase", tensorboard=True))
+    runs = [EventAccumulator(str(d), size_guidance={"histograms": 0, "images": 0}).Reload()
+            for d in {p.parent for p in (res.run_dir / "tb").rglob("events.out.tfevents.*")}]
+    tags = {kind: set().union(*(r.Tags()[kind] for r in runs)) for kind in ("scalars", "histograms", "images")}
+    assert {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/top_k", "lr"} <= tags["scalars"]
+    assert "hparam/test_accuracy" in tags["scalars"]
+    assert any(t.startswith("weights/") for t in tags["histograms"]) and any(t.startswith("grads/") for t in tags["histograms"])
+    assert "inputs" in tags["images"]
+    assert len([e for r in runs if "val/loss" in r.Tags()["scalars"] for e in r.Scalars("val/loss")]) == 2  # per epoch
+
+
+def test_cpu_options_bf16_channels_last_deterministic(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        res = T.fit(cfg(tmp_path, model="cnn", width=8, epochs=1, steps_per_epoch=30, amp="bf16",
+                        channels_last=True, deterministic=True, threads=1))
+    finally: torch.use_deterministic_algorithms(False); torch.set_num_threads(threads)
+    assert res.summary["test_accuracy"] > 0.5 and res.summary["threads"] == 1

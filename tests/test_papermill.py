@@ -44,6 +44,7 @@ def test_papermill_end_to_end(tmp_path):
               "status.json", "learning_curves.png", "confusion.png", "predictions.png", "mistakes.png"):
         assert (run / f).is_file(), f
     assert (run / "tb").is_dir()
+    assert (run / "notebook.ipynb").resolve() == out.resolve()  # the executed notebook is part of the record
     summary = json.loads((run / "summary.json").read_text())
     assert summary["dataset"] == "mnist_sample" and summary["test_accuracy"] > 0.8
     assert json.loads((run / "config.json").read_text())["lr"] == 0.01

@@ -73,7 +73,7 @@ def killed_then_resumed(tmp_path, **kill) -> dict:
     assert p.returncode == -signal.SIGKILL, f"expected a SIGKILL, got {p.returncode}: {p.stderr[-2000:]}"
     assert json.loads((run_dir / "status.json").read_text())["status"] == "running"  # the kill left it so
     from mnist_lab.train import run_status
-    assert run_status(run_dir)["status"] == "killed"
+    assert run_status(run_dir)["status"] == "failed" and run_status(run_dir)["killed"]
     assert not (run_dir / "summary.json").exists()
     p = fit_process({"resume": str(run_dir), "runs_root": str(tmp_path / "runs"), "progress": "none"},
                     no_rng_restore=kill.get("no_rng_restore", False))
