@@ -58,10 +58,11 @@ def read_idx(path) -> torch.Tensor:
 
 # %% ../nbs/00_data.ipynb #6db9c17d
 def find_idx_files(name: str, data_dir) -> dict | None:
-    "The four IDX files of dataset `name` under `data_dir` (flat or `<Name>/raw`, `.gz` or not), or None."
+    """The four IDX files of dataset `name` under `data_dir` (flat or `<Name>/raw`, `.gz` or not), or None.
+    The `.gz` wins when both exist (torchvision keeps both): the official md5 sums are those of the `.gz` files."""
     root = Path(data_dir).expanduser()
     for folder in (root, root / DATASETS[name].tv_name / "raw", root / DATASETS[name].tv_name):
-        found = {stem: next((p for ext in ("", ".gz") if (p := folder / (stem + ext)).is_file()), None)
+        found = {stem: next((p for ext in (".gz", "") if (p := folder / (stem + ext)).is_file()), None)
                  for stem in IDX_STEMS}
         if all(found.values()): return found
     return None

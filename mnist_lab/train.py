@@ -6,13 +6,13 @@
 __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'LOSSES', 'S', 'METRICS', 'RESUME_OVERRIDES', 'register', 'adam', 'adamw', 'sgd',
            'rmsprop', 'adadelta', 'no_schedule', 'step_lr', 'multistep', 'exponential', 'cosine', 'onecycle', 'plateau',
            'cross_entropy', 'nll_loss', 'parse_monitor', 'parse_ints', 'to_type', 'TrainConfig', 'CheckpointError',
-           'save_atomic', 'save_checkpoint', 'write_json', 'load_weights', 'load_checkpoint', 'new_run_dir',
+           'discard', 'save_atomic', 'save_checkpoint', 'write_json', 'load_weights', 'load_checkpoint', 'new_run_dir',
            'write_status', 'pid_alive', 'run_status', 'seed_everything', 'get_rng_state', 'set_rng_state', 'evaluate',
            'Result', 'model_from_config', 'pick_device', 'show_bars', 'versions', 'papermill_output', 'link_notebook',
            'find_resume_checkpoint', 'resume_config', 'fit', 'log_tensorboard']
 
 # %% ../nbs/02_train.ipynb #17727ac5
-import dataclasses, difflib, json, math, os, platform, random, re, secrets, socket, subprocess, sys, time
+import dataclasses, difflib, io, json, math, os, platform, random, re, secrets, socket, subprocess, sys, time
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from types import ModuleType
@@ -229,6 +229,10 @@ class TrainConfig:
 # %% ../nbs/02_train.ipynb #9adec65e
 class CheckpointError(ValueError): "A checkpoint file that cannot be read safely."
 
+def discard(tmp: Path):
+    try: tmp.unlink(missing_ok=True)
+    except OSError: pass  # a read-only or vanished folder: nothing was left there anyway
+
 def save_atomic(write, path):
     "Call `write(f)` on a temp file beside `path`, fsync, then atomically replace `path`."
     path = Path(path)
@@ -240,16 +244,20 @@ def save_atomic(write, path):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}; the previous file is unchanged") from e
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
     try: os.fsync(dir_fd)
     finally: os.close(dir_fd)
 
-def save_checkpoint(obj, path): save_atomic(lambda f: torch.save(obj, f), path)
+def save_checkpoint(obj, path):
+    # serialize in memory first: torch.save on a full disk hides ENOSPC behind a zip-writer RuntimeError
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    save_atomic(lambda f: f.write(buf.getbuffer()), path)
 
 def write_json(obj, path): save_atomic(lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()), path)
 
@@ -595,8 +603,9 @@ def fit(cfg: TrainConfig) -> Result:
               f"in {summary['seconds']:.1f}s; run folder {run_dir}")
         return Result(run_dir, model, history, summary, data)
     except BaseException as e:  # KeyboardInterrupt and sys.exit too: only a finished run is "completed"
-        write_status(run_dir, "failed", epoch=st["epoch"], started=t_start,
-                     error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+        try: write_status(run_dir, "failed", epoch=st["epoch"], started=t_start,
+                          error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+        except OSError as e2: print(f"warning: could not record the failure in status.json: {e2}")
         raise
     finally:
         if writer: writer.close()

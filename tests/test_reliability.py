@@ -1,0 +1,359 @@
+"""Reliability and security with real faults: killed writers, full disks, read-only folders, damaged and
+malicious checkpoints, bad parameters, escaping paths, corrupt datasets, concurrent runs, dead kernels.
+The numbered cases follow the reliability issue; resume-after-kill (2), same-seed runs (3), NaN loss (11)
+and sys.exit/KeyboardInterrupt (14) live in test_resume.py and test_engine.py."""
+import errno, functools, gzip, http.server, json, os, random, re, resource, signal, struct, subprocess, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+import pytest
+import torch
+import mnist_lab
+import mnist_lab.train as T
+from mnist_lab.data import load_data, read_idx, IDX_STEMS, DATASETS
+from conftest import ROOT, papermill
+
+TINY = dict(epochs=2, dataset="mnist_sample", model="linear", batch_size=100, steps_per_epoch=2, scheduler="none",
+            tensorboard=False, progress="none")
+BIG = {"w": torch.randn(1_000_000)}  # a 4 MB checkpoint: writing it takes long enough to be killed inside
+
+
+def run_py(code: str, *args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          timeout=120, **kw)
+
+
+# 1. SIGKILL while a checkpoint is being written, 20 times: the file on disk is always a readable checkpoint
+
+WRITER = r'''
+import sys, torch
+from mnist_lab.train import save_checkpoint
+path, i = sys.argv[1], 0
+print("ready", flush=True)
+while True:
+    i += 1
+    save_checkpoint({"model": {"w": torch.full((1_000_000,), float(i))}, "step": i}, path)
+'''
+
+
+def test_sigkill_during_checkpoint_writes_never_leaves_an_unreadable_file(tmp_path):
+    path, rng, steps = tmp_path / "last.pt", random.Random(0), []
+    T.save_checkpoint({"model": {"w": torch.zeros(1_000_000)}, "step": 0}, path)
+    for _ in range(20):
+        p = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, 0.3))  # lands inside torch.save, fsync or rename, or between them
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        ckpt = T.load_checkpoint(path)  # raises if the file were torn
+        assert torch.all(ckpt["model"]["w"] == ckpt["step"])  # and it is one whole write, not a mix
+        steps.append(ckpt["step"])
+    assert any(s > 0 for s in steps), "the writer never completed a save: the test did not exercise anything"
+
+
+# 4. Disk full while saving: a clear error, the previous checkpoint intact
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    "A real 1 MiB tmpfs (needs root, as on the project's machines and CI)."
+    d = tmp_path / "tmpfs"
+    d.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)]).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root); test_size_limited_file covers disk full instead")
+    yield d
+    subprocess.run(["umount", str(d)], check=True)
+
+
+def test_disk_full_keeps_the_previous_checkpoint(tiny_disk):
+    path = tiny_disk / "last.pt"
+    T.save_checkpoint({"model": {"w": torch.ones(10_000)}}, path)  # 40 kB fits
+    with pytest.raises(OSError, match=r"cannot write .*last.pt: No space left on device; the previous file is unchanged"):
+        T.save_checkpoint({"model": BIG}, path)  # 4 MB does not
+    assert torch.equal(T.load_checkpoint(path)["model"]["w"], torch.ones(10_000))
+    assert sorted(os.listdir(tiny_disk)) == ["last.pt"]  # the partial temp file was removed
+
+
+def test_disk_full_during_training_fails_the_run_clearly(tiny_disk):
+    # an mlp checkpoint (~1.3 MB with Adam's state) cannot fit on the 1 MiB disk; config, status, metrics can
+    with pytest.raises(OSError, match="No space left on device"):
+        T.fit(T.TrainConfig(**{**TINY, "model": "mlp", "runs_root": str(tiny_disk), "run_dir": str(tiny_disk / "r")}))
+    s = T.run_status(tiny_disk / "r")
+    assert s["status"] == "failed" and "No space left on device" in s["error"]
+
+
+def test_size_limited_file(tmp_path):
+    "Disk full for any user: RLIMIT_FSIZE makes the kernel refuse writes past 100 kB (EFBIG), in a child process."
+    path = tmp_path / "last.pt"
+    T.save_checkpoint({"model": {"w": torch.ones(1000)}}, path)
+    r = run_py(r'''
+import resource, signal, sys, torch
+from mnist_lab.train import save_checkpoint
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG as an error instead of being killed
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+try: save_checkpoint({"model": {"w": torch.zeros(1_000_000)}}, sys.argv[1])
+except OSError as e: print("ERROR", e); sys.exit(3)
+''', path)
+    assert r.returncode == 3 and "cannot write" in r.stdout and "previous file is unchanged" in r.stdout, r.stdout + r.stderr
+    assert torch.equal(T.load_checkpoint(path)["model"]["w"], torch.ones(1000))
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+# 5. Read-only run folder: a clear error, not a silently skipped save
+
+def test_read_only_run_folder(tmp_path):
+    run = T.fit(T.TrainConfig(**{**TINY, "epochs": 1}, runs_root=str(tmp_path), run_dir=str(tmp_path / "r"))).run_dir
+    before = (run / "last.pt").read_bytes()
+    if os.geteuid() == 0:  # root ignores permissions: make the folder read-only for real with a bind mount
+        subprocess.run(["mount", "--bind", str(run), str(run)], check=True)
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(run)], check=True)
+    else: run.chmod(0o555)
+    try:
+        with pytest.raises(OSError, match=r"cannot write .*r/(metrics.jsonl|config.json).*(Read-only file system|Permission denied)"):
+            T.fit(T.TrainConfig(**{**TINY, "runs_root": str(tmp_path), "resume": str(run), "epochs": 3}))
+    finally:
+        if os.geteuid() == 0: subprocess.run(["umount", str(run)], check=True)
+        else: run.chmod(0o755)
+    assert (run / "last.pt").read_bytes() == before
+
+
+# 6. Truncated, empty and garbage checkpoints: one clear error naming the file; resume falls back
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
+def test_damaged_checkpoint_gives_one_clear_error(tmp_path, damage):
+    path = tmp_path / "last.pt"
+    T.save_checkpoint({"model": {"w": torch.ones(1000)}}, path)
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": os.urandom(5000)}[damage])
+    with pytest.raises(T.CheckpointError) as e:
+        T.load_checkpoint(path)
+    assert str(path) in str(e.value) and "weights_only=False" not in str(e.value)
+    assert e.value.__suppress_context__  # torch's own message (which suggests weights_only=False) is dropped
+
+
+def test_resume_falls_back_to_the_previous_good_checkpoint(tmp_path, capsys):
+    run = T.fit(T.TrainConfig(**TINY, runs_root=str(tmp_path), run_dir=str(tmp_path / "r"))).run_dir
+    (run / "last.pt").write_bytes((run / "last.pt").read_bytes()[:1000])  # torn by something outside our control
+    res = T.fit(T.TrainConfig(**{**TINY, "runs_root": str(tmp_path), "resume": str(run), "epochs": 3}))
+    assert "last.pt is not a readable checkpoint" in capsys.readouterr().out  # said, then resumed from best.pt
+    assert [h["epoch"] for h in res.history] == [1, 2, 3] and T.run_status(run)["status"] == "completed"
+    for f in ("last.pt", "best.pt"): (run / f).write_bytes(b"junk")
+    with pytest.raises(T.CheckpointError, match="no readable checkpoint"):
+        T.fit(T.TrainConfig(**{**TINY, "runs_root": str(tmp_path), "resume": str(run)}))
+
+
+# 7. A pickle payload disguised as a checkpoint is refused, even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
+
+class Payload:
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("force_unsafe", [False, True])
+def test_pickle_payload_is_refused(tmp_path, force_unsafe):
+    marker, evil = tmp_path / "PWNED", tmp_path / "last.pt"
+    torch.save({"model": {}, "x": Payload(marker)}, evil)
+    env = {**os.environ, **({"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if force_unsafe else {})}
+    for code in ("from mnist_lab.train import load_checkpoint as f; f(sys.argv[1])",
+                 "from mnist_lab.eval import load_run as f; f(sys.argv[1])"):
+        r = run_py("import sys\n" + code, evil, env=env)
+        assert r.returncode != 0 and "CheckpointError" in r.stderr and "is not a readable checkpoint" in r.stderr
+        assert not marker.exists(), "the payload ran"
+    (tmp_path / "model.pt").write_bytes(evil.read_bytes())  # also as a run folder's final weights
+    (tmp_path / "config.json").write_text(json.dumps({"model": "linear"}))
+    r = run_py("import sys\nfrom mnist_lab.eval import load_run; load_run(sys.argv[1])", tmp_path, env=env)
+    assert r.returncode != 0 and "is not a readable checkpoint" in r.stderr and not marker.exists()
+
+
+def test_every_torch_load_in_the_package_is_weights_only():
+    calls = []
+    for f in Path(mnist_lab.__file__).parent.glob("*.py"):
+        text = f.read_text()
+        for m in re.finditer(r"torch\.load\(", text):
+            depth, i = 1, m.end()
+            while depth: depth += {"(": 1, ")": -1}.get(text[i], 0); i += 1
+            calls.append((f.name, text[m.start():i]))
+    assert calls, "no torch.load found: the scan is broken"
+    unsafe = [c for c in calls if "weights_only=True" not in c[1]]
+    assert not unsafe, unsafe
+
+
+def test_safetensors_export_round_trip(tmp_path):
+    from mnist_lab.eval import export_safetensors, load_safetensors
+    res = T.fit(T.TrainConfig(**TINY, runs_root=str(tmp_path)))
+    model, cfg = load_safetensors(export_safetensors(res.run_dir))
+    assert cfg.model == "linear"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), res.model.state_dict().values()))
+
+
+# 8. Every bad parameter is rejected before training, naming it and the allowed values, through papermill too
+
+BAD = [("lr", "nan", "lr=nan: must be a finite number > 0"), ("lr", "inf", "lr=inf: must be a finite number > 0"),
+       ("lr", -1, "lr=-1.0: must be a finite number > 0"), ("lr", 0, "lr=0.0: must be a finite number > 0"),
+       ("batch_size", 0, "batch_size=0: must be >= 1"), ("batch_size", -1, "batch_size=-1: must be >= 1"),
+       ("batch_size", 1.5, "batch_size=1.5: expected int"), ("batch_size", "abc", "batch_size='abc': expected int"),
+       ("epochs", 0, "epochs=0: must be >= 1"),
+       ("model", "resnet", "model='resnet': choose one of linear, mlp, lenet, cnn"),
+       ("optimizer", "lion", "optimizer='lion': choose one of adam, adamw, sgd, rmsprop, adadelta"),
+       ("scheduler", "warmup", "scheduler='warmup': choose one of none, step, multistep, exponential, cosine, "
+                               "onecycle, reduce_on_plateau"),
+       ("dataset", "cifar", "dataset='cifar': choose one of auto, mnist, fashion_mnist, kmnist, mnist_sample"),
+       ("val_split", 0, "val_split=0.0: must be in (0, 1)"), ("val_split", 1, "val_split=1.0: must be in (0, 1)"),
+       ("val_split", 1.5, "val_split=1.5: must be in (0, 1)"),
+       ("lrr", 0.1, "'lrr': did you mean 'lr'?"),
+       ("name", "../../etc", "name='../../etc': use letters"), ("run_dir", "../../etc", "is outside runs_root")]
+
+
+@pytest.mark.parametrize("name,value,message", BAD, ids=[f"{n}={v}" for n, v, _ in BAD])
+def test_bad_parameter_rejected_in_process(name, value, message):
+    with pytest.raises(ValueError) as e:
+        T.TrainConfig.from_params(**{name: value})
+    assert message in str(e.value)
+
+
+def test_bad_parameters_rejected_through_papermill(tmp_path):
+    def one(i_case):
+        i, (name, value, message) = i_case
+        r = papermill(tmp_path / f"bad{i}.ipynb", ("dataset", "mnist_sample"), (name, value), cwd=tmp_path)
+        return name, value, message, r
+    with ThreadPoolExecutor(2) as pool:
+        for name, value, message, r in pool.map(one, enumerate(BAD)):
+            assert r.returncode != 0, (name, value)
+            assert message in r.stdout + r.stderr, (name, value, r.stderr[-1500:])
+    assert not (tmp_path / "runs").exists()  # no run was started, nothing was written
+
+
+# 9. run_dir / name escaping the runs root (also in 8): absolute paths and symlinks too
+
+def test_paths_cannot_escape_the_runs_root(tmp_path):
+    for kw in ({"name": "/etc"}, {"name": "a/../../b"}, {"run_dir": "/etc/x"}, {"run_dir": str(tmp_path / "other")}):
+        with pytest.raises(ValueError, match="name=|run_dir="):
+            T.TrainConfig(**{**TINY, "runs_root": str(tmp_path / "runs"), **kw}).check_paths()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "link").symlink_to("/tmp")
+    with pytest.raises(ValueError, match="outside runs_root"):
+        T.TrainConfig(**{**TINY, "runs_root": str(tmp_path / "runs"), "run_dir": str(tmp_path / "runs/link/x")}).check_paths()
+
+
+# 10. Corrupt dataset files: a clear error at load; local non-official files load and are recorded
+
+def write_idx(path, arr: torch.Tensor, magic=None):
+    header = magic or bytes([0, 0, 8, arr.ndim])
+    path.write_bytes(gzip.compress(header + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.numpy().tobytes()))
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    x, y = torch.randint(0, 255, (20, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (20,), dtype=torch.uint8)
+    for stem, arr in zip(IDX_STEMS, (x, y, x[:10], y[:10])): write_idx(d / f"{stem}.gz", arr)
+    return d
+
+
+def test_valid_local_files_load_as_a_local_dataset(tiny_dataset):
+    data = load_data("mnist", tiny_dataset, download_ok=False)
+    assert len(data.x_train) == 20 and not data.official and len(data.files) == 4
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncated", "header says (20, 28, 28) = 15680 bytes, file holds"),
+    ("magic", "wrong magic number"),
+    ("count", "(20, 28, 28) images vs (19,) labels"),
+    ("not_gzip", "cannot be read as gzip"),
+])
+def test_corrupt_dataset_files_fail_clearly(tiny_dataset, damage, message):
+    images, labels = tiny_dataset / "train-images-idx3-ubyte.gz", tiny_dataset / "train-labels-idx1-ubyte.gz"
+    raw = gzip.decompress(images.read_bytes())
+    if damage == "truncated": images.write_bytes(gzip.compress(raw[:-100]))
+    if damage == "magic": images.write_bytes(gzip.compress(b"\x00\x00\x09\x03" + raw[4:]))
+    if damage == "count": write_idx(labels, torch.zeros(19, dtype=torch.uint8))
+    if damage == "not_gzip": images.write_bytes(raw)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_data("mnist", tiny_dataset, download_ok=False)
+
+
+def test_shared_mnist10k_is_a_local_subset_and_recorded(shared_mnist):
+    data = load_data("mnist", shared_mnist, download_ok=False)
+    assert len(data.x_train) == 10_000 and len(data.x_test) == 10_000 and not data.official
+    assert data.files["t10k-images-idx3-ubyte.gz"] == "9fb629c4189551a2d022fa330f9573f3"  # the official test set
+
+
+@pytest.fixture
+def mirror(tmp_path, tiny_dataset, monkeypatch):
+    """A local HTTP server as torchvision's MNIST download mirror, serving `tiny_dataset`'s files, with
+    torchvision's list of official md5 sums replaced by theirs: the real download and md5 code paths run
+    offline (the real MNIST files cannot be fetched here)."""
+    import torchvision
+    from mnist_lab.data import md5sum
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tiny_dataset))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [f"http://127.0.0.1:{server.server_port}/"])
+    monkeypatch.setattr(torchvision.datasets.MNIST, "resources",
+                        [(p.name, md5sum(p)) for p in sorted(tiny_dataset.glob("*.gz"))])
+    yield tiny_dataset
+    server.shutdown()
+
+
+def test_downloads_are_md5_checked_and_recorded_as_official(tmp_path, mirror):
+    data = load_data("mnist", tmp_path / "dl", download_ok=True)
+    assert data.official and len(data.x_train) == 20
+    assert (tmp_path / "dl" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file()
+    labels = mirror / "t10k-labels-idx1-ubyte.gz"  # the mirror now serves a damaged file
+    labels.write_bytes(labels.read_bytes()[:-3] + b"xyz")
+    with pytest.raises(FileNotFoundError, match="(?s)download failed: .*t10k-labels-idx1-ubyte.gz.*corrupted"):
+        load_data("mnist", tmp_path / "dl2", download_ok=True)
+
+
+# 12. Eight runs started at the same moment with the same name: eight distinct folders
+
+def test_eight_simultaneous_runs_get_eight_folders(tmp_path):
+    start = time.time() + 6  # every process waits for this moment, after its imports
+    code = r'''
+import sys, time, json
+import mnist_lab.train as T
+cfg = T.TrainConfig(**json.loads(sys.argv[1]))
+time.sleep(max(0, float(sys.argv[2]) - time.time()))
+print("RUN_DIR", T.fit(cfg).run_dir)
+'''
+    cfg = json.dumps({**TINY, "epochs": 1, "runs_root": str(tmp_path), "name": "same", "threads": 1})
+    procs = [subprocess.Popen([sys.executable, "-c", code, cfg, str(start)], stdout=subprocess.PIPE, text=True)
+             for _ in range(8)]
+    dirs = [p.communicate(timeout=120)[0].split("RUN_DIR ")[-1].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert len(set(dirs)) == 8 and len(list((tmp_path / "same").iterdir())) == 8
+    for d in dirs: assert T.run_status(d)["status"] == "completed" and json.loads(Path(d, "config.json").read_text())["name"] == "same"
+
+
+def test_same_explicit_run_dir_is_claimed_once(tmp_path):
+    cfg = T.TrainConfig(**TINY, runs_root=str(tmp_path), run_dir=str(tmp_path / "r"))
+    T.new_run_dir(cfg)
+    with pytest.raises(FileExistsError, match="already holds a run; continue it with resume="):
+        T.new_run_dir(cfg)
+
+
+# 13. A papermill run whose kernel dies or times out is recorded as failed and resumes exactly
+
+def test_papermill_timeout_is_failed_and_resumes_exactly(tmp_path):
+    # about 0.6 s an epoch: the 6 s cell timeout lands mid-run (papermill's timeout is per cell)
+    params = [("dataset", "mnist_sample"), ("model", "cnn"), ("width", 16), ("dropout", 0.1), ("batch_size", 64),
+              ("steps_per_epoch", 30), ("epochs", 16), ("threads", 1), ("run_dir", "runs/t"), ("tensorboard", False)]
+    r = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "nbs/train.ipynb"), str(tmp_path / "t.ipynb"),
+                        "--execution-timeout", "6", *[a for k, v in params for a in ("-p", k, str(v))]],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    run = tmp_path / "runs" / "t"
+    assert r.returncode != 0 and "Timeout" in r.stderr + r.stdout
+    assert (run / "last.pt").exists(), "the timeout came before the first checkpoint: raise --execution-timeout"
+    time.sleep(1)  # the kernel may take a moment to die
+    s = T.run_status(run)
+    assert s["status"] == "failed" and (s.get("killed") or "Interrupt" in s.get("error", "")), s
+    epochs_done = s["epoch"]
+    assert 0 < epochs_done < 16
+    r = papermill(tmp_path / "t2.ipynb", ("resume", "runs/t"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    threads = torch.get_num_threads()
+    try: ref = T.fit(T.TrainConfig.from_params(**{k: v for k, v in params if k != "run_dir"},
+                                              runs_root=str(tmp_path / "ref"), progress="none"))
+    finally: torch.set_num_threads(threads)
+    resumed = torch.load(run / "model.pt", weights_only=True)
+    assert all(torch.equal(resumed[k], v) for k, v in ref.model.state_dict().items())
