@@ -1,3 +1,2 @@
 __version__ = "0.1.0"
-
-from . import data, model, train, eval  # noqa: E402  `import mnist_lab` gives every module
+from . import data, model, train, eval, runs, sweep

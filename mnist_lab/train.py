@@ -447,8 +447,9 @@ def resume_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
     return TrainConfig.from_params(**{**saved, **changed, "resume": cfg.resume})
 
 # %% ../nbs/02_train.ipynb #174ef87a
-def fit(cfg: TrainConfig) -> Result:
-    "Train as `cfg` says, writing the run folder; returns a `Result`."
+def fit(cfg: TrainConfig, on_epoch=None) -> Result:
+    """Train as `cfg` says, writing the run folder; returns a `Result`. `on_epoch(row)` is called after each
+    epoch is saved (Optuna's pruning hooks in there; an exception from it ends the run)."""
     t_start = time.time()
     ckpt = None
     if cfg.resume:
@@ -578,6 +579,7 @@ def fit(cfg: TrainConfig) -> Result:
                   f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} | lr {row['lr']:.2e}"
                   f" | {row['epoch_time']:.1f}s{'  *' if improved else ''}", flush=True)
             if writer: log_tensorboard(writer, row, model, xb if epoch == 0 or augs else None)
+            if on_epoch: on_epoch(row)
             if stop:
                 print(f"early stop: {key} did not improve for {cfg.early_stop} epochs "
                       f"(best {st['best']:.4f} at epoch {st['best_epoch']})")
@@ -603,7 +605,8 @@ def fit(cfg: TrainConfig) -> Result:
               f"in {summary['seconds']:.1f}s; run folder {run_dir}")
         return Result(run_dir, model, history, summary, data)
     except BaseException as e:  # KeyboardInterrupt and sys.exit too: only a finished run is "completed"
-        try: write_status(run_dir, "failed", epoch=st["epoch"], started=t_start,
+        pruned = type(e).__name__ == "TrialPruned"  # Optuna stopped a poor trial: not a failure
+        try: write_status(run_dir, "pruned" if pruned else "failed", epoch=st["epoch"], started=t_start,
                           error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
         except OSError as e2: print(f"warning: could not record the failure in status.json: {e2}")
         raise

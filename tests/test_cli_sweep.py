@@ -1,0 +1,86 @@
+"""The `mnist-lab` console script as installed, sweeps with parallel workers, failing and resumed trials,
+and Optuna pruning."""
+import json, subprocess, sys
+from pathlib import Path
+import pytest
+import mnist_lab.sweep as S
+from mnist_lab.runs import runs_table
+
+FAST = ["-p", "dataset", "mnist_sample", "-p", "model", "linear", "-p", "epochs", "1", "-p", "steps_per_epoch", "5",
+        "-p", "scheduler", "none", "-p", "tensorboard", "False"]
+MNIST_LAB = str(Path(sys.executable).parent / "mnist-lab")
+
+
+def cli(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([MNIST_LAB, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_help_everywhere(tmp_path):
+    for cmd in ([], ["train"], ["resume"], ["eval"], ["runs"], ["sweep"]):
+        r = cli(*cmd, "--help", cwd=tmp_path)
+        assert r.returncode == 0 and "usage: mnist-lab" in r.stdout, cmd
+
+
+def test_train_runs_eval_resume(tmp_path):
+    r = cli("train", *FAST, "--name", "cli", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run,) = (tmp_path / "runs" / "cli").iterdir()
+    assert (run / "notebook.ipynb").is_file() and not (run / "notebook.ipynb").is_symlink()  # the record itself
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+    r = cli("runs", cwd=tmp_path)
+    assert r.returncode == 0 and f"cli/{run.name}" in r.stdout and "completed" in r.stdout
+    r = cli("eval", str(run), cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout[r.stdout.index("{"):])["accuracy"] > 0.3
+    assert (run / "confusion.png").is_file()
+    r = cli("resume", str(run), "-p", "epochs", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (run / "notebook-2.ipynb").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "-p", "lrr", "0.1"], "mnist-lab train: error: unknown parameter(s) ['lrr'] ('lrr': did you mean 'lr'?)"),
+    (["eval", "nowhere"], "mnist-lab eval: error:"),
+    (["resume", "nowhere"], "mnist-lab resume: error: resume='nowhere': no such run folder"),
+    (["sweep", "missing.yaml"], "mnist-lab sweep: error:"),
+])
+def test_errors_are_one_line_and_non_zero(tmp_path, args, message):
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode != 0 and r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_with_two_workers_failing_trial_and_resume(tmp_path):
+    base = {"dataset": "mnist_sample", "model": "mlp", "optimizer": "sgd", "epochs": 1, "steps_per_epoch": 5,
+            "scheduler": "none", "tensorboard": False}
+    # lr 1e30 blows up at the second step: a trial that raises at run time; the sweep must go on
+    space = {"lr": [1e-2, 1e30], "seed": [0, 1]}
+    first = S.sweep({"lr": [1e-2], "seed": [0]}, tmp_path / "sw", n_jobs=2, params=base)  # a sweep that "crashed"
+    assert list(first.status) == ["completed"]
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(json.dumps({"method": "grid", "space": space, "params": base, "n_jobs": 2,
+                                "sweep_dir": str(tmp_path / "sw")}))
+    r = cli("sweep", str(spec), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "4 trials: 3 ran, 1 already completed; 2 failed" in r.stdout
+    table = runs_table(tmp_path / "sw" / "trials")
+    assert len(table) == 4 and sorted(table.status) == ["completed", "completed", "failed", "failed"]
+    assert table[table.status == "failed"].error.str.contains("FloatingPointError").all()
+    assert table.threads.eq(1).all()  # 2 workers on 2 cores: one torch thread each
+    assert (table.started.min() == first.started.min())  # the completed trial was not run again
+
+
+def test_optuna_median_pruner_prunes_on_a_scripted_objective(tmp_path, monkeypatch):
+    import optuna
+    from types import SimpleNamespace
+    def scripted_fit(cfg, on_epoch=None):
+        # trials with lr near 1e-2 climb, the others stay low: the median rule must stop some of those
+        good = abs(__import__("math").log10(cfg.lr) + 2) < 0.5
+        for epoch in range(1, 6):
+            on_epoch({"epoch": epoch, "val_accuracy": (0.5 + 0.1 * epoch) if good else 0.2})
+        return SimpleNamespace(summary={"best": 1.0 if good else 0.2})
+    monkeypatch.setattr(S, "fit", scripted_fit)
+    study = S.optuna_search({"lr": [1e-2, 1e-4]}, tmp_path / "search", n_trials=8, sampler="random",
+                            params={"dataset": "mnist_sample"})
+    states = [t.state for t in study.trials]
+    assert len(states) == 8 and optuna.trial.TrialState.PRUNED in states
+    assert study.best_params == {"lr": 1e-2} and (tmp_path / "search" / "study.db").is_file()
