@@ -40,10 +40,16 @@ def cmd_resume(a) -> int:
 
 def papermill(args: list, run_dir: Path) -> int:
     from mnist_lab.train import run_status
-    r = subprocess.run(args)
+    from mnist_lab.sweep import stop_papermill
+    p = subprocess.Popen(args)
+    try: p.wait()
+    except KeyboardInterrupt:
+        print("interrupting the run...", file=sys.stderr)
+        stop_papermill(p)
+        raise
     s = run_status(run_dir)  # also records a dead kernel as failed
     print(f"{run_dir}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
-    return 0 if r.returncode == 0 and s["status"] == "completed" else 1
+    return 0 if p.returncode == 0 and s["status"] == "completed" else 1
 
 def cmd_eval(a) -> int:
     from mnist_lab.eval import report, evaluate_run

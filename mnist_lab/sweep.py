@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['TRAIN_NOTEBOOK', 'SAMPLERS', 'PRUNERS', 'check_space', 'check_shapes', 'expand_grid', 'sample_value', 'sample_space',
-           'trial_id', 'papermill_args', 'run_trial', 'sweep', 'suggest', 'objective', 'run_trials', 'optuna_worker',
-           'optuna_search']
+           'children', 'stop_papermill', 'trial_id', 'papermill_args', 'run_trial', 'sweep', 'multi_seed', 'suggest',
+           'objective', 'run_trials', 'optuna_worker', 'optuna_search']
 
 # %% ../nbs/05_sweep.ipynb #1b1db202
-import hashlib, itertools, json, math, os, random, signal, subprocess, sys, time
+import hashlib, itertools, json, math, os, random, signal, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pandas as pd
@@ -50,6 +50,31 @@ def sample_space(space: dict, n: int, seed: int = 0) -> list:
 
 # %% ../nbs/05_sweep.ipynb #0083a4d1
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
+
+def children(pid: int) -> list:
+    "Child pids of `pid` (Linux /proc)."
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try: fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError: continue
+        if int(fields[1]) == pid: kids.append(int(stat.parent.name))
+    return kids
+
+def stop_papermill(p: subprocess.Popen, grace: float = 15.0):
+    """Stop a papermill run the way Jupyter does: interrupt its kernel (its own session, so a terminal's
+    Ctrl-C never reaches it); `fit` then records the run as failed (KeyboardInterrupt) and papermill exits.
+    Whatever is still alive after `grace` seconds is killed."""
+    kernels = children(p.pid)
+    for k in kernels:
+        try: os.kill(k, signal.SIGINT)
+        except ProcessLookupError: pass
+    try: p.wait(grace)
+    except subprocess.TimeoutExpired:
+        for k in kernels:
+            try: os.kill(k, signal.SIGKILL)
+            except ProcessLookupError: pass
+        p.kill()
+        p.wait()
 
 def trial_id(params: dict) -> str:
     return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -104,8 +129,11 @@ def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_trials: i
     try:
         results = list(pool.map(lambda s: run_trial({**params, **s}, sweep_dir, threads, procs), settings))
     except KeyboardInterrupt:
-        for p in list(procs): os.killpg(p.pid, signal.SIGTERM)  # papermill and its kernel
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=True)  # start no new trial
+        stoppers = [threading.Thread(target=stop_papermill, args=(p,)) for p in list(procs)]
+        for t in stoppers: t.start()
+        for t in stoppers: t.join()
+        pool.shutdown(wait=True)
         print("sweep interrupted: finished trials are kept, run it again to continue")
         raise
     pool.shutdown()
@@ -114,7 +142,17 @@ def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_trials: i
           f"{sum(r['status'] != 'completed' for r in results)} failed; {time.time() - t0:.1f}s")
     return runs_table(sweep_dir / "trials")
 
-# %% ../nbs/05_sweep.ipynb #8f5214f4
+# %% ../nbs/05_sweep.ipynb #e341a4c5
+def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir="runs/seeds", n_jobs: int = 0,
+               metric: str = "test_accuracy") -> pd.Series:
+    "Run one config with several seeds; returns the mean, std and count of `metric` over them."
+    from mnist_lab.runs import seed_stats
+    df = sweep({"seed": list(seeds)}, sweep_dir, n_jobs=n_jobs, params=params)
+    stats = seed_stats(df[df.seed.isin(list(seeds))], metric).iloc[0]
+    print(f"{metric}: {stats['mean']:.4f} ± {stats['std']:.4f} over {int(stats['count'])} seeds")
+    return stats
+
+# %% ../nbs/05_sweep.ipynb #56ccedcf
 SAMPLERS = {"tpe": lambda seed: __import__("optuna").samplers.TPESampler(seed=seed),
             "random": lambda seed: __import__("optuna").samplers.RandomSampler(seed=seed)}
 

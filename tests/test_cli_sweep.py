@@ -84,3 +84,35 @@ def test_optuna_median_pruner_prunes_on_a_scripted_objective(tmp_path, monkeypat
     states = [t.state for t in study.trials]
     assert len(states) == 8 and optuna.trial.TrialState.PRUNED in states
     assert study.best_params == {"lr": 1e-2} and (tmp_path / "search" / "study.db").is_file()
+
+
+def test_ctrl_c_stops_a_sweep_cleanly_and_rerun_finishes_it(tmp_path):
+    import os, signal, time
+    from mnist_lab.train import run_status
+    base = {"dataset": "mnist_sample", "model": "cnn", "width": 16, "epochs": 20, "steps_per_epoch": 20,
+            "scheduler": "none", "tensorboard": False}
+    spec = tmp_path / "sweep.json"
+    spec.write_text(json.dumps({"space": {"seed": [0, 1, 2]}, "params": base, "n_jobs": 2,
+                                "sweep_dir": str(tmp_path / "sw")}))
+    p = subprocess.Popen([MNIST_LAB, "sweep", str(spec)], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    trials = tmp_path / "sw" / "trials"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until both workers are training
+        epochs = [json.loads(s.read_text()).get("epoch", 0) for s in trials.glob("*/status.json") if s.stat().st_size]
+        if len(epochs) == 2 and min(epochs) >= 1: break
+        time.sleep(0.5)
+    else: pytest.fail("the sweep did not start two trials")
+    p.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted" in err, err[-2000:]
+    statuses = [run_status(d) for d in trials.iterdir()]
+    assert len(statuses) == 2 and all(s["status"] == "failed" and "KeyboardInterrupt" in s["error"] for s in statuses)
+    for s in statuses:  # no training process left behind
+        with pytest.raises(ProcessLookupError): os.kill(s["pid"], 0)
+    # running it again resumes the two interrupted trials from their checkpoints and runs the third
+    r = subprocess.run([MNIST_LAB, "sweep", str(spec)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "3 trials: 3 ran, 0 already completed; 0 failed" in r.stdout, r.stderr[-2000:]
+    resumed = [d for d in trials.iterdir() if (d / "notebook-2.ipynb").is_file()]
+    assert len(resumed) == 2 and all("resuming" in (d / "papermill.log").read_text() for d in resumed)
+    assert all(len((d / "metrics.jsonl").read_text().splitlines()) == 20 for d in trials.iterdir())
