@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['load_run', 'n_classes', 'export_safetensors', 'load_safetensors', 'predict', 'confusion_matrix', 'evaluate_run',
-           'read_history', 'plot_history', 'plot_confusion', 'plot_predictions', 'report']
+           'read_history', 'plot_history', 'plot_confusion', 'plot_predictions', 'report', 'in_notebook']
 
 # %% ../nbs/03_eval.ipynb #272320ca
 import json
@@ -125,13 +125,26 @@ def plot_predictions(x, y, pred, classes, n: int = 32, only_wrong: bool = False)
     return show_images(x[idx], titles=titles)
 
 # %% ../nbs/03_eval.ipynb #87d37f50
-def report(run_dir, data=None) -> dict:
-    "Save learning_curves.png, confusion.png, predictions.png and mistakes.png in the run folder."
+def report(run_dir, data=None, show: bool = True) -> dict:
+    """Save learning_curves.png, confusion.png, predictions.png and mistakes.png in the run folder and, in a
+    notebook, show them; returns their paths. Each figure is drawn once: the notebook shows the saved PNG."""
+    import matplotlib.pyplot as plt
     ev, run_dir = evaluate_run(run_dir, data), Path(run_dir)
     d, classes = ev["data"], ev["data"].spec.classes
-    figs = {"learning_curves": plot_history(read_history(run_dir)),
-            "confusion": plot_confusion(ev["confusion"], classes),
-            "predictions": plot_predictions(d.x_test, d.y_test, ev["pred"], classes),
-            "mistakes": plot_predictions(d.x_test, d.y_test, ev["pred"], classes, only_wrong=True)}
-    for name, fig in figs.items(): fig.savefig(run_dir / f"{name}.png", dpi=80)
-    return figs
+    plots = {"learning_curves": lambda: plot_history(read_history(run_dir)),
+             "confusion": lambda: plot_confusion(ev["confusion"], classes),
+             "predictions": lambda: plot_predictions(d.x_test, d.y_test, ev["pred"], classes),
+             "mistakes": lambda: plot_predictions(d.x_test, d.y_test, ev["pred"], classes, only_wrong=True)}
+    paths = {}
+    for name, plot in plots.items():
+        fig = plot()
+        fig.savefig(paths.setdefault(name, run_dir / f"{name}.png"), dpi=80)
+        plt.close(fig)
+    if show and in_notebook():
+        from IPython.display import Image, display
+        for p in paths.values(): display(Image(filename=str(p)))
+    return paths
+
+def in_notebook() -> bool:
+    try: return get_ipython().__class__.__name__ != "TerminalInteractiveShell"  # noqa: F821
+    except NameError: return False

@@ -12,7 +12,7 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'LOSSES', 'S', 'METRICS', 'RESUME_OVERRID
            'find_resume_checkpoint', 'resume_config', 'fit', 'log_tensorboard']
 
 # %% ../nbs/02_train.ipynb #17727ac5
-import dataclasses, difflib, io, json, math, os, platform, random, re, secrets, socket, subprocess, sys, time
+import dataclasses, difflib, functools, io, json, math, os, platform, random, re, secrets, socket, subprocess, sys, time
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from types import ModuleType
@@ -377,6 +377,7 @@ def show_bars(progress: str) -> bool:
     except (NameError, AttributeError): return sys.stdout.isatty()
     return bool(getattr(kernel, "_allow_stdin", False))
 
+@functools.cache  # one git call per process, not one per checkpoint
 def versions() -> dict:
     import torchvision, mnist_lab
     try:
