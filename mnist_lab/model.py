@@ -55,10 +55,12 @@ def conv_bn(c_in, c_out):
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
 @register_model("cnn")
-def cnn(width: int = 32, dropout: float = 0.0, n_classes: int = 10):
+def cnn(width: int = 16, dropout: float = 0.0, n_classes: int = 10):
     "Small fast CNN: three conv-BN-ReLU stages of `width`, 2x`width`, 4x`width` channels, global max pool."
+    head = nn.Linear(4 * width, n_classes)
+    nn.init.zeros_(head.weight)  # max-pooled ReLU features are large: a random head starts far above ln 10
     return nn.Sequential(
         conv_bn(1, width), nn.MaxPool2d(2),  # (B, w, 14, 14)
         conv_bn(width, 2 * width), nn.MaxPool2d(2),  # (B, 2w, 7, 7)
         conv_bn(2 * width, 4 * width),  # (B, 4w, 7, 7)
-        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * width, n_classes))
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout), head)

@@ -5,14 +5,15 @@
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'LOSSES', 'S', 'METRICS', 'RESUME_OVERRIDES', 'register', 'adam', 'adamw', 'sgd',
            'rmsprop', 'adadelta', 'no_schedule', 'step_lr', 'multistep', 'exponential', 'cosine', 'onecycle', 'plateau',
-           'cross_entropy', 'nll_loss', 'parse_monitor', 'parse_ints', 'to_type', 'TrainConfig', 'CheckpointError',
-           'discard', 'save_atomic', 'save_checkpoint', 'write_json', 'load_weights', 'load_checkpoint', 'new_run_dir',
-           'write_status', 'pid_alive', 'run_status', 'seed_everything', 'get_rng_state', 'set_rng_state', 'evaluate',
-           'Result', 'model_from_config', 'pick_device', 'show_bars', 'versions', 'papermill_output', 'link_notebook',
-           'find_resume_checkpoint', 'resume_config', 'fit', 'log_tensorboard']
+           'cross_entropy', 'nll_loss', 'parse_monitor', 'parse_ints', 'to_type', 'load_plugins', 'TrainConfig',
+           'CheckpointError', 'discard', 'save_atomic', 'save_checkpoint', 'write_json', 'load_weights',
+           'load_checkpoint', 'new_run_dir', 'write_status', 'pid_alive', 'run_status', 'seed_everything',
+           'get_rng_state', 'set_rng_state', 'evaluate', 'Result', 'model_from_config', 'resolve_amp', 'pick_device',
+           'show_bars', 'versions', 'papermill_output', 'link_notebook', 'find_resume_checkpoint', 'resume_config',
+           'fit', 'log_tensorboard']
 
 # %% ../nbs/02_train.ipynb #17727ac5
-import dataclasses, difflib, functools, io, json, math, os, platform, random, re, secrets, socket, subprocess, sys, time
+import dataclasses, difflib, functools, importlib.util, io, json, math, os, platform, random, re, secrets, socket, subprocess, sys, time
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from types import ModuleType
@@ -107,18 +108,39 @@ def to_type(name: str, value, typ):
     return int(f)
 
 # %% ../nbs/02_train.ipynb #628af57c
+_PLUGINS = {}  # resolved path or module name -> module: each plugin runs once per process
+
+def load_plugins(spec: str) -> list:
+    """Import each comma-separated `.py` file or module name in `spec`: the way a model or augmentation
+    registered in your own file becomes available to `train.ipynb` under papermill (`-p plugins my_models.py`)."""
+    mods = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        key = str(Path(item).resolve()) if item.endswith(".py") else item
+        if key not in _PLUGINS:
+            if item.endswith(".py"):
+                if not Path(item).is_file(): raise FileNotFoundError(f"no such file {Path(item).resolve()}")
+                spec_ = importlib.util.spec_from_file_location(f"mnist_lab_plugin_{Path(item).stem}", item)
+                mod = importlib.util.module_from_spec(spec_)
+                spec_.loader.exec_module(mod)
+            else: mod = importlib.import_module(item)
+            _PLUGINS[key] = mod
+        mods.append(_PLUGINS[key])
+    return mods
+
+# %% ../nbs/02_train.ipynb #af6f969c
 @dataclass
 class TrainConfig:
     "Everything a training run depends on, validated on creation."
-    lr: float = 3e-3  # learning rate (the peak for onecycle)
+    lr: float = 1e-2  # learning rate (the peak for onecycle)
     epochs: int = 5  # passes over the training split (max_steps overrides)
     batch_size: int = 128  # images per optimizer step
     model: str = "cnn"  # a name in MODELS: linear, mlp, lenet, cnn, or your own
-    width: int = 32  # cnn: channels of the first stage
+    width: int = 16  # cnn: channels of the first stage
     fc1: int = 128  # mlp: first hidden layer size
     fc2: int = 64  # mlp: second hidden layer size
     dropout: float = 0.0  # dropout probability (mlp, lenet, cnn)
     model_args: dict = field(default_factory=dict)  # more model constructor arguments (JSON string ok)
+    plugins: str = ""  # comma-separated .py files or modules to import first: they register your models/augmentations
     dataset: str = "auto"  # auto, mnist, fashion_mnist, kmnist, mnist_sample
     data_dir: str = "data"  # folder with the IDX files, or where they are downloaded
     download: bool = True  # download a missing dataset (needs internet)
@@ -131,7 +153,7 @@ class TrainConfig:
     momentum: float = 0.9  # sgd and rmsprop momentum
     amsgrad: bool = False  # adam/adamw AMSGrad variant
     loss: str = "cross_entropy"  # cross_entropy or nll_loss
-    label_smoothing: float = 0.0  # cross_entropy label smoothing, in [0, 1)
+    label_smoothing: float = 0.1  # cross_entropy label smoothing, in [0, 1)
     scheduler: str = "onecycle"  # none, step, multistep, exponential, cosine, onecycle, reduce_on_plateau
     step_size: int = 1  # step: epochs between lr drops
     milestones: str = "3,6"  # multistep: epochs at which the lr drops
@@ -145,8 +167,8 @@ class TrainConfig:
     max_steps: int = 0  # total optimizer steps, overriding epochs (0 = off)
     steps_per_epoch: int = 0  # optimizer steps per epoch, 0 for one pass over the training split
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N, mps
-    amp: str = "off"  # off, bf16, fp16 (fp16 on CUDA only): autocast mixed precision
-    channels_last: bool = False  # channels_last memory format (helps convs on CUDA)
+    amp: str = "auto"  # auto, off, bf16, fp16: autocast; auto = bf16 on CUDA and on CPUs with AMX, else off
+    channels_last: bool = True  # channels_last memory format (faster convs on CUDA and on CPU)
     threads: int = 0  # torch CPU threads, 0 for the torch default of one per core
     runs_root: str = "runs"  # folder that holds all runs
     name: str = "run"  # run name: runs go to runs_root/name/<time>-<id>/
@@ -161,6 +183,9 @@ class TrainConfig:
         for f in fields(self):
             try: setattr(self, f.name, to_type(f.name, getattr(self, f.name), f.type))
             except ValueError as e: problems.append(str(e))
+        if not problems and self.plugins:
+            try: load_plugins(self.plugins)
+            except Exception as e: problems.append(f"plugins={self.plugins!r}: {type(e).__name__}: {e}")
         if not problems: problems = self.check()
         if problems: raise ValueError("invalid training parameters:\n  " + "\n  ".join(problems))
 
@@ -170,7 +195,7 @@ class TrainConfig:
             v = getattr(self, name)
             return [] if v in options else [f"{name}={v!r}: choose one of {', '.join(map(str, options))}"]
         p = choice("model", MODELS) + choice("optimizer", OPTIMIZERS) + choice("scheduler", SCHEDULERS)
-        p += choice("loss", LOSSES) + choice("dataset", DATASET_NAMES) + choice("amp", ("off", "bf16", "fp16"))
+        p += choice("loss", LOSSES) + choice("dataset", DATASET_NAMES) + choice("amp", ("auto", "off", "bf16", "fp16"))
         p += choice("progress", ("auto", "bar", "epoch", "none"))
         if not (math.isfinite(self.lr) and self.lr > 0): p.append(f"lr={self.lr}: must be a finite number > 0")
         for name, low in (("epochs", 1), ("batch_size", 1), ("width", 1), ("fc1", 1), ("fc2", 1),
@@ -226,7 +251,7 @@ class TrainConfig:
     def _repr_markdown_(self):
         return "| parameter | value |\n|---|---|\n" + "\n".join(f"| {k} | `{v!r}` |" for k, v in asdict(self).items())
 
-# %% ../nbs/02_train.ipynb #9adec65e
+# %% ../nbs/02_train.ipynb #d8d3aeed
 class CheckpointError(ValueError): "A checkpoint file that cannot be read safely."
 
 def discard(tmp: Path):
@@ -278,7 +303,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path} is not an mnist_lab checkpoint (no 'model' entry)")
     return ckpt
 
-# %% ../nbs/02_train.ipynb #02d54777
+# %% ../nbs/02_train.ipynb #f627b961
 def new_run_dir(cfg: TrainConfig) -> Path:
     "Create and claim a fresh run folder (never one that another run holds)."
     if cfg.run_dir:
@@ -319,7 +344,7 @@ def run_status(run_dir) -> dict:
         except OSError: pass  # a read-only record still reads as failed
     return s
 
-# %% ../nbs/02_train.ipynb #c7e43909
+# %% ../nbs/02_train.ipynb #30e1c503
 def seed_everything(seed: int):
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)  # also seeds every CUDA device
 
@@ -336,7 +361,7 @@ def set_rng_state(s: dict):
     torch.set_rng_state(s["torch"])
     if s["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
-# %% ../nbs/02_train.ipynb #0ec6eedf
+# %% ../nbs/02_train.ipynb #7857934e
 @torch.no_grad()
 def evaluate(model, x, y, mean: float, std: float, k: int = 3, bs: int = 1000, autocast=None) -> dict:
     "Loss, accuracy and top-k accuracy of `model` on uint8 images `x` and labels `y`."
@@ -351,7 +376,7 @@ def evaluate(model, x, y, mean: float, std: float, k: int = 3, bs: int = 1000, a
         in_top_k += (top == yb[:, None]).any(1).sum().item()
     return {"loss": loss / len(y), "accuracy": correct / len(y), "top_k": in_top_k / len(y)}
 
-# %% ../nbs/02_train.ipynb #09f910a1
+# %% ../nbs/02_train.ipynb #2aa3dd75
 @dataclass
 class Result:
     "What `fit` returns: where the run lives, the trained model, per-epoch metrics, the summary."
@@ -364,6 +389,14 @@ class Result:
 def model_from_config(cfg: TrainConfig, n_classes: int = 10) -> torch.nn.Module:
     return make_model(cfg.model, strict=cfg.model_args, width=cfg.width, fc1=cfg.fc1, fc2=cfg.fc2,
                       dropout=cfg.dropout, n_classes=n_classes)
+
+def resolve_amp(amp: str, dev: torch.device) -> str:
+    "'auto' -> bf16 where it is fast and safe (CUDA with bf16, CPUs with AMX tiles), else off."
+    if amp == "fp16" and dev.type != "cuda": raise ValueError(f"amp='fp16' needs a CUDA device, not {dev}; use bf16")
+    if amp != "auto": return amp
+    if dev.type == "cuda": return "bf16" if torch.cuda.is_bf16_supported() else "off"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return "bf16" if dev.type == "cpu" and amx() else "off"
 
 def pick_device(device: str) -> torch.device:
     if device != "auto": return torch.device(device)
@@ -409,7 +442,7 @@ def link_notebook(run_dir: Path):
     link.symlink_to(nb.resolve())
     return nb
 
-# %% ../nbs/02_train.ipynb #2aa3dd75
+# %% ../nbs/02_train.ipynb #174ef87a
 RESUME_OVERRIDES = ("epochs", "max_steps", "early_stop", "device", "threads", "progress", "tensorboard")
 
 def find_resume_checkpoint(resume: str) -> tuple:
@@ -447,7 +480,7 @@ def resume_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
                          "already half followed; use init_from to train further from its weights")
     return TrainConfig.from_params(**{**saved, **changed, "resume": cfg.resume})
 
-# %% ../nbs/02_train.ipynb #174ef87a
+# %% ../nbs/02_train.ipynb #cbbd0614
 def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     """Train as `cfg` says, writing the run folder; returns a `Result`. `on_epoch(row)` is called after each
     epoch is saved (Optuna's pruning hooks in there; an exception from it ends the run)."""
@@ -460,7 +493,8 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     dev = pick_device(cfg.device)
     if cfg.threads: torch.set_num_threads(cfg.threads)
     if cfg.deterministic: os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be
-    torch.use_deterministic_algorithms(cfg.deterministic)
+    if cfg.deterministic or torch.are_deterministic_algorithms_enabled():  # the call imports torch._inductor (1.5 s)
+        torch.use_deterministic_algorithms(cfg.deterministic)
     data = load_data(cfg.dataset, cfg.data_dir, cfg.download)  # may fail: before any folder is made
     print(f"dataset: {data.name} from {data.source} ({len(data.x_train)} train / {len(data.x_test)} test"
           f"{', official files' if data.official else ', local files'})")
@@ -480,9 +514,10 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     sampler = BatchSampler(len(x_tr), cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
     mode, key = parse_monitor(cfg.monitor)
     better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
-    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
+    amp = resolve_amp(cfg.amp, dev)
+    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     autocast = lambda: torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None)  # noqa: E731
-    scaler = torch.amp.GradScaler(dev.type, enabled=cfg.amp == "fp16")
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
     st = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "bad_epochs": 0}
     mean, std = data.spec.mean, data.spec.std
 
@@ -506,12 +541,13 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     write_json(asdict(cfg), run_dir / "config.json")
     if nb := link_notebook(run_dir): print(f"notebook: {nb} (linked from the run folder)")
     write_status(run_dir, "running", epoch=st["epoch"], started=t_start)
-    print(f"run folder: {run_dir}\nmodel: {cfg.model}, {n_params(model):,} parameters, device {dev}")
+    print(f"run folder: {run_dir}\nmodel: {cfg.model}, {n_params(model):,} parameters, device {dev}, amp {amp}")
 
     writer = None
     if cfg.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=st["step"] or None)
+        # events logged after the checkpoint (steps > its step) are orphans of the killed session: hide them
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=st["step"] + 1 if st["step"] else None)
 
     def checkpoint():
         return {"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -593,7 +629,7 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
                    "epochs": st["epoch"], "steps": st["step"], "stopped_early": bool(stop),
                    "dataset": data.name, "data_source": data.source, "data_files": data.files,
                    "data_official": data.official, "n_train": len(x_tr), "n_val": len(x_val),
-                   "n_test": len(data.y_test), "n_params": n_params(model), "device": str(dev),
+                   "n_test": len(data.y_test), "n_params": n_params(model), "device": str(dev), "amp": amp,
                    "threads": torch.get_num_threads(), "seconds": time.time() - t_start,
                    "train_seconds": sum(h["epoch_time"] for h in history), **versions()}
         write_json(summary, run_dir / "summary.json")

@@ -89,7 +89,7 @@ def test_optuna_median_pruner_prunes_on_a_scripted_objective(tmp_path, monkeypat
 def test_ctrl_c_stops_a_sweep_cleanly_and_rerun_finishes_it(tmp_path):
     import os, signal, time
     from mnist_lab.train import run_status
-    base = {"dataset": "mnist_sample", "model": "cnn", "width": 16, "epochs": 20, "steps_per_epoch": 20,
+    base = {"dataset": "mnist_sample", "model": "cnn", "width": 32, "amp": "off", "epochs": 20, "steps_per_epoch": 10,
             "scheduler": "none", "tensorboard": False}
     spec = tmp_path / "sweep.json"
     spec.write_text(json.dumps({"space": {"seed": [0, 1, 2]}, "params": base, "n_jobs": 2,
@@ -116,3 +116,27 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_rerun_finishes_it(tmp_path):
     resumed = [d for d in trials.iterdir() if (d / "notebook-2.ipynb").is_file()]
     assert len(resumed) == 2 and all("resuming" in (d / "papermill.log").read_text() for d in resumed)
     assert all(len((d / "metrics.jsonl").read_text().splitlines()) == 20 for d in trials.iterdir())
+
+
+def test_new_project_is_renamed_and_passes_its_notebook_tests(tmp_path):
+    "`mnist-lab new` offline: renamed package, no runs/data/history; its module notebooks pass nbdev_test."
+    import os
+    r = cli("new", str(tmp_path / "my_lab"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    new = tmp_path / "my_lab"
+    assert (new / "my_lab" / "train.py").is_file() and not (new / "mnist_lab").exists()
+    assert not (new / ".git").exists() and list((new / "runs").iterdir()) == [new / "runs" / ".gitkeep"]
+    assert "lib_name = my_lab" in (new / "settings.ini").read_text()
+    assert "my-lab=my_lab.cli:main" in (new / "settings.ini").read_text()
+    leftovers = [p for p in new.rglob("*") if p.is_file() and p.suffix != ".gz" and "mnist_lab" in p.read_text()]
+    assert not leftovers, leftovers
+    env = {**os.environ, "PYTHONPATH": str(new)}  # its package importable without installing it here
+    nbdev_test = Path(sys.executable).parent / "nbdev_test"
+    for nb in ("00_data", "01_model", "02_train", "03_eval"):
+        t = subprocess.run([str(nbdev_test), "--path", f"nbs/{nb}.ipynb"], cwd=new, env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert t.returncode == 0, (nb, t.stdout[-1500:], t.stderr[-1500:])
+    t = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/test_readme.py", "tests/test_engine.py"], cwd=new,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert t.returncode == 0, t.stdout[-2000:]
+    assert (new / "my_lab" / "__init__.py").read_text().startswith("__version__")

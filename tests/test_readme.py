@@ -1,6 +1,7 @@
 """README.md and nbs/index.ipynb say the same thing, and README documents every training parameter.
 
-`python tests/test_readme.py` rewrites nbs/index.ipynb from README.md (one markdown cell per section)."""
+`python tests/test_readme.py` rewrites README's parameter table from the parameters cell of nbs/train.ipynb,
+then nbs/index.ipynb from README.md (one markdown cell per section)."""
 import re
 import nbformat
 from pathlib import Path
@@ -13,6 +14,23 @@ INDEX = ROOT / "nbs" / "index.ipynb"
 def readme_sections() -> list:
     text = (ROOT / "README.md").read_text()
     return [s.strip() for s in re.split(r"\n(?=## )", text)]
+
+
+def parameter_table() -> str:
+    nb = nbformat.read(ROOT / "nbs" / "train.ipynb", 4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    rows = ["| parameter | default | meaning |", "|---|---|---|"]
+    for line in cell.source.splitlines():
+        name, default, meaning = re.match(r"(\w+) = (.*?)  # (.*)", line).groups()
+        rows.append(f"| `{name}` | `{default}` | {meaning.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+def write_parameter_table():
+    readme = ROOT / "README.md"
+    s = readme.read_text()
+    start = s.index("| parameter | default | meaning |")
+    readme.write_text(s[:start] + parameter_table() + s[s.index("\n\n", start):])
 
 
 def write_index():
@@ -33,7 +51,9 @@ def test_readme_documents_every_parameter():
     readme = (ROOT / "README.md").read_text()
     missing = [f.name for f in fields(TrainConfig) if f"| `{f.name}` |" not in readme]
     assert not missing, f"README's parameter table lacks {missing}"
+    assert parameter_table() in readme, "README's parameter table differs from train.ipynb: run python tests/test_readme.py"
 
 
 if __name__ == "__main__":
+    write_parameter_table()
     write_index()

@@ -1,0 +1,56 @@
+"""Achieved FLOP/s of a training step, per model, against the machine's measured matmul peak.
+
+    python bench/flops.py
+
+FLOPs per step come from torch.utils.flop_counter (forward + backward of one batch); the peak is the best
+of large square matmuls in fp32 and in bf16. Steps run as `fit` runs them (channels_last, autocast as
+`amp=auto` picks)."""
+import time, warnings
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+from mnist_lab.model import make_model, MODELS
+from mnist_lab.train import resolve_amp
+
+BS = 128
+
+
+def matmul_peak(dtype) -> float:
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+    for _ in range(3): a @ b
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < 2: a @ b; n += 1
+    return n * 2 * 2048 ** 3 / (time.perf_counter() - t)
+
+
+def step_flops_and_rate(name: str, amp: str):
+    torch.manual_seed(0)
+    model = make_model(name).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x = torch.randn(BS, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (BS,))
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float32
+    def step():
+        with torch.autocast("cpu", dtype=dtype, enabled=amp == "bf16"):
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+    with FlopCounterMode(display=False) as fc: step()
+    for _ in range(3): step()
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < 2: step(); n += 1
+    return fc.get_total_flops(), n / (time.perf_counter() - t)
+
+
+if __name__ == "__main__":
+    warnings.filterwarnings("ignore")
+    amp = resolve_amp("auto", torch.device("cpu"))
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"{torch.get_num_threads()} threads; matmul peak fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+          f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s; training steps use amp={amp}, batch {BS}")
+    peak = peaks["bf16" if amp == "bf16" else "fp32"]
+    for name in MODELS:
+        flops, steps_per_s = step_flops_and_rate(name, amp)
+        achieved = flops * steps_per_s
+        print(f"{name:>7}: {flops / 1e6:8.1f} MFLOP/step, {steps_per_s:7.1f} steps/s = {achieved / 1e9:6.1f} GFLOP/s "
+              f"= {100 * achieved / peak:5.1f}% of the {'bf16' if amp == 'bf16' else 'fp32'} matmul peak "
+              f"({BS * steps_per_s:,.0f} images/s)")
