@@ -2,7 +2,7 @@
 mnist_lab's default recipe vs the pytorch/examples mnist recipe (its CNN, Adadelta lr 1.0, StepLR 0.7,
 batch 64, torchvision DataLoader), reimplemented here, same data, same machine.
 
-    python bench/time_to_98.py [--max-epochs 14]
+    python bench/time_to_98.py [--max-epochs 14] [--fp32]
 
 Times are training wall time (test evaluations excluded, for both). mnist_lab's recipe follows a schedule
 (OneCycle) fixed by its epoch count, so its time to 98% is that of the shortest run (1, 2, 3... epochs)
@@ -41,11 +41,12 @@ def reference(max_epochs: int):
     return None, acc, max_epochs
 
 
-def ours(max_epochs: int):
+def ours(max_epochs: int, amp: str = "auto", channels_last: bool = True):
     import mnist_lab.train as T
     for epochs in range(1, max_epochs + 1):
         r = T.fit(T.TrainConfig(dataset="mnist", data_dir=str(MNIST10K), download=False, epochs=epochs,
-                                tensorboard=False, progress="none", runs_root=tempfile.mkdtemp()))
+                                amp=amp, channels_last=channels_last, tensorboard=False, progress="none",
+                                runs_root=tempfile.mkdtemp()))
         acc = r.summary["test_accuracy"]
         print(f"  mnist_lab {epochs} epochs: test {acc:.4f}, {r.summary['train_seconds']:.1f}s of training "
               f"({r.summary['seconds']:.1f}s for the whole fit)", flush=True)
@@ -57,8 +58,12 @@ if __name__ == "__main__":
     warnings.filterwarnings("ignore")
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-epochs", type=int, default=14)
+    ap.add_argument("--fp32", action="store_true", help="also time mnist_lab's recipe without bf16 and channels_last")
     a = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if a.fp32:
+        t, acc, e = ours(a.max_epochs, amp="off", channels_last=False)
+        print(f"mnist_lab recipe in fp32, no channels_last: {acc:.4f} after {e} epochs, {t:.1f}s")
     t_ours, acc_ours, e_ours = ours(a.max_epochs)
     t_ref, acc_ref, e_ref = reference(a.max_epochs)
     print(f"mnist_lab default recipe: {acc_ours:.4f} after {e_ours} epochs, {t_ours:.1f}s")
