@@ -10,7 +10,7 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'LOSSES', 'S', 'METRICS', 'RESUME_OVERRID
            'load_checkpoint', 'new_run_dir', 'write_status', 'pid_alive', 'run_status', 'seed_everything',
            'get_rng_state', 'set_rng_state', 'evaluate', 'Result', 'model_from_config', 'resolve_amp', 'pick_device',
            'show_bars', 'versions', 'papermill_output', 'link_notebook', 'find_resume_checkpoint', 'resume_config',
-           'fit', 'log_tensorboard']
+           'Dist', 'init_distributed', 'fit', 'log_tensorboard']
 
 # %% ../nbs/02_train.ipynb #17727ac5
 import dataclasses, difflib, functools, importlib.util, io, json, math, os, platform, random, re, secrets, socket, subprocess, sys, time
@@ -480,7 +480,56 @@ def resume_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
                          "already half followed; use init_from to train further from its weights")
     return TrainConfig.from_params(**{**saved, **changed, "resume": cfg.resume})
 
-# %% ../nbs/02_train.ipynb #cbbd0614
+# %% ../nbs/02_train.ipynb #31ab8536
+@dataclass
+class Dist:
+    "This process's place in a torchrun job; rank 0 of 1 without one."
+    rank: int = 0
+    world: int = 1
+    started: bool = False  # we called init_process_group (so we tear it down)
+
+    @property
+    def main(self) -> bool: return self.rank == 0
+
+    def sum(self, *values) -> list:
+        if self.world == 1: return list(values)
+        import torch.distributed as dist
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def share(self, obj):
+        "Rank 0's `obj` on every rank."
+        if self.world == 1: return obj
+        import torch.distributed as dist
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj) -> list:
+        if self.world == 1: return [obj]
+        import torch.distributed as dist
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self):
+        if self.world > 1: __import__("torch.distributed").distributed.barrier()
+
+def init_distributed(dev: torch.device) -> tuple:
+    "Join the torchrun job described by the environment, if any: returns (Dist, this rank's device)."
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return Dist(), dev
+    import torch.distributed as dist
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    started = not dist.is_initialized()
+    if started: dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    d = Dist(dist.get_rank(), dist.get_world_size(), started)
+    d.device = dev if dev.type == "cuda" else torch.device("cpu")  # nccl reduces CUDA tensors, gloo CPU ones
+    return d, dev
+
+# %% ../nbs/02_train.ipynb #cc60d53a
 def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     """Train as `cfg` says, writing the run folder; returns a `Result`. `on_epoch(row)` is called after each
     epoch is saved (Optuna's pruning hooks in there; an exception from it ends the run)."""
@@ -490,15 +539,22 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
         ckpt_path, ckpt = find_resume_checkpoint(cfg.resume)
         saved = ckpt["config"] if ckpt else json.loads((Path(cfg.resume) / "config.json").read_text())
         cfg = resume_config(cfg, saved)
-    dev = pick_device(cfg.device)
+    D, dev = init_distributed(pick_device(cfg.device))
+    say = print if D.main else (lambda *a, **k: None)  # one voice in a torchrun job
+    D.barrier()  # every rank has read the checkpoint before rank 0 writes anything
+    if cfg.batch_size % D.world:
+        raise ValueError(f"batch_size={cfg.batch_size}: must be divisible by the {D.world} processes")
+    if ckpt and len(ckpt.get("rng_ranks", [0])) != D.world:
+        raise ValueError(f"resume: the run was trained by {len(ckpt.get('rng_ranks', [0]))} process(es); "
+                         f"resume it with the same number, not {D.world}")
     if cfg.threads: torch.set_num_threads(cfg.threads)
     if cfg.deterministic: os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be
     if cfg.deterministic or torch.are_deterministic_algorithms_enabled():  # the call imports torch._inductor (1.5 s)
         torch.use_deterministic_algorithms(cfg.deterministic)
     data = load_data(cfg.dataset, cfg.data_dir, cfg.download)  # may fail: before any folder is made
-    print(f"dataset: {data.name} from {data.source} ({len(data.x_train)} train / {len(data.x_test)} test"
+    say(f"dataset: {data.name} from {data.source} ({len(data.x_train)} train / {len(data.x_test)} test"
           f"{', official files' if data.official else ', local files'})")
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed + D.rank)  # ranks differ in dropout; the sampler below is seeded alike on all
     x_tr, y_tr, x_val, y_val = (t.to(dev) for t in split_train_val(data.x_train, data.y_train,
                                                                    cfg.val_split, cfg.split_seed))
     if cfg.batch_size > len(x_tr):
@@ -526,25 +582,30 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
         model.load_state_dict(ckpt["model"]); opt.load_state_dict(ckpt["optimizer"])
         if sched: sched.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"]); sampler.load_state_dict(ckpt["sampler"])
-        set_rng_state(ckpt["rng"]); st.update(ckpt["state"])
+        set_rng_state(ckpt.get("rng_ranks", [ckpt["rng"]])[D.rank]); st.update(ckpt["state"])
         history = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
         history = [h for h in history if h["epoch"] <= st["epoch"]]  # drop epochs that will be replayed
-        print(f"resuming {run_dir} from {ckpt_path.name} at epoch {st['epoch']}, step {st['step']}")
+        say(f"resuming {run_dir} from {ckpt_path.name} at epoch {st['epoch']}, step {st['step']}")
     elif cfg.resume:  # killed before its first checkpoint: the same folder starts over
         run_dir, history = Path(cfg.resume), []
-        print(f"resuming {run_dir}: no checkpoint yet, starting it again from step 0")
+        say(f"resuming {run_dir}: no checkpoint yet, starting it again from step 0")
     else:
         if cfg.init_from: model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
-        run_dir, history = new_run_dir(cfg), []
-    save_atomic(lambda f: f.write("".join(json.dumps(h) + "\n" for h in history).encode()),
-                run_dir / "metrics.jsonl")
-    write_json(asdict(cfg), run_dir / "config.json")
-    if nb := link_notebook(run_dir): print(f"notebook: {nb} (linked from the run folder)")
-    write_status(run_dir, "running", epoch=st["epoch"], started=t_start)
-    print(f"run folder: {run_dir}\nmodel: {cfg.model}, {n_params(model):,} parameters, device {dev}, amp {amp}")
+        run_dir, history = Path(D.share(str(new_run_dir(cfg)) if D.main else None)), []
+    if D.main:
+        save_atomic(lambda f: f.write("".join(json.dumps(h) + "\n" for h in history).encode()),
+                    run_dir / "metrics.jsonl")
+        write_json(asdict(cfg), run_dir / "config.json")
+        if nb := link_notebook(run_dir): print(f"notebook: {nb} (linked from the run folder)")
+        write_status(run_dir, "running", epoch=st["epoch"], started=t_start, processes=D.world)
+    net = model
+    if D.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
+    say(f"run folder: {run_dir}\nmodel: {cfg.model}, {n_params(model):,} parameters, device {dev}, amp {amp}")
 
     writer = None
-    if cfg.tensorboard:
+    if cfg.tensorboard and D.main:
         from torch.utils.tensorboard import SummaryWriter
         # events logged after the checkpoint (steps > its step) are orphans of the killed session: hide them
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=st["step"] + 1 if st["step"] else None)
@@ -552,12 +613,12 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     def checkpoint():
         return {"model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched else {}, "scaler": scaler.state_dict(),
-                "sampler": sampler.state_dict(), "rng": get_rng_state(), "state": dict(st),
+                "sampler": sampler.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "state": dict(st),
                 "step": st["step"], "config": asdict(cfg), "versions": versions()}
 
     bars = show_bars(cfg.progress)
     stop, beat = False, time.time()
-    if st["epoch"] >= n_epochs: print(f"the run already finished its {n_epochs} epochs")
+    if st["epoch"] >= n_epochs: say(f"the run already finished its {n_epochs} epochs")
     try:
         for epoch in range(st["epoch"], n_epochs):
             t0 = time.time()
@@ -569,12 +630,12 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
                 from tqdm.auto import tqdm
                 steps = tqdm(steps, desc=f"epoch {epoch + 1}/{n_epochs}", leave=False)
             for _ in steps:
-                idx = next(sampler).to(dev)
+                idx = next(sampler)[D.rank::D.world].to(dev)  # this rank's slice of the global batch
                 xb, yb = normalize(x_tr[idx], mean, std), y_tr[idx]
                 if augs: xb = augment_batch(xb, augs, sampler.gen)
                 if cfg.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
                 with autocast():
-                    out = model(xb)
+                    out = net(xb)
                     loss = loss_fn(out.float(), yb)
                 if not math.isfinite(loss_value := loss.item()):
                     raise FloatingPointError(f"loss is {loss_value} at epoch {epoch + 1}, step {st['step'] + 1}: "
@@ -586,12 +647,14 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
                 scaler.update()
                 if sched and interval == "step": sched.step()
                 st["step"] += 1
-                if time.time() - beat > 30:  # heartbeat: a long epoch still shows the run alive
+                if D.main and time.time() - beat > 30:  # heartbeat: a long epoch still shows the run alive
                     write_status(run_dir, "running", epoch=epoch, step=st["step"], started=t_start)
                     beat = time.time()
                 loss_sum += loss_value * len(yb)
                 correct += (out.argmax(1) == yb).sum().item()
-            val = evaluate(model, x_val, y_val, mean, std, cfg.top_k, autocast=autocast())
+            # rank 0's numbers decide for everyone (BN running stats differ slightly between ranks)
+            val = D.share(evaluate(model, x_val, y_val, mean, std, cfg.top_k, autocast=autocast()))
+            loss_sum, correct = D.sum(loss_sum, correct)
             n_seen = n_steps * cfg.batch_size
             row = {"epoch": epoch + 1, "step": st["step"], "lr": opt.param_groups[0]["lr"],
                    "train_loss": loss_sum / n_seen, "train_accuracy": correct / n_seen,
@@ -605,24 +668,28 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
             history.append(row)
             stop = cfg.early_stop and st["bad_epochs"] >= cfg.early_stop
             last = stop or epoch + 1 == n_epochs
-            # metrics first, then checkpoints: a checkpoint never points at metrics that were not written
-            save_atomic(lambda f: f.write("".join(json.dumps(h) + "\n" for h in history).encode()),
-                        run_dir / "metrics.jsonl")
-            ck = checkpoint() if improved or last or (epoch + 1) % cfg.save_period == 0 else None
-            if improved: save_checkpoint(ck, run_dir / "best.pt")
-            if last or (epoch + 1) % cfg.save_period == 0: save_checkpoint(ck, run_dir / "last.pt")
-            write_status(run_dir, "running", epoch=epoch + 1, started=t_start)
-            print(f"epoch {epoch + 1:>3}/{n_epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
+            save = improved or last or (epoch + 1) % cfg.save_period == 0
+            rngs = D.gather(get_rng_state()) if save else None  # collective: every rank, same epochs
+            if D.main:
+                # metrics and TensorBoard first, then checkpoints: a checkpoint never points at an epoch whose
+                # logs were not written (logs past the checkpoint are replaced on resume)
+                save_atomic(lambda f: f.write("".join(json.dumps(h) + "\n" for h in history).encode()),
+                            run_dir / "metrics.jsonl")
+                if writer: log_tensorboard(writer, row, model, xb if epoch == 0 or augs else None)
+                ck = checkpoint() if save else None
+                if improved: save_checkpoint(ck, run_dir / "best.pt")
+                if last or (epoch + 1) % cfg.save_period == 0: save_checkpoint(ck, run_dir / "last.pt")
+                write_status(run_dir, "running", epoch=epoch + 1, started=t_start, processes=D.world)
+            say(f"epoch {epoch + 1:>3}/{n_epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
                   f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} | lr {row['lr']:.2e}"
                   f" | {row['epoch_time']:.1f}s{'  *' if improved else ''}", flush=True)
-            if writer: log_tensorboard(writer, row, model, xb if epoch == 0 or augs else None)
-            if on_epoch: on_epoch(row)
+            if on_epoch and D.main: on_epoch(row)
             if stop:
-                print(f"early stop: {key} did not improve for {cfg.early_stop} epochs "
+                say(f"early stop: {key} did not improve for {cfg.early_stop} epochs "
                       f"(best {st['best']:.4f} at epoch {st['best_epoch']})")
                 break
-        test = evaluate(model, data.x_test.to(dev), data.y_test.to(dev), mean, std, cfg.top_k, autocast=autocast())
-        save_checkpoint(model.state_dict(), run_dir / "model.pt")
+        test = D.share(evaluate(model, data.x_test.to(dev), data.y_test.to(dev), mean, std, cfg.top_k,
+                                autocast=autocast()))
         summary = {**{f"test_{k}": v for k, v in test.items()},
                    **{k: v for k, v in history[-1].items() if k.startswith(("val_", "train_"))},
                    "monitor": cfg.monitor, "best": st["best"], "best_epoch": st["best_epoch"],
@@ -630,25 +697,29 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
                    "dataset": data.name, "data_source": data.source, "data_files": data.files,
                    "data_official": data.official, "n_train": len(x_tr), "n_val": len(x_val),
                    "n_test": len(data.y_test), "n_params": n_params(model), "device": str(dev), "amp": amp,
+                   "processes": D.world,
                    "threads": torch.get_num_threads(), "seconds": time.time() - t_start,
                    "train_seconds": sum(h["epoch_time"] for h in history), **versions()}
-        write_json(summary, run_dir / "summary.json")
+        if D.main:
+            save_checkpoint(model.state_dict(), run_dir / "model.pt")
+            write_json(summary, run_dir / "summary.json")
         if writer:
             writer.add_hparams({k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))},
                                {"hparam/test_accuracy": test["accuracy"], "hparam/best": st["best"]},
                                run_name=".")
-        write_status(run_dir, "completed", epoch=st["epoch"], started=t_start, finished=time.time())
-        print(f"test accuracy {test['accuracy']:.4f} (top-{cfg.top_k} {test['top_k']:.4f}) "
+        if D.main: write_status(run_dir, "completed", epoch=st["epoch"], started=t_start, finished=time.time())
+        say(f"test accuracy {test['accuracy']:.4f} (top-{cfg.top_k} {test['top_k']:.4f}) "
               f"in {summary['seconds']:.1f}s; run folder {run_dir}")
         return Result(run_dir, model, history, summary, data)
     except BaseException as e:  # KeyboardInterrupt and sys.exit too: only a finished run is "completed"
         pruned = type(e).__name__ == "TrialPruned"  # Optuna stopped a poor trial: not a failure
-        try: write_status(run_dir, "pruned" if pruned else "failed", epoch=st["epoch"], started=t_start,
+        try: D.main and write_status(run_dir, "pruned" if pruned else "failed", epoch=st["epoch"], started=t_start,
                           error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
         except OSError as e2: print(f"warning: could not record the failure in status.json: {e2}")
         raise
     finally:
         if writer: writer.close()
+        if D.started: __import__("torch.distributed").distributed.destroy_process_group()
 
 def log_tensorboard(writer, row: dict, model, xb=None):
     "Per-epoch scalars, weight and gradient histograms, and a grid of (augmented) inputs."

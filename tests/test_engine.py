@@ -136,7 +136,7 @@ def test_tensorboard_has_scalars_lr_histograms_images_and_hparams(tmp_path):
 def test_cpu_options_bf16_channels_last_deterministic(tmp_path):
     threads = torch.get_num_threads()
     try:
-        res = T.fit(cfg(tmp_path, model="cnn", width=8, epochs=1, steps_per_epoch=30, amp="bf16",
+        res = T.fit(cfg(tmp_path, model="cnn", epochs=1, steps_per_epoch=40, amp="bf16", scheduler="onecycle",
                         channels_last=True, deterministic=True, threads=1))
     finally: torch.use_deterministic_algorithms(False); torch.set_num_threads(threads)
     assert res.summary["test_accuracy"] > 0.5 and res.summary["threads"] == 1

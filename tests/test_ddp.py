@@ -1,0 +1,67 @@
+"""DistributedDataParallel on this machine: 2 CPU processes on the gloo backend, started by torchrun."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import pytest
+import torch
+
+BIN = Path(sys.executable).parent
+BASE = ["-p", "dataset", "mnist_sample", "-p", "epochs", "3", "-p", "threads", "1", "-p", "dropout", "0.1",
+        "-p", "tensorboard", "False"]
+
+
+def torchrun(*args, cwd, **kw):
+    return subprocess.Popen([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "mnist_lab.cli",
+                             "fit", *BASE, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **kw)
+
+
+def finished(p) -> str:
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 0, out[-3000:]
+    return out
+
+
+def summary(run: Path) -> dict: return json.loads((run / "summary.json").read_text())
+
+
+def test_ddp_matches_single_process_and_only_rank_0_writes(tmp_path):
+    single = subprocess.run([str(BIN / "mnist-lab"), "fit", *BASE, "-p", "name", "single"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    out = finished(torchrun("-p", "name", "ddp", cwd=tmp_path))
+    assert out.count("test accuracy") == 1  # one voice
+    (run,) = (tmp_path / "runs" / "ddp").iterdir()  # one run folder, written by rank 0 alone
+    (ref,) = (tmp_path / "runs" / "single").iterdir()
+    s, r = summary(run), summary(ref)
+    assert s["processes"] == 2 and r["processes"] == 1 and s["steps"] == r["steps"]
+    assert s["test_accuracy"] >= r["test_accuracy"] - 0.015, (s["test_accuracy"], r["test_accuracy"])
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+
+
+def test_ddp_resume_after_kill_is_exact(tmp_path):
+    finished(torchrun("-p", "run_dir", "runs/ref", cwd=tmp_path))
+    p = torchrun("-p", "run_dir", "runs/victim", cwd=tmp_path)
+    victim = tmp_path / "runs" / "victim"
+    deadline = time.time() + 120
+    while not (victim / "last.pt").exists():
+        assert time.time() < deadline and p.poll() is None, "no checkpoint before the run ended"
+        time.sleep(0.05)
+    from mnist_lab.sweep import children
+    workers = children(p.pid)  # torchrun starts each worker in a session of its own
+    assert len(workers) == 2
+    for pid in (*workers, p.pid): os.kill(pid, signal.SIGKILL)  # both workers and torchrun, at once
+    p.communicate()
+    assert not (victim / "summary.json").exists()
+    finished(torchrun("-p", "resume", "runs/victim", cwd=tmp_path))
+    a = torch.load(victim / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "runs" / "ref" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = lambda d: [{k: v for k, v in json.loads(l).items() if k != "epoch_time"} for l in (d / "metrics.jsonl").read_text().splitlines()]
+    assert rows(victim) == rows(tmp_path / "runs" / "ref")
+
+
+def test_resume_needs_the_same_number_of_processes(tmp_path):
+    finished(torchrun("-p", "run_dir", "runs/two", "-p", "epochs", "1", cwd=tmp_path))
+    r = subprocess.run([str(BIN / "mnist-lab"), "fit", "-p", "resume", "runs/two"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "trained by 2 process(es); resume it with the same number, not 1" in r.stderr
