@@ -8,7 +8,7 @@ __all__ = ['TRAIN_NOTEBOOK', 'SAMPLERS', 'PRUNERS', 'check_space', 'check_shapes
            'objective', 'run_trials', 'optuna_worker', 'optuna_search']
 
 # %% ../nbs/05_sweep.ipynb #1b1db202
-import hashlib, itertools, json, math, os, random, signal, subprocess, sys, threading, time
+import hashlib, itertools, json, math, os, random, signal, socket, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pandas as pd
@@ -166,6 +166,7 @@ def objective(trial, space: dict, params: dict, sweep_dir: Path, threads: int) -
     chosen = {k: suggest(trial, k, v) for k, v in space.items()}
     run_dir = sweep_dir / "trials" / f"{trial.number:04d}"
     trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     cfg = TrainConfig.from_params(**{**params, **chosen, "runs_root": str(sweep_dir), "run_dir": str(run_dir),
                                      "threads": threads, "progress": "none"})
     _, key = cfg.monitor.split()
