@@ -140,3 +140,28 @@ def test_new_project_is_renamed_and_passes_its_notebook_tests(tmp_path):
                        env=env, capture_output=True, text=True, timeout=300)
     assert t.returncode == 0, t.stdout[-2000:]
     assert (new / "my_lab" / "__init__.py").read_text().startswith("__version__")
+
+
+def test_optuna_dashboard_serves_the_study(tmp_path, monkeypatch):
+    "README says `optuna-dashboard sqlite:///.../study.db` shows the study: start it and ask its API."
+    import socket, time, urllib.request
+    from types import SimpleNamespace
+    monkeypatch.setattr(S, "fit", lambda cfg, on_epoch=None: SimpleNamespace(summary={"best": cfg.lr}))
+    S.optuna_search({"lr": {"low": 1e-3, "high": 1e-1}}, tmp_path / "search", n_trials=3, pruner="none",
+                    params={"dataset": "mnist_sample"}, study_name="dash")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    p = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), f"sqlite:///{tmp_path}/search/study.db",
+                          "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2).read().decode()
+                break
+            except OSError:
+                assert time.time() < deadline and p.poll() is None, "optuna-dashboard did not come up"
+                time.sleep(0.3)
+        assert '"study_name": "dash"' in body or '"study_name":"dash"' in body, body[:500]
+    finally:
+        p.terminate(); p.wait(10)
