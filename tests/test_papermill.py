@@ -73,3 +73,20 @@ def test_schedulers_run_through_papermill(tmp_path, scheduler):
     lrs = [json.loads(l)["lr"] for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(lrs) == 3 and json.loads((run / "status.json").read_text())["status"] == "completed"
     if scheduler != "reduce_on_plateau": assert lrs[0] != lrs[2]  # per-step schedules move every epoch
+
+
+def test_nohup_run_survives_the_terminal_closing(tmp_path):
+    "Closing a terminal sends SIGHUP to its processes: a papermill run under nohup finishes anyway."
+    import os, signal, subprocess, sys, time
+    (tmp_path / "runs").mkdir()
+    p = subprocess.Popen(["nohup", sys.executable, "-m", "papermill", str(ROOT / "nbs" / "train.ipynb"), "runs/long.ipynb",
+                          *[a for k, v in TINY for a in ("-p", k, str(v))], "-p", "epochs", "4", "-p", "run_dir", "runs/long"],
+                         cwd=tmp_path, stdout=open(tmp_path / "runs" / "long.log", "w"), stderr=subprocess.STDOUT,
+                         start_new_session=True)  # its own session, as a terminal's job would be
+    deadline = time.time() + 120
+    while not (tmp_path / "runs" / "long" / "status.json").exists():
+        assert time.time() < deadline and p.poll() is None, (tmp_path / "runs" / "long.log").read_text()[-2000:]
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGHUP)  # the terminal goes away
+    assert p.wait(timeout=300) == 0
+    assert json.loads((tmp_path / "runs" / "long" / "status.json").read_text())["status"] == "completed"
