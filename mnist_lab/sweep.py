@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['TRAIN_NOTEBOOK', 'SAMPLERS', 'PRUNERS', 'check_space', 'check_shapes', 'expand_grid', 'sample_value', 'sample_space',
-           'children', 'stop_papermill', 'trial_id', 'papermill_args', 'run_trial', 'sweep', 'multi_seed', 'suggest',
-           'objective', 'run_trials', 'optuna_worker', 'optuna_search']
+           'children', 'stop_papermill', 'trial_id', 'papermill_args', 'run_trial', 'sweep', 'multi_seed',
+           'tpe_sampler', 'random_sampler', 'median_pruner', 'no_pruner', 'suggest', 'objective', 'run_trials',
+           'optuna_worker', 'optuna_search']
 
 # %% ../nbs/05_sweep.ipynb #1b1db202
 import hashlib, itertools, json, math, os, random, signal, socket, subprocess, sys, threading, time
@@ -153,8 +154,13 @@ def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir="runs/seeds", n_jobs: in
     return stats
 
 # %% ../nbs/05_sweep.ipynb #56ccedcf
-SAMPLERS = {"tpe": lambda seed: __import__("optuna").samplers.TPESampler(seed=seed),
-            "random": lambda seed: __import__("optuna").samplers.RandomSampler(seed=seed)}
+# Optuna is imported when a search starts, not with mnist_lab
+def tpe_sampler(seed): import optuna; return optuna.samplers.TPESampler(seed=seed)
+def random_sampler(seed): import optuna; return optuna.samplers.RandomSampler(seed=seed)
+def median_pruner(): import optuna; return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+def no_pruner(): import optuna; return optuna.pruners.NopPruner()
+
+SAMPLERS = {"tpe": tpe_sampler, "random": random_sampler}
 
 def suggest(trial, name: str, v):
     if isinstance(v, list): return trial.suggest_categorical(name, v)
@@ -175,8 +181,7 @@ def objective(trial, space: dict, params: dict, sweep_dir: Path, threads: int) -
         if trial.should_prune(): raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
     return fit(cfg, on_epoch=report).summary["best"]
 
-PRUNERS = {"median": lambda: __import__("optuna").pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-           "none": lambda: __import__("optuna").pruners.NopPruner()}
+PRUNERS = {"median": median_pruner, "none": no_pruner}
 
 def run_trials(study):
     "Run trials of `study` until it holds `n_trials` finished ones (complete, pruned or failed)."

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from .data import (DATASET_NAMES, AUGMENTATIONS, BatchSampler, load_data, split_train_val,
                             normalize, eval_batches, parse_augment, augment_batch)
@@ -493,7 +494,6 @@ class Dist:
 
     def sum(self, *values) -> list:
         if self.world == 1: return list(values)
-        import torch.distributed as dist
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return t.tolist()
@@ -501,25 +501,22 @@ class Dist:
     def share(self, obj):
         "Rank 0's `obj` on every rank."
         if self.world == 1: return obj
-        import torch.distributed as dist
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def gather(self, obj) -> list:
         if self.world == 1: return [obj]
-        import torch.distributed as dist
         out = [None] * self.world
         dist.all_gather_object(out, obj)
         return out
 
     def barrier(self):
-        if self.world > 1: __import__("torch.distributed").distributed.barrier()
+        if self.world > 1: dist.barrier()
 
 def init_distributed(dev: torch.device) -> tuple:
     "Join the torchrun job described by the environment, if any: returns (Dist, this rank's device)."
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return Dist(), dev
-    import torch.distributed as dist
     if dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(dev)
@@ -713,13 +710,14 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
         return Result(run_dir, model, history, summary, data)
     except BaseException as e:  # KeyboardInterrupt and sys.exit too: only a finished run is "completed"
         pruned = type(e).__name__ == "TrialPruned"  # Optuna stopped a poor trial: not a failure
-        try: D.main and write_status(run_dir, "pruned" if pruned else "failed", epoch=st["epoch"], started=t_start,
-                          error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+        try:
+            if D.main: write_status(run_dir, "pruned" if pruned else "failed", epoch=st["epoch"], started=t_start,
+                                    error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
         except OSError as e2: print(f"warning: could not record the failure in status.json: {e2}")
         raise
     finally:
         if writer: writer.close()
-        if D.started: __import__("torch.distributed").distributed.destroy_process_group()
+        if D.started: dist.destroy_process_group()
 
 def log_tensorboard(writer, row: dict, model, xb=None):
     "Per-epoch scalars, weight and gradient histograms, and a grid of (augmented) inputs."
