@@ -335,11 +335,16 @@ def test_same_explicit_run_dir_is_claimed_once(tmp_path):
 # 13. A papermill run whose kernel dies or times out is recorded as failed and resumes exactly
 
 def test_papermill_timeout_is_failed_and_resumes_exactly(tmp_path):
-    # about 0.6 s an epoch: the 6 s cell timeout lands mid-run (papermill's timeout is per cell)
+    # A plugin augmentation that sleeps paces the run at about 2 s an epoch whatever the CPU speed, so the 5 s
+    # cell timeout (papermill's timeout is per cell) lands after the first checkpoint and before the end.
+    (tmp_path / "pace.py").write_text(
+        "import time\nfrom mnist_lab.data import register_augmentation\n"
+        "@register_augmentation('pace')\ndef pace(x, gen):\n    time.sleep(0.1)\n    return x\n")
     params = [("dataset", "mnist_sample"), ("model", "cnn"), ("width", 16), ("dropout", 0.1), ("batch_size", 64),
-              ("steps_per_epoch", 30), ("epochs", 16), ("threads", 1), ("run_dir", "runs/t"), ("tensorboard", False)]
+              ("steps_per_epoch", 20), ("epochs", 6), ("threads", 1), ("run_dir", "runs/t"), ("tensorboard", False),
+              ("plugins", str(tmp_path / "pace.py")), ("augment", "pace")]
     r = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "nbs/train.ipynb"), str(tmp_path / "t.ipynb"),
-                        "--execution-timeout", "6", *[a for k, v in params for a in ("-p", k, str(v))]],
+                        "--execution-timeout", "5", *[a for k, v in params for a in ("-p", k, str(v))]],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     run = tmp_path / "runs" / "t"
     assert r.returncode != 0 and "Timeout" in r.stderr + r.stdout
@@ -348,7 +353,7 @@ def test_papermill_timeout_is_failed_and_resumes_exactly(tmp_path):
     s = T.run_status(run)
     assert s["status"] == "failed" and (s.get("killed") or "Interrupt" in s.get("error", "")), s
     epochs_done = s["epoch"]
-    assert 0 < epochs_done < 16
+    assert 0 < epochs_done < 6
     r = papermill(tmp_path / "t2.ipynb", ("resume", "runs/t"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     threads = torch.get_num_threads()
