@@ -1,30 +1,70 @@
-"""Papermill overhead: wall time of `papermill nbs/train.ipynb` minus the in-kernel training time, and where
-the rest goes (per-cell durations that papermill records in the output notebook).
+"""Papermill overhead: wall time of `papermill nbs/train.ipynb` minus the in-kernel training time, where the
+rest goes (from the cell start and end times papermill records), and the floor that torch and papermill set:
+the same papermill call on a one-cell notebook that only imports torch and matplotlib and builds an Adam
+optimizer (torch.optim imports torch._dynamo the first time), then
+gc.freeze() as fit() does in a headless kernel.
 
-    python bench/papermill_overhead.py [--epochs 2]"""
-import argparse, json, subprocess, sys, tempfile, time
+    python bench/papermill_overhead.py [--epochs 2] [--repeat 5] [--tensorboard]"""
+import argparse, datetime, json, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import nbformat
 from common import ROOT
 
+FLOOR_CELL = ("import gc, torch, matplotlib.pyplot\ntorch.optim.Adam([torch.zeros(1, requires_grad=True)])\n"
+              "gc.freeze()  # as fit() does in a headless kernel: a faster shutdown")
+
+
+def stamp(s: str) -> float: return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def papermill(nb: Path, out: Path, *params) -> dict:
+    "Run papermill; return the wall time and, per phase, seconds measured from papermill's cell timestamps."
+    t = time.time()
+    subprocess.run([sys.executable, "-m", "papermill", str(nb), str(out), *params], cwd=out.parent.parent,
+                   check=True, capture_output=True)
+    wall = time.time() - t
+    cells = [c.metadata.papermill for c in nbformat.read(out, 4).cells if c.cell_type == "code"]
+    return {"wall": wall, "start": stamp(cells[0]["start_time"]) - t, "exit": t + wall - stamp(cells[-1]["end_time"]),
+            "cells": [c["duration"] for c in cells]}
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each notebook; medians are reported")
+    ap.add_argument("--tensorboard", action="store_true", help="keep TensorBoard logging on, as by default")
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp())
     (d / "runs").mkdir()
-    t = time.time()
-    subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "nbs" / "train.ipynb"), "runs/out.ipynb",
-                    "-p", "dataset", "mnist_sample", "-p", "epochs", str(a.epochs), "-p", "tensorboard", "False"],
-                   cwd=d, check=True, capture_output=True)
-    wall = time.time() - t
-    (summary,) = (d / "runs").rglob("summary.json")
-    s = json.loads(summary.read_text())
-    print(f"papermill wall {wall:.2f}s; in-kernel training {s['train_seconds']:.2f}s; fit() {s['seconds']:.2f}s")
-    print(f"overhead = wall - training = {wall - s['train_seconds']:.2f}s; wall - fit() = {wall - s['seconds']:.2f}s")
-    nb = nbformat.read(d / "runs" / "out.ipynb", 4)
-    cells = sum(c.metadata.get("papermill", {}).get("duration") or 0 for c in nb.cells)
-    print(f"  process and kernel start-up, notebook I/O: {wall - cells:.2f}s")
-    for c in nb.cells:
-        dur = c.metadata.get("papermill", {}).get("duration") or 0
-        if dur > 0.05: print(f"  cell {c.source.splitlines()[-1][:40]!r}: {dur:.2f}s")
+    floor_nb = d / "floor.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(FLOOR_CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, floor_nb)
+
+    rows, floors = [], []
+    for i in range(a.repeat):
+        r = papermill(ROOT / "nbs" / "train.ipynb", d / "runs" / f"out{i}.ipynb", "-p", "dataset", "mnist_sample",
+                      "-p", "epochs", str(a.epochs), "-p", "tensorboard", str(a.tensorboard), "-p", "run_dir", f"runs/r{i}")
+        s = json.loads((d / "runs" / f"r{i}" / "summary.json").read_text())
+        imports, *_, fit_cell, report_cell = [c for c in r["cells"]]
+        rows.append({"wall": r["wall"], "training": s["train_seconds"], "overhead": r["wall"] - s["train_seconds"],
+                     "start": r["start"], "imports": imports, "fit_extra": fit_cell - s["train_seconds"],
+                     "report": report_cell, "exit": r["exit"],
+                     "rest": r["wall"] - r["start"] - sum(r["cells"]) - r["exit"]})
+        floors.append(papermill(floor_nb, d / "runs" / f"floor{i}.ipynb")["wall"])
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    print(f"train.ipynb, {a.epochs} epochs on mnist_sample, TensorBoard {'on' if a.tensorboard else 'off'}, "
+          f"median of {a.repeat} runs:")
+    print(f"  papermill wall {med['wall']:.2f}s, in-kernel training {med['training']:.2f}s")
+    print(f"  overhead = wall - training = {med['overhead']:.2f}s "
+          f"(min {min(r['overhead'] for r in rows):.2f}s, max {max(r['overhead'] for r in rows):.2f}s)")
+    for k, what in [("start", "papermill and kernel start, until the first cell"),
+                    ("imports", "first cell: import mnist_lab (torch)"),
+                    ("fit_extra", "fit() besides training: data, model, optimizer (imports torch._dynamo), test"),
+                    ("report", "report(): evaluation and 4 plots (imports matplotlib)"),
+                    ("exit", "after the last cell: kernel shutdown, final notebook write"),
+                    ("rest", "other cells and between cells")]:
+        print(f"    {med[k]:5.2f}s  {what}")
+    print(f"floor: papermill on a one-cell notebook ({FLOOR_CELL!r}): {statistics.median(floors):.2f}s "
+          f"(median of {a.repeat})")
+    print(f"mnist_lab's own share = overhead - floor = {med['overhead'] - statistics.median(floors):.2f}s")

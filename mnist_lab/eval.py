@@ -82,10 +82,9 @@ def evaluate_run(path, data=None) -> dict:
         name = json.loads(summary.read_text())["dataset"] if summary.is_file() else cfg.dataset
         data = load_data(name, cfg.data_dir, download_ok=False)
     spec = data.spec
-    metrics = evaluate(model, data.x_test, data.y_test, spec.mean, spec.std, cfg.top_k)
-    pred = predict(model, data.x_test, data.name).argmax(1)
-    return {**metrics, "k": cfg.top_k, "confusion": confusion_matrix(data.y_test, pred, len(spec.classes)),
-            "pred": pred, "data": data}
+    ev = evaluate(model, data.x_test, data.y_test, spec.mean, spec.std, cfg.top_k, with_pred=True)
+    return {**ev, "k": cfg.top_k, "confusion": confusion_matrix(data.y_test, ev["pred"], len(spec.classes)),
+            "data": data}
 
 # %% ../nbs/03_eval.ipynb #6d63bb72
 def read_history(run_dir) -> list:

@@ -9,11 +9,11 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'LOSSES', 'S', 'METRICS', 'RESUME_OVERRID
            'CheckpointError', 'discard', 'save_atomic', 'save_checkpoint', 'write_json', 'load_weights',
            'load_checkpoint', 'new_run_dir', 'write_status', 'pid_alive', 'run_status', 'seed_everything',
            'get_rng_state', 'set_rng_state', 'evaluate', 'Result', 'model_from_config', 'resolve_amp', 'pick_device',
-           'show_bars', 'versions', 'papermill_output', 'link_notebook', 'find_resume_checkpoint', 'resume_config',
-           'Dist', 'init_distributed', 'fit', 'log_tensorboard']
+           'kernel_stdin', 'show_bars', 'versions', 'papermill_output', 'link_notebook', 'find_resume_checkpoint',
+           'resume_config', 'Dist', 'init_distributed', 'fit', 'log_tensorboard']
 
 # %% ../nbs/02_train.ipynb #17727ac5
-import dataclasses, difflib, functools, importlib.util, io, json, math, os, platform, random, re, secrets, socket, subprocess, sys, time
+import dataclasses, difflib, functools, gc, importlib.util, io, itertools, json, math, os, platform, random, re, secrets, socket, subprocess, sys, time
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from types import ModuleType
@@ -364,10 +364,12 @@ def set_rng_state(s: dict):
 
 # %% ../nbs/02_train.ipynb #7857934e
 @torch.no_grad()
-def evaluate(model, x, y, mean: float, std: float, k: int = 3, bs: int = 1000, autocast=None) -> dict:
-    "Loss, accuracy and top-k accuracy of `model` on uint8 images `x` and labels `y`."
+def evaluate(model, x, y, mean: float, std: float, k: int = 3, bs: int = 1000, autocast=None,
+             with_pred: bool = False) -> dict:
+    "Loss, accuracy and top-k accuracy of `model` on uint8 images `x` and labels `y` (+ `pred`, the classes)."
     model.eval()
     loss = correct = in_top_k = 0.0
+    preds = []
     for xb, yb in eval_batches(x, y, bs):
         with autocast or torch.autocast("cpu", enabled=False):
             out = model(normalize(xb, mean, std)).float()
@@ -375,7 +377,9 @@ def evaluate(model, x, y, mean: float, std: float, k: int = 3, bs: int = 1000, a
         top = out.topk(k, 1).indices
         correct += (top[:, 0] == yb).sum().item()
         in_top_k += (top == yb[:, None]).any(1).sum().item()
-    return {"loss": loss / len(y), "accuracy": correct / len(y), "top_k": in_top_k / len(y)}
+        if with_pred: preds.append(top[:, 0].cpu())
+    res = {"loss": loss / len(y), "accuracy": correct / len(y), "top_k": in_top_k / len(y)}
+    return {**res, "pred": torch.cat(preds)} if with_pred else res
 
 # %% ../nbs/02_train.ipynb #2aa3dd75
 @dataclass
@@ -404,23 +408,29 @@ def pick_device(device: str) -> torch.device:
     if torch.cuda.is_available(): return torch.device("cuda")
     return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
 
-def show_bars(progress: str) -> bool:
-    "Per-batch bars for a person watching: a terminal, or JupyterLab (which, unlike papermill, allows stdin)."
-    if progress != "auto": return progress == "bar"
+def kernel_stdin():
+    "None outside a Jupyter kernel; else whether it allows stdin: JupyterLab does, papermill and nbclient don't."
     try: kernel = get_ipython().kernel  # noqa: F821  only defined inside IPython
-    except (NameError, AttributeError): return sys.stdout.isatty()
+    except (NameError, AttributeError): return None
     return bool(getattr(kernel, "_allow_stdin", False))
+
+def show_bars(progress: str) -> bool:
+    "Per-batch bars for a person watching: a terminal, or JupyterLab."
+    if progress != "auto": return progress == "bar"
+    stdin = kernel_stdin()
+    return sys.stdout.isatty() if stdin is None else stdin
 
 @functools.cache  # one git call per process, not one per checkpoint
 def versions() -> dict:
-    import torchvision, mnist_lab
+    import importlib.metadata, mnist_lab  # torchvision's version without importing it (0.1 s)
     try:
         here = Path(__file__).parent
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
                              timeout=5).stdout.strip() or None
     except (NameError, OSError, subprocess.SubprocessError): sha = None
     return {"python": platform.python_version(), "torch": str(torch.__version__),
-            "torchvision": torchvision.__version__, "mnist_lab": mnist_lab.__version__, "git_sha": sha}
+            "torchvision": importlib.metadata.version("torchvision"), "mnist_lab": mnist_lab.__version__,
+            "git_sha": sha}
 
 def papermill_output():
     "The notebook papermill is writing when this process is a kernel of the papermill CLI (Linux /proc), else None."
@@ -428,18 +438,23 @@ def papermill_output():
         ppid = os.getppid()
         argv = Path(f"/proc/{ppid}/cmdline").read_bytes().decode().split("\0")[:-1]
         i = next(i for i, a in enumerate(argv) if Path(a).name == "papermill")
-        from papermill.cli import papermill as cli
+        cwd = Path(os.readlink(f"/proc/{ppid}/cwd"))
+        out = argv[i + 2] if len(argv) > i + 2 else ""
+        try:  # the usual `papermill IN OUT ...`: papermill has already written OUT, with OUT in its metadata
+            if json.loads((cwd / out).read_text())["metadata"]["papermill"]["output_path"] == out: return cwd / out
+        except Exception: pass
+        from papermill.cli import papermill as cli  # any other order of arguments: parse them as papermill does
         out = cli.make_context("papermill", argv[i + 1:], resilient_parsing=True).params.get("output_path")
         if not out or out == "-" or "://" in out: return None
-        return Path(os.readlink(f"/proc/{ppid}/cwd")) / out
+        return cwd / out
     except Exception: return None  # best effort: any other launcher simply has no notebook to link
 
 def link_notebook(run_dir: Path):
     "Put the executed papermill notebook in the run folder as a link (notebook.ipynb, then notebook-2.ipynb...)."
     nb = papermill_output()
     if nb is None or nb.resolve().parent == run_dir.resolve(): return None
-    link = next(run_dir / n for n in ("notebook.ipynb", *(f"notebook-{k}.ipynb" for k in range(2, 10**6)))
-                if not (run_dir / n).is_symlink() and not (run_dir / n).exists())
+    names = itertools.chain(["notebook.ipynb"], (f"notebook-{k}.ipynb" for k in itertools.count(2)))
+    link = next(run_dir / n for n in names if not (run_dir / n).is_symlink() and not (run_dir / n).exists())
     link.symlink_to(nb.resolve())
     return nb
 
@@ -707,6 +722,11 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
         if D.main: write_status(run_dir, "completed", epoch=st["epoch"], started=t_start, finished=time.time())
         say(f"test accuracy {test['accuracy']:.4f} (top-{cfg.top_k} {test['top_k']:.4f}) "
               f"in {summary['seconds']:.1f}s; run folder {run_dir}")
+        if kernel_stdin() is False:
+            # A headless kernel (papermill) exits after the report. Its shutdown spends 0.5 s in garbage
+            # collections over torch's many module objects; frozen objects are skipped (cycles among them
+            # are never freed, which does not matter to a kernel that is about to exit).
+            gc.freeze()
         return Result(run_dir, model, history, summary, data)
     except BaseException as e:  # KeyboardInterrupt and sys.exit too: only a finished run is "completed"
         pruned = type(e).__name__ == "TrialPruned"  # Optuna stopped a poor trial: not a failure
@@ -728,7 +748,6 @@ def log_tensorboard(writer, row: dict, model, xb=None):
         writer.add_histogram(f"weights/{name}", p.detach().float().cpu(), step)
         if p.grad is not None: writer.add_histogram(f"grads/{name}", p.grad.float().cpu(), step)
     if xb is not None:
-        import torchvision
         x = xb[:32].detach().float().cpu()
-        writer.add_image("inputs", torchvision.utils.make_grid(x, nrow=8, normalize=True), step)
+        writer.add_images("inputs", (x - x.min()) / (x.max() - x.min() + 1e-8), step)  # a grid, scaled to [0, 1]
     writer.flush()

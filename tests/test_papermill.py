@@ -1,5 +1,5 @@
 "train.ipynb run headlessly through papermill's CLI, as a user runs it on a server."
-import ast, json
+import ast, json, subprocess, sys
 from dataclasses import fields
 import nbformat
 import pytest
@@ -51,6 +51,17 @@ def test_papermill_end_to_end(tmp_path):
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
+
+
+def test_notebook_linked_whatever_the_argument_order(tmp_path):
+    # options before the paths and a relative output: found by parsing the arguments as papermill does
+    args = [sys.executable, "-m", "papermill", "-p", "epochs", "1"]
+    for k, v in TINY[:2]: args += ["-p", k, str(v)]
+    r = subprocess.run([*args, "--no-progress-bar", str(ROOT / "nbs" / "train.ipynb"), "out.ipynb"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (run,) = (tmp_path / "runs" / "run").iterdir()
+    assert (run / "notebook.ipynb").resolve() == (tmp_path / "out.ipynb").resolve()
 
 def test_bad_parameters_fail_before_training(tmp_path):
     for params, message in [((("lr", "abc"),), "lr='abc': expected float"),
