@@ -54,6 +54,16 @@ def test_readme_documents_every_parameter():
     assert parameter_table() in readme, "README's parameter table differs from train.ipynb: run python tests/test_readme.py"
 
 
+
+def test_readme_benchmark_commands_exist():
+    "Each `python bench/X.py --flag` that README cites names a script that compiles and takes that flag."
+    cited = re.findall(r"`python (bench/\w+\.py)([^`]*)`", (ROOT / "README.md").read_text())
+    assert len({script for script, _ in cited}) >= 7, cited
+    for script, flags in cited:
+        source = (ROOT / script).read_text()
+        compile(source, script, "exec")
+        for flag in re.findall(r"--[\w-]+", flags): assert f'"{flag}"' in source, (script, flag)
+
 if __name__ == "__main__":
     write_parameter_table()
     write_index()
