@@ -1,8 +1,8 @@
 """Papermill overhead: wall time of `papermill nbs/train.ipynb` minus the in-kernel training time, where the
 rest goes (from the cell start and end times papermill records), and the floor that torch and papermill set:
 the same papermill call on a one-cell notebook that only imports torch and matplotlib and builds an Adam
-optimizer (torch.optim imports torch._dynamo the first time), then
-gc.freeze() as fit() does in a headless kernel.
+optimizer (torch.optim imports torch._dynamo the first time), freezing the imports out of the garbage
+collector as mnist_lab does in a headless kernel.
 
     python bench/papermill_overhead.py [--epochs 2] [--repeat 5] [--tensorboard]"""
 import argparse, datetime, json, statistics, subprocess, sys, tempfile, time
@@ -10,8 +10,8 @@ from pathlib import Path
 import nbformat
 from common import ROOT
 
-FLOOR_CELL = ("import gc, torch, matplotlib.pyplot\ntorch.optim.Adam([torch.zeros(1, requires_grad=True)])\n"
-              "gc.freeze()  # as fit() does in a headless kernel: a faster shutdown")
+FLOOR_CELL = ("import atexit, gc, torch, matplotlib.pyplot\ngc.freeze(); atexit.register(gc.freeze)  # as mnist_lab.train\n"
+              "torch.optim.Adam([torch.zeros(1, requires_grad=True)])")
 
 
 def stamp(s: str) -> float: return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()

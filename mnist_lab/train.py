@@ -13,7 +13,7 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'LOSSES', 'S', 'METRICS', 'RESUME_OVERRID
            'resume_config', 'Dist', 'init_distributed', 'fit', 'log_tensorboard']
 
 # %% ../nbs/02_train.ipynb #17727ac5
-import dataclasses, difflib, functools, gc, importlib.util, io, itertools, json, math, os, platform, random, re, secrets, socket, subprocess, sys, time
+import atexit, dataclasses, difflib, functools, gc, importlib.util, io, itertools, json, math, os, platform, random, re, secrets, socket, subprocess, sys, time
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from types import ModuleType
@@ -458,7 +458,12 @@ def link_notebook(run_dir: Path):
     link.symlink_to(nb.resolve())
     return nb
 
-# %% ../nbs/02_train.ipynb #174ef87a
+# %% ../nbs/02_train.ipynb #cbbd0614
+if kernel_stdin() is False:  # papermill or nbclient
+    gc.freeze()
+    atexit.register(gc.freeze)  # runs before the interpreter's final collections
+
+# %% ../nbs/02_train.ipynb #cc60d53a
 RESUME_OVERRIDES = ("epochs", "max_steps", "early_stop", "device", "threads", "progress", "tensorboard")
 
 def find_resume_checkpoint(resume: str) -> tuple:
@@ -496,7 +501,7 @@ def resume_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
                          "already half followed; use init_from to train further from its weights")
     return TrainConfig.from_params(**{**saved, **changed, "resume": cfg.resume})
 
-# %% ../nbs/02_train.ipynb #31ab8536
+# %% ../nbs/02_train.ipynb #f894c0f6
 @dataclass
 class Dist:
     "This process's place in a torchrun job; rank 0 of 1 without one."
@@ -541,7 +546,7 @@ def init_distributed(dev: torch.device) -> tuple:
     d.device = dev if dev.type == "cuda" else torch.device("cpu")  # nccl reduces CUDA tensors, gloo CPU ones
     return d, dev
 
-# %% ../nbs/02_train.ipynb #cc60d53a
+# %% ../nbs/02_train.ipynb #fa7cfcfb
 def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     """Train as `cfg` says, writing the run folder; returns a `Result`. `on_epoch(row)` is called after each
     epoch is saved (Optuna's pruning hooks in there; an exception from it ends the run)."""
@@ -722,11 +727,6 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
         if D.main: write_status(run_dir, "completed", epoch=st["epoch"], started=t_start, finished=time.time())
         say(f"test accuracy {test['accuracy']:.4f} (top-{cfg.top_k} {test['top_k']:.4f}) "
               f"in {summary['seconds']:.1f}s; run folder {run_dir}")
-        if kernel_stdin() is False:
-            # A headless kernel (papermill) exits after the report. Its shutdown spends 0.5 s in garbage
-            # collections over torch's many module objects; frozen objects are skipped (cycles among them
-            # are never freed, which does not matter to a kernel that is about to exit).
-            gc.freeze()
         return Result(run_dir, model, history, summary, data)
     except BaseException as e:  # KeyboardInterrupt and sys.exit too: only a finished run is "completed"
         pruned = type(e).__name__ == "TrialPruned"  # Optuna stopped a poor trial: not a failure

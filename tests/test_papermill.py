@@ -1,5 +1,5 @@
 "train.ipynb run headlessly through papermill's CLI, as a user runs it on a server."
-import ast, json, subprocess, sys
+import ast, gc, json, subprocess, sys
 from dataclasses import fields
 import nbformat
 import pytest
@@ -51,6 +51,17 @@ def test_papermill_end_to_end(tmp_path):
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
+
+def test_headless_kernel_freezes_imports_out_of_the_garbage_collector(tmp_path):
+    # papermill's kernel is one run; JupyterLab, scripts and this pytest process are left alone
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import gc, mnist_lab\nassert gc.get_freeze_count() > 10_000, gc.get_freeze_count()")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    r = subprocess.run([sys.executable, "-m", "papermill", "in.ipynb", "out.ipynb"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert gc.get_freeze_count() == 0
 
 
 def test_notebook_linked_whatever_the_argument_order(tmp_path):
