@@ -46,7 +46,7 @@ if __name__ == "__main__":
         r = papermill(ROOT / "nbs" / "train.ipynb", d / "runs" / f"out{i}.ipynb", "-p", "dataset", "mnist_sample",
                       "-p", "epochs", str(a.epochs), "-p", "tensorboard", str(a.tensorboard), "-p", "run_dir", f"runs/r{i}")
         s = json.loads((d / "runs" / f"r{i}" / "summary.json").read_text())
-        imports, *_, fit_cell, report_cell = [c for c in r["cells"]]
+        imports, *_, fit_cell, report_cell = r["cells"]
         rows.append({"wall": r["wall"], "training": s["train_seconds"], "overhead": r["wall"] - s["train_seconds"],
                      "start": r["start"], "imports": imports, "fit_extra": fit_cell - s["train_seconds"],
                      "report": report_cell, "exit": r["exit"],

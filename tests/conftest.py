@@ -10,9 +10,9 @@ SHARED = next((p for p in (os.environ.get("MNIST_LAB_SHARED"), ROOT.parent / "sh
 SHARED_MNIST = Path(SHARED) / "data" / "mnist10k"
 
 
-def papermill(out, *params, cwd, timeout=600):
-    "Run nbs/train.ipynb through papermill's CLI (a real kernel); returns the CompletedProcess."
-    args = [sys.executable, "-m", "papermill", str(ROOT / "nbs" / "train.ipynb"), str(out)]
+def papermill(out, *params, cwd, timeout=600, nb=ROOT / "nbs" / "train.ipynb"):
+    "Run a notebook (nbs/train.ipynb unless told) through papermill's CLI (a real kernel); returns the CompletedProcess."
+    args = [sys.executable, "-m", "papermill", str(nb), str(out)]
     for k, v in params: args += ["-p", k, str(v)]
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 

@@ -58,8 +58,7 @@ def test_headless_kernel_freezes_imports_out_of_the_garbage_collector(tmp_path):
         "import gc, mnist_lab\nassert gc.get_freeze_count() > 10_000, gc.get_freeze_count()")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "in.ipynb")
-    r = subprocess.run([sys.executable, "-m", "papermill", "in.ipynb", "out.ipynb"], cwd=tmp_path,
-                       capture_output=True, text=True)
+    r = papermill(tmp_path / "out.ipynb", cwd=tmp_path, nb=tmp_path / "in.ipynb")
     assert r.returncode == 0, r.stderr[-3000:]
     assert gc.get_freeze_count() == 0
 
