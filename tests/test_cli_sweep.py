@@ -49,6 +49,13 @@ def test_errors_are_one_line_and_non_zero(tmp_path, args, message):
     assert not (tmp_path / "runs").exists()
 
 
+def trial_logs(sweep_dir) -> str:
+    "Every trial's status and papermill log tail: what a failure message needs to be understood from CI's log."
+    return "".join(f"\n--- {d.name}: {(d / 'status.json').read_text() if (d / 'status.json').is_file() else 'no status'}"
+                   f"\n{(d / 'papermill.log').read_text()[-1500:] if (d / 'papermill.log').is_file() else ''}"
+                   for d in sorted((Path(sweep_dir) / "trials").iterdir()))
+
+
 def test_sweep_with_two_workers_failing_trial_and_resume(tmp_path):
     base = {"dataset": "mnist_sample", "model": "mlp", "optimizer": "sgd", "epochs": 1, "steps_per_epoch": 5,
             "scheduler": "none", "tensorboard": False}
@@ -61,12 +68,14 @@ def test_sweep_with_two_workers_failing_trial_and_resume(tmp_path):
                                 "sweep_dir": str(tmp_path / "sw")}))
     r = cli("sweep", str(spec), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "4 trials: 3 ran, 1 already completed; 2 failed" in r.stdout
+    assert "4 trials: 3 ran, 1 already completed; 2 failed" in r.stdout, r.stdout[-2000:] + trial_logs(tmp_path / "sw")
     table = runs_table(tmp_path / "sw" / "trials")
-    assert len(table) == 4 and sorted(table.status) == ["completed", "completed", "failed", "failed"]
-    assert table[table.status == "failed"].error.str.contains("FloatingPointError").all()
-    assert table.threads.eq(1).all()  # 2 workers on 2 cores: one torch thread each
-    assert (table.started.min() == first.started.min())  # the completed trial was not run again
+    assert len(table) == 4 and sorted(table.status) == ["completed", "completed", "failed", "failed"], \
+        table.to_string() + trial_logs(tmp_path / "sw")
+    shown = table[["status", "threads", "started", "error"]].to_string() + trial_logs(tmp_path / "sw")
+    assert table[table.status == "failed"].error.str.contains("FloatingPointError").all(), shown
+    assert table.threads.eq(1).all(), shown  # 2 workers on 2 cores: one torch thread each
+    assert table.started.min() == first.started.min(), shown  # the completed trial was not run again
 
 
 def test_optuna_median_pruner_prunes_on_a_scripted_objective(tmp_path, monkeypatch):
