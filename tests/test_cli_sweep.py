@@ -68,11 +68,12 @@ def test_sweep_with_two_workers_failing_trial_and_resume(tmp_path):
                                 "sweep_dir": str(tmp_path / "sw")}))
     r = cli("sweep", str(spec), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "4 trials: 3 ran, 1 already completed; 2 failed" in r.stdout, r.stdout[-2000:] + trial_logs(tmp_path / "sw")
+    logs = trial_logs(tmp_path / "sw")
+    assert "4 trials: 3 ran, 1 already completed; 2 failed" in r.stdout, r.stdout[-2000:] + logs
     table = runs_table(tmp_path / "sw" / "trials")
     assert len(table) == 4 and sorted(table.status) == ["completed", "completed", "failed", "failed"], \
-        table.to_string() + trial_logs(tmp_path / "sw")
-    shown = table[["status", "threads", "started", "error"]].to_string() + trial_logs(tmp_path / "sw")
+        table.to_string() + logs
+    shown = table[["status", "threads", "started", "error"]].to_string() + logs
     assert table[table.status == "failed"].error.str.contains("FloatingPointError").all(), shown
     assert table.threads.eq(1).all(), shown  # 2 workers on 2 cores: one torch thread each
     assert table.started.min() == first.started.min(), shown  # the completed trial was not run again
