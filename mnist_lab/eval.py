@@ -31,6 +31,7 @@ def load_run(path, map_location="cpu") -> tuple:
     return model.eval(), cfg
 
 def n_classes(cfg: TrainConfig) -> int:
+    "Number of classes of the run's dataset."
     return len(DATASETS[cfg.dataset].classes) if cfg.dataset in DATASETS else 10  # every "auto" choice has 10
 
 def export_safetensors(path, out=None) -> Path:
@@ -99,6 +100,8 @@ def plot_history(history: list):
     for ax, metric in zip(axs, ("loss", "accuracy")):
         for part in ("train", "val"): ax.plot(ep, [h[f"{part}_{metric}"] for h in history], ".-", label=part)
         ax.set(xlabel="epoch", title=metric); ax.legend()
+    # the training loss is the one optimized (with label smoothing, if any); validation is plain cross-entropy
+    axs[0].set_title("loss (train: as optimized, with label smoothing; val: cross-entropy)", fontsize=8)
     axs[2].plot(ep, [h["lr"] for h in history], ".-"); axs[2].set(xlabel="epoch", title="learning rate (end of epoch)")
     fig.tight_layout()
     return fig
@@ -145,5 +148,6 @@ def report(run_dir, data=None, show: bool = True) -> dict:
     return paths
 
 def in_notebook() -> bool:
+    "Whether we run inside a Jupyter kernel (JupyterLab, papermill), where figures can be shown."
     try: return get_ipython().__class__.__name__ != "TerminalInteractiveShell"  # noqa: F821
     except NameError: return False

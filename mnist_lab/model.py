@@ -22,13 +22,17 @@ def register_model(name: str):
 
 def make_model(name: str, strict: dict | None = None, **args) -> nn.Module:
     "Build model `name`, passing the `args` its constructor accepts; `strict` args must all be accepted."
-    if name not in MODELS: raise ValueError(f"model={name!r} is not known; choose one of {', '.join(MODELS)}")
+    if name not in MODELS:
+        raise ValueError(f"model={name!r} is not known; choose one of {', '.join(MODELS)}, or register your own "
+                         "in a .py file and name it in plugins (e.g. -p plugins my_models.py)")
     accepted = inspect.signature(MODELS[name]).parameters
     if bad := [k for k in (strict or {}) if k not in accepted]:
         raise ValueError(f"model_args {bad} not accepted by model {name!r}; it takes {list(accepted)}")
     return MODELS[name](**{k: v for k, v in {**args, **(strict or {})}.items() if k in accepted})
 
-def n_params(model: nn.Module) -> int: return sum(p.numel() for p in model.parameters())
+def n_params(model: nn.Module) -> int:
+    "Number of parameters (weights and biases)."
+    return sum(p.numel() for p in model.parameters())
 
 # %% ../nbs/01_model.ipynb #d36a1cf7
 @register_model("linear")
@@ -52,6 +56,7 @@ def lenet(dropout: float = 0.0, n_classes: int = 10):
         nn.Linear(84, n_classes))
 
 def conv_bn(c_in, c_out):
+    "3x3 convolution, batch norm, ReLU: the cnn's building block."
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
 @register_model("cnn")

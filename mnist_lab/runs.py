@@ -10,11 +10,13 @@ __all__ = ['CONFIG_ONLY', 'read_json', 'run_row', 'runs_table', 'varying', 'seed
 import json
 from pathlib import Path
 import pandas as pd
+from .data import project_path
 from .train import run_status
 from .eval import read_history
 
 # %% ../nbs/04_runs.ipynb #b766b14e
 def read_json(path) -> dict:
+    "A JSON file's content, or {} when it is missing or damaged."
     try: return json.loads(Path(path).read_text())
     except (FileNotFoundError, json.JSONDecodeError): return {}
 
@@ -25,7 +27,8 @@ def run_row(run_dir: Path, root: Path) -> dict:
     last = history[-1] if history else {}
     started, updated = status.get("started"), status.get("finished") or status.get("updated")
     return {"run": str(run_dir.relative_to(root)), "status": "killed" if status.get("killed") else status["status"],
-            **read_json(run_dir / "config.json"),
+            **read_json(run_dir / "config.json"),  # its `progress` (bars or lines) is replaced by epochs done/total:
+            "progress": f"{status.get('epoch', last.get('epoch', 0))}/{status.get('epochs', '?')}",
             "epoch": last.get("epoch", 0), "best": summary.get("best", status.get("best")),
             **{k: last.get(k) for k in ("train_loss", "val_loss", "val_accuracy")},
             **{k: summary.get(k) for k in ("test_accuracy", "test_top_k", "dataset", "git_sha")},
@@ -33,16 +36,25 @@ def run_row(run_dir: Path, root: Path) -> dict:
             "started": pd.Timestamp(started, unit="s") if started else None,
             "error": status.get("error"), "path": str(run_dir)}
 
-def runs_table(root="runs") -> pd.DataFrame:
-    "Every run folder (a folder with a status.json) under `root`, newest first."
-    root = Path(root)
+def runs_table(root="runs", where: dict | None = None, sort: str | None = None) -> pd.DataFrame:
+    """Every run folder (a folder with a status.json) under `root` (relative: to the project), newest first;
+    `where={"status": "running"}` keeps matching rows, `sort="val_accuracy"` puts the best first."""
+    root = project_path(root)
     rows = [run_row(p.parent, root) for p in root.rglob("status.json")]
-    if not rows: return pd.DataFrame(columns=["run", "status"])
-    return pd.DataFrame(rows).sort_values("started", ascending=False, na_position="last").reset_index(drop=True)
+    if not rows: return pd.DataFrame(columns=["run", "status", "progress"])
+    df = pd.DataFrame(rows).sort_values("started", ascending=False, na_position="last")
+    for col, value in (where or {}).items():
+        if col not in df: raise ValueError(f"where: no column {col!r}; columns: {', '.join(df.columns)}")
+        df = df[df[col].astype(str) == str(value)]
+    if sort:
+        if sort not in df: raise ValueError(f"sort={sort!r}: no such column; columns: {', '.join(df.columns)}")
+        best_high = any(w in sort for w in ("accuracy", "top_k"))  # losses and times: lowest first
+        df = df.sort_values(sort, ascending=not best_high, na_position="last", kind="stable")
+    return df.reset_index(drop=True)
 
 # %% ../nbs/04_runs.ipynb #f9b36f2c
 CONFIG_ONLY = ("runs_root", "name", "run_dir", "resume", "progress", "path", "run", "started", "seconds", "error",
-               "git_sha")
+               "git_sha", "data_dir")
 
 def varying(df: pd.DataFrame) -> list:
     "Config columns whose value differs between runs."
@@ -50,36 +62,46 @@ def varying(df: pd.DataFrame) -> list:
             and c not in ("status", "epoch", "best", "train_loss", "val_loss", "val_accuracy", "test_accuracy",
                           "test_top_k")]
 
-def seed_stats(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
+def seed_stats(df: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
     "Mean ± std of `metric` over seeds, for each setting of the other varying parameters."
     done = df[df.status == "completed"]
     by = [c for c in varying(done) if c != "seed"]
     g = done.groupby(by) if by else done.assign(all="all").groupby("all")
     return g[metric].agg(["mean", "std", "count"]).sort_values("mean", ascending=False)
 
-def best_run(df: pd.DataFrame, metric: str = "test_accuracy", mode: str = "max") -> pd.Series:
+def best_run(df: pd.DataFrame, metric: str = "val_accuracy", mode: str = "max") -> pd.Series:
+    "The completed run with the best `metric`: a validation metric, so the test set never picks a model."
     done = df[df.status == "completed"].dropna(subset=[metric])
     if done.empty: raise ValueError(f"no completed run with a {metric}")
     return done.loc[done[metric].idxmax() if mode == "max" else done[metric].idxmin()]
 
 # %% ../nbs/04_runs.ipynb #73b4f373
-def plot_metric_vs(df: pd.DataFrame, param: str, metric: str = "test_accuracy"):
-    "Each completed run as a point: `metric` against `param` (log x for lr-like parameters)."
+def plot_metric_vs(df: pd.DataFrame, param: str, metric: str = "val_accuracy", color: str | None = None):
+    """Each completed run as a point: `metric` against `param`, coloured by `color` (default: the first other
+    parameter that varies). lr-like parameters get a log axis, ticked at the values tried."""
     import matplotlib.pyplot as plt
     done = df[df.status == "completed"]
+    color = color or next((c for c in varying(done) if c not in (param, "progress")), None)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.scatter(done[param], done[metric])
-    if param in ("lr", "weight_decay") and (done[param] > 0).all(): ax.set_xscale("log")
+    for value, g in done.groupby(color) if color else [(None, done)]:
+        ax.scatter(g[param], g[metric], label=f"{color}={value}" if color else None, alpha=0.8)
+    if param in ("lr", "weight_decay") and (done[param] > 0).all():
+        ax.set_xscale("log")
+        ax.minorticks_off()  # tick the values tried, written as numbers: 0.001, 0.003, not 10^-3
+        ax.set_xticks(sorted(done[param].unique()), [f"{v:g}" for v in sorted(done[param].unique())])
+    if color: ax.legend(fontsize=7)
     ax.set(xlabel=param, ylabel=metric, title=f"{metric} vs {param}")
     return fig
 
-def plot_curves(df: pd.DataFrame, metric: str = "val_accuracy", label: str = "run"):
-    "Learning curves of the given runs, overlaid."
+def plot_curves(df: pd.DataFrame, metric: str = "val_accuracy", label: str | None = None):
+    "Learning curves of the given runs, overlaid, each labelled with what varies (or the `label` column)."
     import matplotlib.pyplot as plt
+    cols = [label] if label else [c for c in varying(df) if c != "progress"] or ["run"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for _, r in df.iterrows():
         h = read_history(r.path) if Path(r.path, "metrics.jsonl").is_file() else []
-        ax.plot([x["epoch"] for x in h], [x[metric] for x in h], marker="o", label=str(r[label]))
+        ax.plot([x["epoch"] for x in h], [x[metric] for x in h], marker="o",
+                label=" ".join(f"{c}={r[c]}" for c in cols) if not label else str(r[label]))
     ax.set(xlabel="epoch", ylabel=metric)
     ax.legend(fontsize=7)
     return fig

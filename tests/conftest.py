@@ -25,3 +25,11 @@ def shared_mnist():
             pytest.fail(f"{SHARED_MNIST} is missing but MNIST_LAB_REQUIRE_SHARED_DATA is set")
         pytest.skip(f"real-data check needs {SHARED_MNIST} (present on the project's machines)")
     return SHARED_MNIST
+
+
+@pytest.fixture(autouse=True)
+def own_download_memory(tmp_path, monkeypatch):
+    "Each test remembers failed downloads in its own cache folder, never in the user's (nor another test's)."
+    import mnist_lab.data
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # for the papermill kernels it starts
+    monkeypatch.setattr(mnist_lab.data, "DOWNLOAD_FAILED", tmp_path / "xdg-cache" / "mnist_lab" / "download-failed")

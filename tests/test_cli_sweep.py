@@ -30,8 +30,8 @@ def test_train_runs_eval_resume(tmp_path):
     r = cli("runs", cwd=tmp_path)
     assert r.returncode == 0 and f"cli/{run.name}" in r.stdout and "completed" in r.stdout
     r = cli("eval", str(run), cwd=tmp_path)
-    assert r.returncode == 0 and json.loads(r.stdout[r.stdout.index("{"):])["accuracy"] > 0.3
-    assert (run / "confusion.png").is_file()
+    assert r.returncode == 0 and json.loads(r.stdout[r.stdout.index("{"):r.stdout.rindex("}") + 1])["accuracy"] > 0.3
+    assert (run / "confusion.png").is_file() and f"confusion.png, predictions.png, mistakes.png in {run}" in r.stdout
     r = cli("resume", str(run), "-p", "epochs", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / "notebook-2.ipynb").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 2

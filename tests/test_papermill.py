@@ -1,5 +1,5 @@
 "train.ipynb run headlessly through papermill's CLI, as a user runs it on a server."
-import ast, gc, json, subprocess, sys
+import ast, gc, inspect, json, re, subprocess, sys
 from dataclasses import fields
 import nbformat
 import pytest
@@ -17,15 +17,33 @@ def parameters_cell():
     return cells[0].source
 
 
-def test_parameters_cell_matches_config():
-    names = {t.id for node in ast.parse(parameters_cell()).body for t in node.targets}
-    assert names == {f.name for f in fields(TrainConfig)}
+def config_lines() -> list:
+    "TrainConfig's field lines (`name: type = default  # meaning`), as the parameters cell must spell them."
+    src = inspect.getsource(TrainConfig).splitlines()
+    return [l[4:].replace("field(default_factory=dict)", "{}") for l in src if re.match(r"    \w+: \w+ = ", l)]
+
+
+def test_parameters_cell_is_the_config_spelled_out():
+    # one spelling: a JupyterLab autosave of an edited default, or a field added to only one side, fails here
+    assert parameters_cell().splitlines() == config_lines(), (
+        "nbs/train.ipynb's parameters cell must equal TrainConfig's fields line for line: "
+        "run `python tests/test_papermill.py` to rewrite it from TrainConfig")
 
 
 def test_parameters_cell_defaults_match_config():
+    names = {node.target.id for node in ast.parse(parameters_cell()).body}
+    assert names == {f.name for f in fields(TrainConfig)}
     ns = {}
     exec(parameters_cell(), ns)
     assert TrainConfig.from_globals(ns) == TrainConfig()
+
+
+def test_help_notebook_lists_every_parameter_with_type_and_no_parse_warning():
+    r = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(ROOT / "nbs" / "train.ipynb")],
+                       capture_output=True, text=True)
+    assert "Unable to parse" not in r.stdout + r.stderr and "Unknown type" not in r.stdout
+    for f in fields(TrainConfig):
+        assert re.search(rf"^  {f.name}: {f.type.__name__} \(default ", r.stdout, re.M), f.name
 
 
 def test_papermill_end_to_end(tmp_path):
@@ -111,3 +129,9 @@ def test_nohup_run_survives_the_terminal_closing(tmp_path):
     os.killpg(p.pid, signal.SIGHUP)  # the terminal goes away
     assert p.wait(timeout=300) == 0
     assert json.loads((tmp_path / "runs" / "long" / "status.json").read_text())["status"] == "completed"
+
+
+if __name__ == "__main__":  # rewrite the parameters cell from TrainConfig
+    nb = nbformat.read(ROOT / "nbs" / "train.ipynb", as_version=4)
+    next(c for c in nb.cells if "parameters" in c.metadata.get("tags", [])).source = "\n".join(config_lines())
+    nbformat.write(nb, ROOT / "nbs" / "train.ipynb")

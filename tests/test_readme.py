@@ -21,7 +21,7 @@ def parameter_table() -> str:
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     rows = ["| parameter | default | meaning |", "|---|---|---|"]
     for line in cell.source.splitlines():
-        name, default, meaning = re.match(r"(\w+) = (.*?)  # (.*)", line).groups()
+        name, default, meaning = re.match(r"(\w+): \w+ = (.*?)  # (.*)", line).groups()
         rows.append(f"| `{name}` | `{default}` | {meaning.replace('|', '/')} |")
     return "\n".join(rows)
 

@@ -1,0 +1,212 @@
+"""JupyterLab driven by a real browser (Debian's Chromium through playwright), as a user works in it.
+
+Each test copies the project's notebooks into a temporary project, starts JupyterLab there on loopback with
+a token, and clicks through the menus. Screenshots land in runs/screenshots/ (git-ignored); README's
+JupyterLab pictures are copies of them. In CI (MNIST_LAB_REQUIRE_BROWSER=1) a missing browser fails."""
+import json, os, shutil, signal, socket, subprocess, sys, time
+from pathlib import Path
+import nbformat
+import pytest
+from conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "runs" / "screenshots"
+# what a person would pick for a quick look: small, offline, a few seconds per epoch on 2 cores
+SMALL = {"dataset": '"mnist_sample"', "epochs": "3", "tensorboard": "False"}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        if os.environ.get("MNIST_LAB_REQUIRE_BROWSER"): pytest.fail(f"no Chromium at {CHROMIUM}")
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+    pw = sync_playwright().start()
+    b = pw.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"])
+    yield b
+    b.close()
+    pw.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Lab:
+    "A JupyterLab server on loopback, serving `root`, with its own config and runtime folders."
+    def __init__(self, root: Path):
+        self.root, self.port, self.token = root, free_port(), "t" + os.urandom(8).hex()
+        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / ".jupyter"), "JUPYTER_RUNTIME_DIR": str(root / ".rt"),
+               "JUPYTERLAB_WORKSPACES_DIR": str(root / ".ws")}
+        settings = root / ".lab-settings" / "@jupyterlab" / "notebook-extension"
+        settings.mkdir(parents=True, exist_ok=True)  # render every cell, so the checks see every output
+        (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+        news = root / ".lab-settings" / "@jupyterlab" / "apputils-extension"
+        news.mkdir(parents=True, exist_ok=True)  # no "get Jupyter news?" toast over the screenshots
+        (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+        self.log = open(root / f"lab-{self.port}.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
+             f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
+             "--ServerApp.allow_root=True",
+             f"--LabApp.user_settings_dir={root / '.lab-settings'}"], cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError: time.sleep(0.1)
+        raise RuntimeError(f"JupyterLab did not start: {(root / f'lab-{self.port}.log').read_text()[-2000:]}")
+
+    def url(self, path: str) -> str: return f"http://127.0.0.1:{self.port}/lab/tree/{path}?token={self.token}"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)  # as a person stops `jupyter lab` (Ctrl-C twice)
+        self.proc.wait(60)
+        self.log.close()
+
+
+@pytest.fixture
+def project(tmp_path):
+    "A throwaway project: the notebooks and settings.ini (so runs land in its own runs/), small train defaults."
+    proj = tmp_path / "project"
+    shutil.copytree(ROOT / "nbs", proj / "nbs", ignore=shutil.ignore_patterns("*.ipynb_checkpoints"))
+    shutil.copy(ROOT / "settings.ini", proj)
+    nb = nbformat.read(proj / "nbs" / "train.ipynb", 4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    lines = cell.source.splitlines()
+    for i, line in enumerate(lines):  # what a person does: edit the parameters cell
+        name, rest = line.split(":", 1)
+        if name in SMALL: lines[i] = f"{name}:{rest.split('=')[0]}= {SMALL[name]}  # {rest.split('  # ')[1]}"
+    cell.source = "\n".join(lines)
+    nbformat.write(nb, proj / "nbs" / "train.ipynb")
+    return proj
+
+
+def accept_kernel(page, seconds=5.0):
+    "JupyterLab may ask which kernel to start: take the one it proposes (Python 3), as a person clicks Select."
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+        if dialog.count():
+            dialog.locator(".jp-mod-accept").click()
+            return
+        time.sleep(0.2)
+
+
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook in the tab in front
+
+
+def open_notebook(page, lab, path):
+    page.goto(lab.url(path))
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    accept_kernel(page)
+
+
+def run_all(page):
+    "Run > Run All Cells, through the menu."
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
+    accept_kernel(page, 0.5)
+
+
+def wait_done(page, timeout=240):
+    "Until every code cell has an execution count and none is queued or running."
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        prompts = page.locator(f"{PANEL} .jp-CodeCell .jp-InputPrompt").all_inner_texts()
+        if prompts and all(p.strip().startswith("[") and p.strip()[1:-2].strip().isdigit() for p in prompts):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"cells did not finish: {prompts}")
+
+
+def outputs(page, mime) -> list:
+    return page.locator(f"{PANEL} .jp-OutputArea-output[data-mime-type='{mime}']").all_inner_texts()
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+
+
+def test_tutorial_and_train_notebook_run_all_twice_in_jupyterlab(browser, project):
+    lab = Lab(project)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        open_notebook(page, lab, "nbs/t1_explore_data.ipynb")
+        run_all(page)
+        wait_done(page)
+        assert outputs(page, "application/vnd.jupyter.stderr") == []
+        assert outputs(page, "application/vnd.jupyter.error") == []
+        assert page.locator(f"{PANEL} .jp-RenderedImage img").count() >= 3
+        shot(page, "t1_explore_data")
+
+        open_notebook(page, lab, "nbs/train.ipynb")
+        for attempt in (1, 2):  # Run All twice in one kernel: the second run must not trip on the first's names
+            run_all(page)
+            page.wait_for_selector(".widget-hprogress", timeout=120_000)  # tqdm's bar as a widget, not text
+            if attempt == 1: shot(page, "train_progress_widget")
+            wait_done(page)
+            assert outputs(page, "application/vnd.jupyter.error") == [], f"run {attempt}"
+            assert outputs(page, "application/vnd.jupyter.stderr") == [], f"run {attempt}"
+            assert page.locator(f"{PANEL} .jp-RenderedImage img").count() >= 4
+        page.locator(f"{PANEL} .jp-RenderedImage img").first.scroll_into_view_if_needed()
+        shot(page, "train_results")
+        runs = sorted((project / "runs" / "run").iterdir())
+        assert len(runs) == 2 and not (project / "nbs" / "runs").exists()  # the project's runs/, not nbs/runs/
+        assert all(json.loads((r / "status.json").read_text())["status"] == "completed" for r in runs)
+    finally:
+        lab.stop()
+
+
+LAUNCH = """from mnist_lab.launch import launch
+run = launch(dataset="mnist_sample", model="cnn", epochs=10, steps_per_epoch=20, name="detached",
+             tensorboard=False, seed=3)"""
+
+
+def test_detached_run_outlives_browser_and_server_then_is_watched(browser, project):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(LAUNCH)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, project / "nbs" / "launch.ipynb")
+    lab = Lab(project)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        open_notebook(page, lab, "nbs/launch.ipynb")
+        run_all(page)
+        wait_done(page, 60)
+        assert "launched:" in " ".join(page.locator(f"{PANEL} .jp-OutputArea-output").all_inner_texts())
+        page.close()  # the browser tab goes...
+    finally:
+        lab.stop()  # ...and the Jupyter server with its kernels
+    (run_dir,) = (project / "runs" / "detached").iterdir()
+
+    watch_nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        f"from mnist_lab.launch import watch\ns = watch('runs/detached/{run_dir.name}', every=0.5)\ns['status']")])
+    watch_nb.metadata = nb.metadata
+    nbformat.write(watch_nb, project / "nbs" / "watch.ipynb")
+    lab = Lab(project)  # the next day: a new server, a new kernel, the same run folder
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        open_notebook(page, lab, "nbs/watch.ipynb")
+        run_all(page)
+        page.wait_for_selector(".jp-RenderedImage img", timeout=120_000)  # learning curves while it runs
+        shot(page, "watch_running")
+        wait_done(page, 240)
+        text = " ".join(page.locator(f"{PANEL} .jp-OutputArea-output").all_inner_texts())
+        assert "completed: epoch 10/10" in text and "'completed'" in text, text
+        shot(page, "watch_completed")
+    finally:
+        lab.stop()
+
+    # the same config trained in the foreground gives the same result: detaching changes nothing
+    from mnist_lab.train import TrainConfig, fit
+    fg = fit(TrainConfig(dataset="mnist_sample", model="cnn", epochs=10, steps_per_epoch=20, tensorboard=False,
+                         seed=3, runs_root=str(project / "fg"), progress="none"))
+    detached = json.loads((run_dir / "summary.json").read_text())
+    assert detached["test_accuracy"] == fg.summary["test_accuracy"]
+    assert [json.loads(l)["val_loss"] for l in (run_dir / "metrics.jsonl").read_text().splitlines()] == \
+        [h["val_loss"] for h in fg.history]
