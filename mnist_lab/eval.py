@@ -4,14 +4,14 @@
 
 # %% auto #0
 __all__ = ['load_run', 'n_classes', 'export_safetensors', 'load_safetensors', 'predict', 'confusion_matrix', 'evaluate_run',
-           'read_history', 'plot_history', 'plot_confusion', 'plot_predictions', 'report', 'in_notebook']
+           'plot_history', 'plot_confusion', 'plot_predictions', 'report', 'in_notebook']
 
 # %% ../nbs/03_eval.ipynb #272320ca
 import json
 from pathlib import Path
 import torch
 from .data import DATASETS, load_data, normalize, eval_batches, show_images
-from .train import TrainConfig, load_checkpoint, load_weights, model_from_config, evaluate
+from .train import TrainConfig, load_checkpoint, load_weights, model_from_config, evaluate, read_history
 
 # %% ../nbs/03_eval.ipynb #608b7d62
 def load_run(path, map_location="cpu") -> tuple:
@@ -88,10 +88,6 @@ def evaluate_run(path, data=None) -> dict:
             "data": data}
 
 # %% ../nbs/03_eval.ipynb #6d63bb72
-def read_history(run_dir) -> list:
-    "The per-epoch rows of a run's metrics.jsonl."
-    return [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if l.strip()]
-
 def plot_history(history: list):
     "Loss, accuracy and learning rate per epoch."
     import matplotlib.pyplot as plt
@@ -103,6 +99,7 @@ def plot_history(history: list):
     # the training loss is the one optimized (with label smoothing, if any); validation is plain cross-entropy
     axs[0].set_title("loss (train: as optimized, with label smoothing; val: cross-entropy)", fontsize=8)
     axs[2].plot(ep, [h["lr"] for h in history], ".-"); axs[2].set(xlabel="epoch", title="learning rate (end of epoch)")
+    for ax in axs: ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     fig.tight_layout()
     return fig
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import mnist_lab
 from .data import project_path
-from .train import TrainConfig, new_run_dir, next_notebook, run_status, pid_alive
+from .train import TrainConfig, new_run_dir, next_notebook, run_status, pid_alive, read_history
 
 # %% ../nbs/07_launch.ipynb #99992ce7
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
@@ -41,19 +41,23 @@ class Run:
     run_dir: Path
     pid: int
 
+    def alive(self) -> bool:
+        "Whether the papermill process still runs (reaping it when it is our child, so it does not linger)."
+        try: os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError: pass
+        return pid_alive(self.pid)
+
     def status(self) -> dict:
-        "The run's status.json (`starting` before the kernel has begun training)."
+        "The run's status.json; `starting` until the kernel begins training, `failed` if papermill ended first."
         s = run_status(self.run_dir)
-        if s["status"] == "unknown" and pid_alive(self.pid): return {**s, "status": "starting"}
-        return s
+        if s["status"] != "unknown": return s
+        if self.alive(): return {**s, "status": "starting"}
+        return {**s, "status": "failed", "error": f"papermill ended before training began: see {self.run_dir}/papermill.log"}
 
     def wait(self, timeout: float = None) -> dict:
         "Block until the papermill process ends; returns the final status."
         t0 = time.time()
-        while pid_alive(self.pid) and (timeout is None or time.time() - t0 < timeout):
-            try: os.waitpid(self.pid, os.WNOHANG)  # reap it when it is our child, so it does not linger
-            except ChildProcessError: pass
-            time.sleep(0.2)
+        while self.alive() and (timeout is None or time.time() - t0 < timeout): time.sleep(0.2)
         return self.status()
 
     def watch(self, every: float = 2.0):
@@ -102,7 +106,7 @@ def run_folder(run) -> Path:
 
 def watch(run, every: float = 2.0, timeout: float = None) -> dict:
     "Follow a run (a `Run`, or its folder) until it ends: live status line and learning curves."
-    from mnist_lab.eval import read_history, in_notebook
+    from mnist_lab.eval import in_notebook
     run_dir, t0, shown, handles = run_folder(run), time.time(), None, None
     try:
         while True:
@@ -123,11 +127,11 @@ def watch(run, every: float = 2.0, timeout: float = None) -> dict:
 def show_progress(line: str, history: list, handles=None):
     "Show (or update in place) a status line and the learning curves in a notebook; returns the handles."
     import matplotlib.pyplot as plt
-    from IPython.display import display, Image
+    from IPython.display import display, Image, Pretty
     from mnist_lab.eval import plot_history
     import io
-    handles = handles or (display(line, display_id=True), display(None, display_id=True))
-    handles[0].update(line)
+    handles = handles or (display(Pretty(line), display_id=True), display(Pretty(""), display_id=True))
+    handles[0].update(Pretty(line))
     if history:
         fig, buf = plot_history(history), io.BytesIO()
         fig.savefig(buf, format="png", dpi=70)

@@ -11,8 +11,7 @@ import json
 from pathlib import Path
 import pandas as pd
 from .data import project_path
-from .train import run_status
-from .eval import read_history
+from .train import run_status, read_history
 
 # %% ../nbs/04_runs.ipynb #b766b14e
 def read_json(path) -> dict:

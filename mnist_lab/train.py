@@ -7,11 +7,14 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'LOSSES', 'S', 'METRICS', 'MODEL_PARAMS',
            'sgd', 'rmsprop', 'adadelta', 'no_schedule', 'step_lr', 'multistep', 'exponential', 'cosine', 'onecycle',
            'plateau', 'cross_entropy', 'nll_loss', 'parse_monitor', 'parse_ints', 'to_type', 'load_plugins',
            'TrainConfig', 'defaults', 'CheckpointError', 'discard', 'save_atomic', 'save_checkpoint', 'write_json',
-           'load_weights', 'load_checkpoint', 'new_run_dir', 'write_status', 'pid_alive', 'run_status',
-           'seed_everything', 'get_rng_state', 'set_rng_state', 'evaluate', 'Result', 'model_from_config',
-           'resolve_amp', 'pick_device', 'kernel_stdin', 'show_bars', 'versions', 'papermill_output', 'next_notebook',
-           'link_notebook', 'terminal', 'say', 'find_resume_checkpoint', 'resume_config', 'Dist', 'init_distributed',
-           'fit', 'log_tensorboard']
+           'load_weights', 'load_checkpoint', 'new_run_dir', 'read_history', 'write_history', 'write_status',
+           'pid_alive', 'run_status', 'seed_everything', 'get_rng_state', 'set_rng_state', 'evaluate', 'Result',
+           'model_from_config', 'resolve_amp', 'pick_device', 'kernel_stdin', 'show_bars', 'versions',
+           'papermill_output', 'next_notebook', 'link_notebook', 'terminal', 'say', 'find_resume_checkpoint',
+           'resume_config', 'Dist', 'init_distributed', 'resume_point', 'plan_steps', 'Parts', 'build', 'Record',
+           'open_run', 'train_epoch', 'epoch_row', 'track_best', 'save_epoch', 'epoch_line', 'finish_run',
+           'record_failure', 'check_sizes', 'set_torch_options', 'ddp', 'step_epoch_scheduler', 'fit',
+           'log_tensorboard']
 
 # %% ../nbs/02_train.ipynb #17727ac5
 import atexit, dataclasses, difflib, functools, gc, importlib.util, inspect, io, itertools, json, math, os, platform, random, re
@@ -386,6 +389,15 @@ def new_run_dir(cfg: TrainConfig) -> Path:
             return d
         except FileExistsError: continue
 
+def read_history(run_dir) -> list:
+    "The per-epoch rows of a run's metrics.jsonl."
+    return [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if l.strip()]
+
+def write_history(run_dir, history: list):
+    "Rewrite metrics.jsonl atomically with `history`, one JSON line per epoch."
+    save_atomic(lambda f: f.write("".join(json.dumps(h) + "\n" for h in history).encode()),
+                Path(run_dir) / "metrics.jsonl")
+
 def write_status(run_dir, status: str, **info):
     "Atomically record the run's state; `updated` is its heartbeat."
     write_json({"status": status, "pid": os.getpid(), "host": socket.gethostname(),
@@ -537,8 +549,9 @@ def link_notebook(run_dir: Path):
 def terminal():
     """In a headless kernel (papermill, nbclient), a text stream to the launcher's own stderr (the terminal
     papermill was started from, or its log file); else None. ipykernel keeps that descriptor as a copy."""
+    if kernel_stdin() is not False: return None
     fd = getattr(sys.stderr, "_original_stdstream_copy", None)
-    if fd is None or kernel_stdin() is not False: return None
+    if fd is None: return sys.__stderr__  # ipykernel left descriptor 2 alone (under pytest, say): still the launcher's
     try: return open(fd, "w", buffering=1, closefd=False)
     except OSError: return None
 
@@ -641,202 +654,302 @@ def init_distributed(dev: torch.device) -> tuple:
     d.device = dev if dev.type == "cuda" else torch.device("cpu")  # nccl reduces CUDA tensors, gloo CPU ones
     return d, dev
 
-# %% ../nbs/02_train.ipynb #fa7cfcfb
-def fit(cfg: TrainConfig, on_epoch=None) -> Result:
-    """Train as `cfg` says, writing the run folder; returns a `Result`. `on_epoch(row)` is called after each
-    epoch is saved (Optuna's pruning hooks in there; an exception from it ends the run)."""
-    t_start = time.time()
-    ckpt = None
-    if cfg.resume:
-        ckpt_path, ckpt = find_resume_checkpoint(cfg.resume)
-        saved = ckpt["config"] if ckpt else json.loads((Path(cfg.resume) / "config.json").read_text())
-        cfg = resume_config(cfg, saved)
-    D, dev = init_distributed(pick_device(cfg.device))
-    log = say if D.main else (lambda *a: None)  # one voice in a torchrun job
-    D.barrier()  # every rank has read the checkpoint before rank 0 writes anything
+# %% ../nbs/02_train.ipynb #0f4895d5
+def resume_point(cfg: TrainConfig) -> tuple:
+    "`(cfg, checkpoint path, checkpoint)` to start from: the saved config (plus allowed overrides) when resuming."
+    if not cfg.resume: return cfg, None, None
+    path, ckpt = find_resume_checkpoint(cfg.resume)
+    saved = ckpt["config"] if ckpt else json.loads((Path(cfg.resume) / "config.json").read_text())
+    return resume_config(cfg, saved), path, ckpt
+
+def plan_steps(cfg: TrainConfig, n_train: int) -> tuple:
+    "`(steps per epoch, total steps, epochs)`: one pass over `n_train` images an epoch, unless told otherwise."
+    per_epoch = cfg.steps_per_epoch or n_train // cfg.batch_size
+    total = cfg.max_steps or cfg.epochs * per_epoch
+    return per_epoch, total, math.ceil(total / per_epoch)
+
+# %% ../nbs/02_train.ipynb #0b9cddc0
+@dataclass
+class Parts:
+    "What a training step uses and changes; `state_dict` is the part of a checkpoint that restores it."
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: object  # a torch lr scheduler, or None
+    interval: str  # when the scheduler steps: "step" or "epoch"
+    scaler: torch.amp.GradScaler  # loss scaling for fp16; a no-op otherwise
+    sampler: BatchSampler
+    loss_fn: object
+    augs: list  # augmentation functions, applied per batch
+    amp: str  # off, bf16 or fp16
+    dev: torch.device
+    net: torch.nn.Module = None  # what the step calls: the model, or its DDP wrapper in a torchrun job
+
+    def autocast(self):
+        "A fresh autocast context for this device and `amp` (a disabled one for amp off)."
+        dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.amp]
+        return torch.autocast(self.dev.type, dtype=dtype, enabled=dtype is not None)
+
+    def state_dict(self) -> dict:
+        "Model, optimizer, scheduler, scaler and sampler states, as a checkpoint holds them."
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict() if self.sched else {}, "scaler": self.scaler.state_dict(),
+                "sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, ck: dict):
+        "Restore what `state_dict` returned (a checkpoint has more keys; they are left alone)."
+        self.model.load_state_dict(ck["model"]); self.opt.load_state_dict(ck["optimizer"])
+        if self.sched: self.sched.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"]); self.sampler.load_state_dict(ck["sampler"])
+
+def build(cfg: TrainConfig, plan: tuple, n_train: int, n_classes: int, dev: torch.device) -> Parts:
+    "Model, optimizer, scheduler, scaler and batch sampler as `cfg` names them (the model's init uses the RNG)."
+    model = model_from_config(cfg, n_classes).to(dev)
+    if cfg.channels_last: model = model.to(memory_format=torch.channels_last)
+    opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
+    sched, interval = SCHEDULERS[cfg.scheduler](opt, cfg, plan[1], plan[0])
+    amp = resolve_amp(cfg.amp, dev)
+    return Parts(model, opt, sched, interval, torch.amp.GradScaler(dev.type, enabled=amp == "fp16"),
+                 BatchSampler(n_train, cfg.batch_size, torch.Generator().manual_seed(cfg.seed)),
+                 LOSSES[cfg.loss](cfg), parse_augment(cfg.augment), amp, dev, model)
+
+# %% ../nbs/02_train.ipynb #7901f73c
+@dataclass
+class Record:
+    "The run folder as `fit` keeps it: where, the per-epoch rows, the counters a checkpoint saves, TensorBoard."
+    run_dir: Path
+    history: list
+    state: dict  # epoch, step, best, best_epoch, bad_epochs
+    started: float
+    epochs: int  # how many epochs the run has in all
+    processes: int = 1  # of the torchrun job
+    writer: object = None  # TensorBoard SummaryWriter on rank 0
+    beat: float = field(default_factory=time.time)  # when status.json was last written
+
+    def mark(self, status: str, **info):
+        "Write status.json with the counters (call it on rank 0 only)."
+        write_status(self.run_dir, status, epoch=self.state["epoch"], epochs=self.epochs, started=self.started,
+                     processes=self.processes, **info)
+
+def open_run(cfg: TrainConfig, ckpt_path, ckpt, parts: Parts, D, plan: tuple, started: float, log) -> Record:
+    """Continue the checkpoint's run (restoring `parts`, the counters and every RNG), or claim a new folder; then
+    write its config, a `running` status and (rank 0) open TensorBoard."""
+    state = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "bad_epochs": 0}
+    if ckpt:
+        run_dir = ckpt_path.parent
+        parts.load_state_dict(ckpt)
+        set_rng_state(ckpt.get("rng_ranks", [ckpt["rng"]])[D.rank]); state.update(ckpt["state"])
+        history = [h for h in read_history(run_dir) if h["epoch"] <= state["epoch"]]  # later epochs are replayed
+        log(f"resuming {run_dir} from {ckpt_path.name} at epoch {state['epoch']}, step {state['step']}")
+    elif cfg.resume:  # killed before its first checkpoint: the same folder starts over
+        run_dir, history = Path(cfg.resume), []
+        log(f"resuming {run_dir}: no checkpoint yet, starting it again from step 0")
+    else:
+        if cfg.init_from: parts.model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
+        run_dir, history = Path(D.share(str(new_run_dir(cfg)) if D.main else None)), []
+    rec = Record(run_dir, history, state, started, plan[2], D.world)
+    if D.main:
+        write_history(run_dir, history)
+        write_json(asdict(cfg), run_dir / "config.json")
+        if nb := link_notebook(run_dir): log(f"notebook: {nb} (linked from the run folder)")
+        rec.mark("running")
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            # events logged after the checkpoint (steps > its step) are orphans of the killed session: hide them
+            rec.writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["step"] + 1 if state["step"] else None)
+    return rec
+
+# %% ../nbs/02_train.ipynb #bb0d98b3
+def train_epoch(parts: Parts, x, y, norm: tuple, n_steps: int, rec: Record, D, cfg: TrainConfig) -> tuple:
+    """`n_steps` optimizer steps on batches of uint8 images `x` normalized with `norm` (mean, std); returns this
+    rank's (loss sum, correct count, last batch). A non-finite loss stops the run at that step."""
+    parts.model.train()
+    loss_sum = correct = 0.0
+    steps = range(n_steps)
+    if show_bars(cfg.progress):
+        from tqdm.auto import tqdm
+        steps = tqdm(steps, desc=f"epoch {rec.state['epoch'] + 1}/{rec.epochs}", leave=False)
+    for _ in steps:
+        idx = next(parts.sampler)[D.rank::D.world].to(x.device)  # this rank's slice of the global batch
+        xb, yb = normalize(x[idx], *norm), y[idx]
+        if parts.augs: xb = augment_batch(xb, parts.augs, parts.sampler.gen)
+        if cfg.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
+        with parts.autocast():
+            out = parts.net(xb)
+            loss = parts.loss_fn(out.float(), yb)
+        if not math.isfinite(loss_value := loss.item()):
+            raise FloatingPointError(f"loss is {loss_value} at epoch {rec.state['epoch'] + 1}, step "
+                                     f"{rec.state['step'] + 1}: training stopped (try a lower lr than {cfg.lr}); "
+                                     "the last checkpoint in the run folder is kept")
+        parts.opt.zero_grad(set_to_none=True)
+        parts.scaler.scale(loss).backward()
+        parts.scaler.step(parts.opt)
+        parts.scaler.update()
+        if parts.sched and parts.interval == "step": parts.sched.step()
+        rec.state["step"] += 1
+        if D.main and time.time() - rec.beat > 30:  # heartbeat: a long epoch still shows the run alive
+            rec.mark("running", step=rec.state["step"])
+            rec.beat = time.time()
+        loss_sum += loss_value * len(yb)
+        correct += (out.argmax(1) == yb).sum().item()
+    return loss_sum, correct, xb
+
+# %% ../nbs/02_train.ipynb #2d7a7a2a
+def epoch_row(parts: Parts, sums: tuple, n_steps: int, val: dict, rec: Record, cfg: TrainConfig, t0: float) -> dict:
+    "One line of metrics.jsonl: epoch, step, lr, training loss/accuracy over the epoch, the validation metrics."
+    n_seen = n_steps * cfg.batch_size
+    return {"epoch": rec.state["epoch"] + 1, "step": rec.state["step"], "lr": parts.opt.param_groups[0]["lr"],
+            "train_loss": sums[0] / n_seen, "train_accuracy": sums[1] / n_seen,
+            **{f"val_{k}": v for k, v in val.items()}, "epoch_time": time.time() - t0}
+
+def track_best(state: dict, row: dict, monitor: str) -> bool:
+    "Count the epoch in `state` and follow the best `monitor` value; True when this epoch improved it."
+    mode, key = parse_monitor(monitor)
+    improved = state["best"] is None or (row[key] < state["best"] if mode == "min" else row[key] > state["best"])
+    if improved: state.update(best=row[key], best_epoch=row["epoch"], bad_epochs=0)
+    else: state["bad_epochs"] += 1
+    state["epoch"] = row["epoch"]
+    return improved
+
+# %% ../nbs/02_train.ipynb #76cf0a53
+def save_epoch(rec: Record, parts: Parts, row: dict, improved: bool, last: bool, cfg: TrainConfig, D, xb):
+    """Append `row` to the record, then metrics.jsonl and TensorBoard, then the checkpoints (best.pt when improved,
+    last.pt every `save_period` epochs and at the end), then the status. A checkpoint never points at an epoch whose
+    logs were not written; logs past the checkpoint are replaced on resume."""
+    rec.history.append(row)
+    periodic = row["epoch"] % cfg.save_period == 0
+    save = improved or last or periodic
+    rngs = D.gather(get_rng_state()) if save else None  # collective: every rank, the same epochs
+    if not D.main: return
+    write_history(rec.run_dir, rec.history)
+    if rec.writer: log_tensorboard(rec.writer, row, parts.model, xb if row["epoch"] == 1 or parts.augs else None)
+    ck = {**parts.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "state": dict(rec.state),
+          "step": rec.state["step"], "config": asdict(cfg), "versions": versions()} if save else None
+    if improved: save_checkpoint(ck, rec.run_dir / "best.pt")
+    if last or periodic: save_checkpoint(ck, rec.run_dir / "last.pt")
+    rec.mark("running")
+
+def epoch_line(row: dict, n_epochs: int, improved: bool) -> str:
+    "The line a run prints per epoch."
+    return (f"epoch {row['epoch']:>3}/{n_epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
+            f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} | lr {row['lr']:.2e}"
+            f" | {row['epoch_time']:.1f}s{'  *' if improved else ''}")
+
+# %% ../nbs/02_train.ipynb #59242a9e
+def finish_run(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, D, stopped: bool, log) -> Result:
+    "Test the final model, write model.pt and summary.json, mark the run completed; returns the `Result`."
+    dev, s = split[0].device, rec.state
+    test = D.share(evaluate(parts.model, data.x_test.to(dev), data.y_test.to(dev), data.spec.mean, data.spec.std,
+                            cfg.top_k, autocast=parts.autocast()))
+    summary = {**{f"test_{k}": v for k, v in test.items()},
+               **{k: v for k, v in rec.history[-1].items() if k.startswith(("val_", "train_"))},
+               "monitor": cfg.monitor, "best": s["best"], "best_epoch": s["best_epoch"], "epochs": s["epoch"],
+               "steps": s["step"], "stopped_early": bool(stopped), "dataset": data.name, "data_source": data.source,
+               "data_files": data.files, "data_official": data.official, "n_train": len(split[0]),
+               "n_val": len(split[2]), "n_test": len(data.y_test), "n_params": n_params(parts.model),
+               "device": str(dev), "amp": parts.amp, "processes": D.world, "threads": torch.get_num_threads(),
+               "seconds": time.time() - rec.started, "train_seconds": sum(h["epoch_time"] for h in rec.history),
+               **versions()}
+    if D.main:
+        save_checkpoint(parts.model.state_dict(), rec.run_dir / "model.pt")
+        write_json(summary, rec.run_dir / "summary.json")
+        if rec.writer:
+            rec.writer.add_hparams({k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))},
+                                   {"hparam/test_accuracy": test["accuracy"], "hparam/best": s["best"]}, run_name=".")
+        rec.mark("completed", finished=time.time())
+    log(f"test accuracy {test['accuracy']:.4f} (top-{cfg.top_k} {test['top_k']:.4f}) in {summary['seconds']:.1f}s; "
+        f"run folder {rec.run_dir}")
+    return Result(rec.run_dir, parts.model, rec.history, summary, data)
+
+def record_failure(rec: Record, e: BaseException):
+    "Mark the run failed (or pruned, when Optuna stopped it) with the error; a failure to write is only reported."
+    optuna = sys.modules.get("optuna")  # a pruned trial is not a failure; optuna is loaded if a search runs
+    pruned = optuna is not None and isinstance(e, optuna.TrialPruned)
+    try: rec.mark("pruned" if pruned else "failed", error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    except OSError as e2: print(f"warning: could not record the failure in status.json: {e2}")
+
+# %% ../nbs/02_train.ipynb #cb9bb2c3
+def check_sizes(cfg: TrainConfig, ckpt, D, n_train: int):
+    """The batch fits the training split and splits evenly over the processes; a resumed run keeps its number
+    of processes. Checked before any folder is made."""
+    if cfg.batch_size > n_train:
+        raise ValueError(f"batch_size={cfg.batch_size}: larger than the {n_train} training images")
     if cfg.batch_size % D.world:
         raise ValueError(f"batch_size={cfg.batch_size}: must be divisible by the {D.world} processes")
     if ckpt and len(ckpt.get("rng_ranks", [0])) != D.world:
         raise ValueError(f"resume: the run was trained by {len(ckpt.get('rng_ranks', [0]))} process(es); "
                          f"resume it with the same number, not {D.world}")
+
+def set_torch_options(cfg: TrainConfig):
+    "Threads and deterministic algorithms, as `cfg` asks."
     if cfg.threads: torch.set_num_threads(cfg.threads)
     if cfg.deterministic: os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be
     if cfg.deterministic or torch.are_deterministic_algorithms_enabled():  # the call imports torch._inductor (1.5 s)
         torch.use_deterministic_algorithms(cfg.deterministic)
+
+def ddp(model, D, dev):
+    "`model` wrapped in DistributedDataParallel in a torchrun job, else `model` itself."
+    if D.world == 1: return model
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
+
+def step_epoch_scheduler(parts: Parts, row: dict, cfg: TrainConfig):
+    "Epoch-wise schedulers step after the epoch; reduce_on_plateau looks at the monitored metric."
+    if not parts.sched or parts.interval != "epoch": return
+    if cfg.scheduler == "reduce_on_plateau": parts.sched.step(row[parse_monitor(cfg.monitor)[1]])
+    else: parts.sched.step()
+
+# %% ../nbs/02_train.ipynb #60c01917
+def fit(cfg: TrainConfig, on_epoch=None) -> Result:
+    """Train as `cfg` says, writing the run folder; returns a `Result`. `on_epoch(row)` is called after each
+    epoch is saved (Optuna's pruning hooks in there; an exception from it ends the run)."""
+    started = time.time()
+    cfg, ckpt_path, ckpt = resume_point(cfg)
+    D, dev = init_distributed(pick_device(cfg.device))
+    log = say if D.main else (lambda *a: None)  # one voice in a torchrun job
+    D.barrier()  # every rank has read the checkpoint before rank 0 writes anything
+    set_torch_options(cfg)
     data = load_data(cfg.dataset, cfg.data_dir, cfg.download)  # may fail: before any folder is made
     log(f"dataset: {data.name} from {data.source} ({len(data.x_train)} train / {len(data.x_test)} test"
-          f"{', official files' if data.official else ', local files'})")
-    seed_everything(cfg.seed + D.rank)  # ranks differ in dropout; the sampler below is seeded alike on all
-    x_tr, y_tr, x_val, y_val = (t.to(dev) for t in split_train_val(data.x_train, data.y_train,
-                                                                   cfg.val_split, cfg.split_seed))
-    if cfg.batch_size > len(x_tr):
-        raise ValueError(f"batch_size={cfg.batch_size}: larger than the {len(x_tr)} training images")
-    model = model_from_config(cfg, len(data.spec.classes)).to(dev)
-    if cfg.channels_last: model = model.to(memory_format=torch.channels_last)
-    opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
-    steps_per_epoch = cfg.steps_per_epoch or len(x_tr) // cfg.batch_size
-    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-    n_epochs = math.ceil(total_steps / steps_per_epoch)
-    sched, interval = SCHEDULERS[cfg.scheduler](opt, cfg, total_steps, steps_per_epoch)
-    loss_fn, augs = LOSSES[cfg.loss](cfg), parse_augment(cfg.augment)
-    sampler = BatchSampler(len(x_tr), cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
-    mode, key = parse_monitor(cfg.monitor)
-    better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
-    amp = resolve_amp(cfg.amp, dev)
-    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    autocast = lambda: torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None)  # noqa: E731
-    scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
-    st = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "bad_epochs": 0}
-    mean, std = data.spec.mean, data.spec.std
-
-    if ckpt:
-        run_dir = ckpt_path.parent
-        model.load_state_dict(ckpt["model"]); opt.load_state_dict(ckpt["optimizer"])
-        if sched: sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"]); sampler.load_state_dict(ckpt["sampler"])
-        set_rng_state(ckpt.get("rng_ranks", [ckpt["rng"]])[D.rank]); st.update(ckpt["state"])
-        history = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
-        history = [h for h in history if h["epoch"] <= st["epoch"]]  # drop epochs that will be replayed
-        log(f"resuming {run_dir} from {ckpt_path.name} at epoch {st['epoch']}, step {st['step']}")
-    elif cfg.resume:  # killed before its first checkpoint: the same folder starts over
-        run_dir, history = Path(cfg.resume), []
-        log(f"resuming {run_dir}: no checkpoint yet, starting it again from step 0")
-    else:
-        if cfg.init_from: model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
-        run_dir, history = Path(D.share(str(new_run_dir(cfg)) if D.main else None)), []
-    if D.main:
-        save_atomic(lambda f: f.write("".join(json.dumps(h) + "\n" for h in history).encode()),
-                    run_dir / "metrics.jsonl")
-        write_json(asdict(cfg), run_dir / "config.json")
-        if nb := link_notebook(run_dir): log(f"notebook: {nb} (linked from the run folder)")
-        write_status(run_dir, "running", epoch=st["epoch"], epochs=n_epochs, started=t_start, processes=D.world)
-    net = model
-    if D.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-        net = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
-    log(f"run folder: {run_dir}\nmodel: {cfg.model}, {n_params(model):,} parameters, device {dev}, amp {amp}")
-
-    writer = None
-    if cfg.tensorboard and D.main:
-        from torch.utils.tensorboard import SummaryWriter
-        # events logged after the checkpoint (steps > its step) are orphans of the killed session: hide them
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=st["step"] + 1 if st["step"] else None)
-
-    def checkpoint():
-        return {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict() if sched else {}, "scaler": scaler.state_dict(),
-                "sampler": sampler.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "state": dict(st),
-                "step": st["step"], "config": asdict(cfg), "versions": versions()}
-
-    bars = show_bars(cfg.progress)
-    stop, beat = False, time.time()
-    if st["epoch"] >= n_epochs: log(f"the run already finished its {n_epochs} epochs")
+        f"{', official files' if data.official else ', local files'})")
+    log("parameters not at their defaults: " + (", ".join(f"{k}={v!r}" for k, v in cfg.changed().items()) or "none"))
+    seed_everything(cfg.seed + D.rank)  # ranks differ in dropout; the sampler is seeded alike on all
+    split = x_tr, y_tr, x_val, y_val = [t.to(dev) for t in split_train_val(data.x_train, data.y_train,
+                                                                           cfg.val_split, cfg.split_seed)]
+    check_sizes(cfg, ckpt, D, len(x_tr))
+    plan = per_epoch, total, n_epochs = plan_steps(cfg, len(x_tr))
+    parts = build(cfg, plan, len(x_tr), len(data.spec.classes), dev)
+    rec = open_run(cfg, ckpt_path, ckpt, parts, D, plan, started, log)
+    parts.net = ddp(parts.model, D, dev)
+    log(f"run folder: {rec.run_dir}\nmodel: {cfg.model}, {n_params(parts.model):,} parameters, device {dev}, "
+        f"amp {parts.amp}")
+    norm, stopped = (data.spec.mean, data.spec.std), False
+    if rec.state["epoch"] >= n_epochs: log(f"the run already finished its {n_epochs} epochs")
     try:
-        for epoch in range(st["epoch"], n_epochs):
-            t0 = time.time()
-            model.train()
-            n_steps = min(steps_per_epoch, total_steps - st["step"])
-            loss_sum = correct = 0.0
-            steps = range(n_steps)
-            if bars:
-                from tqdm.auto import tqdm
-                steps = tqdm(steps, desc=f"epoch {epoch + 1}/{n_epochs}", leave=False)
-            for _ in steps:
-                idx = next(sampler)[D.rank::D.world].to(dev)  # this rank's slice of the global batch
-                xb, yb = normalize(x_tr[idx], mean, std), y_tr[idx]
-                if augs: xb = augment_batch(xb, augs, sampler.gen)
-                if cfg.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
-                with autocast():
-                    out = net(xb)
-                    loss = loss_fn(out.float(), yb)
-                if not math.isfinite(loss_value := loss.item()):
-                    raise FloatingPointError(f"loss is {loss_value} at epoch {epoch + 1}, step {st['step'] + 1}: "
-                                             f"training stopped (try a lower lr than {cfg.lr}); "
-                                             "the last checkpoint in the run folder is kept")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                if sched and interval == "step": sched.step()
-                st["step"] += 1
-                if D.main and time.time() - beat > 30:  # heartbeat: a long epoch still shows the run alive
-                    write_status(run_dir, "running", epoch=epoch, epochs=n_epochs, step=st["step"], started=t_start,
-                                 processes=D.world)
-                    beat = time.time()
-                loss_sum += loss_value * len(yb)
-                correct += (out.argmax(1) == yb).sum().item()
+        for epoch in range(rec.state["epoch"], n_epochs):
+            t0, n_steps = time.time(), min(per_epoch, total - rec.state["step"])
+            *sums, xb = train_epoch(parts, x_tr, y_tr, norm, n_steps, rec, D, cfg)
             # rank 0's numbers decide for everyone (BN running stats differ slightly between ranks)
-            val = D.share(evaluate(model, x_val, y_val, mean, std, cfg.top_k, autocast=autocast()))
-            loss_sum, correct = D.sum(loss_sum, correct)
-            n_seen = n_steps * cfg.batch_size
-            row = {"epoch": epoch + 1, "step": st["step"], "lr": opt.param_groups[0]["lr"],
-                   "train_loss": loss_sum / n_seen, "train_accuracy": correct / n_seen,
-                   **{f"val_{k}": v for k, v in val.items()}, "epoch_time": time.time() - t0}
-            if sched and interval == "epoch":
-                sched.step(row[key]) if cfg.scheduler == "reduce_on_plateau" else sched.step()
-            improved = st["best"] is None or better(row[key], st["best"])
-            if improved: st.update(best=row[key], best_epoch=epoch + 1, bad_epochs=0)
-            else: st["bad_epochs"] += 1
-            st["epoch"] = epoch + 1
-            history.append(row)
-            stop = cfg.early_stop and st["bad_epochs"] >= cfg.early_stop
-            last = stop or epoch + 1 == n_epochs
-            save = improved or last or (epoch + 1) % cfg.save_period == 0
-            rngs = D.gather(get_rng_state()) if save else None  # collective: every rank, same epochs
-            if D.main:
-                # metrics and TensorBoard first, then checkpoints: a checkpoint never points at an epoch whose
-                # logs were not written (logs past the checkpoint are replaced on resume)
-                save_atomic(lambda f: f.write("".join(json.dumps(h) + "\n" for h in history).encode()),
-                            run_dir / "metrics.jsonl")
-                if writer: log_tensorboard(writer, row, model, xb if epoch == 0 or augs else None)
-                ck = checkpoint() if save else None
-                if improved: save_checkpoint(ck, run_dir / "best.pt")
-                if last or (epoch + 1) % cfg.save_period == 0: save_checkpoint(ck, run_dir / "last.pt")
-                write_status(run_dir, "running", epoch=epoch + 1, epochs=n_epochs, started=t_start, processes=D.world)
-            log(f"epoch {epoch + 1:>3}/{n_epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
-                  f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} | lr {row['lr']:.2e}"
-                  f" | {row['epoch_time']:.1f}s{'  *' if improved else ''}")
+            val = D.share(evaluate(parts.model, x_val, y_val, *norm, cfg.top_k, autocast=parts.autocast()))
+            row = epoch_row(parts, D.sum(*sums), n_steps, val, rec, cfg, t0)
+            step_epoch_scheduler(parts, row, cfg)
+            improved = track_best(rec.state, row, cfg.monitor)
+            stopped = bool(cfg.early_stop) and rec.state["bad_epochs"] >= cfg.early_stop
+            save_epoch(rec, parts, row, improved, stopped or epoch + 1 == n_epochs, cfg, D, xb)
+            log(epoch_line(row, n_epochs, improved))
             if on_epoch and D.main: on_epoch(row)
-            if stop:
-                log(f"early stop: {key} did not improve for {cfg.early_stop} epochs "
-                      f"(best {st['best']:.4f} at epoch {st['best_epoch']})")
+            if stopped:
+                log(f"early stop: {cfg.monitor} did not improve for {cfg.early_stop} epochs "
+                    f"(best {rec.state['best']:.4f} at epoch {rec.state['best_epoch']})")
                 break
-        test = D.share(evaluate(model, data.x_test.to(dev), data.y_test.to(dev), mean, std, cfg.top_k,
-                                autocast=autocast()))
-        summary = {**{f"test_{k}": v for k, v in test.items()},
-                   **{k: v for k, v in history[-1].items() if k.startswith(("val_", "train_"))},
-                   "monitor": cfg.monitor, "best": st["best"], "best_epoch": st["best_epoch"],
-                   "epochs": st["epoch"], "steps": st["step"], "stopped_early": bool(stop),
-                   "dataset": data.name, "data_source": data.source, "data_files": data.files,
-                   "data_official": data.official, "n_train": len(x_tr), "n_val": len(x_val),
-                   "n_test": len(data.y_test), "n_params": n_params(model), "device": str(dev), "amp": amp,
-                   "processes": D.world,
-                   "threads": torch.get_num_threads(), "seconds": time.time() - t_start,
-                   "train_seconds": sum(h["epoch_time"] for h in history), **versions()}
-        if D.main:
-            save_checkpoint(model.state_dict(), run_dir / "model.pt")
-            write_json(summary, run_dir / "summary.json")
-        if writer:
-            writer.add_hparams({k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))},
-                               {"hparam/test_accuracy": test["accuracy"], "hparam/best": st["best"]},
-                               run_name=".")
-        if D.main: write_status(run_dir, "completed", epoch=st["epoch"], epochs=n_epochs, started=t_start,
-                                 finished=time.time())
-        log(f"test accuracy {test['accuracy']:.4f} (top-{cfg.top_k} {test['top_k']:.4f}) "
-              f"in {summary['seconds']:.1f}s; run folder {run_dir}")
-        return Result(run_dir, model, history, summary, data)
+        return finish_run(rec, parts, data, split, cfg, D, stopped, log)
     except BaseException as e:  # KeyboardInterrupt and sys.exit too: only a finished run is "completed"
-        pruned = type(e).__name__ == "TrialPruned"  # Optuna stopped a poor trial: not a failure
-        try:
-            if D.main: write_status(run_dir, "pruned" if pruned else "failed", epoch=st["epoch"], epochs=n_epochs,
-                                    started=t_start,
-                                    error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
-        except OSError as e2: print(f"warning: could not record the failure in status.json: {e2}")
+        if D.main: record_failure(rec, e)
         raise
     finally:
-        if writer: writer.close()
+        if rec.writer: rec.writer.close()
         if D.started: dist.destroy_process_group()
 
+# %% ../nbs/02_train.ipynb #cfacd692
 def log_tensorboard(writer, row: dict, model, xb=None):
     "Per-epoch scalars, weight and gradient histograms, and a grid of (augmented) inputs."
     step = row["step"]

@@ -1,0 +1,97 @@
+"""Detached runs from the shell: `mnist-lab train --detach`, `watch`, `stop`, then `resume`; offline downloads;
+the project's runs root; what the headline papermill command says in the terminal."""
+import json, os, subprocess, sys, time
+from pathlib import Path
+import pytest
+from dataclasses import fields
+from conftest import ROOT, papermill
+from mnist_lab.train import TrainConfig
+
+MNIST_LAB = str(Path(sys.executable).parent / "mnist-lab")
+SLOW = ["-p", "dataset", "mnist_sample", "-p", "model", "cnn", "-p", "epochs", "30", "-p", "steps_per_epoch", "10",
+        "-p", "scheduler", "none", "-p", "tensorboard", "False"]
+
+
+def cli(*args, cwd, timeout=300):
+    return subprocess.run([MNIST_LAB, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_detach_watch_stop_resume(tmp_path):
+    r = cli("train", "--detach", *SLOW, "--name", "bg", cwd=tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run,) = (tmp_path / "runs" / "bg").iterdir()
+    assert f"run folder: {run}" in r.stdout and f"mnist-lab stop {run}" in r.stdout
+    deadline = time.time() + 120
+    while time.time() < deadline:  # the command has returned; the run goes on without it
+        s = json.loads((run / "status.json").read_text()) if (run / "status.json").is_file() and \
+            (run / "status.json").stat().st_size else {}
+        if s.get("epoch", 0) >= 2: break
+        time.sleep(0.3)
+    else: pytest.fail(f"the detached run did not train: {(run / 'papermill.log').read_text()[-2000:]}")
+    nb = json.loads((run / "notebook.ipynb").read_text())  # every parameter is injected: no template default leaks in
+    injected = next(c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
+    assert len([l for l in "".join(injected["source"]).splitlines() if " = " in l]) == len(fields(TrainConfig))
+    r = cli("runs", cwd=tmp_path)
+    assert "running" in r.stdout and "/30" in r.stdout, r.stdout  # live runs show their progress
+    r = cli("stop", str(run), cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and "failed (KeyboardInterrupt)" in r.stdout and "resume" in r.stdout, r.stdout + r.stderr
+    s = json.loads((run / "status.json").read_text())
+    assert 2 <= s["epoch"] < 30 and (run / "last.pt").is_file()
+    r = cli("resume", str(run), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli("watch", str(run), cwd=tmp_path)
+    assert r.returncode == 0 and "completed: epoch 30/30" in r.stdout, r.stdout
+
+
+def test_headline_command_reports_in_the_terminal(tmp_path):
+    out = tmp_path / "out.ipynb"
+    r = papermill(out, ("dataset", "mnist_sample"), ("model", "linear"), ("epochs", 2), ("tensorboard", False),
+                  cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (run,) = (tmp_path / "runs" / "run").iterdir()
+    for line in ("dataset: mnist_sample", f"run folder: {run}", "epoch   1/2", "epoch   2/2", "test accuracy"):
+        assert line in r.stderr, line  # papermill without --log-output: the kernel writes to papermill's stderr
+    assert "Unable to parse" not in r.stderr
+    assert not os.path.isabs(os.readlink(run / "notebook.ipynb"))  # a relative link survives moving the project
+
+
+def test_runs_land_in_the_project_runs_folder_from_any_subfolder(tmp_path):
+    (tmp_path / "settings.ini").write_text("[DEFAULT]\n")
+    (tmp_path / "nbs").mkdir()
+    r = papermill(tmp_path / "nbs" / "out.ipynb", ("dataset", "mnist_sample"), ("model", "linear"), ("epochs", 1),
+                  ("tensorboard", False), cwd=tmp_path / "nbs")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list((tmp_path / "runs" / "run").iterdir())) == 1 and not (tmp_path / "nbs" / "runs").exists()
+    r = cli("runs", cwd=tmp_path / "nbs")
+    assert "completed" in r.stdout and "more columns hidden" in r.stdout
+
+
+def test_offline_download_is_tried_once_and_leaves_no_folders(tmp_path, monkeypatch):
+    import torchvision
+    import mnist_lab.data as D
+    class Offline:  # torchvision's MNIST on a machine with no internet: it makes its folders, then fails
+        resources = torchvision.datasets.MNIST.resources
+        def __init__(self, root, train, download):
+            Path(root, "MNIST", "raw").mkdir(parents=True, exist_ok=True)
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: Name or service not known")
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
+    data_dir = tmp_path / "data"
+    with pytest.warns(UserWarning, match="copy the four IDX files"):
+        assert D.load_data("auto", data_dir).name == "mnist_sample"
+    assert not data_dir.exists() and D.DOWNLOAD_FAILED.is_file()
+    def no_download(*a, **k): raise AssertionError("a download was tried again")
+    monkeypatch.setattr(D, "download", no_download)
+    with pytest.warns(UserWarning, match="no download tried"):
+        assert D.load_data("auto", data_dir).name == "mnist_sample"
+    with pytest.raises(FileNotFoundError, match="no download tried"):
+        D.load_data("mnist", data_dir)
+    assert not data_dir.exists()
+
+
+def test_train_into_a_named_run_dir(tmp_path):
+    r = cli("train", "-p", "dataset", "mnist_sample", "-p", "model", "linear", "-p", "epochs", "1",
+            "-p", "run_dir", "runs/exact", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "runs" / "exact" / "status.json").read_text())["status"] == "completed"
+    r = cli("train", "-p", "run_dir", "runs/exact", cwd=tmp_path)
+    assert r.returncode == 1 and "already holds a run" in r.stderr
