@@ -8,7 +8,7 @@ __all__ = ['TRAIN_NOTEBOOK', 'papermill_args', 'start_papermill', 'Run', 'launch
 
 # %% ../nbs/07_launch.ipynb #5a8cd943
 import json, os, signal, socket, subprocess, sys, time
-from dataclasses import dataclass, asdict, fields
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import mnist_lab
 from .data import project_path

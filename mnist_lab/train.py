@@ -938,7 +938,7 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
             log(epoch_line(row, n_epochs, improved))
             if on_epoch and D.main: on_epoch(row)
             if stopped:
-                log(f"early stop: {cfg.monitor} did not improve for {cfg.early_stop} epochs "
+                log(f"early stop: {parse_monitor(cfg.monitor)[1]} did not improve for {cfg.early_stop} epochs "
                     f"(best {rec.state['best']:.4f} at epoch {rec.state['best_epoch']})")
                 break
         return finish_run(rec, parts, data, split, cfg, D, stopped, log)
