@@ -13,7 +13,7 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'LOSSES', 'S', 'METRICS', 'MODEL_PARAMS',
            'papermill_output', 'next_notebook', 'link_notebook', 'terminal', 'say', 'find_resume_checkpoint',
            'resume_config', 'Dist', 'init_distributed', 'resume_point', 'plan_steps', 'Parts', 'build', 'Record',
            'open_run', 'train_epoch', 'epoch_row', 'track_best', 'save_epoch', 'epoch_line', 'finish_run',
-           'record_failure', 'check_sizes', 'set_torch_options', 'ddp', 'step_epoch_scheduler', 'fit',
+           'record_failure', 'run_header', 'check_sizes', 'set_torch_options', 'ddp', 'step_epoch_scheduler', 'fit',
            'log_tensorboard']
 
 # %% ../nbs/02_train.ipynb #17727ac5
@@ -868,6 +868,12 @@ def record_failure(rec: Record, e: BaseException):
     except OSError as e2: print(f"warning: could not record the failure in status.json: {e2}")
 
 # %% ../nbs/02_train.ipynb #cb9bb2c3
+def run_header(data, cfg: TrainConfig) -> str:
+    "What a run says first: the data it trains on, and the parameters it sets away from their defaults."
+    changed = ", ".join(f"{k}={v!r}" for k, v in cfg.changed().items()) or "none"
+    return (f"dataset: {data.name} from {data.source} ({len(data.x_train)} train / {len(data.x_test)} test"
+            f"{', official files' if data.official else ', local files'})\nparameters not at their defaults: {changed}")
+
 def check_sizes(cfg: TrainConfig, ckpt, D, n_train: int):
     """The batch fits the training split and splits evenly over the processes; a resumed run keeps its number
     of processes. Checked before any folder is made."""
@@ -909,9 +915,7 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     D.barrier()  # every rank has read the checkpoint before rank 0 writes anything
     set_torch_options(cfg)
     data = load_data(cfg.dataset, cfg.data_dir, cfg.download)  # may fail: before any folder is made
-    log(f"dataset: {data.name} from {data.source} ({len(data.x_train)} train / {len(data.x_test)} test"
-        f"{', official files' if data.official else ', local files'})")
-    log("parameters not at their defaults: " + (", ".join(f"{k}={v!r}" for k, v in cfg.changed().items()) or "none"))
+    log(run_header(data, cfg))
     seed_everything(cfg.seed + D.rank)  # ranks differ in dropout; the sampler is seeded alike on all
     split = x_tr, y_tr, x_val, y_val = [t.to(dev) for t in split_train_val(data.x_train, data.y_train,
                                                                            cfg.val_split, cfg.split_seed)]
