@@ -133,10 +133,21 @@ def test_tensorboard_has_scalars_lr_histograms_images_and_hparams(tmp_path):
     assert len([e for r in runs if "val/loss" in r.Tags()["scalars"] for e in r.Scalars("val/loss")]) == 2  # per epoch
 
 
-def test_cpu_options_bf16_channels_last_deterministic(tmp_path):
+def test_cpu_options_bf16_channels_last_deterministic(tmp_path, monkeypatch):
+    # a hook inside the model sees what training really ran with: an option that fit ignored fails here
+    seen, real_build = [], T.build
+    def spy_build(*a, **k):
+        parts = real_build(*a, **k)
+        conv2 = [m for m in parts.model.modules() if isinstance(m, torch.nn.Conv2d)][1]  # its input has channels > 1
+        conv2.register_forward_hook(lambda m, i, o: seen.append(
+            (o.dtype, i[0].is_contiguous(memory_format=torch.channels_last),
+             torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())) if m.training else None)
+        return parts
+    monkeypatch.setattr(T, "build", spy_build)
     threads = torch.get_num_threads()
     try:
         res = T.fit(cfg(tmp_path, model="cnn", epochs=1, steps_per_epoch=40, amp="bf16", scheduler="onecycle",
                         channels_last=True, deterministic=True, threads=1))
     finally: torch.use_deterministic_algorithms(False); torch.set_num_threads(threads)
-    assert res.summary["test_accuracy"] > 0.5 and res.summary["threads"] == 1
+    assert res.summary["test_accuracy"] > 0.5 and res.summary["threads"] == 1 and res.summary["amp"] == "bf16"
+    assert len(seen) == 40 and set(seen) == {(torch.bfloat16, True, True, 1)}, set(seen)
