@@ -214,8 +214,12 @@ def test_bad_parameters_rejected_through_papermill(tmp_path):
         i, (name, value, message) = i_case
         r = papermill(tmp_path / f"bad{i}.ipynb", ("dataset", "mnist_sample"), (name, value), cwd=tmp_path)
         return name, value, message, r
+    # every message is checked in-process above; through papermill, one bad value and one misspelled name show
+    # that papermill's exit code and output carry them (a kernel start each: 19 of them cost 90 s of CI)
+    cases = [c for c in BAD if c[0] in ("lrr",) or (c[0], c[1]) == ("lr", "nan")]
+    assert len(cases) == 2
     with ThreadPoolExecutor(2) as pool:
-        for name, value, message, r in pool.map(one, enumerate(BAD)):
+        for name, value, message, r in pool.map(one, enumerate(cases)):
             assert r.returncode != 0, (name, value)
             assert message in r.stdout + r.stderr, (name, value, r.stderr[-1500:])
     assert not (tmp_path / "runs").exists()  # no run was started, nothing was written
