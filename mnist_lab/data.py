@@ -249,7 +249,7 @@ def shift(x, gen):
 
 @register_augmentation("rotate")
 def rotate(x, gen):
-    "Rotate each image by up to 15 degrees."
+    "Rotate each image by up to 10 degrees."
     return random_affine(x, gen, degrees=10)
 
 @register_augmentation("affine")
@@ -259,7 +259,7 @@ def affine(x, gen):
 
 @register_augmentation("noise")
 def noise(x, gen):
-    "Add Gaussian pixel noise."
+    "Add Gaussian noise (std 0.2 of a normalized pixel)."
     return x + 0.2 * torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
 
 @register_augmentation("erase")

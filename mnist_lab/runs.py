@@ -80,7 +80,7 @@ def plot_metric_vs(df: pd.DataFrame, param: str, metric: str = "val_accuracy", c
     parameter that varies). lr-like parameters get a log axis, ticked at the values tried."""
     import matplotlib.pyplot as plt
     done = df[df.status == "completed"]
-    color = color or next((c for c in varying(done) if c not in (param, "progress")), None)
+    color = color or next((c for c in varying(done) if c != param), None)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for value, g in done.groupby(color) if color else [(None, done)]:
         ax.scatter(g[param], g[metric], label=f"{color}={value}" if color else None, alpha=0.8)
@@ -95,7 +95,7 @@ def plot_metric_vs(df: pd.DataFrame, param: str, metric: str = "val_accuracy", c
 def plot_curves(df: pd.DataFrame, metric: str = "val_accuracy", label: str | None = None):
     "Learning curves of the given runs, overlaid, each labelled with what varies (or the `label` column)."
     import matplotlib.pyplot as plt
-    cols = [label] if label else [c for c in varying(df) if c != "progress"] or ["run"]
+    cols = [label] if label else varying(df) or ["run"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for _, r in df.iterrows():
         h = read_history(r.path) if Path(r.path, "metrics.jsonl").is_file() else []

@@ -12,10 +12,9 @@ import hashlib, itertools, json, math, os, random, signal, socket, subprocess, s
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pandas as pd
-import mnist_lab
 from .data import project_path
-from .train import TrainConfig, fit, run_status, next_notebook
-from .launch import papermill_args, stop_papermill
+from .train import TrainConfig, fit, run_status
+from .launch import start_papermill, stop_papermill
 from .runs import runs_table
 
 # %% ../nbs/05_sweep.ipynb #d61bfaae
@@ -65,16 +64,12 @@ def run_trial(params: dict, sweep_dir: Path, threads: int, procs: set) -> dict:
     if status == "unknown":
         run_dir.mkdir(parents=True, exist_ok=True)
         for f in ("status.json", "notebook.ipynb"): (run_dir / f).unlink(missing_ok=True)
-        args = papermill_args(run_dir / "notebook.ipynb", {**params, "runs_root": str(sweep_dir),
-                              "run_dir": str(run_dir), "threads": threads, "progress": "epoch"})
-    else:  # started before (killed or failed): continue it
-        args = papermill_args(next_notebook(run_dir), {"resume": str(run_dir), "runs_root": str(sweep_dir),
-                                                        "threads": threads, "progress": "epoch"})
-    with open(run_dir / "papermill.log", "ab") as log:
-        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        procs.add(p)
-        try: p.wait()
-        finally: procs.discard(p)
+        params = {**params, "run_dir": str(run_dir)}
+    else: params = {"resume": str(run_dir)}  # started before (killed or failed): continue it
+    p = start_papermill(run_dir, {**params, "runs_root": str(sweep_dir), "threads": threads, "progress": "epoch"})
+    procs.add(p)
+    try: p.wait()
+    finally: procs.discard(p)
     return {"trial": run_dir.name, "status": run_status(run_dir)["status"], "returncode": p.returncode,
             "skipped": False}
 
