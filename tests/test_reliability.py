@@ -339,7 +339,7 @@ def test_same_explicit_run_dir_is_claimed_once(tmp_path):
 # 13. A papermill run whose kernel dies or times out is recorded as failed and resumes exactly
 
 def test_papermill_timeout_is_failed_and_resumes_exactly(tmp_path):
-    # A plugin augmentation that sleeps paces the run at about 2 s an epoch whatever the CPU speed, so the 5 s
+    # A plugin augmentation that sleeps paces the run at about 2 s an epoch whatever the CPU speed, so the 8 s
     # cell timeout (papermill's timeout is per cell) lands after the first checkpoint and before the end.
     (tmp_path / "pace.py").write_text(
         "import time\nfrom mnist_lab.data import register_augmentation\n"
@@ -348,7 +348,7 @@ def test_papermill_timeout_is_failed_and_resumes_exactly(tmp_path):
               ("steps_per_epoch", 20), ("epochs", 6), ("threads", 1), ("run_dir", "runs/t"), ("tensorboard", False),
               ("plugins", str(tmp_path / "pace.py")), ("augment", "pace")]
     r = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "nbs/train.ipynb"), str(tmp_path / "t.ipynb"),
-                        "--execution-timeout", "5", *[a for k, v in params for a in ("-p", k, str(v))]],
+                        "--execution-timeout", "8", *[a for k, v in params for a in ("-p", k, str(v))]],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     run = tmp_path / "runs" / "t"
     assert r.returncode != 0 and "Timeout" in r.stderr + r.stdout
