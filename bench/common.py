@@ -1,5 +1,5 @@
 "Shared helpers of the benchmarks: where the real data is, and the pytorch/examples MNIST reference."
-import gzip, os, shutil, tempfile
+import gzip, os, tempfile
 from pathlib import Path
 import torch
 from torch import nn
@@ -49,3 +49,41 @@ def examples_loaders(root: Path, batch_size=64, test_batch_size=1000):
     test = datasets.MNIST(str(root), train=False, download=False, transform=tf)
     return (torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True),
             torch.utils.data.DataLoader(test, batch_size=test_batch_size))
+
+
+def machine() -> dict:
+    "The hardware and software a figure was measured on: CPU model and the flags that decide its speed."
+    import platform, subprocess
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    field = lambda key: next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith(key)), "")
+    flags = set(field("flags").split())
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"cpu": field("model name") or platform.processor(), "cores": os.cpu_count(),
+            "flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16"}),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "git": sha}
+
+
+def mean_std(xs) -> tuple:
+    "Mean and sample standard deviation (0 for one value)."
+    import statistics
+    xs = list(xs)
+    return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def finish(name: str, result: dict, targets: dict):
+    """Save `result` with the command, the machine and each target's outcome in bench/results/<name>-<cpu>.json,
+    then exit non-zero when a target was missed. `targets`: {what was promised: whether it was met}."""
+    import json, re, sys, time
+    m = machine()
+    cpu = re.sub(r"[^a-z0-9]+", "-", re.sub(r"\(r\)|\(tm\)|cpu|processor|\d+-core", "", m["cpu"].lower())).strip("-")
+    out = ROOT / "bench" / "results" / f"{name}-{cpu}.json"
+    out.parent.mkdir(exist_ok=True)
+    record = {"command": "python bench/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+              "date": time.strftime("%Y-%m-%d %H:%M"), "machine": m, "result": result,
+              "targets": {k: bool(v) for k, v in targets.items()}}
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    for what, met in targets.items(): print(f"target {'met' if met else 'MISSED'}: {what}")
+    print(f"saved {out.relative_to(ROOT)}")
+    if not all(targets.values()): sys.exit(1)

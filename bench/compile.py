@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from mnist_lab.model import make_model
 from mnist_lab.train import resolve_amp
+from common import finish
 
 BS = 128
 RUNS = {"time_to_98 (mnist10k, 2 epochs)": 2 * 9000 // BS, "full MNIST or Fashion-MNIST, 5 epochs": 5 * 54000 // BS}
@@ -54,6 +55,8 @@ if __name__ == "__main__":
     print(f"cnn, batch {BS}, amp={amp}, {torch.get_num_threads()} threads, torch.compile(mode={a.mode!r}):")
     print(f"  eager {eager_rate:.1f} steps/s; compiled {compiled_rate:.1f} steps/s; "
           f"first 3 compiled steps (compiling) {compile_s:.1f}s")
+    finish(f"compile-{amp}", {"amp": amp, "mode": a.mode, "eager_steps_per_s": eager_rate,
+                              "compiled_steps_per_s": compiled_rate, "compile_seconds": compile_s}, {})
     if saved <= 0:
         print(f"  compiled steps are not faster ({1000 * saved:+.2f} ms/step saved): torch.compile never pays here")
     else:

@@ -8,7 +8,9 @@ collector as mnist_lab does in a headless kernel.
 import argparse, datetime, json, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import nbformat
-from common import ROOT
+from common import ROOT, finish
+
+TARGET_OWN_S = 0.5  # mnist_lab's own share of the overhead, beyond papermill running torch (issue "fast on every CPU")
 
 FLOOR_CELL = ("import atexit, gc, torch, matplotlib.pyplot\ngc.freeze(); atexit.register(gc.freeze)  # as mnist_lab.train\n"
               "torch.optim.Adam([torch.zeros(1, requires_grad=True)])")
@@ -67,4 +69,8 @@ if __name__ == "__main__":
         print(f"    {med[k]:5.2f}s  {what}")
     print(f"floor: papermill on a one-cell notebook ({FLOOR_CELL!r}): {statistics.median(floors):.2f}s "
           f"(median of {a.repeat})")
-    print(f"mnist_lab's own share = overhead - floor = {med['overhead'] - statistics.median(floors):.2f}s")
+    own = med["overhead"] - statistics.median(floors)
+    print(f"mnist_lab's own share = overhead - floor = {own:.2f}s")
+    finish("papermill_overhead" + ("-tensorboard" if a.tensorboard else ""),
+           {"median": med, "floor": statistics.median(floors), "own_share": own, "runs": rows},
+           {f"mnist_lab's own share of papermill's overhead <= {TARGET_OWN_S} s": own <= TARGET_OWN_S})

@@ -7,6 +7,7 @@ trial gets cores // n_jobs torch threads, so both settings use all cores."""
 import argparse, os, shutil, statistics, tempfile, time
 from pathlib import Path
 from mnist_lab.sweep import sweep
+from common import finish
 
 SPACE = {"lr": [1e-3, 3e-3], "seed": [0, 1, 2, 3]}
 PARAMS = {"dataset": "mnist_sample", "model": "cnn", "epochs": 2, "tensorboard": False}
@@ -27,5 +28,8 @@ if __name__ == "__main__":
     for n_jobs, w in walls.items():
         print(f"n_jobs={n_jobs}: {len(df)} trials in {statistics.median(w):.1f}s (median of "
               f"{', '.join(f'{x:.1f}' for x in w)}) = {60 * len(df) / statistics.median(w):.1f} trials/min")
-    print(f"speed-up with 2 workers on {os.cpu_count()} cores: "
-          f"{statistics.median(walls[1]) / statistics.median(walls[2]):.2f}x")
+    speedup = statistics.median(walls[1]) / statistics.median(walls[2])
+    print(f"speed-up with 2 workers on {os.cpu_count()} cores: {speedup:.2f}x")
+    finish("sweep_throughput", {"trials": len(df), "walls": walls, "speedup": speedup,
+                                "trials_per_min": {n: 60 * len(df) / statistics.median(w) for n, w in walls.items()}},
+           {"2 workers at least 1.5x the trials/min of 1": speedup >= 1.5})

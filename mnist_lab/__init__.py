@@ -1,5 +1,5 @@
 __version__ = "0.1.0"
-from . import data, model, train, eval
+from . import data, model, config, record, train, eval
 
 
 def __getattr__(name):

@@ -7,18 +7,19 @@ __all__ = ['TEMPLATE_FILES', 'parse_params', 'cmd_train', 'cmd_fit', 'cmd_resume
            'cmd_eval', 'print_runs', 'cmd_runs', 'cmd_sweep', 'new_project', 'cmd_new', 'main']
 
 # %% ../nbs/06_cli.ipynb #dd6cc54e
-import argparse, json, signal, subprocess, sys, threading, time
+import argparse, json, signal, subprocess, sys, threading
 from pathlib import Path
 
-# %% ../nbs/06_cli.ipynb #f37a8cd8
+# %% ../nbs/06_cli.ipynb #66836c4a
 def parse_params(pairs: list) -> dict:
     "[['lr', '0.01'], ...] -> {'lr': '0.01'} (TrainConfig converts the types)."
     return {k: v for k, v in pairs or []}
 
+# %% ../nbs/06_cli.ipynb #75354096
 def cmd_train(a) -> int:
     "Train through papermill into a new run folder, in the foreground or (--detach) in a process of its own."
     from mnist_lab.launch import launch, prepare, papermill_args
-    from mnist_lab.train import next_notebook
+    from mnist_lab.record import next_notebook
     params = parse_params(a.p)
     for k in ("runs_root", "name"):
         if k in params: raise ValueError(f"-p {k}: use --root/--name with mnist-lab train")
@@ -31,22 +32,25 @@ def cmd_train(a) -> int:
     print(f"run folder: {run_dir}", flush=True)
     return papermill(papermill_args(next_notebook(run_dir), params), run_dir)
 
+# %% ../nbs/06_cli.ipynb #9a4cb1f4
 def cmd_fit(a) -> int:
     "Train in this process, no papermill: what each process of a torchrun job runs."
     from mnist_lab.train import TrainConfig, fit
     fit(TrainConfig.from_params(**parse_params(a.p), runs_root=a.root))
     return 0
 
+# %% ../nbs/06_cli.ipynb #a8f162fb
 def cmd_resume(a) -> int:
     "Continue a stopped or killed run in its own folder, through papermill."
     from mnist_lab.launch import papermill_args
-    from mnist_lab.train import find_resume_checkpoint, next_notebook
+    from mnist_lab.record import find_resume_checkpoint, next_notebook
     run_dir = Path(a.run)
     run_dir = run_dir if run_dir.is_dir() else run_dir.parent
     find_resume_checkpoint(a.run)  # fails now, in one line, if there is nothing to resume
     params = {**parse_params(a.p), "resume": a.run, "runs_root": a.root}
     return papermill(papermill_args(next_notebook(run_dir), params), run_dir)
 
+# %% ../nbs/06_cli.ipynb #75e38c4b
 def cmd_watch(a) -> int:
     "Follow a run until it ends."
     from mnist_lab.launch import watch
@@ -57,9 +61,10 @@ def cmd_stop(a) -> int:
     from mnist_lab.launch import stop
     return 0 if stop(a.run)["status"] != "running" else 1
 
+# %% ../nbs/06_cli.ipynb #d40ae5f2
 def papermill(args: list, run_dir: Path) -> int:
     "Run papermill in the foreground; Ctrl-C interrupts its kernel so the run is recorded; returns the exit code."
-    from mnist_lab.train import run_status
+    from mnist_lab.record import run_status
     from mnist_lab.launch import stop_papermill
     p = subprocess.Popen(args)
     try: p.wait()
@@ -71,17 +76,19 @@ def papermill(args: list, run_dir: Path) -> int:
     print(f"{run_dir}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
     return 0 if p.returncode == 0 and s["status"] == "completed" else 1
 
+# %% ../nbs/06_cli.ipynb #92df825e
 def cmd_eval(a) -> int:
     "Test-set metrics of a run, and its plots written into the run folder."
     from mnist_lab.eval import report, evaluate_run
     import matplotlib
     matplotlib.use("Agg")
-    ev = evaluate_run(a.run)
-    paths = report(a.run, ev["data"])
+    ev = evaluate_run(a.run, plugins=a.plugins)
+    paths = report(a.run, ev["data"], plugins=a.plugins)
     print(json.dumps({k: ev[k] for k in ("loss", "accuracy", "top_k")}, indent=1))
     print(f"wrote {', '.join(p.name for p in paths.values())} in {Path(next(iter(paths.values()))).parent}")
     return 0
 
+# %% ../nbs/06_cli.ipynb #723e39a6
 def print_runs(df, all_columns: bool = False):
     "The columns that matter in a terminal (status, what varies between runs, the metrics); says what it hides."
     import pandas as pd
@@ -104,6 +111,7 @@ def cmd_runs(a) -> int:
     else: print_runs(df, a.all)
     return 0
 
+# %% ../nbs/06_cli.ipynb #6bfceb46
 def cmd_sweep(a) -> int:
     "Run the sweep a YAML/JSON spec describes (grid, random or optuna) and print its table."
     import yaml
@@ -111,20 +119,23 @@ def cmd_sweep(a) -> int:
     spec = yaml.safe_load(Path(a.spec).read_text())  # YAML is a superset of JSON: both work
     known = {"method", "space", "params", "sweep_dir", "n_trials", "n_jobs", "seed", "storage", "study_name",
              "sampler", "pruner"}
-    if unknown := set(spec) - known: raise ValueError(f"{a.spec}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    if unknown := set(spec) - known:
+        raise ValueError(f"{a.spec}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
     method = spec.pop("method", "grid")
     if method == "optuna":
-        study = optuna_search(**spec)
-        cols = ["number", "state", "value", *[c for c in study.trials_dataframe().columns if c.startswith("params_")]]
-        print(study.trials_dataframe()[cols].to_string(index=False))
+        trials = optuna_search(**spec).trials_dataframe()
+        cols = ["number", "state", "value", *[c for c in trials.columns if c.startswith("params_")]]
+        print(trials[cols].to_string(index=False))
     else:
         for k in ("storage", "study_name", "sampler", "pruner"):
             if k in spec: raise ValueError(f"{a.spec}: {k} is for method optuna")
         print_runs(sweep(method=method, **spec))
     return 0
 
-TEMPLATE_FILES = ("nbs/*.ipynb", "tests/*.py", "bench/*.py", "mnist_lab/*.py", "mnist_lab/sample/*.gz", ".ci/run",
-                  ".gitignore", "README.md", "settings.ini", "setup.py", "pyproject.toml", "runs/.gitkeep")
+# %% ../nbs/06_cli.ipynb #12929c77
+TEMPLATE_FILES = ("nbs/*.ipynb", "nbs/*.md", "tests/*.py", "tests/*.md", "bench/*.py", "bench/*.md",
+                  "mnist_lab/*.py", "mnist_lab/sample/*.gz", ".ci/run", ".gitignore", "README.md", "settings.ini",
+                  "setup.py", "pyproject.toml", "runs/.gitkeep")
 
 def new_project(dest, name: str | None = None) -> Path:
     """A new nbdev project made from this one, offline: package renamed to `name` (default: the folder's
@@ -132,6 +143,7 @@ def new_project(dest, name: str | None = None) -> Path:
     import re, shutil, mnist_lab
     src, dest = Path(mnist_lab.__file__).resolve().parents[1], Path(dest)
     pkg = re.sub(r"\W", "_", name or dest.name).lower().strip("_")
+    dashed = pkg.replace("_", "-")  # the command's name
     if not pkg.isidentifier() or pkg == "mnist_lab":
         raise ValueError(f"name={name or dest.name!r}: need a Python package name other than mnist_lab")
     if dest.exists() and any(dest.iterdir()): raise FileExistsError(f"{dest} exists and is not empty")
@@ -142,7 +154,7 @@ def new_project(dest, name: str | None = None) -> Path:
             out = dest / (pkg + rel[len("mnist_lab"):] if rel.startswith("mnist_lab/") else rel)
             out.parent.mkdir(parents=True, exist_ok=True)
             if f.suffix == ".gz": shutil.copyfile(f, out)
-            else: out.write_text(f.read_text().replace("mnist_lab", pkg).replace("mnist-lab", pkg.replace("_", "-")))
+            else: out.write_text(f.read_text().replace("mnist_lab", pkg).replace("mnist-lab", dashed))
             out.chmod(f.stat().st_mode)
     return dest
 
@@ -154,6 +166,7 @@ def cmd_new(a) -> int:
           "nbdev_test && pytest -q tests")
     return 0
 
+# %% ../nbs/06_cli.ipynb #a9b6efd3
 def main(argv=None) -> int:
     "The `mnist-lab` command: parse `argv`, run the subcommand, turn errors into one line and an exit code."
     ap = argparse.ArgumentParser("mnist-lab", description="mnist_lab from the shell")
@@ -176,6 +189,8 @@ def main(argv=None) -> int:
     r.add_argument("run", help="run folder or checkpoint file")
     e = sub.add_parser("eval", help="test-set metrics and plots of a run")
     e.add_argument("run", help="run folder or checkpoint file")
+    e.add_argument("--plugins", default="", help="your .py files or modules that register the run's model: a run's "
+                   "stored plugins are never imported")
     ls = sub.add_parser("runs", help="table of all runs")
     ls.add_argument("--root", default="runs")
     ls.add_argument("--sort", help="column to sort by, best first for metrics (e.g. val_accuracy)")
@@ -188,7 +203,8 @@ def main(argv=None) -> int:
     nw.add_argument("--name", help="package name (default: the folder name)")
     a = ap.parse_args(argv)
     # Ctrl-C must stop us even when started from a shell that ignores SIGINT in background jobs
-    if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGINT, signal.default_int_handler)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try: return {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "runs": cmd_runs, "watch": cmd_watch,
                  "stop": cmd_stop, "sweep": cmd_sweep, "new": cmd_new, "fit": cmd_fit}[a.cmd](a)
     except KeyboardInterrupt:
@@ -200,5 +216,6 @@ def main(argv=None) -> int:
         return 1
 
 # %% ../nbs/06_cli.ipynb #d0335ecf
-if __name__ == "__main__" and Path(sys.argv[0]).name == "cli.py":  # python -m mnist_lab.cli (torchrun); not nbdev_test
+# python -m mnist_lab.cli (torchrun); not nbdev_test
+if __name__ == "__main__" and Path(sys.argv[0]).name == "cli.py":
     sys.exit(main())

@@ -12,7 +12,8 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import mnist_lab
 from .data import project_path
-from .train import TrainConfig, new_run_dir, next_notebook, run_status, pid_alive, read_history
+from .config import TrainConfig
+from .record import new_run_dir, next_notebook, run_status, pid_alive, read_history
 
 # %% ../nbs/07_launch.ipynb #99992ce7
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
@@ -20,7 +21,8 @@ TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.
 def papermill_args(out, params: dict) -> list:
     "The papermill command that runs `nbs/train.ipynb` with `params` into the notebook `out`."
     if not TRAIN_NOTEBOOK.is_file():
-        raise FileNotFoundError(f"{TRAIN_NOTEBOOK} not found: papermill runs need a source checkout (pip install -e .)")
+        raise FileNotFoundError(f"{TRAIN_NOTEBOOK} not found: papermill runs need a source checkout "
+                                "(pip install -e .)")
     args = [sys.executable, "-m", "papermill", str(TRAIN_NOTEBOOK), str(out)]
     for k, v in params.items():
         args += ["-r", k, v] if isinstance(v, str) else ["-p", k, json.dumps(v) if isinstance(v, dict) else str(v)]
@@ -52,7 +54,8 @@ class Run:
         s = run_status(self.run_dir)
         if s["status"] != "unknown": return s
         if self.alive(): return {**s, "status": "starting"}
-        return {**s, "status": "failed", "error": f"papermill ended before training began: see {self.run_dir}/papermill.log"}
+        return {**s, "status": "failed",
+                "error": f"papermill ended before training began: see {self.run_dir}/papermill.log"}
 
     def wait(self, timeout: float = None) -> dict:
         "Block until the papermill process ends; returns the final status."
@@ -91,7 +94,9 @@ def progress_line(status: dict, history: list) -> str:
     "One line about a run: status, epoch x/y, the last validation accuracy, elapsed time and ETA."
     s, done, total = status.get("status", "unknown"), status.get("epoch", 0), status.get("epochs")
     line = f"{s}: epoch {done}/{total or '?'}"
-    if history: line += f" | val_accuracy {history[-1]['val_accuracy']:.4f} | val_loss {history[-1]['val_loss']:.4f}"
+    if history:
+        last = history[-1]
+        line += f" | val_accuracy {last['val_accuracy']:.4f} | val_loss {last['val_loss']:.4f}"
     if status.get("started"):
         line += f" | {(status.get('finished') or status.get('updated', time.time())) - status['started']:.0f}s"
     if s == "running" and history and total:
@@ -111,7 +116,7 @@ def watch(run, every: float = 2.0, timeout: float = None) -> dict:
     try:
         while True:
             s = run.status() if isinstance(run, Run) else run_status(run_dir)
-            h = read_history(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+            h = read_history(run_dir)
             line = progress_line(s, h)
             if (line, len(h)) != shown:
                 handles = show_progress(line, h, handles) if in_notebook() else print(line, flush=True)

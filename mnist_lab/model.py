@@ -7,18 +7,15 @@ __all__ = ['MODELS', 'register_model', 'make_model', 'n_params', 'linear', 'mlp'
 
 # %% ../nbs/01_model.ipynb #61bd5094
 import inspect
-import torch
 from torch import nn
+from .data import register
 
 # %% ../nbs/01_model.ipynb #60a240df
 MODELS = {}
 
 def register_model(name: str):
     "Decorator: make the model constructor `fn(**args) -> nn.Module` selectable as `model=name`."
-    def deco(fn):
-        MODELS[name] = fn
-        return fn
-    return deco
+    return register(MODELS, name)
 
 def make_model(name: str, strict: dict | None = None, **args) -> nn.Module:
     "Build model `name`, passing the `args` its constructor accepts; `strict` args must all be accepted."

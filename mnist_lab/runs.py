@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 import pandas as pd
 from .data import project_path
-from .train import run_status, read_history
+from .record import run_status, read_history
 
 # %% ../nbs/04_runs.ipynb #b766b14e
 def read_json(path) -> dict:
@@ -22,11 +22,13 @@ def read_json(path) -> dict:
 def run_row(run_dir: Path, root: Path) -> dict:
     "One run as a flat dict: where, status, then the config, then the final or latest metrics."
     status, summary = run_status(run_dir), read_json(run_dir / "summary.json")
-    history = read_history(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+    history = read_history(run_dir)
     last = history[-1] if history else {}
     started, updated = status.get("started"), status.get("finished") or status.get("updated")
-    return {"run": str(run_dir.relative_to(root)), "status": "killed" if status.get("killed") else status["status"],
-            **read_json(run_dir / "config.json"),  # its `progress` (bars or lines) is replaced by epochs done/total:
+    state = "killed" if status.get("killed") else status["status"]
+    return {"run": str(run_dir.relative_to(root)), "status": state,
+            # its `progress` (bars or lines) is replaced by epochs done/total:
+            **read_json(run_dir / "config.json"),
             "progress": f"{status.get('epoch', last.get('epoch', 0))}/{status.get('epochs', '?')}",
             "epoch": last.get("epoch", 0), "best": summary.get("best", status.get("best")),
             **{k: last.get(k) for k in ("train_loss", "val_loss", "val_accuracy")},
@@ -98,7 +100,7 @@ def plot_curves(df: pd.DataFrame, metric: str = "val_accuracy", label: str | Non
     cols = [label] if label else varying(df) or ["run"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for _, r in df.iterrows():
-        h = read_history(r.path) if Path(r.path, "metrics.jsonl").is_file() else []
+        h = read_history(r.path)
         ax.plot([x["epoch"] for x in h], [x[metric] for x in h], marker="o",
                 label=" ".join(f"{c}={r[c]}" for c in cols) if not label else str(r[label]))
     ax.set(xlabel="epoch", ylabel=metric)

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'PRUNERS', 'check_space', 'check_shapes', 'expand_grid', 'sample_value', 'sample_space', 'trial_id',
-           'run_trial', 'sweep', 'multi_seed', 'tpe_sampler', 'random_sampler', 'median_pruner', 'no_pruner', 'suggest',
-           'objective', 'run_trials', 'optuna_worker', 'optuna_search']
+           'run_trial', 'sweep', 'multi_seed', 'run_workers', 'tpe_sampler', 'random_sampler', 'median_pruner',
+           'no_pruner', 'suggest', 'objective', 'run_trials', 'optuna_worker', 'optuna_search']
 
 # %% ../nbs/05_sweep.ipynb #1b1db202
 import hashlib, itertools, json, math, os, random, signal, socket, subprocess, sys, threading, time
@@ -13,31 +13,36 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pandas as pd
 from .data import project_path
-from .train import TrainConfig, fit, run_status
+from .config import TrainConfig
+from .record import run_status
+from .train import fit
 from .launch import start_papermill, stop_papermill
 from .runs import runs_table
 
-# %% ../nbs/05_sweep.ipynb #d61bfaae
+# %% ../nbs/05_sweep.ipynb #c605db8c
 def check_space(space: dict, grid: bool = False) -> dict:
     "Validate a search space against the config's parameter names, before anything runs."
-    TrainConfig.from_params(**{k: (v[0] if isinstance(v, list) else v["low"]) for k, v in check_shapes(space, grid).items()})
+    first = {k: (v[0] if isinstance(v, list) else v["low"]) for k, v in check_shapes(space, grid).items()}
+    TrainConfig.from_params(**first)  # names and types: one setting stands for all
     return space
 
 def check_shapes(space: dict, grid: bool) -> dict:
     "Each value of `space` is a list, or (for random and optuna) a {low, high, log, int} range."
     for k, v in space.items():
         if isinstance(v, list) and v: continue
-        if not grid and isinstance(v, dict) and {"low", "high"} <= set(v) and set(v) <= {"low", "high", "log", "int"}:
+        if not grid and isinstance(v, dict) and {"low", "high"} <= set(v) <= {"low", "high", "log", "int"}:
             continue
         raise ValueError(f"space[{k!r}]={v!r}: use a non-empty list of values"
                          + ("" if grid else ' or {"low": a, "high": b, "log": true/false, "int": true/false}'))
     return space
 
+# %% ../nbs/05_sweep.ipynb #f146b9ff
 def expand_grid(space: dict) -> list:
     "Every combination of the listed values."
     check_space(space, grid=True)
     return [dict(zip(space, values)) for values in itertools.product(*space.values())]
 
+# %% ../nbs/05_sweep.ipynb #e355182b
 def sample_value(v, rng: random.Random):
     "One random value: a choice from a list, or a (log-)uniform draw from a range."
     if isinstance(v, list): return rng.choice(v)
@@ -51,11 +56,12 @@ def sample_space(space: dict, n: int, seed: int = 0) -> list:
     rng = random.Random(seed)
     return [{k: sample_value(v, rng) for k, v in space.items()} for _ in range(n)]
 
-# %% ../nbs/05_sweep.ipynb #0083a4d1
+# %% ../nbs/05_sweep.ipynb #10564848
 def trial_id(params: dict) -> str:
     "A short stable hash of a trial's parameters: its folder name, so a re-run finds it."
     return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
+# %% ../nbs/05_sweep.ipynb #d71c8d83
 def run_trial(params: dict, sweep_dir: Path, threads: int, procs: set) -> dict:
     "One trial as a papermill run in `sweep_dir/trials/<id>`: skipped when completed, resumed when unfinished."
     run_dir = sweep_dir / "trials" / trial_id(params)
@@ -65,7 +71,8 @@ def run_trial(params: dict, sweep_dir: Path, threads: int, procs: set) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         for f in ("status.json", "notebook.ipynb"): (run_dir / f).unlink(missing_ok=True)
         params = {**params, "run_dir": str(run_dir)}
-    else: params = {"resume": str(run_dir)}  # started before (killed or failed): continue it
+    else:  # started before (killed or failed): continue it, with the plugins this sweep names
+        params = {"resume": str(run_dir), "plugins": params.get("plugins", "")}
     p = start_papermill(run_dir, {**params, "runs_root": str(sweep_dir), "threads": threads, "progress": "epoch"})
     procs.add(p)
     try: p.wait()
@@ -73,6 +80,7 @@ def run_trial(params: dict, sweep_dir: Path, threads: int, procs: set) -> dict:
     return {"trial": run_dir.name, "status": run_status(run_dir)["status"], "returncode": p.returncode,
             "skipped": False}
 
+# %% ../nbs/05_sweep.ipynb #37eaa108
 def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_trials: int = 10, n_jobs: int = 0,
           params: dict | None = None, seed: int = 0) -> pd.DataFrame:
     """Run a grid or random sweep over `space` (plus fixed `params`) with `n_jobs` parallel papermill runs
@@ -116,29 +124,47 @@ def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir="runs/seeds", n_jobs: in
     print(f"{metric}: {stats['mean']:.4f} ± {stats['std']:.4f} over {int(stats['count'])} seeds")
     return stats
 
-# %% ../nbs/05_sweep.ipynb #56ccedcf
+# %% ../nbs/05_sweep.ipynb #9b359716
+def run_workers(storage: str, study_name: str, n_jobs: int):
+    "Run `n_jobs` `optuna_worker` processes on the study until it is done; Ctrl-C interrupts them all."
+    code = "import sys; from mnist_lab.sweep import optuna_worker; optuna_worker(sys.argv[1], sys.argv[2])"
+    workers = [subprocess.Popen([sys.executable, "-c", code, storage, study_name]) for _ in range(n_jobs)]
+    try:
+        for w in workers: w.wait()
+    except KeyboardInterrupt:
+        for w in workers: w.send_signal(signal.SIGINT)
+        raise
+
+# %% ../nbs/05_sweep.ipynb #e1ce3f27
 # Optuna is imported when a search starts, not with mnist_lab
 def tpe_sampler(seed):
     "Optuna's TPE sampler."
     import optuna; return optuna.samplers.TPESampler(seed=seed)
+
 def random_sampler(seed):
     "Optuna's random sampler."
     import optuna; return optuna.samplers.RandomSampler(seed=seed)
+
 def median_pruner():
     "Prune a trial below the median of earlier trials at the same epoch."
     import optuna; return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+
 def no_pruner():
     "Never prune."
     import optuna; return optuna.pruners.NopPruner()
 
 SAMPLERS = {"tpe": tpe_sampler, "random": random_sampler}
 
+PRUNERS = {"median": median_pruner, "none": no_pruner}
+
+# %% ../nbs/05_sweep.ipynb #e35b3fd0
 def suggest(trial, name: str, v):
     "Optuna's suggestion for one space entry: categorical for a list, int or float for a range."
     if isinstance(v, list): return trial.suggest_categorical(name, v)
     if v.get("int"): return trial.suggest_int(name, v["low"], v["high"], log=bool(v.get("log")))
     return trial.suggest_float(name, v["low"], v["high"], log=bool(v.get("log")))
 
+# %% ../nbs/05_sweep.ipynb #b3af84e8
 def objective(trial, space: dict, params: dict, sweep_dir: Path, threads: int) -> float:
     "One Optuna trial: train the suggested config in-process, report every epoch so pruning can stop it."
     import optuna
@@ -154,8 +180,7 @@ def objective(trial, space: dict, params: dict, sweep_dir: Path, threads: int) -
         if trial.should_prune(): raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
     return fit(cfg, on_epoch=report).summary["best"]
 
-PRUNERS = {"median": median_pruner, "none": no_pruner}
-
+# %% ../nbs/05_sweep.ipynb #ea0afabf
 def run_trials(study):
     "Run trials of `study` until it holds `n_trials` finished ones (complete, pruned or failed)."
     from optuna.study import MaxTrialsCallback
@@ -173,6 +198,7 @@ def optuna_worker(storage: str, study_name: str):
     study.pruner = PRUNERS[study.user_attrs["pruner"]]()
     run_trials(study)
 
+# %% ../nbs/05_sweep.ipynb #ea41c72e
 def optuna_search(space: dict, sweep_dir="runs/search", n_trials: int = 20, n_jobs: int = 1,
                   params: dict | None = None, storage: str | None = None, study_name: str = "search",
                   sampler: str = "tpe", pruner: str = "median", seed: int = 0):
@@ -195,14 +221,7 @@ def optuna_search(space: dict, sweep_dir="runs/search", n_trials: int = 20, n_jo
                  "n_trials": n_trials, "sampler": sampler, "pruner": pruner}.items():
         study.set_user_attr(k, v)
     if n_jobs == 1: run_trials(study)  # in this process: reproducible with `seed`
-    else:
-        code = "import sys; from mnist_lab.sweep import optuna_worker; optuna_worker(sys.argv[1], sys.argv[2])"
-        workers = [subprocess.Popen([sys.executable, "-c", code, storage, study_name]) for _ in range(n_jobs)]
-        try:
-            for w in workers: w.wait()
-        except KeyboardInterrupt:
-            for w in workers: w.send_signal(signal.SIGINT)
-            raise
+    else: run_workers(storage, study_name, n_jobs)
     study = optuna.load_study(study_name=study_name, storage=storage)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if done: print(f"best trial {study.best_trial.number}: {study.best_value:.4f} {study.best_params} "

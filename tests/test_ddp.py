@@ -1,7 +1,6 @@
 """DistributedDataParallel on this machine: 2 CPU processes on the gloo backend, started by torchrun."""
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
-import pytest
 import torch
 
 BIN = Path(sys.executable).parent

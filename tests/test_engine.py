@@ -3,7 +3,7 @@ iteration-based training, fine-tuning, NaN stops, and what status.json says when
 import json, math
 import pytest
 import torch
-import mnist_lab.train as T
+import mnist_lab.train as T, mnist_lab.record as R
 
 TINY = dict(dataset="mnist_sample", model="linear", batch_size=100, steps_per_epoch=2, scheduler="none",
             tensorboard=False, progress="none")
@@ -26,7 +26,7 @@ def cfg(tmp_path, **kw) -> T.TrainConfig:
     return T.TrainConfig(**{**TINY, "runs_root": str(tmp_path), **kw})
 
 
-def ckpt_epoch(path) -> int: return T.load_checkpoint(path)["state"]["epoch"]
+def ckpt_epoch(path) -> int: return R.load_checkpoint(path)["state"]["epoch"]
 
 
 def test_early_stop_at_the_right_epoch_and_best_pt_tracks_the_monitor(tmp_path, scripted):
@@ -36,7 +36,7 @@ def test_early_stop_at_the_right_epoch_and_best_pt_tracks_the_monitor(tmp_path, 
     assert (s["epochs"], s["stopped_early"], s["best_epoch"], s["best"]) == (4, True, 2, 0.7)
     assert [h["val_accuracy"] for h in res.history] == [0.5, 0.7, 0.6, 0.65]
     assert ckpt_epoch(res.run_dir / "best.pt") == 2 and ckpt_epoch(res.run_dir / "last.pt") == 4
-    assert T.load_checkpoint(res.run_dir / "best.pt")["state"]["best"] == 0.7
+    assert R.load_checkpoint(res.run_dir / "best.pt")["state"]["best"] == 0.7
 
 
 def test_best_pt_is_saved_on_improvement_even_between_save_periods(tmp_path, scripted):
@@ -84,12 +84,12 @@ def test_init_from_loads_weights_with_a_fresh_optimizer(tmp_path):
     assert second.run_dir != first.run_dir
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(first.model.state_dict().values(),
                                                                 second.model.state_dict().values()))
-    assert T.load_checkpoint(second.run_dir / "last.pt")["optimizer"]["param_groups"][0]["lr"] == 1e-9
+    assert R.load_checkpoint(second.run_dir / "last.pt")["optimizer"]["param_groups"][0]["lr"] == 1e-9
 
 
 def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
     ok = T.fit(cfg(tmp_path, epochs=1, run_dir=str(tmp_path / "r")))
-    good = T.load_checkpoint(ok.run_dir / "last.pt")
+    good = R.load_checkpoint(ok.run_dir / "last.pt")
     # lr 1e30: step 1 sees a finite loss, its update blows the weights up, step 2 sees inf/nan and stops
     with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at epoch 1, step 2:"):
         T.fit(cfg(tmp_path, epochs=3, lr=1e30, optimizer="sgd", model="mlp"))
@@ -98,7 +98,7 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
     assert status["status"] == "failed" and "FloatingPointError" in status["error"]
     rows = [json.loads(l) for l in (failed / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["train_loss"]) for r in rows)  # no NaN row was written
-    assert torch.equal(T.load_checkpoint(ok.run_dir / "last.pt")["model"]["1.weight"], good["model"]["1.weight"])
+    assert torch.equal(R.load_checkpoint(ok.run_dir / "last.pt")["model"]["1.weight"], good["model"]["1.weight"])
 
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
@@ -107,7 +107,7 @@ def test_interrupted_training_is_never_recorded_as_completed(tmp_path, monkeypat
     monkeypatch.setattr(T, "augment_batch", boom)
     with pytest.raises(exc):
         T.fit(cfg(tmp_path, epochs=2, augment="shift", run_dir=str(tmp_path / "x")))
-    s = T.run_status(tmp_path / "x")
+    s = R.run_status(tmp_path / "x")
     assert s["status"] == "failed" and exc.__name__ in s["error"]
     assert not (tmp_path / "x" / "summary.json").exists()
 

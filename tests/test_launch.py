@@ -4,7 +4,7 @@ import json, os, subprocess, sys, time
 from pathlib import Path
 import pytest
 from dataclasses import fields
-from conftest import ROOT, papermill
+from conftest import papermill
 from mnist_lab.train import TrainConfig
 
 MNIST_LAB = str(Path(sys.executable).parent / "mnist-lab")

@@ -3,7 +3,6 @@ that define or import something. Those cells must run on their own: a cell that 
 an earlier example's variable breaks the docs (Quarto itself cannot be installed offline, so this runs
 nbdev's own selection and shell without it)."""
 import ast
-from pathlib import Path
 import pytest
 from nbdev.process import NBProcessor
 from execnb.shell import CaptureShell

@@ -2,7 +2,6 @@
 import ast, gc, inspect, json, re, subprocess, sys
 from dataclasses import fields
 import nbformat
-import pytest
 from conftest import ROOT, papermill
 from mnist_lab.train import TrainConfig
 
@@ -90,17 +89,6 @@ def test_notebook_linked_whatever_the_argument_order(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     (run,) = (tmp_path / "runs" / "run").iterdir()
     assert (run / "notebook.ipynb").resolve() == (tmp_path / "out.ipynb").resolve()
-
-@pytest.mark.parametrize("scheduler", ["reduce_on_plateau", "onecycle", "cosine"])
-def test_schedulers_run_through_papermill(tmp_path, scheduler):
-    r = papermill(tmp_path / "out.ipynb", *TINY, ("scheduler", scheduler), ("epochs", 3), ("steps_per_epoch", 4),
-                  ("lr_patience", 0), ("name", scheduler), cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    (run,) = (tmp_path / "runs" / scheduler).iterdir()
-    lrs = [json.loads(l)["lr"] for l in (run / "metrics.jsonl").read_text().splitlines()]
-    assert len(lrs) == 3 and json.loads((run / "status.json").read_text())["status"] == "completed"
-    if scheduler != "reduce_on_plateau": assert lrs[0] != lrs[2]  # per-step schedules move every epoch
-
 
 def test_nohup_run_survives_the_terminal_closing(tmp_path):
     "Closing a terminal sends SIGHUP to its processes: a papermill run under nohup finishes anyway."

@@ -1,6 +1,6 @@
 """An Optuna study on a real PostgreSQL server (Debian's package, started on loopback for the test) shared by
 two worker processes: every trial runs once, none is lost, and both workers take part."""
-import glob, os, shutil, socket, subprocess, tempfile, time
+import glob, os, shutil, socket, subprocess, tempfile
 from pathlib import Path
 import pytest
 

@@ -1,6 +1,7 @@
-"""README.md and nbs/index.ipynb say the same thing, and README documents every training parameter.
+"""README.md and nbs/index.ipynb say the same thing; nbs/parameters.md documents every training parameter;
+README's commands and examples work as written.
 
-`python tests/test_readme.py` rewrites README's parameter table from the parameters cell of nbs/train.ipynb,
+`python tests/test_readme.py` rewrites nbs/parameters.md from the parameters cell of nbs/train.ipynb,
 then nbs/index.ipynb from README.md (one markdown cell per section)."""
 import re
 import nbformat
@@ -9,6 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 INDEX = ROOT / "nbs" / "index.ipynb"
+PARAMETERS = ROOT / "nbs" / "parameters.md"
 
 
 def readme_sections() -> list:
@@ -26,11 +28,15 @@ def parameter_table() -> str:
     return "\n".join(rows)
 
 
+def parameters_page() -> str:
+    return ("# Parameters\n\nEvery parameter of `nbs/train.ipynb`, in the order of its parameters cell, spelled as the fields of\n"
+            "`mnist_lab.config.TrainConfig`; set one with `papermill ... -p name value`, `mnist-lab train -p name value`\n"
+            "or `TrainConfig(name=value)`. `papermill --help-notebook nbs/train.ipynb` prints the same list with types.\n"
+            "This page is written from the parameters cell by `python tests/test_readme.py`.\n\n" + parameter_table() + "\n")
+
+
 def write_parameter_table():
-    readme = ROOT / "README.md"
-    s = readme.read_text()
-    start = s.index("| parameter | default | meaning |")
-    readme.write_text(s[:start] + parameter_table() + s[s.index("\n\n", start):])
+    PARAMETERS.write_text(parameters_page())
 
 
 def write_index():
@@ -45,19 +51,19 @@ def test_index_matches_readme():
     assert cells == readme_sections(), "README.md changed: run `python tests/test_readme.py` to sync nbs/index.ipynb"
 
 
-def test_readme_documents_every_parameter():
-    from mnist_lab.train import TrainConfig
+def test_parameters_page_documents_every_parameter():
+    from mnist_lab.config import TrainConfig
     from dataclasses import fields
-    readme = (ROOT / "README.md").read_text()
-    missing = [f.name for f in fields(TrainConfig) if f"| `{f.name}` |" not in readme]
-    assert not missing, f"README's parameter table lacks {missing}"
-    assert parameter_table() in readme, "README's parameter table differs from train.ipynb: run python tests/test_readme.py"
+    page = PARAMETERS.read_text()
+    missing = [f.name for f in fields(TrainConfig) if f"| `{f.name}` |" not in page]
+    assert not missing, f"nbs/parameters.md lacks {missing}"
+    assert page == parameters_page(), "nbs/parameters.md differs from train.ipynb: run python tests/test_readme.py"
+    assert "(nbs/parameters.md)" in (ROOT / "README.md").read_text()
 
 
-
-def test_readme_benchmark_commands_exist():
-    "Each `python bench/X.py --flag` that README cites names a script that compiles and takes that flag."
-    cited = re.findall(r"`python (bench/\w+\.py)([^`]*)`", (ROOT / "README.md").read_text())
+def test_bench_readme_commands_exist():
+    "Each `python bench/X.py --flag` that bench/README.md cites names a script that compiles and takes that flag."
+    cited = re.findall(r"`python (bench/\w+\.py)([^`]*)`", (ROOT / "bench" / "README.md").read_text())
     assert len({script for script, _ in cited}) >= 7, cited
     for script, flags in cited:
         source = (ROOT / script).read_text()

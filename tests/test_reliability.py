@@ -2,14 +2,14 @@
 malicious checkpoints, bad parameters, escaping paths, corrupt datasets, concurrent runs, dead kernels.
 The numbered cases follow the reliability issue; resume-after-kill (2), same-seed runs (3), NaN loss (11)
 and sys.exit/KeyboardInterrupt (14) live in test_resume.py and test_engine.py."""
-import errno, functools, gzip, http.server, json, os, random, re, resource, signal, struct, subprocess, sys, threading, time
+import functools, gzip, http.server, json, os, random, re, signal, struct, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pytest
 import torch
 import mnist_lab
-import mnist_lab.train as T
-from mnist_lab.data import load_data, read_idx, IDX_STEMS, DATASETS
+import mnist_lab.train as T, mnist_lab.record as R
+from mnist_lab.data import load_data, IDX_STEMS
 from conftest import ROOT, papermill
 
 TINY = dict(epochs=2, dataset="mnist_sample", model="linear", batch_size=100, steps_per_epoch=2, scheduler="none",
@@ -26,7 +26,7 @@ def run_py(code: str, *args, **kw) -> subprocess.CompletedProcess:
 
 WRITER = r'''
 import sys, torch
-from mnist_lab.train import save_checkpoint
+from mnist_lab.record import save_checkpoint
 path, i = sys.argv[1], 0
 print("ready", flush=True)
 while True:
@@ -37,14 +37,14 @@ while True:
 
 def test_sigkill_during_checkpoint_writes_never_leaves_an_unreadable_file(tmp_path):
     path, rng, steps = tmp_path / "last.pt", random.Random(0), []
-    T.save_checkpoint({"model": {"w": torch.zeros(1_000_000)}, "step": 0}, path)
+    R.save_checkpoint({"model": {"w": torch.zeros(1_000_000)}, "step": 0}, path)
     for _ in range(20):
         p = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.3))  # lands inside torch.save, fsync or rename, or between them
         p.send_signal(signal.SIGKILL)
         p.wait()
-        ckpt = T.load_checkpoint(path)  # raises if the file were torn
+        ckpt = R.load_checkpoint(path)  # raises if the file were torn
         assert torch.all(ckpt["model"]["w"] == ckpt["step"])  # and it is one whole write, not a mix
         steps.append(ckpt["step"])
     assert any(s > 0 for s in steps), "the writer never completed a save: the test did not exercise anything"
@@ -65,10 +65,10 @@ def tiny_disk(tmp_path):
 
 def test_disk_full_keeps_the_previous_checkpoint(tiny_disk):
     path = tiny_disk / "last.pt"
-    T.save_checkpoint({"model": {"w": torch.ones(10_000)}}, path)  # 40 kB fits
+    R.save_checkpoint({"model": {"w": torch.ones(10_000)}}, path)  # 40 kB fits
     with pytest.raises(OSError, match=r"cannot write .*last.pt: No space left on device; the previous file is unchanged"):
-        T.save_checkpoint({"model": BIG}, path)  # 4 MB does not
-    assert torch.equal(T.load_checkpoint(path)["model"]["w"], torch.ones(10_000))
+        R.save_checkpoint({"model": BIG}, path)  # 4 MB does not
+    assert torch.equal(R.load_checkpoint(path)["model"]["w"], torch.ones(10_000))
     assert sorted(os.listdir(tiny_disk)) == ["last.pt"]  # the partial temp file was removed
 
 
@@ -76,24 +76,24 @@ def test_disk_full_during_training_fails_the_run_clearly(tiny_disk):
     # an mlp checkpoint (~1.3 MB with Adam's state) cannot fit on the 1 MiB disk; config, status, metrics can
     with pytest.raises(OSError, match="No space left on device"):
         T.fit(T.TrainConfig(**{**TINY, "model": "mlp", "runs_root": str(tiny_disk), "run_dir": str(tiny_disk / "r")}))
-    s = T.run_status(tiny_disk / "r")
+    s = R.run_status(tiny_disk / "r")
     assert s["status"] == "failed" and "No space left on device" in s["error"]
 
 
 def test_size_limited_file(tmp_path):
     "Disk full for any user: RLIMIT_FSIZE makes the kernel refuse writes past 100 kB (EFBIG), in a child process."
     path = tmp_path / "last.pt"
-    T.save_checkpoint({"model": {"w": torch.ones(1000)}}, path)
+    R.save_checkpoint({"model": {"w": torch.ones(1000)}}, path)
     r = run_py(r'''
 import resource, signal, sys, torch
-from mnist_lab.train import save_checkpoint
+from mnist_lab.record import save_checkpoint
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG as an error instead of being killed
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 try: save_checkpoint({"model": {"w": torch.zeros(1_000_000)}}, sys.argv[1])
 except OSError as e: print("ERROR", e); sys.exit(3)
 ''', path)
     assert r.returncode == 3 and "cannot write" in r.stdout and "previous file is unchanged" in r.stdout, r.stdout + r.stderr
-    assert torch.equal(T.load_checkpoint(path)["model"]["w"], torch.ones(1000))
+    assert torch.equal(R.load_checkpoint(path)["model"]["w"], torch.ones(1000))
     assert os.listdir(tmp_path) == ["last.pt"]
 
 
@@ -107,7 +107,7 @@ def test_read_only_run_folder(tmp_path):
         subprocess.run(["mount", "-o", "remount,ro,bind", str(run)], check=True)
     else: run.chmod(0o555)
     try:
-        with pytest.raises(OSError, match=r"cannot write .*r/(metrics.jsonl|config.json).*(Read-only file system|Permission denied)"):
+        with pytest.raises(OSError, match=r"cannot write .*r/(metrics.jsonl|config.json|.lock).*(Read-only file system|Permission denied)"):
             T.fit(T.TrainConfig(**{**TINY, "runs_root": str(tmp_path), "resume": str(run), "epochs": 3}))
     finally:
         if os.geteuid() == 0: subprocess.run(["umount", str(run)], check=True)
@@ -120,11 +120,11 @@ def test_read_only_run_folder(tmp_path):
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
 def test_damaged_checkpoint_gives_one_clear_error(tmp_path, damage):
     path = tmp_path / "last.pt"
-    T.save_checkpoint({"model": {"w": torch.ones(1000)}}, path)
+    R.save_checkpoint({"model": {"w": torch.ones(1000)}}, path)
     data = path.read_bytes()
     path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": os.urandom(5000)}[damage])
-    with pytest.raises(T.CheckpointError) as e:
-        T.load_checkpoint(path)
+    with pytest.raises(R.CheckpointError) as e:
+        R.load_checkpoint(path)
     assert str(path) in str(e.value) and "weights_only=False" not in str(e.value)
     assert e.value.__suppress_context__  # torch's own message (which suggests weights_only=False) is dropped
 
@@ -134,9 +134,9 @@ def test_resume_falls_back_to_the_previous_good_checkpoint(tmp_path, capsys):
     (run / "last.pt").write_bytes((run / "last.pt").read_bytes()[:1000])  # torn by something outside our control
     res = T.fit(T.TrainConfig(**{**TINY, "runs_root": str(tmp_path), "resume": str(run), "epochs": 3}))
     assert "last.pt is not a readable checkpoint" in capsys.readouterr().out  # said, then resumed from best.pt
-    assert [h["epoch"] for h in res.history] == [1, 2, 3] and T.run_status(run)["status"] == "completed"
+    assert [h["epoch"] for h in res.history] == [1, 2, 3] and R.run_status(run)["status"] == "completed"
     for f in ("last.pt", "best.pt"): (run / f).write_bytes(b"junk")
-    with pytest.raises(T.CheckpointError, match="no readable checkpoint"):
+    with pytest.raises(R.CheckpointError, match="no readable checkpoint"):
         T.fit(T.TrainConfig(**{**TINY, "runs_root": str(tmp_path), "resume": str(run)}))
 
 
@@ -152,7 +152,7 @@ def test_pickle_payload_is_refused(tmp_path, force_unsafe):
     marker, evil = tmp_path / "PWNED", tmp_path / "last.pt"
     torch.save({"model": {}, "x": Payload(marker)}, evil)
     env = {**os.environ, **({"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if force_unsafe else {})}
-    for code in ("from mnist_lab.train import load_checkpoint as f; f(sys.argv[1])",
+    for code in ("from mnist_lab.record import load_checkpoint as f; f(sys.argv[1])",
                  "from mnist_lab.eval import load_run as f; f(sys.argv[1])"):
         r = run_py("import sys\n" + code, evil, env=env)
         assert r.returncode != 0 and "CheckpointError" in r.stderr and "is not a readable checkpoint" in r.stderr
@@ -326,14 +326,14 @@ print("RUN_DIR", T.fit(cfg).run_dir)
     dirs = [p.communicate(timeout=120)[0].split("RUN_DIR ")[-1].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert len(set(dirs)) == 8 and len(list((tmp_path / "same").iterdir())) == 8
-    for d in dirs: assert T.run_status(d)["status"] == "completed" and json.loads(Path(d, "config.json").read_text())["name"] == "same"
+    for d in dirs: assert R.run_status(d)["status"] == "completed" and json.loads(Path(d, "config.json").read_text())["name"] == "same"
 
 
 def test_same_explicit_run_dir_is_claimed_once(tmp_path):
     cfg = T.TrainConfig(**TINY, runs_root=str(tmp_path), run_dir=str(tmp_path / "r"))
-    T.new_run_dir(cfg)
+    R.new_run_dir(cfg)
     with pytest.raises(FileExistsError, match="already holds a run; continue it with resume="):
-        T.new_run_dir(cfg)
+        R.new_run_dir(cfg)
 
 
 # 13. A papermill run whose kernel dies or times out is recorded as failed and resumes exactly
@@ -354,11 +354,12 @@ def test_papermill_timeout_is_failed_and_resumes_exactly(tmp_path):
     assert r.returncode != 0 and "Timeout" in r.stderr + r.stdout
     assert (run / "last.pt").exists(), "the timeout came before the first checkpoint: raise --execution-timeout"
     time.sleep(1)  # the kernel may take a moment to die
-    s = T.run_status(run)
+    s = R.run_status(run)
     assert s["status"] == "failed" and (s.get("killed") or "Interrupt" in s.get("error", "")), s
     epochs_done = s["epoch"]
     assert 0 < epochs_done < 6
-    r = papermill(tmp_path / "t2.ipynb", ("resume", "runs/t"), cwd=tmp_path)
+    # the run's own plugins are imported only when named again: a stored config never runs code
+    r = papermill(tmp_path / "t2.ipynb", ("resume", "runs/t"), ("plugins", str(tmp_path / "pace.py")), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     threads = torch.get_num_threads()
     try: ref = T.fit(T.TrainConfig.from_params(**{k: v for k, v in params if k != "run_dir"},
@@ -366,3 +367,61 @@ def test_papermill_timeout_is_failed_and_resumes_exactly(tmp_path):
     finally: torch.set_num_threads(threads)
     resumed = torch.load(run / "model.pt", weights_only=True)
     assert all(torch.equal(resumed[k], v) for k, v in ref.model.state_dict().items())
+
+
+# 14. A run received from someone else (folder, checkpoint, config.json, safetensors) never runs its code
+
+@pytest.mark.parametrize("form", ["path", "module"])
+def test_loading_a_received_run_never_imports_its_plugins(tmp_path, monkeypatch, form):
+    "Every loading entry point, on a run whose stored config names a hostile plugin: the canary stays absent."
+    from safetensors.torch import save_file
+    import mnist_lab.eval as E, mnist_lab.runs, mnist_lab.cli
+    canary = tmp_path / "canary"
+    for f in ("evil.py", "evil_module.py"): (tmp_path / f).write_text(f"open({str(canary)!r}, 'w')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # so the module form would be importable, if anything tried
+    plugins = str(tmp_path / "evil.py") if form == "path" else "evil_module"
+    run = T.fit(T.TrainConfig(**TINY, runs_root=str(tmp_path / "runs"))).run_dir
+    cfg = {**json.loads((run / "config.json").read_text()), "plugins": plugins}
+    (run / "config.json").write_text(json.dumps(cfg))
+    for name in ("last.pt", "best.pt"):
+        ck = R.load_checkpoint(run / name)
+        R.save_checkpoint({**ck, "config": {**ck["config"], "plugins": plugins}}, run / name)
+    st = tmp_path / "shared.safetensors"
+    weights = R.load_checkpoint(run / "last.pt")["model"]
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(st), metadata={"mnist_lab_config": json.dumps(cfg)})
+    E.load_run(run); E.load_run(run / "last.pt"); E.load_safetensors(st); E.export_safetensors(run)
+    assert mnist_lab.cli.main(["eval", str(run / "last.pt")]) == 0  # a checkpoint file works too, plots beside it
+    assert (run / "confusion.png").is_file()
+    T.fit(T.TrainConfig(resume=str(run)))  # already finished: a resume that trains nothing
+    mnist_lab.runs.runs_table(tmp_path / "runs")
+    assert not canary.exists()
+    # a model only the plugin registers: the error names the plugin and how to pass it, and still runs nothing
+    (run / "config.json").write_text(json.dumps({**cfg, "model": "evil_net"}))
+    with pytest.raises(ValueError, match=re.escape(f"name them yourself (-p plugins {plugins}")):
+        E.load_run(run)
+    assert not canary.exists()
+
+
+# 15. One writer per run folder: concurrent resumes of one run, exactly one trains
+
+def test_concurrent_resumes_one_trains_the_others_fail_at_once(tmp_path):
+    first = T.fit(T.TrainConfig(**{**TINY, "epochs": 1}, runs_root=str(tmp_path / "runs"), save_period=1000)).run_dir
+    start = time.time() + 8  # every process waits for this moment, after its imports
+    code = r'''
+import sys, time
+import mnist_lab.train as T
+time.sleep(max(0, float(sys.argv[2]) - time.time()))
+T.fit(T.TrainConfig(resume=sys.argv[1], epochs=300, progress="none", save_period=1000))
+'''
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(first), str(start)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    winners = [p for p in procs if p.returncode == 0]
+    losers = [err for p, (out, err) in zip(procs, outs) if p.returncode != 0]
+    assert len(winners) == 1 and len(losers) == 2, [o[1][-500:] for o in outs]
+    assert all("is being written by another process" in err for err in losers), losers
+    config = json.loads((first / "config.json").read_text())
+    summary = json.loads((first / "summary.json").read_text())
+    history = R.read_history(first)
+    assert config["epochs"] == 300 and summary["epochs"] == 300 and len(history) == 300
+    assert R.load_checkpoint(first / "last.pt")["state"]["epoch"] == 300

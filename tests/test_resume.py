@@ -15,7 +15,7 @@ CONFIG = dict(dataset="mnist_sample", model="mlp", fc1=64, fc2=32, dropout=0.2, 
 
 CHILD = r'''
 import json, os, signal, sys
-import mnist_lab.data, mnist_lab.train as T
+import mnist_lab.data, mnist_lab.record, mnist_lab.train as T
 opts = json.loads(sys.argv[1])
 if opts.get("kill_at_step") is not None:  # SIGKILL ourselves when asked for batch number kill_at_step + 1
     nxt, calls = mnist_lab.data.BatchSampler.__next__, [0]
@@ -32,7 +32,7 @@ if opts.get("kill_in_save") is not None:  # SIGKILL halfway through writing chec
         def half_then_die(f):
             import io; buf = io.BytesIO(); T.torch.save(obj, buf)
             f.write(buf.getvalue()[: len(buf.getvalue()) // 2]); f.flush(); os.kill(os.getpid(), signal.SIGKILL)
-        T.save_atomic(half_then_die, path)
+        mnist_lab.record.save_atomic(half_then_die, path)
     T.save_checkpoint = dying_save
 if opts.get("no_rng_restore"): T.set_rng_state = lambda s: None  # a deliberately incomplete resume
 res = T.fit(T.TrainConfig(**opts["config"]))
@@ -72,7 +72,7 @@ def killed_then_resumed(tmp_path, **kill) -> dict:
     p = fit_process(cfg, **{k: v for k, v in kill.items() if k != "no_rng_restore"})
     assert p.returncode == -signal.SIGKILL, f"expected a SIGKILL, got {p.returncode}: {p.stderr[-2000:]}"
     assert json.loads((run_dir / "status.json").read_text())["status"] == "running"  # the kill left it so
-    from mnist_lab.train import run_status
+    from mnist_lab.record import run_status
     assert run_status(run_dir)["status"] == "failed" and run_status(run_dir)["killed"]
     assert not (run_dir / "summary.json").exists()
     p = fit_process({"resume": str(run_dir), "runs_root": str(tmp_path / "runs"), "progress": "none"},
