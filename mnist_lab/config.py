@@ -176,11 +176,9 @@ class TrainConfig:
     fc2: int = 64  # mlp: second hidden layer size
     dropout: float = 0.0  # dropout probability (mlp, lenet, cnn)
     model_args: dict = field(default_factory=dict)  # more model constructor arguments (JSON string ok)
-    # comma-separated .py files or modules to import first: they register your models/augmentations
-    plugins: str = ""
+    plugins: str = ""  # comma-separated .py files or modules to import first (your models, augmentations)
     dataset: str = "auto"  # auto, mnist, fashion_mnist, kmnist, mnist_sample
-    # folder with the IDX files, or where they are downloaded (relative: to the project)
-    data_dir: str = "data"
+    data_dir: str = "data"  # folder with the IDX files, or where they are downloaded (relative: to the project)
     download: bool = True  # download a missing dataset (needs internet)
     val_split: float = 0.1  # fraction of the training images held out for validation, in (0, 1)
     split_seed: int = 0  # seed of the train/val split, independent of `seed`
@@ -205,8 +203,7 @@ class TrainConfig:
     max_steps: int = 0  # total optimizer steps, overriding epochs (0: off)
     steps_per_epoch: int = 0  # optimizer steps per epoch, 0 for one pass over the training split
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N, mps
-    # auto, off, bf16, fp16: autocast; auto picks bf16 on CUDA and on CPUs with AMX, else off
-    amp: str = "auto"
+    amp: str = "auto"  # auto, off, bf16, fp16: autocast; auto: bf16 on CUDA and on CPUs with AMX, else off
     channels_last: bool = True  # channels_last memory format (faster convs on CUDA and on CPU)
     threads: int = 0  # torch CPU threads, 0 for the torch default of one per core
     runs_root: str = "runs"  # folder that holds all runs (relative: to the project folder, not the cwd)

@@ -2,7 +2,7 @@
 malicious checkpoints, bad parameters, escaping paths, corrupt datasets, concurrent runs, dead kernels.
 The numbered cases follow the reliability issue; resume-after-kill (2), same-seed runs (3), NaN loss (11)
 and sys.exit/KeyboardInterrupt (14) live in test_resume.py and test_engine.py."""
-import functools, gzip, http.server, json, os, random, re, signal, struct, subprocess, sys, threading, time
+import functools, gzip, itertools, http.server, json, os, random, re, signal, struct, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pytest
@@ -24,26 +24,31 @@ def run_py(code: str, *args, **kw) -> subprocess.CompletedProcess:
 
 # 1. SIGKILL while a checkpoint is being written, 20 times: the file on disk is always a readable checkpoint
 
-WRITER = r'''
-import sys, torch
-from mnist_lab.record import save_checkpoint
-path, i = sys.argv[1], 0
-print("ready", flush=True)
-while True:
-    i += 1
-    save_checkpoint({"model": {"w": torch.full((1_000_000,), float(i))}, "step": i}, path)
-'''
+def fork_writer(path) -> int:
+    "A child forked from this process (torch is imported already: no 2 s start) that saves checkpoints until killed."
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            torch.set_num_threads(1)  # no OpenMP pool inherited across fork
+            os.close(r); os.write(w, b"r")
+            for i in itertools.count(1):
+                R.save_checkpoint({"model": {"w": torch.full((1_000_000,), float(i))}, "step": i}, path)
+        finally: os._exit(1)
+    os.close(w)
+    assert os.read(r, 1) == b"r"
+    os.close(r)
+    return pid
 
 
 def test_sigkill_during_checkpoint_writes_never_leaves_an_unreadable_file(tmp_path):
     path, rng, steps = tmp_path / "last.pt", random.Random(0), []
     R.save_checkpoint({"model": {"w": torch.zeros(1_000_000)}, "step": 0}, path)
     for _ in range(20):
-        p = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
-        assert p.stdout.readline().strip() == "ready"
+        pid = fork_writer(path)
         time.sleep(rng.uniform(0.0, 0.3))  # lands inside torch.save, fsync or rename, or between them
-        p.send_signal(signal.SIGKILL)
-        p.wait()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
         ckpt = R.load_checkpoint(path)  # raises if the file were torn
         assert torch.all(ckpt["model"]["w"] == ckpt["step"])  # and it is one whole write, not a mix
         steps.append(ckpt["step"])
