@@ -114,9 +114,8 @@ def cmd_runs(a) -> int:
 # %% ../nbs/06_cli.ipynb #6bfceb46
 def cmd_sweep(a) -> int:
     "Run the sweep a YAML/JSON spec describes (grid, random or optuna) and print its table."
-    import yaml
-    from mnist_lab.sweep import sweep, optuna_search
-    spec = yaml.safe_load(Path(a.spec).read_text())  # YAML is a superset of JSON: both work
+    from mnist_lab.sweep import sweep, optuna_search, load_spec
+    spec = load_spec(a.spec)  # YAML or JSON, no aliases
     known = {"method", "space", "params", "sweep_dir", "n_trials", "n_jobs", "seed", "storage", "study_name",
              "sampler", "pruner"}
     if unknown := set(spec) - known:

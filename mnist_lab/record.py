@@ -108,9 +108,17 @@ def pid_alive(pid: int) -> bool:
     return True
 
 def run_status(run_dir) -> dict:
-    "The run's status.json; a `running` run whose process on this host is gone is recorded as failed (killed)."
-    try: s = json.loads((Path(run_dir) / "status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError): return {"status": "unknown"}
+    """The run's status.json; a `running` run whose process on this host is gone is recorded as failed (killed).
+    `unknown`: no status yet (missing, or the empty file that claims a new folder); `damaged`: unreadable."""
+    path = Path(run_dir) / "status.json"
+    try: text = path.read_bytes()
+    except FileNotFoundError: return {"status": "unknown"}
+    except OSError as e: return {"status": "damaged", "error": f"{path}: {e.strerror or e}"}  # a folder, no access
+    if not text.strip(): return {"status": "unknown"}
+    try: s = json.loads(text)
+    except ValueError as e: return {"status": "damaged", "error": f"{path}: not JSON ({e})"}  # also not UTF-8
+    if not isinstance(s, dict) or not isinstance(s.get("status"), str) or not isinstance(s.get("pid", 0), int):
+        return {"status": "damaged", "error": f"{path}: not a status record (a status string and an integer pid)"}
     if s["status"] == "running" and s.get("host") == socket.gethostname() and not pid_alive(s["pid"]):
         s.update(status="failed", killed=True, error=f"killed: process {s['pid']} ended without finishing")
         try: write_json(s, Path(run_dir) / "status.json")
@@ -153,7 +161,10 @@ def read_history(run_dir) -> list:
     "The per-epoch rows of a run's metrics.jsonl; none before the first epoch has finished."
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file(): return []
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    try: rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    except ValueError as e: raise ValueError(f"{path}: damaged ({e})") from None  # a half-written line, not UTF-8
+    if not all(isinstance(r, dict) for r in rows): raise ValueError(f"{path}: damaged (a line is not a JSON object)")
+    return rows
 
 def write_history(run_dir, history: list):
     "Rewrite metrics.jsonl atomically with `history`, one JSON line per epoch."

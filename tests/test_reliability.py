@@ -430,3 +430,78 @@ T.fit(T.TrainConfig(resume=sys.argv[1], epochs=300, progress="none", save_period
     history = R.read_history(first)
     assert config["epochs"] == 300 and summary["epochs"] == 300 and len(history) == 300
     assert R.load_checkpoint(first / "last.pt")["state"]["epoch"] == 300
+
+
+# 16. Hostile files cannot exhaust memory: an IDX gzip bomb, an IDX header that lies, a YAML alias bomb
+
+MEASURE = r'''
+import resource, sys
+import torch, mnist_lab.data, mnist_lab.sweep  # the interpreter as a run has it
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try: exec(sys.argv[1]); print("no error")
+except ValueError as e: print("ValueError:", e)
+print("GROWTH_MB", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+'''
+
+
+def growth(code: str, *args) -> tuple:
+    "Run `code` in a fresh interpreter with torch imported: (its output, how far its peak RSS grew, MB)."
+    r = subprocess.run([sys.executable, "-c", MEASURE, code, *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout, float(r.stdout.split("GROWTH_MB")[1])
+
+
+def gzip_bomb(path, header: bytes, gib: float):
+    "A small .gz whose content is `header` and then `gib` GiB of zeros (compressed chunk by chunk)."
+    import zlib
+    z, chunk = zlib.compressobj(9, zlib.DEFLATED, 31), bytes(64 << 20)
+    with open(path, "wb") as f:
+        f.write(z.compress(header))
+        for _ in range(int(gib * 16)): f.write(z.compress(chunk))
+        f.write(z.flush())
+
+
+@pytest.mark.parametrize("declared", [(2**15, 2**8, 2**8), (60000, 28, 28)])  # 2 GiB declared, or an honest 47 MB
+def test_idx_bomb_is_refused_within_bounded_memory(tmp_path, declared):
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    gzip_bomb(bomb, bytes([0, 0, 8, 3]) + struct.pack(">3I", *declared), gib=1)
+    assert bomb.stat().st_size < 5 << 20  # a few MB on disk
+    out, mb = growth("mnist_lab.data.read_idx(sys.argv[2])", str(bomb))
+    assert "refusing to read it" in out or "file holds more" in out, out
+    assert mb < 300, f"reading the bomb grew the process by {mb:.0f} MB"
+
+
+def test_yaml_alias_bomb_is_refused_within_bounded_memory(tmp_path):
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"] + [
+        f"a{i}: &a{i} [{', '.join([f'*a{i-1}'] * 9)}]" for i in range(1, 9)]  # 9**9 = 387M leaves, 474 bytes
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text("\n".join(levels) + "\nspace: {lr: *a8}\n")
+    out, mb = growth("mnist_lab.sweep.load_spec(sys.argv[2])", str(spec))
+    assert "anchors and aliases" in out and mb < 300, (out, mb)
+    r = subprocess.run([str(Path(sys.executable).parent / "mnist-lab"), "sweep", str(spec)], capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 1 and "anchors and aliases" in r.stderr and not (tmp_path / "runs").exists(), r.stderr
+
+
+# 17. A damaged record is reported, never deleted or retrained, and never hides the other runs
+
+def test_damaged_records_are_reported_and_left_untouched(tmp_path):
+    import mnist_lab.sweep as S
+    from mnist_lab.runs import runs_table
+    good = T.fit(T.TrainConfig(**TINY, runs_root=str(tmp_path / "runs"), name="good")).run_dir
+    trial = tmp_path / "runs" / "sweep" / "trials" / S.trial_id({"lr": 0.1})
+    trial.mkdir(parents=True)
+    (trial / "status.json").write_text('{"status": "runn')  # cut short by a crash
+    (trial / "last.pt").write_bytes(b"precious checkpoint")
+    before = {p.name: p.read_bytes() for p in trial.iterdir()}
+    r = S.run_trial({"lr": 0.1}, tmp_path / "runs" / "sweep", 1, set())  # what a re-run of the sweep does
+    assert r["status"] == "damaged" and {p.name: p.read_bytes() for p in trial.iterdir()} == before
+    half = tmp_path / "runs" / "half" / "r"
+    half.mkdir(parents=True)
+    R.write_status(half, "completed")
+    (half / "metrics.jsonl").write_text('{"epoch": 1, "val_accuracy": 0.9}\n{"epoch": 2, "val_acc')
+    df = runs_table(tmp_path / "runs").set_index("run")
+    assert df.loc[f"good/{good.name}", "status"] == "completed"
+    assert df.loc[f"sweep/trials/{trial.name}", "status"] == "damaged"
+    assert "status.json" in df.loc[f"sweep/trials/{trial.name}", "error"]
+    assert df.loc["half/r", "status"] == "damaged" and "metrics.jsonl" in df.loc["half/r", "error"]
