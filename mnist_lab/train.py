@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['seed_everything', 'get_rng_state', 'set_rng_state', 'pick_device', 'resolve_amp', 'show_bars', 'Dist',
-           'init_distributed', 'resume_point', 'plan_steps', 'Parts', 'build', 'Record', 'open_run', 'train_epoch',
-           'epoch_row', 'track_best', 'save_epoch', 'epoch_line', 'Result', 'summarize', 'finish_run', 'record_failure',
-           'run_header', 'check_sizes', 'set_torch_options', 'ddp', 'step_epoch_scheduler', 'fit']
+           'init_distributed', 'resume_point', 'plan_steps', 'Parts', 'build', 'Record', 'open_run', 'start_record',
+           'train_epoch', 'epoch_row', 'track_best', 'save_epoch', 'epoch_line', 'Result', 'summarize', 'finish_run',
+           'record_failure', 'run_header', 'check_sizes', 'set_torch_options', 'ddp', 'step_epoch_scheduler', 'fit']
 
 # %% ../nbs/02c_train.ipynb #206c8944
 import atexit, gc, json, math, os, random, sys, time
@@ -220,19 +220,26 @@ def open_run(cfg: TrainConfig, ckpt_path, ckpt, parts: Parts, D, plan: tuple, st
     else:
         if cfg.init_from: parts.model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
         run_dir, history = Path(D.share(str(new_run_dir(cfg)) if D.main else None)), []
-    if D.main: lock_run(run_dir)  # one writer: a second one fails here, before writing anything
     rec = Record(run_dir, history, state, started, plan[2], D.world)
     if D.main:
-        write_history(run_dir, history)
-        write_json(asdict(cfg), run_dir / "config.json")
-        if nb := link_notebook(run_dir): log(f"notebook: {nb} (linked from the run folder)")
-        rec.mark("running")
-        if cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            # events logged after the checkpoint (steps > its step) are orphans of the killed session: hide them
-            purge = state["step"] + 1 if state["step"] else None
-            rec.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
+        lock_run(run_dir)  # one writer: a second one fails here, before writing anything
+        try: start_record(rec, cfg, log)
+        except BaseException:
+            unlock_run(run_dir)  # a run that could not start (a full disk, say) blocks no later resume
+            raise
     return rec
+
+def start_record(rec: Record, cfg: TrainConfig, log):
+    "Write the run's history so far, its config, the notebook link and a `running` status; open TensorBoard."
+    write_history(rec.run_dir, rec.history)
+    write_json(asdict(cfg), rec.run_dir / "config.json")
+    if nb := link_notebook(rec.run_dir): log(f"notebook: {nb} (linked from the run folder)")
+    rec.mark("running")
+    if cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+        # events logged after the checkpoint (steps > its step) are orphans of the killed session: hide them
+        step = rec.state["step"]
+        rec.writer = SummaryWriter(str(rec.run_dir / "tb"), purge_step=step + 1 if step else None)
 
 # %% ../nbs/02c_train.ipynb #9c05cc97
 def train_epoch(parts: Parts, x, y, norm: tuple, n_steps: int, rec: Record, D, cfg: TrainConfig) -> tuple:

@@ -505,3 +505,13 @@ def test_damaged_records_are_reported_and_left_untouched(tmp_path):
     assert df.loc[f"sweep/trials/{trial.name}", "status"] == "damaged"
     assert "status.json" in df.loc[f"sweep/trials/{trial.name}", "error"]
     assert df.loc["half/r", "status"] == "damaged" and "metrics.jsonl" in df.loc["half/r", "error"]
+
+
+def test_a_run_that_cannot_start_keeps_no_lock(tmp_path, monkeypatch):
+    "A failure while the record is being opened (a full disk, say) gives the lock back: a later resume is not blocked."
+    def full_disk(run_dir): raise OSError(28, "No space left on device")
+    monkeypatch.setattr(T, "link_notebook", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        T.fit(T.TrainConfig(**TINY, runs_root=str(tmp_path / "runs")))
+    (run,) = (tmp_path / "runs" / "run").iterdir()
+    assert not R._LOCKS and run_py(f"from mnist_lab.record import lock_run; lock_run({str(run)!r})").returncode == 0
