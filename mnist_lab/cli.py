@@ -43,9 +43,8 @@ def cmd_fit(a) -> int:
 def cmd_resume(a) -> int:
     "Continue a stopped or killed run in its own folder, through papermill."
     from mnist_lab.launch import papermill_args
-    from mnist_lab.record import find_resume_checkpoint, next_notebook
-    run_dir = Path(a.run)
-    run_dir = run_dir if run_dir.is_dir() else run_dir.parent
+    from mnist_lab.record import find_resume_checkpoint, next_notebook, run_folder_of
+    run_dir = run_folder_of(a.run)
     find_resume_checkpoint(a.run)  # fails now, in one line, if there is nothing to resume
     params = {**parse_params(a.p), "resume": a.run, "runs_root": a.root}
     return papermill(papermill_args(next_notebook(run_dir), params), run_dir)

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['CheckpointError', 'discard', 'save_atomic', 'save_checkpoint', 'write_json', 'load_weights', 'load_checkpoint',
            'new_run_dir', 'write_status', 'pid_alive', 'run_status', 'RunLocked', 'lock_run', 'unlock_run',
-           'read_history', 'write_history', 'find_resume_checkpoint', 'kernel_stdin', 'in_notebook', 'versions',
-           'papermill_output', 'next_notebook', 'link_notebook', 'terminal', 'say', 'log_tensorboard']
+           'run_folder_of', 'read_history', 'write_history', 'find_resume_checkpoint', 'kernel_stdin', 'in_notebook',
+           'versions', 'papermill_output', 'next_notebook', 'link_notebook', 'terminal', 'say', 'log_tensorboard']
 
 # %% ../nbs/02b_record.ipynb #ba07da95
 import fcntl, functools, io, itertools, json, os, platform, secrets, socket, subprocess, sys, time
@@ -157,6 +157,11 @@ def unlock_run(run_dir):
     if (fd := _LOCKS.pop(Path(run_dir).resolve(), None)) is not None: os.close(fd)
 
 # %% ../nbs/02b_record.ipynb #44f99568
+def run_folder_of(path) -> Path:
+    "The run folder a path names: the folder itself, or the folder a checkpoint file is in."
+    path = Path(path)
+    return path if path.is_dir() else path.parent
+
 def read_history(run_dir) -> list:
     "The per-epoch rows of a run's metrics.jsonl; none before the first epoch has finished."
     path = Path(run_dir) / "metrics.jsonl"
