@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TEMPLATE_FILES', 'parse_params', 'cmd_train', 'cmd_fit', 'cmd_resume', 'cmd_watch', 'cmd_stop', 'papermill',
-           'cmd_eval', 'print_runs', 'cmd_runs', 'cmd_sweep', 'new_project', 'cmd_new', 'main']
+           'cmd_eval', 'print_runs', 'cmd_runs', 'cmd_sweep', 'new_project', 'cmd_new', 'interrupt', 'main']
 
 # %% ../nbs/06_cli.ipynb #dd6cc54e
 import argparse, json, signal, subprocess, sys, threading
@@ -63,9 +63,9 @@ def cmd_stop(a) -> int:
 # %% ../nbs/06_cli.ipynb #d40ae5f2
 def papermill(args: list, run_dir: Path) -> int:
     "Run papermill in the foreground; Ctrl-C interrupts its kernel so the run is recorded; returns the exit code."
-    from mnist_lab.record import run_status
+    from mnist_lab.record import run_status, die_with_parent
     from mnist_lab.launch import stop_papermill
-    p = subprocess.Popen(args)
+    p = subprocess.Popen(args, preexec_fn=die_with_parent)  # a SIGKILL of this command ends papermill too
     try: p.wait()
     except KeyboardInterrupt:
         print("interrupting the run...", file=sys.stderr)
@@ -112,23 +112,21 @@ def cmd_runs(a) -> int:
 
 # %% ../nbs/06_cli.ipynb #6bfceb46
 def cmd_sweep(a) -> int:
-    "Run the sweep a YAML/JSON spec describes (grid, random or optuna) and print its table."
+    "Run the sweep a YAML/JSON spec describes (grid, random, optuna), print its table; exit 1 if no trial completed."
     from mnist_lab.sweep import sweep, optuna_search, load_spec
-    spec = load_spec(a.spec)  # YAML or JSON, no aliases
-    known = {"method", "space", "params", "sweep_dir", "n_trials", "n_jobs", "seed", "storage", "study_name",
-             "sampler", "pruner"}
-    if unknown := set(spec) - known:
-        raise ValueError(f"{a.spec}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    spec = load_spec(a.spec)  # YAML or JSON, no aliases, every key checked
     method = spec.pop("method", "grid")
     if method == "optuna":
         trials = optuna_search(**spec).trials_dataframe()
         cols = ["number", "state", "value", *[c for c in trials.columns if c.startswith("params_")]]
         print(trials[cols].to_string(index=False))
+        done = (trials.state == "COMPLETE").any()
     else:
-        for k in ("storage", "study_name", "sampler", "pruner"):
-            if k in spec: raise ValueError(f"{a.spec}: {k} is for method optuna")
-        print_runs(sweep(method=method, **spec))
-    return 0
+        df = sweep(method=method, **spec)
+        print_runs(df)
+        done = (df.status == "completed").any()
+    if not done: print("sweep: no trial completed", file=sys.stderr)
+    return 0 if done else 1
 
 # %% ../nbs/06_cli.ipynb #12929c77
 TEMPLATE_FILES = ("nbs/*.ipynb", "nbs/*.md", "tests/*.py", "tests/*.md", "bench/*.py", "bench/*.md",
@@ -165,6 +163,10 @@ def cmd_new(a) -> int:
     return 0
 
 # %% ../nbs/06_cli.ipynb #a9b6efd3
+def interrupt(signum, frame):
+    "SIGTERM and SIGHUP act as Ctrl-C: the runs this command started are interrupted and recorded."
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
 def main(argv=None) -> int:
     "The `mnist-lab` command: parse `argv`, run the subcommand, turn errors into one line and an exit code."
     ap = argparse.ArgumentParser("mnist-lab", description="mnist_lab from the shell")
@@ -200,9 +202,11 @@ def main(argv=None) -> int:
     nw.add_argument("dest", help="folder to create")
     nw.add_argument("--name", help="package name (default: the folder name)")
     a = ap.parse_args(argv)
-    # Ctrl-C must stop us even when started from a shell that ignores SIGINT in background jobs
+    # Ctrl-C must stop us even when started from a shell that ignores SIGINT in background jobs; SIGTERM
+    # (kill, a scheduler) and SIGHUP (the terminal closed) stop the runs we started the same way
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig in (signal.SIGTERM, signal.SIGHUP): signal.signal(sig, interrupt)
     try: return {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "runs": cmd_runs, "watch": cmd_watch,
                  "stop": cmd_stop, "sweep": cmd_sweep, "new": cmd_new, "fit": cmd_fit}[a.cmd](a)
     except KeyboardInterrupt:

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'METRICS', 'MODEL_PARAMS', 'RESUME_OVERRIDES', 'adam', 'adamw', 'sgd',
            'rmsprop', 'adadelta', 'no_schedule', 'step_lr', 'multistep', 'exponential', 'cosine', 'onecycle', 'plateau',
-           'cross_entropy', 'nll_loss', 'parse_monitor', 'parse_ints', 'to_type', 'load_plugins', 'TrainConfig',
-           'defaults', 'model_from_config', 'from_record', 'resume_config']
+           'cross_entropy', 'nll_loss', 'parse_monitor', 'parse_ints', 'to_bool', 'to_dict', 'to_number', 'to_type',
+           'load_plugins', 'TrainConfig', 'defaults', 'model_from_config', 'from_record', 'resume_config']
 
 # %% ../nbs/02a_config.ipynb #7f3126c5
 import dataclasses, difflib, importlib.util, inspect, json, math, re
@@ -121,27 +121,36 @@ def parse_ints(s: str, name: str) -> list:
     except ValueError: raise ValueError(f"{name}={s!r}: expected comma-separated integers like '3,6'") from None
 
 # %% ../nbs/02a_config.ipynb #50038a6c
+def to_bool(v) -> bool:
+    "'true', 'yes', '1', True -> True; 'false', 'no', '0', False -> False."
+    s = str(v).strip().lower()
+    if s in ("true", "1", "yes"): return True
+    if s in ("false", "0", "no"): return False
+    raise ValueError(v)
+
+def to_dict(v) -> dict:
+    "A dict, or its JSON text ('' is {})."
+    if isinstance(v, str): v = json.loads(v) if v.strip() else {}
+    if not isinstance(v, dict): raise ValueError(v)
+    return v
+
+def to_number(v, typ):
+    "A float, or an int that is a whole number (1.5 is not a batch size)."
+    if isinstance(v, bool): raise ValueError(v)  # True is an int to Python, not to us
+    f = float(v)
+    if typ is float: return f
+    if not math.isfinite(f) or f != int(f): raise ValueError(v)
+    return int(f)
+
 def to_type(name: str, value, typ):
     "Convert a parameter value to `typ`, or raise ValueError naming the parameter."
-    err = ValueError(f"{name}={value!r}: expected {typ.__name__}")
-    if typ is bool:
-        s = str(value).strip().lower()
-        if s in ("true", "1", "yes"): return True
-        if s in ("false", "0", "no"): return False
-        raise err
-    if typ is dict:
-        if isinstance(value, str):
-            try: value = json.loads(value) if value.strip() else {}
-            except json.JSONDecodeError: raise err from None
-        if not isinstance(value, dict): raise err
-        return value
-    if typ is str: return str(value)
-    if isinstance(value, bool): raise err  # True is an int to Python, not to us
-    try: f = float(value)
-    except (TypeError, ValueError): raise err from None
-    if typ is float: return f
-    if not math.isfinite(f) or f != int(f): raise err  # 1.5 is not a batch size
-    return int(f)
+    # papermill turns `-p name None` into None; its `-y` YAML can give lists
+    plain = value is not None and not isinstance(value, (list, tuple, set))
+    plain = plain and (typ is dict or not isinstance(value, dict))
+    try:
+        if plain: return {bool: to_bool, dict: to_dict, str: str}.get(typ, lambda v: to_number(v, typ))(value)
+    except (TypeError, ValueError): pass
+    raise ValueError(f"{name}={value!r}: expected {typ.__name__}") from None
 
 # %% ../nbs/02a_config.ipynb #d9061835
 _PLUGINS = {}  # resolved path or module name -> module: each plugin runs once per process
@@ -210,7 +219,7 @@ class TrainConfig:
     name: str = "run"  # run name: runs go to runs_root/name/<time>-<id>/
     run_dir: str = ""  # exact new run folder inside runs_root (default: a fresh one under name)
     resume: str = ""  # run folder or checkpoint to continue exactly where it stopped
-    init_from: str = ""  # checkpoint whose weights start this new run (fine-tuning, fresh optimizer)
+    init_from: str = ""  # weights to start this new run from: a checkpoint, model.pt, .safetensors or run folder
     tensorboard: bool = True  # write TensorBoard events to run_dir/tb
     progress: str = "auto"  # auto (bar in JupyterLab/terminal, lines under papermill), bar, epoch, none
 
@@ -259,6 +268,8 @@ class TrainConfig:
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 p.append(f"{name}={getattr(self, name)}: must be a finite number >= 0")
         if self.top_k > 10: p.append(f"top_k={self.top_k}: must be <= 10 (the number of classes)")
+        for name in ("seed", "split_seed"):  # numpy seeds are 32-bit
+            if getattr(self, name) >= 2**32: p.append(f"{name}={getattr(self, name)}: must be < 2**32")
         return p
 
     def check_model(self) -> list:
@@ -282,9 +293,17 @@ class TrainConfig:
         if not self.name or any(s in ("", ".", "..") or not re.fullmatch(r"[\w.-]+", s) for s in parts):
             raise ValueError(f"name={self.name!r}: use letters, digits, '_', '-', '.' and '/' "
                              "between folder names; no '..', no absolute path")
+        if len(self.name) > 100: raise ValueError(f"name={self.name[:20]!r}... ({len(self.name)} characters): "
+                                                  "at most 100")
         root = project_path(self.runs_root).resolve()
-        if self.run_dir and not project_path(self.run_dir).resolve().is_relative_to(root):
-            raise ValueError(f"run_dir={self.run_dir!r} is outside runs_root={str(root)!r}")
+        if not (root / self.name).resolve().is_relative_to(root):  # an existing symlink on the way out
+            raise ValueError(f"name={self.name!r} leads outside runs_root={str(root)!r} through a symlink")
+        if not self.run_dir: return
+        d = project_path(self.run_dir).resolve()
+        if not d.is_relative_to(root) or d == root:
+            raise ValueError(f"run_dir={self.run_dir!r}: must be a new folder inside runs_root={str(root)!r}")
+        if d.is_dir() and any((s / "status.json").exists() for s in d.iterdir() if s.is_dir()):
+            raise ValueError(f"run_dir={self.run_dir!r} holds other runs; give a new folder for this run")
 
     @classmethod
     def from_params(cls, **params):

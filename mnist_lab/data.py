@@ -65,6 +65,7 @@ def read_idx(path) -> torch.Tensor:
     if len(data) != n:
         raise ValueError(f"{path}: header says {dims} = {n} bytes, file holds "
                          f"{'more' if len(data) > n else len(data)} (truncated or corrupt)")
+    if not n: return torch.zeros(dims, dtype=torch.uint8)  # frombuffer refuses an empty buffer
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).reshape(dims)
 
 # %% ../nbs/00_data.ipynb #13e259f0
@@ -161,7 +162,10 @@ def read_dataset(name: str, files: dict) -> Data:
     for x, y, part in ((xtr, ytr, "train"), (xte, yte, "test")):
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise ValueError(f"{name} {part}: {tuple(x.shape)} images vs {tuple(y.shape)} labels; "
-                             "expected (N, H, W) images and N labels")
+                             "expected (N, 28, 28) images and N labels")
+        if x.shape[1:] != (28, 28) or not len(x):  # every model is built for 28x28 digits
+            raise ValueError(f"{name} {part} ({Path(files[IDX_STEMS[0 if part == 'train' else 2]])}): "
+                             f"{tuple(x.shape)} images; expected at least one image of 28x28 pixels")
         if len(y) and int(y.max()) >= len(DATASETS[name].classes):
             raise ValueError(f"{name} {part}: label {int(y.max())} outside 0..{len(DATASETS[name].classes)-1}")
     md5s = {p.name: md5sum(p) for p in files.values()}
@@ -198,6 +202,9 @@ def split_train_val(x, y, val_split: float = 0.1, split_seed: int = 0):
     "Hold out a fixed random `val_split` fraction of (x, y): returns x_tr, y_tr, x_val, y_val."
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
     n_val = round(len(x) * val_split)
+    if not 0 < n_val < len(x):
+        raise ValueError(f"val_split={val_split}: leaves {n_val} validation and {len(x) - n_val} training images "
+                         f"of {len(x)}; both need at least one")
     return x[perm[n_val:]], y[perm[n_val:]], x[perm[:n_val]], y[perm[:n_val]]
 
 # %% ../nbs/00_data.ipynb #aac1f6be

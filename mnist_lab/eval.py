@@ -7,13 +7,13 @@ __all__ = ['evaluate', 'load_run', 'n_classes', 'export_safetensors', 'load_safe
            'evaluate_run', 'plot_history', 'plot_confusion', 'plot_predictions', 'report']
 
 # %% ../nbs/03_eval.ipynb #272320ca
-import json
+import contextlib, json
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .data import DATASETS, load_data, normalize, eval_batches, show_images
 from .config import TrainConfig, model_from_config, from_record
-from .record import load_checkpoint, load_weights, read_history, in_notebook, run_folder_of
+from .record import read_model, fit_weights, read_history, read_json, in_notebook, run_folder_of, writing
 
 # %% ../nbs/03_eval.ipynb #4e16fb55
 @torch.no_grad()
@@ -36,20 +36,15 @@ def evaluate(model, x, y, mean: float, std: float, k: int = 3, bs: int = 1000, a
 
 # %% ../nbs/03_eval.ipynb #608b7d62
 def load_run(path, map_location="cpu", plugins: str = "") -> tuple:
-    """Model and config of a run folder (its `model.pt`, else `last.pt`) or of a checkpoint file. Only `plugins`
-    are imported, never the plugins the run's config names: loading a run never runs its code."""
-    path = Path(path)
-    if path.is_dir():
-        cfg = json.loads((path / "config.json").read_text())
-        ckpt_path = next((path / n for n in ("model.pt", "last.pt") if (path / n).is_file()), path / "model.pt")
-        weights = (load_weights if ckpt_path.name == "model.pt" else
-                   lambda p, m: load_checkpoint(p, m)["model"])(ckpt_path, map_location)
-    else:
-        ckpt = load_checkpoint(path, map_location)
-        cfg, weights = ckpt["config"], ckpt["model"]
+    """Model and config of a run folder (its `model.pt`, else `last.pt`), a checkpoint, a `model.pt` beside its
+    config.json, or a `.safetensors` export. Only `plugins` are imported, never the plugins the run's config
+    names: loading a run never runs its code."""
+    weights, cfg = read_model(path, map_location)
+    if not cfg: raise ValueError(f"{path}: no mnist_lab config is stored with these weights (config.json, or a "
+                                 "checkpoint's config), so the model cannot be rebuilt")
     cfg = from_record(cfg, plugins, resume="")
     model = model_from_config(cfg, n_classes(cfg))
-    model.load_state_dict(weights)
+    fit_weights(model, weights, str(path))
     return model.eval(), cfg
 
 def n_classes(cfg: TrainConfig) -> int:
@@ -63,21 +58,17 @@ def export_safetensors(path, out=None, plugins: str = "") -> Path:
     from dataclasses import asdict
     model, cfg = load_run(path, plugins=plugins)
     path = Path(path)
-    out = Path(out) if out else run_folder_of(path) / "model.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out),
-              metadata={"mnist_lab_config": json.dumps(asdict(cfg))})
+    if out is None:
+        out = run_folder_of(path) / "model.safetensors"
+        lock = writing(out.parent)  # into the run folder: not while a training process writes it
+    else: out, lock = Path(out), contextlib.nullcontext()
+    with lock: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out),
+                         metadata={"mnist_lab_config": json.dumps(asdict(cfg))})
     return out
 
 def load_safetensors(path, plugins: str = "") -> tuple:
     "Model and config from a file written by `export_safetensors`; imports only `plugins`, never the stored ones."
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-    with safe_open(str(path), "pt") as f: meta = f.metadata() or {}
-    if "mnist_lab_config" not in meta: raise ValueError(f"{path} has no mnist_lab config in its metadata")
-    cfg, weights = from_record(json.loads(meta["mnist_lab_config"]), plugins), load_file(str(path))
-    model = model_from_config(cfg, n_classes(cfg))
-    model.load_state_dict(weights)
-    return model.eval(), cfg
+    return load_run(path, plugins=plugins)
 
 # %% ../nbs/03_eval.ipynb #e9cdac8a
 @torch.no_grad()
@@ -102,7 +93,7 @@ def evaluate_run(path, data=None, plugins: str = "") -> dict:
     model, cfg = load_run(path, plugins=plugins)
     if data is None:
         summary = run_folder_of(path) / "summary.json"
-        name = json.loads(summary.read_text())["dataset"] if summary.is_file() else cfg.dataset
+        name = read_json(summary).get("dataset", cfg.dataset)
         data = load_data(name, cfg.data_dir, download_ok=False)
     spec = data.spec
     ev = evaluate(model, data.x_test, data.y_test, spec.mean, spec.std, cfg.top_k, with_pred=True)
@@ -159,10 +150,11 @@ def report(run_dir, data=None, show: bool = True, plugins: str = "") -> dict:
              "predictions": lambda: plot_predictions(d.x_test, d.y_test, ev["pred"], classes),
              "mistakes": lambda: plot_predictions(d.x_test, d.y_test, ev["pred"], classes, only_wrong=True)}
     paths = {}
-    for name, plot in plots.items():
-        fig = plot()
-        fig.savefig(paths.setdefault(name, run_dir / f"{name}.png"), dpi=80)
-        plt.close(fig)
+    with writing(run_dir):  # not while a training process writes the folder
+        for name, plot in plots.items():
+            fig = plot()
+            fig.savefig(paths.setdefault(name, run_dir / f"{name}.png"), dpi=80)
+            plt.close(fig)
     if show and in_notebook():
         from IPython.display import Image, display
         for p in paths.values(): display(Image(filename=str(p)))

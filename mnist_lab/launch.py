@@ -13,7 +13,7 @@ from pathlib import Path
 import mnist_lab
 from .data import project_path
 from .config import TrainConfig
-from .record import new_run_dir, next_notebook, run_status, pid_alive, read_history
+from .record import new_run_dir, next_notebook, run_status, pid_alive, read_history, die_with_parent
 
 # %% ../nbs/07_launch.ipynb #99992ce7
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
@@ -29,12 +29,14 @@ def papermill_args(out, params: dict) -> list:
     return args
 
 # %% ../nbs/07_launch.ipynb #d739c5dc
-def start_papermill(run_dir: Path, params: dict) -> subprocess.Popen:
-    "Start papermill on train.ipynb with `params`, its executed notebook and log in `run_dir`; returns at once."
+def start_papermill(run_dir: Path, params: dict, tied: bool = False) -> subprocess.Popen:
+    """Start papermill on train.ipynb with `params`, its executed notebook and log in `run_dir`; returns at once.
+    `tied`: it ends when this process dies (a sweep's trials), else it outlives it (a detached run)."""
     args = papermill_args(next_notebook(run_dir), params)
     with open(run_dir / "papermill.log", "ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=Path.cwd())
+                                start_new_session=True, cwd=Path.cwd(),
+                                preexec_fn=die_with_parent if tied else None)
 
 # %% ../nbs/07_launch.ipynb #f4e7e9cd
 @dataclass

@@ -39,6 +39,8 @@ def test_train_runs_eval_resume(tmp_path):
     r = cli("resume", str(run), "-p", "epochs", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / "notebook-2.ipynb").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    shown = json.dumps(json.loads((run / "notebook-2.ipynb").read_text())["cells"])
+    assert "| **model** | `'linear'` |" in shown and "| **epochs** | `2` |" in shown  # the config it trained with
 
 
 @pytest.mark.parametrize("args,message", [
@@ -51,6 +53,23 @@ def test_errors_are_one_line_and_non_zero(tmp_path, args, message):
     r = cli(*args, cwd=tmp_path)
     assert r.returncode != 0 and r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_specs_are_checked_and_a_sweep_with_no_completed_trial_fails(tmp_path, capsys):
+    import mnist_lab.cli
+    spec = tmp_path / "sweep.yaml"
+    for bad, message in [("space: {lr: [0.1]}\nn_trials: 3\n", "['n_trials'] not used by method 'grid'"),
+                         ("method: random\nspace: {lr: {low: 0.1, high: 0.01}}\n", "low <= high"),
+                         ("method: optuna\nspace: {lr: [0.1]}\nn_jobs: -1\n", "n_jobs=-1: must be in [0, 256]")]:
+        spec.write_text(bad)
+        assert mnist_lab.cli.main(["sweep", str(spec)]) == 1 and message in capsys.readouterr().err, message
+    assert not (tmp_path / "runs").exists()
+    # every trial fails at run time (no data there): the sweep ends, says so, and exits 1
+    spec.write_text(json.dumps({"method": "optuna", "space": {"seed": [0, 1]}, "n_trials": 2,
+                                "sweep_dir": str(tmp_path / "sw"),
+                                "params": {"dataset": "mnist", "data_dir": str(tmp_path / "none"), "download": False}}))
+    assert mnist_lab.cli.main(["sweep", str(spec)]) == 1
+    assert "no trial completed" in capsys.readouterr().err
 
 
 def trial_logs(sweep_dir) -> str:

@@ -64,3 +64,15 @@ def test_resume_needs_the_same_number_of_processes(tmp_path):
     r = subprocess.run([str(BIN / "mnist-lab"), "fit", "-p", "resume", "runs/two"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "trained by 2 process(es); resume it with the same number, not 1" in r.stderr
+
+
+def test_stale_torchrun_variables_fail_with_a_message_not_a_hang(tmp_path):
+    import socket
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]  # nobody listens there
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "MNIST_LAB_DIST_TIMEOUT": "3"}
+    t0 = time.time()
+    r = subprocess.run([str(BIN / "mnist-lab"), "fit", *BASE], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and "could not join the torchrun job" in r.stderr and "unset WORLD_SIZE" in r.stderr, r.stderr
+    assert time.time() - t0 < 60 and not (tmp_path / "runs").exists()

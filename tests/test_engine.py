@@ -1,6 +1,6 @@
 """The training engine on scripted metrics and tiny real runs: best.pt, early stopping, reduce_on_plateau,
 iteration-based training, fine-tuning, NaN stops, and what status.json says when training is interrupted."""
-import json, math
+import itertools, json, math
 import pytest
 import torch
 import mnist_lab.train as T, mnist_lab.record as R
@@ -77,9 +77,17 @@ def test_max_steps_and_steps_per_epoch(tmp_path):
 
 
 def test_init_from_loads_weights_with_a_fresh_optimizer(tmp_path):
+    from mnist_lab.eval import export_safetensors
     first = T.fit(cfg(tmp_path, epochs=1))
-    second = T.fit(cfg(tmp_path, epochs=1, init_from=str(first.run_dir / "best.pt"), lr=1e-9, optimizer="sgd",
-                       momentum=0.0))
+    # every form the weights travel in: a checkpoint, model.pt, a safetensors export, the run folder
+    forms = [first.run_dir / "best.pt", first.run_dir / "model.pt", export_safetensors(first.run_dir), first.run_dir]
+    for a, b in itertools.pairwise([R.read_model(f)[0] for f in forms]):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    n_runs = len(list((tmp_path / "run").iterdir()))
+    with pytest.raises(ValueError, match=r"init_from=.*: the weights do not fit this model \("):
+        T.fit(cfg(tmp_path, epochs=1, init_from=str(first.run_dir), model="mlp"))
+    assert len(list((tmp_path / "run").iterdir())) == n_runs  # refused before a run folder was made
+    second = T.fit(cfg(tmp_path, epochs=1, init_from=str(first.run_dir), lr=1e-9, optimizer="sgd", momentum=0.0))
     # with lr ~ 0 the fine-tuned model is the loaded one, and its run is a new folder
     assert second.run_dir != first.run_dir
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(first.model.state_dict().values(),
@@ -116,8 +124,17 @@ def test_resume_refuses_changes_that_would_alter_the_result(tmp_path):
     first = T.fit(cfg(tmp_path, epochs=1, run_dir=str(tmp_path / "r")))
     with pytest.raises(ValueError, match=r"\['lr'\] differ"):
         T.fit(cfg(tmp_path, resume=str(first.run_dir), lr=0.5))
+    started = R.run_status(first.run_dir)["started"]
     more = T.fit(cfg(tmp_path, resume=str(first.run_dir), epochs=3))  # epochs may grow on resume
     assert more.run_dir == first.run_dir and [h["epoch"] for h in more.history] == [1, 2, 3]
+    # durations add up over the parts of a run, and it keeps its first start time
+    assert more.summary["seconds"] > first.summary["seconds"]
+    assert R.run_status(first.run_dir)["started"] == started
+    # resuming a completed run changes nothing that was recorded
+    files = {p: p.read_bytes() for p in first.run_dir.rglob("*") if p.is_file()}
+    again = T.fit(cfg(tmp_path, resume=str(first.run_dir), epochs=3))
+    assert {p: p.read_bytes() for p in first.run_dir.rglob("*") if p.is_file()} == files
+    assert again.summary == more.summary
 
 
 def test_tensorboard_has_scalars_lr_histograms_images_and_hparams(tmp_path):

@@ -1,11 +1,12 @@
 """Detached runs from the shell: `mnist-lab train --detach`, `watch`, `stop`, then `resume`; offline downloads;
 the project's runs root; what the headline papermill command says in the terminal."""
-import json, os, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 from dataclasses import fields
 from conftest import papermill
 from mnist_lab.train import TrainConfig
+import mnist_lab.record as R
 
 MNIST_LAB = str(Path(sys.executable).parent / "mnist-lab")
 SLOW = ["-p", "dataset", "mnist_sample", "-p", "model", "cnn", "-p", "epochs", "30", "-p", "steps_per_epoch", "10",
@@ -95,3 +96,37 @@ def test_train_into_a_named_run_dir(tmp_path):
     assert json.loads((tmp_path / "runs" / "exact" / "status.json").read_text())["status"] == "completed"
     r = cli("train", "-p", "run_dir", "runs/exact", cwd=tmp_path)
     assert r.returncode == 1 and "already holds a run" in r.stderr
+
+
+def running(pid: int) -> bool:
+    "The process exists and is not a zombie."
+    try: return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError): return False
+
+
+def test_a_killed_foreground_command_leaves_nothing_training(tmp_path):
+    """SIGKILL or SIGTERM of a foreground `mnist-lab train`: papermill and its kernel end too (the parent-death
+    signal), the run is recorded as failed, its last checkpoint is whole."""
+    sigs = (signal.SIGKILL, signal.SIGTERM)
+    endless = [*SLOW, "-p", "epochs", "1000"]  # still training when the command is killed
+    procs = {s: subprocess.Popen([MNIST_LAB, "train", *endless, "--name", s.name], cwd=tmp_path,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for s in sigs}
+    status = lambda s: R.run_status(next((tmp_path / "runs" / s.name).iterdir()))
+    deadline = time.time() + 120
+    while not all((tmp_path / "runs" / s.name).is_dir() and status(s).get("epoch", 0) >= 1 for s in sigs):
+        assert time.time() < deadline, {s.name: p.poll() for s, p in procs.items()}
+        time.sleep(0.3)
+    kernels = {s: status(s)["pid"] for s in sigs}
+    for s, p in procs.items(): p.send_signal(s)
+    for p in procs.values(): p.wait(60)
+    assert procs[signal.SIGTERM].returncode == 130  # as Ctrl-C
+    deadline = time.time() + 30
+    while any(running(k) for k in kernels.values()) and time.time() < deadline: time.sleep(0.2)
+    assert not any(running(k) for k in kernels.values()), "a kernel trains on without its command"
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "runs")], capture_output=True, text=True).stdout
+    assert not leftovers.strip(), leftovers  # no papermill either
+    for s in sigs:
+        run = next((tmp_path / "runs" / s.name).iterdir())
+        assert R.run_status(run)["status"] == "failed", (s, R.run_status(run))
+        assert R.load_checkpoint(run / "last.pt")["state"]["epoch"] >= 1
+    assert "KeyboardInterrupt" in R.run_status(next((tmp_path / "runs" / "SIGTERM").iterdir()))["error"]

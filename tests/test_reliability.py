@@ -204,7 +204,8 @@ BAD = [("lr", "nan", "lr=nan: must be a finite number > 0"), ("lr", "inf", "lr=i
        ("val_split", 0, "val_split=0.0: must be in (0, 1)"), ("val_split", 1, "val_split=1.0: must be in (0, 1)"),
        ("val_split", 1.5, "val_split=1.5: must be in (0, 1)"),
        ("lrr", 0.1, "'lrr': did you mean 'lr'?"),
-       ("name", "../../etc", "name='../../etc': use letters"), ("run_dir", "../../etc", "is outside runs_root")]
+       ("name", "../../etc", "name='../../etc': use letters"), ("run_dir", "../../etc", "must be a new folder inside runs_root"),
+       ("name", None, "name=None: expected str"), ("seed", 2**32, "seed=4294967296: must be < 2**32")]
 
 
 @pytest.mark.parametrize("name,value,message", BAD, ids=[f"{n}={v}" for n, v, _ in BAD])
@@ -236,10 +237,16 @@ def test_paths_cannot_escape_the_runs_root(tmp_path):
     for kw in ({"name": "/etc"}, {"name": "a/../../b"}, {"run_dir": "/etc/x"}, {"run_dir": str(tmp_path / "other")}):
         with pytest.raises(ValueError, match="name=|run_dir="):
             T.TrainConfig(**{**TINY, "runs_root": str(tmp_path / "runs"), **kw}).check_paths()
-    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "exp" / "20260101-000000-abcdef").mkdir(parents=True)
+    (tmp_path / "runs" / "exp" / "20260101-000000-abcdef" / "status.json").write_text("{}")
     (tmp_path / "runs" / "link").symlink_to("/tmp")
-    with pytest.raises(ValueError, match="outside runs_root"):
-        T.TrainConfig(**{**TINY, "runs_root": str(tmp_path / "runs"), "run_dir": str(tmp_path / "runs/link/x")}).check_paths()
+    for kw, message in [({"run_dir": str(tmp_path / "runs/link/x")}, "inside runs_root"),
+                        ({"name": "link/x"}, "leads outside runs_root"),
+                        ({"run_dir": str(tmp_path / "runs")}, "must be a new folder inside runs_root"),
+                        ({"run_dir": str(tmp_path / "runs/exp")}, "holds other runs"),
+                        ({"name": "x" * 5000}, "(5000 characters): at most 100")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            T.TrainConfig(**{**TINY, "runs_root": str(tmp_path / "runs"), **kw})
 
 
 # 10. Corrupt dataset files: a clear error at load; local non-official files load and are recorded
@@ -268,6 +275,8 @@ def test_valid_local_files_load_as_a_local_dataset(tiny_dataset):
     ("magic", "wrong magic number"),
     ("count", "(20, 28, 28) images vs (19,) labels"),
     ("not_gzip", "cannot be read as gzip"),
+    ("32x32", "(20, 32, 32) images; expected at least one image of 28x28 pixels"),
+    ("empty_test", "(0, 28, 28) images; expected at least one image"),
 ])
 def test_corrupt_dataset_files_fail_clearly(tiny_dataset, damage, message):
     images, labels = tiny_dataset / "train-images-idx3-ubyte.gz", tiny_dataset / "train-labels-idx1-ubyte.gz"
@@ -276,6 +285,10 @@ def test_corrupt_dataset_files_fail_clearly(tiny_dataset, damage, message):
     if damage == "magic": images.write_bytes(gzip.compress(b"\x00\x00\x09\x03" + raw[4:]))
     if damage == "count": write_idx(labels, torch.zeros(19, dtype=torch.uint8))
     if damage == "not_gzip": images.write_bytes(raw)
+    if damage == "32x32": write_idx(images, torch.zeros(20, 32, 32, dtype=torch.uint8))
+    if damage == "empty_test":
+        write_idx(tiny_dataset / "t10k-images-idx3-ubyte.gz", torch.zeros(0, 28, 28, dtype=torch.uint8))
+        write_idx(tiny_dataset / "t10k-labels-idx1-ubyte.gz", torch.zeros(0, dtype=torch.uint8))
     with pytest.raises(ValueError, match=re.escape(message)):
         load_data("mnist", tiny_dataset, download_ok=False)
 
@@ -430,6 +443,32 @@ T.fit(T.TrainConfig(resume=sys.argv[1], epochs=300, progress="none", save_period
     history = R.read_history(first)
     assert config["epochs"] == 300 and summary["epochs"] == 300 and len(history) == 300
     assert R.load_checkpoint(first / "last.pt")["state"]["epoch"] == 300
+    # eval's plots and a safetensors export into the folder wait for no writer either: they fail at once
+    from mnist_lab.eval import report, export_safetensors
+    hold = "import sys, time; from mnist_lab.record import lock_run; lock_run(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(first)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for write in (lambda: report(first, show=False), lambda: export_safetensors(first)):
+            with pytest.raises(R.RunLocked, match="is being written by another process"): write()
+    finally: holder.kill(); holder.wait()
+    assert not (first / "confusion.png").exists() and not (first / "model.safetensors").exists()
+
+
+def test_an_unreadable_checkpoint_is_not_corrupt_and_is_never_overwritten(tmp_path):
+    run = T.fit(T.TrainConfig(**TINY, runs_root=str(tmp_path), run_dir=str(tmp_path / "r"))).run_dir
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    (run / "last.pt").chmod(0)  # intact, but not ours to read
+    # root reads through permissions: drop the capabilities that let it, as any user's process is
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    code = ("import sys, mnist_lab.train as T; T.fit(T.TrainConfig(dataset='mnist_sample', model='linear', "
+            "batch_size=100, steps_per_epoch=2, scheduler='none', tensorboard=False, progress='none', "
+            "runs_root=sys.argv[2], resume=sys.argv[1], epochs=3))")
+    r = subprocess.run([*drop, sys.executable, "-c", code, str(run), str(tmp_path)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and f"cannot read {run / 'last.pt'}: Permission denied" in r.stderr, r.stderr[-2000:]
+    assert "not a readable checkpoint" not in r.stderr + r.stdout  # no fallback to best.pt
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == files
 
 
 # 16. Hostile files cannot exhaust memory: an IDX gzip bomb, an IDX header that lies, a YAML alias bomb
