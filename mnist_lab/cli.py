@@ -112,21 +112,21 @@ def cmd_runs(a) -> int:
 
 # %% ../nbs/06_cli.ipynb #6bfceb46
 def cmd_sweep(a) -> int:
-    "Run the sweep a YAML/JSON spec describes (grid, random, optuna), print its table; exit 1 if no trial completed."
-    from mnist_lab.sweep import sweep, optuna_search, load_spec
-    spec = load_spec(a.spec)  # YAML or JSON, no aliases, every key checked
-    method = spec.pop("method", "grid")
-    if method == "optuna":
-        trials = optuna_search(**spec).trials_dataframe()
-        cols = ["number", "state", "value", *[c for c in trials.columns if c.startswith("params_")]]
-        print(trials[cols].to_string(index=False))
-        done = (trials.state == "COMPLETE").any()
+    "Run the sweep a spec describes, or join one (--join); print its table; exit 1 if no trial completed."
+    from mnist_lab.sweep import load_spec, open_study, run_sweep, join
+    from mnist_lab.runs import runs_table
+    from mnist_lab.data import project_path
+    if bool(a.spec) == bool(a.join): raise ValueError("give a spec file, or --join STORAGE STUDY (not both)")
+    if a.n_jobs is not None and not 0 <= a.n_jobs <= 256: raise ValueError(f"--n-jobs {a.n_jobs}: 0 to 256")
+    if a.join:
+        counts = join(*a.join, n_jobs=a.n_jobs or 1, plugins=a.plugins, sweep_dir=a.sweep_dir)
     else:
-        df = sweep(method=method, **spec)
-        print_runs(df)
-        done = (df.status == "completed").any()
-    if not done: print("sweep: no trial completed", file=sys.stderr)
-    return 0 if done else 1
+        spec = load_spec(a.spec)  # YAML or JSON, no aliases, every key checked
+        study, url = open_study(spec)
+        counts = run_sweep(study, url, a.n_jobs if a.n_jobs is not None else spec["n_jobs"])
+        print_runs(runs_table(project_path(spec["sweep_dir"]) / "trials"))
+    if not counts["complete"]: print("sweep: no trial completed", file=sys.stderr)
+    return 0 if counts["complete"] else 1
 
 # %% ../nbs/06_cli.ipynb #12929c77
 TEMPLATE_FILES = ("nbs/*.ipynb", "nbs/*.md", "tests/*.py", "tests/*.md", "bench/*.py", "bench/*.md",
@@ -196,8 +196,14 @@ def main(argv=None) -> int:
     ls.add_argument("--sort", help="column to sort by, best first for metrics (e.g. val_accuracy)")
     ls.add_argument("--where", action="append", metavar="COL=VALUE", help="keep rows where COL equals VALUE")
     ls.add_argument("--all", action="store_true", help="show every column")
-    sw = sub.add_parser("sweep", help="run a sweep from a YAML or JSON spec")
-    sw.add_argument("spec", help="file with method (grid, random, optuna), space, params, n_jobs, ...")
+    sw = sub.add_parser("sweep", help="run a sweep from a YAML or JSON spec, or join one")
+    sw.add_argument("spec", nargs="?", help="file with method (grid, random, tpe), space, params, n_jobs, ...")
+    sw.add_argument("--join", nargs=2, metavar=("STORAGE", "STUDY"), help="add workers to this sweep")
+    sw.add_argument("--n-jobs", type=int, help="workers on this machine (default: the spec's n_jobs; 1 to join)")
+    sw.add_argument("--plugins", default="", help="with --join: the plugins the sweep's params name (never "
+                    "imported from the study unasked)")
+    sw.add_argument("--sweep-dir", help="with --join: where this machine keeps the trials' run folders (default: "
+                    "the sweep's folder, as on a shared file system)")
     nw = sub.add_parser("new", help="create a new project from this one (renamed package, no runs or history)")
     nw.add_argument("dest", help="folder to create")
     nw.add_argument("--name", help="package name (default: the folder name)")

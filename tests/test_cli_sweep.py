@@ -1,9 +1,11 @@
-"""The `mnist-lab` console script as installed, sweeps with parallel workers, failing and resumed trials,
-and Optuna pruning."""
-import json, subprocess, sys
+"""The `mnist-lab` console script as installed; sweeps: checked specs, two workers, failing, pruned, interrupted and
+resumed trials, both executors, optuna-dashboard."""
+import json, os, subprocess, sys
 from pathlib import Path
+import optuna
 import pytest
 import mnist_lab.sweep as S
+from mnist_lab.record import read_history
 from mnist_lab.runs import runs_table
 
 FAST = ["-p", "dataset", "mnist_sample", "-p", "model", "linear", "-p", "epochs", "1", "-p", "steps_per_epoch", "5",
@@ -58,52 +60,62 @@ def test_errors_are_one_line_and_non_zero(tmp_path, args, message):
 def test_sweep_specs_are_checked_and_a_sweep_with_no_completed_trial_fails(tmp_path, capsys):
     import mnist_lab.cli
     spec = tmp_path / "sweep.yaml"
-    for bad, message in [("space: {lr: [0.1]}\nn_trials: 3\n", "['n_trials'] not used by method 'grid'"),
+    for bad, message in [("space: {lr: [0.1]}\nseed: 3\n", "['seed'] not used by method 'grid'"),
                          ("method: random\nspace: {lr: {low: 0.1, high: 0.01}}\n", "low <= high"),
-                         ("method: optuna\nspace: {lr: [0.1]}\nn_jobs: -1\n", "n_jobs=-1: must be in [0, 256]")]:
+                         ("method: tpe\nspace: {lr: [0.1]}\nn_jobs: -1\n", "n_jobs=-1: must be in [0, 256]"),
+                         ("method: optuna\nspace: {lr: [0.1]}\n", "method='optuna': choose one of grid, random, tpe")]:
         spec.write_text(bad)
         assert mnist_lab.cli.main(["sweep", str(spec)]) == 1 and message in capsys.readouterr().err, message
     assert not (tmp_path / "runs").exists()
     # every trial fails at run time (no data there): the sweep ends, says so, and exits 1
-    spec.write_text(json.dumps({"method": "optuna", "space": {"seed": [0, 1]}, "n_trials": 2,
+    spec.write_text(json.dumps({"method": "random", "space": {"seed": [0, 1]}, "n_trials": 2,
                                 "sweep_dir": str(tmp_path / "sw"),
                                 "params": {"dataset": "mnist", "data_dir": str(tmp_path / "none"), "download": False}}))
     assert mnist_lab.cli.main(["sweep", str(spec)]) == 1
-    assert "no trial completed" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "2 trials: 0 completed, 0 pruned, 2 failed" in out and "no trial completed" in err, out + err
 
 
 def trial_logs(sweep_dir) -> str:
-    "Every trial's status and papermill log tail: what a failure message needs to be understood from CI's log."
+    "Every trial's status and log tail: what a failure message needs to be understood from CI's log."
     return "".join(f"\n--- {d.name}: {(d / 'status.json').read_text() if (d / 'status.json').is_file() else 'no status'}"
-                   f"\n{(d / 'papermill.log').read_text()[-1500:] if (d / 'papermill.log').is_file() else ''}"
+                   + "".join(f"\n{(d / f).read_text()[-1500:]}" for f in ("papermill.log", "train.log") if (d / f).is_file())
                    for d in sorted((Path(sweep_dir) / "trials").iterdir()))
 
 
-def test_sweep_with_two_workers_failing_trial_and_resume(tmp_path):
+def test_grid_with_two_workers_a_failing_trial_and_a_rerun(tmp_path):
+    "Two local workers share a grid; a failing trial is recorded and the sweep goes on; a re-run trains nothing."
     base = {"dataset": "mnist_sample", "model": "mlp", "optimizer": "sgd", "epochs": 1, "steps_per_epoch": 5,
             "scheduler": "none", "tensorboard": False}
     # lr 1e30 blows up at the second step: a trial that raises at run time; the sweep must go on
-    space = {"lr": [1e-2, 1e30], "seed": [0, 1]}
-    first = S.sweep({"lr": [1e-2], "seed": [0]}, tmp_path / "sw", n_jobs=2, params=base)  # a sweep that "crashed"
-    assert list(first.status) == ["completed"]
     spec = tmp_path / "sweep.yaml"
-    spec.write_text(json.dumps({"method": "grid", "space": space, "params": base, "n_jobs": 2,
-                                "sweep_dir": str(tmp_path / "sw")}))
+    spec.write_text(json.dumps({"method": "grid", "space": {"lr": [1e-2, 1e30], "seed": [0, 1]}, "params": base,
+                                "n_jobs": 2, "sweep_dir": str(tmp_path / "sw")}))
     r = cli("sweep", str(spec), cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
     logs = trial_logs(tmp_path / "sw")
-    assert "4 trials: 3 ran, 1 already completed; 2 failed" in r.stdout, r.stdout[-2000:] + logs
+    assert r.returncode == 0, r.stderr[-2000:] + logs
+    assert "sweep sw: 4 trials: 2 completed, 0 pruned, 2 failed" in r.stdout, r.stdout[-2000:] + logs
+    assert r.stdout.count("\ntrial ") + r.stdout.startswith("trial ") == 4  # a line per finished trial
     table = runs_table(tmp_path / "sw" / "trials")
-    assert len(table) == 4 and sorted(table.status) == ["completed", "completed", "failed", "failed"], \
-        table.to_string() + logs
+    assert sorted(table.run) == ["0000", "0001", "0002", "0003"], table.to_string() + logs
+    assert sorted(table.status) == ["completed", "completed", "failed", "failed"], table.to_string() + logs
     shown = table[["status", "threads", "started", "error"]].to_string() + logs
     assert table[table.status == "failed"].error.str.contains("FloatingPointError").all(), shown
-    assert table.threads.eq(1).all(), shown  # 2 workers on 2 cores: one torch thread each
-    assert table.started.min() == first.started.min(), shown  # the completed trial was not run again
+    assert table.threads.eq(max(1, (os.cpu_count() or 1) // 2)).all(), shown  # the workers share the cores
+    study = optuna.load_study(study_name="sw", storage=f"sqlite:///{tmp_path}/sw/study.db")
+    assert sorted((t.params["lr"], t.params["seed"]) for t in study.trials) == \
+        [(1e-2, 0), (1e-2, 1), (1e30, 0), (1e30, 1)]  # every grid point once
+    # running it again trains nothing; the same folder with another spec is refused, and nothing changes
+    r = cli("sweep", str(spec), cwd=tmp_path)
+    assert r.returncode == 0 and "4 trials: 2 completed, 0 pruned, 2 failed" in r.stdout, r.stdout + r.stderr
+    assert runs_table(tmp_path / "sw" / "trials").started.tolist() == table.started.tolist()
+    spec.write_text(json.dumps({"space": {"lr": [0.5]}, "params": base, "sweep_dir": str(tmp_path / "sw")}))
+    r = cli("sweep", str(spec), cwd=tmp_path)
+    assert r.returncode == 1 and "holds another sweep (it differs in n_trials, space)" in r.stderr, r.stderr
+    assert len(optuna.load_study(study_name="sw", storage=f"sqlite:///{tmp_path}/sw/study.db").trials) == 4
 
 
-def test_optuna_median_pruner_prunes_on_a_scripted_objective(tmp_path, monkeypatch):
-    import optuna
+def test_median_pruner_prunes_on_a_scripted_objective(tmp_path, monkeypatch):
     from types import SimpleNamespace
     def scripted_fit(cfg, on_epoch=None):
         # trials with lr near 1e-2 climb, the others stay low: the median rule must stop some of those
@@ -112,20 +124,39 @@ def test_optuna_median_pruner_prunes_on_a_scripted_objective(tmp_path, monkeypat
             on_epoch({"epoch": epoch, "val_accuracy": (0.5 + 0.1 * epoch) if good else 0.2})
         return SimpleNamespace(summary={"best": 1.0 if good else 0.2})
     monkeypatch.setattr(S, "fit", scripted_fit)
-    study = S.optuna_search({"lr": [1e-2, 1e-4]}, tmp_path / "search", n_trials=8, sampler="random",
-                            params={"dataset": "mnist_sample"})
+    S.sweep({"lr": [1e-2, 1e-4]}, tmp_path / "search", method="random", n_trials=8, pruner="median",
+            params={"dataset": "mnist_sample"})
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path}/search/study.db")
     states = [t.state for t in study.trials]
     assert len(states) == 8 and optuna.trial.TrialState.PRUNED in states
-    assert study.best_params == {"lr": 1e-2} and (tmp_path / "search" / "study.db").is_file()
+    assert study.best_params == {"lr": 1e-2}
+
+
+def test_both_executors_train_the_same_trials_and_report_every_epoch(tmp_path):
+    "The same 2-point grid in-process and as papermill runs: the same metrics, the same values in the study."
+    base = {"dataset": "mnist_sample", "model": "mlp", "epochs": 2, "steps_per_epoch": 10, "tensorboard": False}
+    studies = {}
+    for executor in ("inprocess", "papermill"):
+        S.sweep({"seed": [0, 1]}, tmp_path / executor, n_jobs=2, params=base, executor=executor)
+        studies[executor] = optuna.load_study(study_name=executor, storage=f"sqlite:///{tmp_path}/{executor}/study.db")
+    for k in ("0000", "0001"):
+        rows = {e: [{m: v for m, v in r.items() if m != "epoch_time"} for r in
+                    read_history(tmp_path / e / "trials" / k)] for e in studies}
+        assert len(rows["inprocess"]) == 2 and rows["inprocess"] == rows["papermill"], (k, rows)
+    assert (tmp_path / "papermill" / "trials" / "0000" / "notebook.ipynb").is_file()  # each trial's notebook
+    assert (tmp_path / "inprocess" / "trials" / "0000" / "train.log").is_file()
+    values = {e: sorted((t.params["seed"], t.value, tuple(t.intermediate_values.items())) for t in s.trials)
+              for e, s in studies.items()}
+    assert values["inprocess"] == values["papermill"] and len(values["inprocess"][0][2]) == 2, values
 
 
 def test_ctrl_c_stops_a_sweep_cleanly_and_rerun_finishes_it(tmp_path):
-    import os, signal, time
+    import signal, time
     from mnist_lab.record import run_status
     base = {"dataset": "mnist_sample", "model": "cnn", "width": 32, "amp": "off", "epochs": 12, "steps_per_epoch": 10,
             "scheduler": "none", "tensorboard": False}
     spec = tmp_path / "sweep.json"
-    spec.write_text(json.dumps({"space": {"seed": [0, 1]}, "params": base, "n_jobs": 2,
+    spec.write_text(json.dumps({"space": {"seed": [0, 1]}, "params": base, "n_jobs": 2, "executor": "papermill",
                                 "sweep_dir": str(tmp_path / "sw")}))
     p = subprocess.Popen([MNIST_LAB, "sweep", str(spec)], cwd=tmp_path, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -145,7 +176,7 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_rerun_finishes_it(tmp_path):
         with pytest.raises(ProcessLookupError): os.kill(s["pid"], 0)
     # running it again resumes the two interrupted trials from their checkpoints
     r = subprocess.run([MNIST_LAB, "sweep", str(spec)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "2 trials: 2 ran, 0 already completed; 0 failed" in r.stdout, r.stderr[-2000:]
+    assert r.returncode == 0 and "2 trials: 2 completed, 0 pruned, 0 failed" in r.stdout, r.stdout + r.stderr
     resumed = [d for d in trials.iterdir() if (d / "notebook-2.ipynb").is_file()]
     assert len(resumed) == 2 and all("resuming" in (d / "papermill.log").read_text() for d in resumed)
     assert all(len((d / "metrics.jsonl").read_text().splitlines()) == 12 for d in trials.iterdir())
@@ -180,8 +211,7 @@ def test_optuna_dashboard_serves_the_study(tmp_path, monkeypatch):
     import socket, time, urllib.request
     from types import SimpleNamespace
     monkeypatch.setattr(S, "fit", lambda cfg, on_epoch=None: SimpleNamespace(summary={"best": cfg.lr}))
-    S.optuna_search({"lr": {"low": 1e-3, "high": 1e-1}}, tmp_path / "search", n_trials=3, pruner="none",
-                    params={"dataset": "mnist_sample"}, study_name="dash")
+    S.sweep({"lr": [1e-3, 1e-2, 1e-1]}, tmp_path / "search", params={"dataset": "mnist_sample"}, study_name="dash")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
     p = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), f"sqlite:///{tmp_path}/search/study.db",

@@ -105,28 +105,35 @@ def running(pid: int) -> bool:
 
 
 def test_a_killed_foreground_command_leaves_nothing_training(tmp_path):
-    """SIGKILL or SIGTERM of a foreground `mnist-lab train`: papermill and its kernel end too (the parent-death
-    signal), the run is recorded as failed, its last checkpoint is whole."""
-    sigs = (signal.SIGKILL, signal.SIGTERM)
+    """SIGKILL or SIGTERM of a foreground `mnist-lab train`, SIGKILL of `mnist-lab sweep`: papermill and its kernel
+    end too (the parent-death signal), the run is recorded as failed, its last checkpoint is whole."""
     endless = [*SLOW, "-p", "epochs", "1000"]  # still training when the command is killed
-    procs = {s: subprocess.Popen([MNIST_LAB, "train", *endless, "--name", s.name], cwd=tmp_path,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for s in sigs}
-    status = lambda s: R.run_status(next((tmp_path / "runs" / s.name).iterdir()))
-    deadline = time.time() + 120
-    while not all((tmp_path / "runs" / s.name).is_dir() and status(s).get("epoch", 0) >= 1 for s in sigs):
-        assert time.time() < deadline, {s.name: p.poll() for s, p in procs.items()}
+    params = dict(zip(endless[1::3], endless[2::3]))  # -p NAME VALUE triples
+    (tmp_path / "sweep.yaml").write_text(json.dumps({"space": {"seed": [0]}, "params": params, "n_jobs": 1,
+                                                     "executor": "papermill",
+                                                     "sweep_dir": str(tmp_path / "runs" / "sweep")}))
+    commands = {"kill": (["train", *endless, "--name", "kill"], signal.SIGKILL),
+                "term": (["train", *endless, "--name", "term"], signal.SIGTERM),
+                "sweep": (["sweep", "sweep.yaml"], signal.SIGKILL)}
+    procs = {k: subprocess.Popen([MNIST_LAB, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True) for k, (args, _) in commands.items()}
+    run = lambda k: next(p.parent for p in (tmp_path / "runs" / k).rglob("status.json"))
+    started = lambda k: any((tmp_path / "runs" / k).rglob("status.json")) and R.run_status(run(k)).get("epoch", 0) >= 1
+    deadline = time.time() + 180
+    while not all(started(k) for k in commands):
+        ended = {k: p.poll() for k, p in procs.items() if p.poll() is not None}
+        assert not ended and time.time() < deadline, {k: procs[k].communicate()[0][-1500:] for k in ended}
         time.sleep(0.3)
-    kernels = {s: status(s)["pid"] for s in sigs}
-    for s, p in procs.items(): p.send_signal(s)
+    kernels = {k: R.run_status(run(k))["pid"] for k in commands}
+    for k, p in procs.items(): p.send_signal(commands[k][1])
     for p in procs.values(): p.wait(60)
-    assert procs[signal.SIGTERM].returncode == 130  # as Ctrl-C
+    assert procs["term"].returncode == 130  # as Ctrl-C
     deadline = time.time() + 30
     while any(running(k) for k in kernels.values()) and time.time() < deadline: time.sleep(0.2)
     assert not any(running(k) for k in kernels.values()), "a kernel trains on without its command"
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "runs")], capture_output=True, text=True).stdout
     assert not leftovers.strip(), leftovers  # no papermill either
-    for s in sigs:
-        run = next((tmp_path / "runs" / s.name).iterdir())
-        assert R.run_status(run)["status"] == "failed", (s, R.run_status(run))
-        assert R.load_checkpoint(run / "last.pt")["state"]["epoch"] >= 1
-    assert "KeyboardInterrupt" in R.run_status(next((tmp_path / "runs" / "SIGTERM").iterdir()))["error"]
+    for k in commands:
+        assert R.run_status(run(k))["status"] == "failed", (k, R.run_status(run(k)))
+        assert R.load_checkpoint(run(k) / "last.pt")["state"]["epoch"] >= 1
+    assert "KeyboardInterrupt" in R.run_status(run("term"))["error"]

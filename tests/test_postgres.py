@@ -1,8 +1,10 @@
-"""An Optuna study on a real PostgreSQL server (Debian's package, started on loopback for the test) shared by
-two worker processes: every trial runs once, none is lost, and both workers take part."""
-import glob, os, shutil, socket, subprocess, tempfile
+"""Sweeps shared by workers: two `mnist-lab sweep` processes in different folders on one SQLite file and on a real
+PostgreSQL server (Debian's package, started on loopback for the test); a killed worker's trial resumed by another."""
+import glob, json, os, shutil, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 import pytest
+
+MNIST_LAB = str(Path(sys.executable).parent / "mnist-lab")
 
 
 def free_port() -> int:
@@ -39,19 +41,79 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_two_workers_share_one_postgres_study(postgres_url, tmp_path):
+def wait_for(cond, timeout, what):
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, what
+        time.sleep(0.3)
+
+
+def study_of(url, name):
+    "The study, once the first worker has created it and stored its spec (None before)."
     import optuna
-    from mnist_lab.sweep import optuna_search
-    study = optuna_search({"lr": {"low": 1e-3, "high": 3e-2, "log": True}}, tmp_path / "search", n_trials=6, n_jobs=2,
-                          storage=postgres_url, study_name="shared", pruner="none",
-                          params={"dataset": "mnist_sample", "model": "linear", "epochs": 1, "steps_per_epoch": 5,
-                                  "tensorboard": False})
+    try: study = optuna.load_study(study_name=name, storage=url)
+    except Exception: return None
+    return study if "spec" in study.user_attrs else None
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_two_workers_in_different_folders_share_one_study(backend, tmp_path, request):
+    """A 6-point grid: `mnist-lab sweep spec` in one folder, `mnist-lab sweep --join URL STUDY` in another. Every
+    point completes exactly once, both workers take part, and the runs table and the study agree."""
+    import optuna
+    from mnist_lab.runs import runs_table
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else f"sqlite:///{tmp_path}/sw/study.db"
+    base = {"dataset": "mnist_sample", "model": "mlp", "epochs": 1, "steps_per_epoch": 30, "tensorboard": False}
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(); b.mkdir()
+    (a / "sweep.yaml").write_text(json.dumps({"space": {"lr": [1e-3, 1e-2, 3e-2], "seed": [0, 1]}, "params": base,
+                                              "sweep_dir": str(tmp_path / "sw"), "study_name": "shared",
+                                              **({"storage": url} if backend == "postgres" else {})}))
+    first = subprocess.Popen([MNIST_LAB, "sweep", "sweep.yaml"], cwd=a, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    wait_for(lambda: (tmp_path / "sw").is_dir() and study_of(url, "shared"), 120, "the first worker made no study")
+    second = subprocess.run([MNIST_LAB, "sweep", "--join", url, "shared"], cwd=b, capture_output=True, text=True,
+                            timeout=300)
+    out = first.communicate(timeout=300)[0]
+    assert first.returncode == 0 and second.returncode == 0, out[-2000:] + second.stdout[-2000:] + second.stderr[-2000:]
+    study = optuna.load_study(study_name="shared", storage=url)
     trials = study.trials
-    assert not (tmp_path / "search" / "study.db").exists()  # the study lives in PostgreSQL
-    # MaxTrialsCallback may let a second worker finish the trial it had started: 6 or 7 trials
-    assert 6 <= len(trials) <= 7 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    assert sorted(t.number for t in trials) == list(range(len(trials)))  # no duplicated or missing numbers
-    run_dirs = [t.user_attrs["run_dir"] for t in trials]
-    assert len(set(run_dirs)) == len(trials) and all(Path(d, "summary.json").is_file() for d in run_dirs)
-    assert sorted(p.name for p in (tmp_path / "search" / "trials").iterdir()) == sorted(Path(d).name for d in run_dirs)
-    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers ran trials
+    assert sorted(t.number for t in trials) == list(range(6)), [(t.number, t.state) for t in trials]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({(t.params["lr"], t.params["seed"]) for t in trials}) == 6  # each point once
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers took part
+    assert (tmp_path / "sw" / "study.db").exists() == (backend == "sqlite")
+    table = runs_table(tmp_path / "sw" / "trials")
+    assert sorted(table.run) == sorted(Path(t.user_attrs["run_dir"]).name for t in trials)
+    best = table.sort_values("val_accuracy").iloc[-1]
+    assert best.val_accuracy == study.best_value and best.lr == study.best_params["lr"]
+    assert not (a / "runs").exists() and not (b / "runs").exists()  # run folders went to the sweep's folder
+
+
+def test_a_killed_worker_s_trial_is_resumed_by_another(tmp_path):
+    """SIGKILL a worker mid-trial: its trial stops beating, the next worker queues it again and resumes it from its
+    checkpoint; the trial's final weights equal an uninterrupted run's."""
+    import optuna, torch
+    import mnist_lab.record as R
+    from mnist_lab.train import TrainConfig, fit
+    base = {"dataset": "mnist_sample", "model": "cnn", "width": 8, "epochs": 6, "steps_per_epoch": 15,
+            "scheduler": "none", "tensorboard": False, "threads": 1}
+    (tmp_path / "sweep.yaml").write_text(json.dumps({"space": {"seed": [0]}, "params": base,
+                                                     "sweep_dir": str(tmp_path / "sw")}))
+    worker = subprocess.Popen([MNIST_LAB, "sweep", "sweep.yaml"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    run = tmp_path / "sw" / "trials" / "0000"
+    wait_for(lambda: R.run_status(run).get("epoch", 0) >= 2, 120, "the trial did not train")
+    worker.kill(); worker.wait()
+    url = f"sqlite:///{tmp_path}/sw/study.db"
+    r = subprocess.run([MNIST_LAB, "sweep", "--join", url, "sw"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "1 trials: 1 completed" in r.stdout, r.stdout + r.stderr
+    trials = optuna.load_study(study_name="sw", storage=url).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"] and trials[1].system_attrs["failed_trial"] == 0
+    log = (run / "train.log").read_text()
+    assert "resuming" in log and "at epoch 0" not in log, log[-2000:]
+    assert len(R.read_history(run)) == 6
+    again = fit(TrainConfig.from_params(**base, runs_root=str(tmp_path / "plain")))  # the same trial, uninterrupted
+    resumed = R.load_weights(run / "model.pt")
+    assert all(torch.equal(v, resumed[k]) for k, v in again.model.state_dict().items())
