@@ -69,7 +69,7 @@ def papermill(args: list, run_dir: Path) -> int:
     try: p.wait()
     except KeyboardInterrupt:
         print("interrupting the run...", file=sys.stderr)
-        stop_papermill(p)
+        stop_papermill(p, run_dir=run_dir)
         raise
     s = run_status(run_dir)  # also records a dead kernel as failed
     print(f"{run_dir}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))

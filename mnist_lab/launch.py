@@ -175,11 +175,14 @@ def children(pid: int) -> list:
         if int(fields_[1]) == pid: kids.append(int(stat.parent.name))
     return kids
 
-def stop_papermill(p: subprocess.Popen, grace: float = 15.0):
+def stop_papermill(p: subprocess.Popen, grace: float = 15.0, run_dir=None):
     """Stop a papermill run the way Jupyter does: interrupt its kernel (its own session, so a terminal's
     Ctrl-C never reaches it); `fit` then records the run as failed (KeyboardInterrupt) and papermill exits.
+    The kernel is the pid in `run_dir`'s status once it trains; before that, papermill's child processes.
     Whatever is still alive after `grace` seconds is killed."""
-    kernels = children(p.pid)
+    s = run_status(run_dir) if run_dir else {}
+    training = s.get("status") == "running" and s.get("host") == socket.gethostname()
+    kernels = [s["pid"]] if training else children(p.pid)
     for k in kernels:
         try: os.kill(k, signal.SIGINT)
         except ProcessLookupError: pass

@@ -6,11 +6,11 @@
 __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', 'EXECUTORS', 'DEFAULT_PRUNER', 'HEARTBEAT',
            'GRACE', 'STORED', 'check_shapes', 'check_range', 'settings_to_check', 'check_space', 'grid_sampler',
            'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'quiet_optuna',
-           'storage_for', 'open_study', 'slot', 'latest', 'report', 'train_in_process', 'train_papermill', 'objective',
-           'suggest', 'work', 'requeue', 'start_workers', 'worker_main', 'trial_line', 'follow', 'counts',
-           'summary_line', 'run_sweep', 'sweep', 'join', 'multi_seed']
+           'storage_for', 'study_address', 'load_study', 'open_study', 'slot', 'latest', 'report', 'train_in_process',
+           'train_papermill', 'objective', 'suggest', 'work', 'requeue', 'start_workers', 'worker_main', 'trial_line',
+           'follow', 'counts', 'summary_line', 'run_sweep', 'sweep', 'join', 'multi_seed']
 
-# %% ../nbs/05_sweep.ipynb #01fd9510
+# %% ../nbs/05_sweep.ipynb #e70d89ac
 import itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, warnings
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -22,7 +22,7 @@ from .train import fit, show_bars
 from .launch import start_papermill, stop_papermill
 from .runs import runs_table
 
-# %% ../nbs/05_sweep.ipynb #dbe739e3
+# %% ../nbs/05_sweep.ipynb #f3027c8f
 MAX_TRIALS = 10_000  # a grid larger than this is a typo, not a sweep
 
 def check_shapes(space: dict, grid: bool) -> dict:
@@ -39,7 +39,7 @@ def check_shapes(space: dict, grid: bool) -> dict:
         raise ValueError(f"space: a grid of {n:,} trials; at most {MAX_TRIALS:,}")
     return space
 
-# %% ../nbs/05_sweep.ipynb #23a638a4
+# %% ../nbs/05_sweep.ipynb #b8fd0b74
 def check_range(k: str, v: dict):
     "low <= high, finite numbers (integers with int, > 0 with log), log and int true or false."
     lo, hi, number = v["low"], v["high"], lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
@@ -51,7 +51,7 @@ def check_range(k: str, v: dict):
     if v.get("int") and not (float(lo).is_integer() and float(hi).is_integer()):
         raise ValueError(f"space[{k!r}]={v!r}: an int range needs integer low and high")
 
-# %% ../nbs/05_sweep.ipynb #ccd07d4d
+# %% ../nbs/05_sweep.ipynb #98f9b20b
 def settings_to_check(space: dict, grid: bool) -> list:
     "The settings that stand for the space: every grid point, else each range's ends with the first choices."
     if grid: return [dict(zip(space, values)) for values in itertools.product(*space.values())]
@@ -64,7 +64,7 @@ def check_space(space: dict, params: dict, grid: bool) -> int:
     for s in settings: TrainConfig.from_params(**{**params, **s})
     return len(settings) if grid else 0
 
-# %% ../nbs/05_sweep.ipynb #7bd93f41
+# %% ../nbs/05_sweep.ipynb #3bf2a537
 def grid_sampler(space: dict, seed):
     "Every combination of the listed values, trial k on point k."
     import optuna; return optuna.samplers.GridSampler(space, seed=seed)
@@ -79,7 +79,7 @@ def tpe_sampler(space: dict, seed):
 
 SAMPLERS = {"grid": grid_sampler, "random": random_sampler, "tpe": tpe_sampler}
 
-# %% ../nbs/05_sweep.ipynb #86ce3373
+# %% ../nbs/05_sweep.ipynb #cc86462e
 def median_pruner():
     "Stop a trial below the median of earlier trials at the same epoch."
     import optuna; return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
@@ -90,7 +90,7 @@ def no_pruner():
 
 PRUNERS = {"median": median_pruner, "none": no_pruner}
 
-# %% ../nbs/05_sweep.ipynb #1a1efef0
+# %% ../nbs/05_sweep.ipynb #b335a2bc
 MAX_SPEC_BYTES = 1 << 20
 
 def load_spec(path) -> dict:
@@ -111,7 +111,7 @@ def load_spec(path) -> dict:
     if not isinstance(spec, dict): raise ValueError(f"{path}: a sweep spec is a mapping (method, space, params, ...)")
     return check_spec(spec, str(path))
 
-# %% ../nbs/05_sweep.ipynb #fe661c5f
+# %% ../nbs/05_sweep.ipynb #ee2cb55f
 SPEC_KEYS = {"method": str, "space": dict, "params": dict, "sweep_dir": str, "n_jobs": int, "n_trials": int,
              "seed": int, "storage": str, "study_name": str, "pruner": str, "executor": str}
 EXECUTORS = ("inprocess", "papermill")
@@ -142,7 +142,7 @@ def check_spec(spec: dict, source: str = "spec") -> dict:
                          "leave n_trials out")
     return spec
 
-# %% ../nbs/05_sweep.ipynb #5efc74e7
+# %% ../nbs/05_sweep.ipynb #82a16757
 HEARTBEAT, GRACE = 5, 20  # seconds: a killed worker's trial is taken over 20-25 s after its last beat
 
 def quiet_optuna():
@@ -160,28 +160,39 @@ def storage_for(url: str):
                                       heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
                                       **kw)
 
-# %% ../nbs/05_sweep.ipynb #6be94476
+# %% ../nbs/05_sweep.ipynb #b351397e
+def study_address(sweep_dir, storage: str | None = None, study_name: str | None = None) -> tuple:
+    "`(storage URL, study name)` of a sweep: SQLite in its folder and the folder's name, unless told otherwise."
+    sweep_dir = project_path(sweep_dir).resolve()
+    return storage or f"sqlite:///{sweep_dir / 'study.db'}", study_name or sweep_dir.name
+
+def load_study(sweep_dir="runs/sweep", storage: str | None = None, study_name: str | None = None):
+    "The Optuna study of a sweep, to look at (`trials_dataframe`, `best_params`, optuna's plots)."
+    import optuna
+    url, name = study_address(sweep_dir, storage, study_name)
+    return optuna.load_study(study_name=name, storage=url)
+
+# %% ../nbs/05_sweep.ipynb #c315e8cd
 STORED = ("method", "space", "params", "n_trials", "seed", "pruner", "executor")  # what a sweep is; not where
 
 def open_study(spec: dict):
     "Create the study of a checked `spec` (or continue it); returns `(study, storage URL)`."
     import optuna
     sweep_dir = project_path(spec["sweep_dir"]).resolve()
-    url = spec.get("storage") or f"sqlite:///{sweep_dir / 'study.db'}"
-    name = spec.get("study_name") or sweep_dir.name
+    url, name = study_address(sweep_dir, spec.get("storage"), spec.get("study_name"))
     what = json.loads(json.dumps({**{k: spec[k] for k in STORED if k in spec}, "sweep_dir": str(sweep_dir)}))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     mode = parse_monitor(TrainConfig.from_params(**spec["params"]).monitor)[0]
     study = optuna.create_study(storage=storage_for(url), study_name=name, load_if_exists=True,
                                 direction="maximize" if mode == "max" else "minimize")
-    if (stored := study.user_attrs.get("spec")) is None: study.set_user_attr("spec", what)
-    elif stored != what:
-        differ = sorted(k for k in {*stored, *what} if stored.get(k) != what.get(k))
+    stored = study.user_attrs.get("spec") or what
+    if differ := sorted(k for k in {*stored, *what} if k != "sweep_dir" and stored.get(k) != what.get(k)):
         raise ValueError(f"study {name!r} in {url} holds another sweep (it differs in {', '.join(differ)}): "
                          "choose another study_name or sweep_dir")
+    if study.user_attrs.get("spec") != what: study.set_user_attr("spec", what)  # new, or the project moved
     return study, url
 
-# %% ../nbs/05_sweep.ipynb #c0e1ad98
+# %% ../nbs/05_sweep.ipynb #a7e87c49
 def slot(t) -> int:
     "The slot of a study's trial: its own number, or for a retry the number of the trial it retries."
     return t.system_attrs.get("failed_trial", t.number)
@@ -193,14 +204,14 @@ def latest(study, n: int) -> dict:
         if slot(t) < n: out[slot(t)] = t
     return out
 
-# %% ../nbs/05_sweep.ipynb #2b213920
+# %% ../nbs/05_sweep.ipynb #c6bdd059
 def report(trial, row: dict, key: str):
     "Tell Optuna the epoch's `key` value; raise `TrialPruned` when the pruner says stop."
     import optuna
     trial.report(row[key], row["epoch"])
     if trial.should_prune(): raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
 
-# %% ../nbs/05_sweep.ipynb #0383b959
+# %% ../nbs/05_sweep.ipynb #10d1f9c4
 def train_in_process(trial, params: dict, run_dir: Path, key: str) -> float:
     "Train one trial in this process; returns its best monitored value."
     cfg = TrainConfig.from_params(**params)
@@ -208,7 +219,7 @@ def train_in_process(trial, params: dict, run_dir: Path, key: str) -> float:
     with open(run_dir / "train.log", "a") as log, redirect_stdout(log):
         return fit(cfg, on_epoch=lambda row: report(trial, row, key)).summary["best"]
 
-# %% ../nbs/05_sweep.ipynb #e1914d69
+# %% ../nbs/05_sweep.ipynb #1ae07f7a
 def train_papermill(trial, params: dict, run_dir: Path, key: str) -> float:
     "Train one trial as a papermill run in `run_dir`; returns its best monitored value."
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -222,7 +233,7 @@ def train_papermill(trial, params: dict, run_dir: Path, key: str) -> float:
             if ended: break
             time.sleep(0.5)
     except BaseException as e:  # pruned, or Ctrl-C: interrupt the kernel so the run records it
-        stop_papermill(p)
+        stop_papermill(p, run_dir=run_dir)
         if type(e).__name__ == "TrialPruned":
             s = run_status(run_dir)
             write_status(run_dir, "pruned", error=f"TrialPruned: {e}",
@@ -233,7 +244,7 @@ def train_papermill(trial, params: dict, run_dir: Path, key: str) -> float:
                            f"see {run_dir / 'papermill.log'}")
     return read_json(run_dir / "summary.json")["best"]
 
-# %% ../nbs/05_sweep.ipynb #204e71bc
+# %% ../nbs/05_sweep.ipynb #15315e4a
 def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
     "One trial of the sweep: the sampler's parameters, trained by the spec's executor into the slot's folder."
     import optuna
@@ -259,7 +270,7 @@ def suggest(trial, name: str, v):
     if v.get("int"): return trial.suggest_int(name, v["low"], v["high"], log=bool(v.get("log")))
     return trial.suggest_float(name, v["low"], v["high"], log=bool(v.get("log")))
 
-# %% ../nbs/05_sweep.ipynb #d454c597
+# %% ../nbs/05_sweep.ipynb #43777c96
 def work(study, threads: int, seed=None, sweep_dir=None):
     "Run the study's trials in this process until the sweep is done."
     import optuna
@@ -270,7 +281,10 @@ def work(study, threads: int, seed=None, sweep_dir=None):
     sweep_dir, current = Path(sweep_dir or spec["sweep_dir"]), []
     def one_trial(t):
         current[:] = [t.number]
-        return objective(t, spec, sweep_dir, threads)
+        try: return objective(t, spec, sweep_dir, threads)
+        except Exception as e:  # Optuna only logs it: keep why, for the progress line and the dashboard
+            if type(e).__name__ != "TrialPruned": t.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
+            raise
     while True:
         optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
@@ -290,7 +304,7 @@ def requeue(study, numbers: list):
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         if t.number in numbers: optuna.storages.RetryHeartbeatStaleTrialCallback()(study, t)
 
-# %% ../nbs/05_sweep.ipynb #ceb1be84
+# %% ../nbs/05_sweep.ipynb #71b5f1ad
 def start_workers(url: str, study_name: str, n: int, threads: int, sweep_dir=None) -> list:
     "Start `n` worker processes on the study (their own sessions: Ctrl-C reaches them through us, once)."
     code = "import sys; from mnist_lab.sweep import worker_main; worker_main(*sys.argv[1:])"
@@ -308,13 +322,13 @@ def worker_main(url: str, study_name: str, threads: str, index: str, sweep_dir: 
     try: work(study, int(threads), None if seed is None else seed + int(index), sweep_dir or None)
     except KeyboardInterrupt: sys.exit(130)
 
-# %% ../nbs/05_sweep.ipynb #f0ce2f74
+# %% ../nbs/05_sweep.ipynb #e8fba2a1
 def trial_line(k: int, t) -> str:
     "One line about a finished trial: slot, state, value, parameters, run folder."
     state = t.state.name.lower()
     what = f"{t.value:.4f}" if t.value is not None else ""
     if t.state.name == "PRUNED": what += f" at epoch {t.last_step}"
-    if t.state.name == "FAIL": what = t.system_attrs.get("fail_reason", "").strip().split("\n")[-1][:160]
+    if t.state.name == "FAIL": what = t.user_attrs.get("error", "interrupted")[:160]
     params = " ".join(f"{p}={v:.4g}" if isinstance(v, float) else f"{p}={v}" for p, v in t.params.items())
     return f"trial {k:>3} {state:<9} {what}  {params}  {t.user_attrs.get('run_dir', '')}".rstrip()
 
@@ -336,7 +350,7 @@ def follow(url: str, study_name: str, n: int, done: threading.Event, out, every:
         done.wait(every)
     bar.close()
 
-# %% ../nbs/05_sweep.ipynb #85c328ef
+# %% ../nbs/05_sweep.ipynb #0c7ac649
 def counts(study, n: int) -> dict:
     "{state: number of slots} over the sweep's `n` slots (`not started` for the ones no worker took yet)."
     c = {"complete": 0, "pruned": 0, "fail": 0, "running": 0, "waiting": 0, "not started": 0}
@@ -356,7 +370,7 @@ def summary_line(study, n: int, seconds: float) -> str:
         line += f"\nbest: trial {slot(b)} {b.value:.4f} {b.params} -> {b.user_attrs.get('run_dir')}"
     return line
 
-# %% ../nbs/05_sweep.ipynb #801c53e3
+# %% ../nbs/05_sweep.ipynb #55f891f9
 def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None) -> dict:
     "Work on `study` with `n_jobs` workers until the sweep is done; prints progress; returns the counts."
     spec, t0, out = study.user_attrs["spec"], time.time(), sys.stdout
@@ -384,7 +398,7 @@ def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None) -> dict:
     print(summary_line(study, spec["n_trials"], time.time() - t0), file=out)
     return counts(study, spec["n_trials"])
 
-# %% ../nbs/05_sweep.ipynb #3eabcada
+# %% ../nbs/05_sweep.ipynb #5b3cfc3f
 def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_jobs: int = 1,
           params: dict | None = None, **spec) -> pd.DataFrame:
     """Run a sweep over `space` (plus fixed `params`) as an Optuna study; returns the runs table of its trials.
@@ -395,7 +409,7 @@ def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_jobs: int
     run_sweep(study, url, spec["n_jobs"])
     return runs_table(Path(study.user_attrs["spec"]["sweep_dir"]) / "trials")
 
-# %% ../nbs/05_sweep.ipynb #6a5964a0
+# %% ../nbs/05_sweep.ipynb #7685c69d
 def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_dir=None) -> dict:
     """Add `n_jobs` workers on this machine to a sweep started elsewhere. The plugins its trials import must be
     named here: a spec read from a shared database runs none of its code unasked."""
@@ -411,7 +425,7 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
     check_spec(stored, f"study {study_name!r}")
     return run_sweep(study, url, n_jobs, sweep_dir)
 
-# %% ../nbs/05_sweep.ipynb #f56b1fbc
+# %% ../nbs/05_sweep.ipynb #652da374
 def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir="runs/seeds", n_jobs: int = 1,
                metric: str = "test_accuracy") -> pd.Series:
     "Run one config with several seeds; returns the mean, std and count of `metric` over them."

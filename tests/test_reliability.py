@@ -528,13 +528,15 @@ def test_damaged_records_are_reported_and_left_untouched(tmp_path):
     import mnist_lab.sweep as S
     from mnist_lab.runs import runs_table
     good = T.fit(T.TrainConfig(**TINY, runs_root=str(tmp_path / "runs"), name="good")).run_dir
-    trial = tmp_path / "runs" / "sweep" / "trials" / S.trial_id({"lr": 0.1})
+    trial = tmp_path / "runs" / "sweep" / "trials" / "0000"  # the folder of the sweep's first trial
     trial.mkdir(parents=True)
     (trial / "status.json").write_text('{"status": "runn')  # cut short by a crash
     (trial / "last.pt").write_bytes(b"precious checkpoint")
     before = {p.name: p.read_bytes() for p in trial.iterdir()}
-    r = S.run_trial({"lr": 0.1}, tmp_path / "runs" / "sweep", 1, set())  # what a re-run of the sweep does
-    assert r["status"] == "damaged" and {p.name: p.read_bytes() for p in trial.iterdir()} == before
+    S.sweep({"lr": [0.1]}, tmp_path / "runs" / "sweep", params=TINY)  # the sweep comes to that trial
+    (t,) = S.load_study(tmp_path / "runs" / "sweep").trials
+    assert t.state.name == "FAIL" and "status.json: not JSON" in t.user_attrs["error"], t.user_attrs
+    assert {p.name: p.read_bytes() for p in trial.iterdir()} == before
     half = tmp_path / "runs" / "half" / "r"
     half.mkdir(parents=True)
     R.write_status(half, "completed")
