@@ -150,11 +150,12 @@ def write_status(run_dir, status: str, **info):
                 "updated": time.time(), **info}, Path(run_dir) / "status.json")
 
 def pid_alive(pid: int) -> bool:
-    "Whether process `pid` exists on this machine."
+    "Whether process `pid` runs on this machine (a zombie, ended but not yet reaped by its parent, does not)."
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
     except PermissionError: return True
-    return True
+    try: return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError): return True  # not Linux: the signal test is all we have
 
 def run_status(run_dir) -> dict:
     """The run's status.json; a `running` run whose process on this host is gone is recorded as failed (killed).

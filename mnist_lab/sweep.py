@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', 'EXECUTORS', 'DEFAULT_PRUNER', 'HEARTBEAT',
            'GRACE', 'STORED', 'check_shapes', 'check_range', 'settings_to_check', 'check_space', 'grid_sampler',
-           'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'quiet_optuna',
-           'storage_for', 'study_address', 'load_study', 'open_study', 'slot', 'latest', 'report', 'train_in_process',
-           'train_papermill', 'objective', 'suggest', 'work', 'requeue', 'start_workers', 'worker_main', 'trial_line',
-           'follow', 'counts', 'summary_line', 'run_sweep', 'sweep', 'join', 'multi_seed']
+           'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'retry_callback',
+           'quiet_optuna', 'storage_for', 'study_address', 'load_study', 'open_study', 'slot', 'latest', 'report',
+           'train_in_process', 'train_papermill', 'objective', 'suggest', 'work', 'requeue', 'start_workers',
+           'worker_main', 'trial_line', 'follow', 'counts', 'summary_line', 'run_sweep', 'sweep', 'join', 'multi_seed']
 
-# %% ../nbs/05_sweep.ipynb #e70d89ac
+# %% ../nbs/05_sweep.ipynb #0014d8fc
 import itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, warnings
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -22,7 +22,7 @@ from .train import fit, show_bars
 from .launch import start_papermill, stop_papermill
 from .runs import runs_table
 
-# %% ../nbs/05_sweep.ipynb #f3027c8f
+# %% ../nbs/05_sweep.ipynb #23384860
 MAX_TRIALS = 10_000  # a grid larger than this is a typo, not a sweep
 
 def check_shapes(space: dict, grid: bool) -> dict:
@@ -39,7 +39,7 @@ def check_shapes(space: dict, grid: bool) -> dict:
         raise ValueError(f"space: a grid of {n:,} trials; at most {MAX_TRIALS:,}")
     return space
 
-# %% ../nbs/05_sweep.ipynb #b8fd0b74
+# %% ../nbs/05_sweep.ipynb #23ffb1b6
 def check_range(k: str, v: dict):
     "low <= high, finite numbers (integers with int, > 0 with log), log and int true or false."
     lo, hi, number = v["low"], v["high"], lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
@@ -51,7 +51,7 @@ def check_range(k: str, v: dict):
     if v.get("int") and not (float(lo).is_integer() and float(hi).is_integer()):
         raise ValueError(f"space[{k!r}]={v!r}: an int range needs integer low and high")
 
-# %% ../nbs/05_sweep.ipynb #98f9b20b
+# %% ../nbs/05_sweep.ipynb #6dcdc697
 def settings_to_check(space: dict, grid: bool) -> list:
     "The settings that stand for the space: every grid point, else each range's ends with the first choices."
     if grid: return [dict(zip(space, values)) for values in itertools.product(*space.values())]
@@ -64,7 +64,7 @@ def check_space(space: dict, params: dict, grid: bool) -> int:
     for s in settings: TrainConfig.from_params(**{**params, **s})
     return len(settings) if grid else 0
 
-# %% ../nbs/05_sweep.ipynb #3bf2a537
+# %% ../nbs/05_sweep.ipynb #516f3953
 def grid_sampler(space: dict, seed):
     "Every combination of the listed values, trial k on point k."
     import optuna; return optuna.samplers.GridSampler(space, seed=seed)
@@ -79,7 +79,7 @@ def tpe_sampler(space: dict, seed):
 
 SAMPLERS = {"grid": grid_sampler, "random": random_sampler, "tpe": tpe_sampler}
 
-# %% ../nbs/05_sweep.ipynb #cc86462e
+# %% ../nbs/05_sweep.ipynb #cd4e6de5
 def median_pruner():
     "Stop a trial below the median of earlier trials at the same epoch."
     import optuna; return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
@@ -90,7 +90,7 @@ def no_pruner():
 
 PRUNERS = {"median": median_pruner, "none": no_pruner}
 
-# %% ../nbs/05_sweep.ipynb #b335a2bc
+# %% ../nbs/05_sweep.ipynb #a5ebe3e4
 MAX_SPEC_BYTES = 1 << 20
 
 def load_spec(path) -> dict:
@@ -111,7 +111,7 @@ def load_spec(path) -> dict:
     if not isinstance(spec, dict): raise ValueError(f"{path}: a sweep spec is a mapping (method, space, params, ...)")
     return check_spec(spec, str(path))
 
-# %% ../nbs/05_sweep.ipynb #ee2cb55f
+# %% ../nbs/05_sweep.ipynb #c9e8abea
 SPEC_KEYS = {"method": str, "space": dict, "params": dict, "sweep_dir": str, "n_jobs": int, "n_trials": int,
              "seed": int, "storage": str, "study_name": str, "pruner": str, "executor": str}
 EXECUTORS = ("inprocess", "papermill")
@@ -142,8 +142,12 @@ def check_spec(spec: dict, source: str = "spec") -> dict:
                          "leave n_trials out")
     return spec
 
-# %% ../nbs/05_sweep.ipynb #82a16757
+# %% ../nbs/05_sweep.ipynb #7e92507a
 HEARTBEAT, GRACE = 5, 20  # seconds: a killed worker's trial is taken over 20-25 s after its last beat
+
+def retry_callback():
+    "Optuna's callback that queues a failed trial again, with its parameters and user attributes."
+    import optuna; return optuna.storages.RetryHeartbeatStaleTrialCallback()
 
 def quiet_optuna():
     "Optuna logs warnings only, and its heartbeat API does not warn that it is experimental."
@@ -156,11 +160,14 @@ def storage_for(url: str):
     import optuna
     quiet_optuna()
     kw = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}  # writers queue
-    return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
-                                      heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
-                                      **kw)
+    for attempt in range(5):
+        try: return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
+                                               heartbeat_stale_trial_callback=retry_callback(), **kw)
+        except Exception as e:  # two workers made the tables of a new database at once: the loser tries again
+            if "already exists" not in str(e) or attempt == 4: raise
+            time.sleep(1 + attempt)
 
-# %% ../nbs/05_sweep.ipynb #b351397e
+# %% ../nbs/05_sweep.ipynb #861eb05d
 def study_address(sweep_dir, storage: str | None = None, study_name: str | None = None) -> tuple:
     "`(storage URL, study name)` of a sweep: SQLite in its folder and the folder's name, unless told otherwise."
     sweep_dir = project_path(sweep_dir).resolve()
@@ -172,7 +179,7 @@ def load_study(sweep_dir="runs/sweep", storage: str | None = None, study_name: s
     url, name = study_address(sweep_dir, storage, study_name)
     return optuna.load_study(study_name=name, storage=url)
 
-# %% ../nbs/05_sweep.ipynb #c315e8cd
+# %% ../nbs/05_sweep.ipynb #9397ada6
 STORED = ("method", "space", "params", "n_trials", "seed", "pruner", "executor")  # what a sweep is; not where
 
 def open_study(spec: dict):
@@ -192,7 +199,7 @@ def open_study(spec: dict):
     if study.user_attrs.get("spec") != what: study.set_user_attr("spec", what)  # new, or the project moved
     return study, url
 
-# %% ../nbs/05_sweep.ipynb #a7e87c49
+# %% ../nbs/05_sweep.ipynb #2fae8c22
 def slot(t) -> int:
     "The slot of a study's trial: its own number, or for a retry the number of the trial it retries."
     return t.system_attrs.get("failed_trial", t.number)
@@ -204,14 +211,14 @@ def latest(study, n: int) -> dict:
         if slot(t) < n: out[slot(t)] = t
     return out
 
-# %% ../nbs/05_sweep.ipynb #c6bdd059
+# %% ../nbs/05_sweep.ipynb #5a9e2c17
 def report(trial, row: dict, key: str):
     "Tell Optuna the epoch's `key` value; raise `TrialPruned` when the pruner says stop."
     import optuna
     trial.report(row[key], row["epoch"])
     if trial.should_prune(): raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
 
-# %% ../nbs/05_sweep.ipynb #10d1f9c4
+# %% ../nbs/05_sweep.ipynb #0b6338d2
 def train_in_process(trial, params: dict, run_dir: Path, key: str) -> float:
     "Train one trial in this process; returns its best monitored value."
     cfg = TrainConfig.from_params(**params)
@@ -219,9 +226,10 @@ def train_in_process(trial, params: dict, run_dir: Path, key: str) -> float:
     with open(run_dir / "train.log", "a") as log, redirect_stdout(log):
         return fit(cfg, on_epoch=lambda row: report(trial, row, key)).summary["best"]
 
-# %% ../nbs/05_sweep.ipynb #1ae07f7a
+# %% ../nbs/05_sweep.ipynb #92cab07c
 def train_papermill(trial, params: dict, run_dir: Path, key: str) -> float:
     "Train one trial as a papermill run in `run_dir`; returns its best monitored value."
+    import optuna
     run_dir.mkdir(parents=True, exist_ok=True)
     p, seen = start_papermill(run_dir, params, tied=True), 0
     try:
@@ -234,7 +242,7 @@ def train_papermill(trial, params: dict, run_dir: Path, key: str) -> float:
             time.sleep(0.5)
     except BaseException as e:  # pruned, or Ctrl-C: interrupt the kernel so the run records it
         stop_papermill(p, run_dir=run_dir)
-        if type(e).__name__ == "TrialPruned":
+        if isinstance(e, optuna.TrialPruned):
             s = run_status(run_dir)
             write_status(run_dir, "pruned", error=f"TrialPruned: {e}",
                          **{k: s[k] for k in ("epoch", "epochs", "started") if k in s})
@@ -244,11 +252,12 @@ def train_papermill(trial, params: dict, run_dir: Path, key: str) -> float:
                            f"see {run_dir / 'papermill.log'}")
     return read_json(run_dir / "summary.json")["best"]
 
-# %% ../nbs/05_sweep.ipynb #15315e4a
+# %% ../nbs/05_sweep.ipynb #05c7cb2b
 def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
     "One trial of the sweep: the sampler's parameters, trained by the spec's executor into the slot's folder."
     import optuna
-    n, k = spec["n_trials"], slot(next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number))
+    n = spec["n_trials"]
+    k = slot(next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number))
     if k >= n: raise optuna.TrialPruned(f"surplus: the sweep's {n} trials were all started")
     chosen = {name: suggest(trial, name, v) for name, v in spec["space"].items()}
     run_dir = sweep_dir / "trials" / f"{k:04d}"
@@ -270,7 +279,7 @@ def suggest(trial, name: str, v):
     if v.get("int"): return trial.suggest_int(name, v["low"], v["high"], log=bool(v.get("log")))
     return trial.suggest_float(name, v["low"], v["high"], log=bool(v.get("log")))
 
-# %% ../nbs/05_sweep.ipynb #43777c96
+# %% ../nbs/05_sweep.ipynb #f06444e9
 def work(study, threads: int, seed=None, sweep_dir=None):
     "Run the study's trials in this process until the sweep is done."
     import optuna
@@ -282,8 +291,9 @@ def work(study, threads: int, seed=None, sweep_dir=None):
     def one_trial(t):
         current[:] = [t.number]
         try: return objective(t, spec, sweep_dir, threads)
+        except optuna.TrialPruned: raise
         except Exception as e:  # Optuna only logs it: keep why, for the progress line and the dashboard
-            if type(e).__name__ != "TrialPruned": t.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
+            t.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
             raise
     while True:
         optuna.storages.fail_stale_trials(study)
@@ -302,9 +312,9 @@ def requeue(study, numbers: list):
     "Queue again the interrupted trials among `numbers` (Optuna has failed them): same slot, same parameters."
     import optuna
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
-        if t.number in numbers: optuna.storages.RetryHeartbeatStaleTrialCallback()(study, t)
+        if t.number in numbers: retry_callback()(study, t)
 
-# %% ../nbs/05_sweep.ipynb #71b5f1ad
+# %% ../nbs/05_sweep.ipynb #422e8105
 def start_workers(url: str, study_name: str, n: int, threads: int, sweep_dir=None) -> list:
     "Start `n` worker processes on the study (their own sessions: Ctrl-C reaches them through us, once)."
     code = "import sys; from mnist_lab.sweep import worker_main; worker_main(*sys.argv[1:])"
@@ -322,7 +332,7 @@ def worker_main(url: str, study_name: str, threads: str, index: str, sweep_dir: 
     try: work(study, int(threads), None if seed is None else seed + int(index), sweep_dir or None)
     except KeyboardInterrupt: sys.exit(130)
 
-# %% ../nbs/05_sweep.ipynb #e8fba2a1
+# %% ../nbs/05_sweep.ipynb #1015df28
 def trial_line(k: int, t) -> str:
     "One line about a finished trial: slot, state, value, parameters, run folder."
     state = t.state.name.lower()
@@ -350,7 +360,7 @@ def follow(url: str, study_name: str, n: int, done: threading.Event, out, every:
         done.wait(every)
     bar.close()
 
-# %% ../nbs/05_sweep.ipynb #0c7ac649
+# %% ../nbs/05_sweep.ipynb #71d3fdac
 def counts(study, n: int) -> dict:
     "{state: number of slots} over the sweep's `n` slots (`not started` for the ones no worker took yet)."
     c = {"complete": 0, "pruned": 0, "fail": 0, "running": 0, "waiting": 0, "not started": 0}
@@ -370,7 +380,7 @@ def summary_line(study, n: int, seconds: float) -> str:
         line += f"\nbest: trial {slot(b)} {b.value:.4f} {b.params} -> {b.user_attrs.get('run_dir')}"
     return line
 
-# %% ../nbs/05_sweep.ipynb #55f891f9
+# %% ../nbs/05_sweep.ipynb #3e803f84
 def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None) -> dict:
     "Work on `study` with `n_jobs` workers until the sweep is done; prints progress; returns the counts."
     spec, t0, out = study.user_attrs["spec"], time.time(), sys.stdout
@@ -398,7 +408,7 @@ def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None) -> dict:
     print(summary_line(study, spec["n_trials"], time.time() - t0), file=out)
     return counts(study, spec["n_trials"])
 
-# %% ../nbs/05_sweep.ipynb #5b3cfc3f
+# %% ../nbs/05_sweep.ipynb #ce2a910e
 def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_jobs: int = 1,
           params: dict | None = None, **spec) -> pd.DataFrame:
     """Run a sweep over `space` (plus fixed `params`) as an Optuna study; returns the runs table of its trials.
@@ -409,7 +419,7 @@ def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_jobs: int
     run_sweep(study, url, spec["n_jobs"])
     return runs_table(Path(study.user_attrs["spec"]["sweep_dir"]) / "trials")
 
-# %% ../nbs/05_sweep.ipynb #7685c69d
+# %% ../nbs/05_sweep.ipynb #b6519cab
 def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_dir=None) -> dict:
     """Add `n_jobs` workers on this machine to a sweep started elsewhere. The plugins its trials import must be
     named here: a spec read from a shared database runs none of its code unasked."""
@@ -425,7 +435,7 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
     check_spec(stored, f"study {study_name!r}")
     return run_sweep(study, url, n_jobs, sweep_dir)
 
-# %% ../nbs/05_sweep.ipynb #652da374
+# %% ../nbs/05_sweep.ipynb #95d36788
 def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir="runs/seeds", n_jobs: int = 1,
                metric: str = "test_accuracy") -> pd.Series:
     "Run one config with several seeds; returns the mean, std and count of `metric` over them."

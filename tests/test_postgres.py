@@ -63,7 +63,7 @@ def test_two_workers_in_different_folders_share_one_study(backend, tmp_path, req
     import optuna
     from mnist_lab.runs import runs_table
     url = request.getfixturevalue("postgres_url") if backend == "postgres" else f"sqlite:///{tmp_path}/sw/study.db"
-    base = {"dataset": "mnist_sample", "model": "mlp", "epochs": 1, "steps_per_epoch": 30, "tensorboard": False}
+    base = {"dataset": "mnist_sample", "model": "mlp", "epochs": 1, "steps_per_epoch": 120, "tensorboard": False}
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(); b.mkdir()
     (a / "sweep.yaml").write_text(json.dumps({"space": {"lr": [1e-3, 1e-2, 3e-2], "seed": [0, 1]}, "params": base,
@@ -71,7 +71,9 @@ def test_two_workers_in_different_folders_share_one_study(backend, tmp_path, req
                                               **({"storage": url} if backend == "postgres" else {})}))
     first = subprocess.Popen([MNIST_LAB, "sweep", "sweep.yaml"], cwd=a, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
-    wait_for(lambda: (tmp_path / "sw").is_dir() and study_of(url, "shared"), 120, "the first worker made no study")
+    wait_for(lambda: first.poll() is not None or (tmp_path / "sw").is_dir() and study_of(url, "shared"), 120,
+             "the first worker made no study")
+    assert first.poll() is None, first.communicate()[0][-2000:]
     second = subprocess.run([MNIST_LAB, "sweep", "--join", url, "shared"], cwd=b, capture_output=True, text=True,
                             timeout=300)
     out = first.communicate(timeout=300)[0]
