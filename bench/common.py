@@ -78,6 +78,9 @@ def finish(name: str, result: dict, targets: dict):
     import json, re, sys, time
     m = machine()
     cpu = re.sub(r"[^a-z0-9]+", "-", re.sub(r"\(r\)|\(tm\)|cpu|processor|\d+-core", "", m["cpu"].lower())).strip("-")
+    # one model name covers CPUs of different speed (an EPYC with or without AVX-512-BF16): name the feature too
+    cpu += "-" + next((n for f, n in (("amx_bf16", "amx"), ("avx512_bf16", "avx512bf16"), ("avx512f", "avx512"))
+                       if f in m["flags"]), "avx2")
     out = ROOT / "bench" / "results" / f"{name}-{cpu}.json"
     out.parent.mkdir(exist_ok=True)
     record = {"command": "python bench/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),

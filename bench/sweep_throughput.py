@@ -18,6 +18,15 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3, help="sweeps per setting, alternating; medians are reported")
     a = ap.parse_args()
+    # how well one trial uses a second thread bounds what 2 one-thread workers can gain over 1 two-thread worker
+    import mnist_lab.train as T
+    def trial_seconds(threads):
+        return T.fit(T.TrainConfig(**PARAMS, threads=threads, progress="none",
+                                   runs_root=tempfile.mkdtemp())).summary["train_seconds"]
+    thread_s = {n: statistics.median(trial_seconds(n) for _ in range(3)) for n in (1, 2)}
+    bound = 2 * thread_s[2] / thread_s[1]
+    print(f"one trial trains in {thread_s[1]:.2f}s with 1 thread, {thread_s[2]:.2f}s with 2: in-process, 2 workers "
+          f"can reach at most {bound:.2f}x the trials/min of 1 on 2 cores")
     walls = {s: [] for s in SETTINGS}
     for _ in range(a.repeat):
         for executor, n_jobs in SETTINGS:
@@ -37,7 +46,8 @@ if __name__ == "__main__":
     for e, r in workers.items(): print(f"2 workers / 1 worker, {e}, on {os.cpu_count()} cores: {r:.2f}x")
     finish("sweep_throughput", {"trials": 8, "walls": {f"{e}-{n}": w for (e, n), w in walls.items()},
                                 "trials_per_min": {f"{e}-{n}": v for (e, n), v in per_min.items()},
-                                "inprocess_over_papermill": inproc, "two_over_one_worker": workers},
+                                "inprocess_over_papermill": inproc, "two_over_one_worker": workers,
+                                "trial_train_seconds_by_threads": thread_s, "inprocess_two_worker_bound": bound},
            {"in-process at least 2x the trials/min of papermill (1 worker)": inproc[1] >= 2,
             "in-process at least 2x the trials/min of papermill (2 workers)": inproc[2] >= 2,
             "2 workers at least 1.7x the trials/min of 1 (papermill)": workers["papermill"] >= 1.7,

@@ -119,7 +119,8 @@ def cmd_sweep(a) -> int:
     if bool(a.spec) == bool(a.join): raise ValueError("give a spec file, or --join STORAGE STUDY (not both)")
     if a.n_jobs is not None and not 0 <= a.n_jobs <= 256: raise ValueError(f"--n-jobs {a.n_jobs}: 0 to 256")
     if a.join:
-        counts = join(*a.join, n_jobs=a.n_jobs or 1, plugins=a.plugins, sweep_dir=a.sweep_dir)
+        n_jobs = 1 if a.n_jobs is None else a.n_jobs
+        counts = join(*a.join, n_jobs=n_jobs, plugins=a.plugins, sweep_dir=a.sweep_dir)
     else:
         spec = load_spec(a.spec)  # YAML or JSON, no aliases, every key checked
         study, url = open_study(spec)

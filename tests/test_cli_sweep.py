@@ -132,6 +132,19 @@ def test_median_pruner_prunes_on_a_scripted_objective(tmp_path, monkeypatch):
     assert study.best_params == {"lr": 1e-2}
 
 
+def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatch):
+    "A study in a shared database names plugins: `--join` refuses to import them unless the joiner names them."
+    from types import SimpleNamespace
+    canary = tmp_path / "canary"
+    (tmp_path / "evil.py").write_text(f"open({str(canary)!r}, 'w').write('ran')\n")
+    monkeypatch.setattr(S, "fit", lambda cfg, on_epoch=None: SimpleNamespace(summary={"best": 0.5}))
+    S.sweep({"lr": [1e-2]}, tmp_path / "sw", params={"dataset": "mnist_sample", "plugins": str(tmp_path / "evil.py")})
+    canary.unlink()  # the owner named the plugin: it ran for them; a joiner must not run it unasked
+    r = cli("sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw", cwd=tmp_path)
+    assert r.returncode == 1 and "name them yourself (--plugins" in r.stderr, r.stderr
+    assert not canary.exists()
+
+
 def test_both_executors_train_the_same_trials_and_report_every_epoch(tmp_path):
     "The same 2-point grid in-process and as papermill runs: the same metrics, the same values in the study."
     base = {"dataset": "mnist_sample", "model": "mlp", "epochs": 2, "steps_per_epoch": 10, "tensorboard": False}
