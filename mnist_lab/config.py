@@ -212,7 +212,7 @@ class TrainConfig:
     max_steps: int = 0  # total optimizer steps, overriding epochs (0: off)
     steps_per_epoch: int = 0  # optimizer steps per epoch, 0 for one pass over the training split
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N, mps
-    amp: str = "auto"  # auto, off, bf16, fp16: autocast; auto: bf16 on CUDA and on CPUs with AMX, else off
+    amp: str = "auto"  # auto, off, bf16, fp16: autocast; auto: bf16 where the hardware has it (CUDA, AMX, AVX-512-BF16), else off
     channels_last: bool = True  # channels_last memory format (faster convs on CUDA and on CPU)
     threads: int = 0  # torch CPU threads, 0 for the torch default of one per core
     runs_root: str = "runs"  # folder that holds all runs (relative: to the project folder, not the cwd)
