@@ -54,11 +54,12 @@ def examples_loaders(root: Path, batch_size=64, test_batch_size=1000):
 def machine() -> dict:
     "The hardware and software a figure was measured on: CPU model and the flags that decide its speed."
     import platform, subprocess
+    from mnist_lab.train import cpu_flags  # the flags amp=auto decides from
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    field = lambda key: next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith(key)), "")
-    flags = set(field("flags").split())
+    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "")
+    flags = cpu_flags()
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return {"cpu": field("model name") or platform.processor(), "cores": os.cpu_count(),
+    return {"cpu": model or platform.processor(), "cores": os.cpu_count(),
             "flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16"}),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),

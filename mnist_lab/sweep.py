@@ -5,12 +5,13 @@
 # %% auto #0
 __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', 'EXECUTORS', 'DEFAULT_PRUNER', 'HEARTBEAT',
            'GRACE', 'STORED', 'check_shapes', 'check_range', 'settings_to_check', 'check_space', 'grid_sampler',
-           'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'retry_callback',
-           'quiet_optuna', 'storage_for', 'study_address', 'load_study', 'open_study', 'slot', 'latest', 'report',
-           'train_in_process', 'train_papermill', 'objective', 'suggest', 'work', 'requeue', 'start_workers',
-           'worker_main', 'trial_line', 'follow', 'counts', 'summary_line', 'run_sweep', 'sweep', 'join', 'multi_seed']
+           'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'check_values',
+           'retry_callback', 'quiet_optuna', 'storage_for', 'study_address', 'load_study', 'open_study', 'slot',
+           'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'suggest', 'work', 'requeue',
+           'start_workers', 'worker_main', 'trial_line', 'follow', 'counts', 'summary_line', 'run_sweep', 'sweep',
+           'join', 'multi_seed']
 
-# %% ../nbs/05_sweep.ipynb #a37ff783
+# %% ../nbs/05_sweep.ipynb #e4f1ad3a
 import itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, warnings
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -22,7 +23,7 @@ from .train import fit, show_bars
 from .launch import start_papermill, stop_papermill
 from .runs import runs_table
 
-# %% ../nbs/05_sweep.ipynb #cb8a2145
+# %% ../nbs/05_sweep.ipynb #8640938a
 MAX_TRIALS = 10_000  # a grid larger than this is a typo, not a sweep
 
 def check_shapes(space: dict, grid: bool) -> dict:
@@ -39,7 +40,7 @@ def check_shapes(space: dict, grid: bool) -> dict:
         raise ValueError(f"space: a grid of {n:,} trials; at most {MAX_TRIALS:,}")
     return space
 
-# %% ../nbs/05_sweep.ipynb #c75666dc
+# %% ../nbs/05_sweep.ipynb #98684f3e
 def check_range(k: str, v: dict):
     "low <= high, finite numbers (integers with int, > 0 with log), log and int true or false."
     lo, hi, number = v["low"], v["high"], lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
@@ -51,21 +52,21 @@ def check_range(k: str, v: dict):
     if v.get("int") and not (float(lo).is_integer() and float(hi).is_integer()):
         raise ValueError(f"space[{k!r}]={v!r}: an int range needs integer low and high")
 
-# %% ../nbs/05_sweep.ipynb #c95374d9
+# %% ../nbs/05_sweep.ipynb #482c6699
 def settings_to_check(space: dict, grid: bool) -> list:
     "The settings that stand for the space: every grid point, else each range's ends with the first choices."
     if grid: return [dict(zip(space, values)) for values in itertools.product(*space.values())]
     ends = [{k: (v[0] if isinstance(v, list) else v[end]) for k, v in space.items()} for end in ("low", "high")]
     return ends if any(isinstance(v, dict) for v in space.values()) else ends[:1]
 
-# %% ../nbs/05_sweep.ipynb #c41ed4b5
+# %% ../nbs/05_sweep.ipynb #e018da92
 def check_space(space: dict, params: dict, grid: bool) -> int:
     "Check `space` with the fixed `params`; returns the number of grid points (0 for other methods)."
     settings = settings_to_check(check_shapes(space, grid), grid)
     for s in settings: TrainConfig.from_params(**{**params, **s})
     return len(settings) if grid else 0
 
-# %% ../nbs/05_sweep.ipynb #a4f68ae9
+# %% ../nbs/05_sweep.ipynb #f4057625
 def grid_sampler(space: dict, seed):
     "Every combination of the listed values, trial k on point k."
     import optuna; return optuna.samplers.GridSampler(space, seed=seed)
@@ -80,7 +81,7 @@ def tpe_sampler(space: dict, seed):
 
 SAMPLERS = {"grid": grid_sampler, "random": random_sampler, "tpe": tpe_sampler}
 
-# %% ../nbs/05_sweep.ipynb #c1bdcc9a
+# %% ../nbs/05_sweep.ipynb #80d7ce49
 def median_pruner():
     "Stop a trial below the median of earlier trials at the same epoch."
     import optuna; return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
@@ -91,7 +92,7 @@ def no_pruner():
 
 PRUNERS = {"median": median_pruner, "none": no_pruner}
 
-# %% ../nbs/05_sweep.ipynb #72a9ea49
+# %% ../nbs/05_sweep.ipynb #ec5ecd76
 MAX_SPEC_BYTES = 1 << 20
 
 def load_spec(path) -> dict:
@@ -112,7 +113,7 @@ def load_spec(path) -> dict:
     if not isinstance(spec, dict): raise ValueError(f"{path}: a sweep spec is a mapping (method, space, params, ...)")
     return check_spec(spec, str(path))
 
-# %% ../nbs/05_sweep.ipynb #1859267f
+# %% ../nbs/05_sweep.ipynb #2f2c1112
 SPEC_KEYS = {"method": str, "space": dict, "params": dict, "sweep_dir": str, "n_jobs": int, "n_trials": int,
              "seed": int, "storage": str, "study_name": str, "pruner": str, "executor": str}
 EXECUTORS = ("inprocess", "papermill")
@@ -125,15 +126,7 @@ def check_spec(spec: dict, source: str = "spec") -> dict:
     keys = set(SPEC_KEYS) - ({"seed"} if method == "grid" else set())
     if unused := sorted(set(spec) - keys):
         raise ValueError(f"{source}: {unused} not used by method {method!r}; its keys: {sorted(keys)}")
-    for k, v in spec.items():
-        if not isinstance(v, SPEC_KEYS[k]) or isinstance(v, bool):
-            raise ValueError(f"{source}: {k}={v!r}: expected {SPEC_KEYS[k].__name__}")
-    for k, low, high in (("n_jobs", 0, 256), ("n_trials", 1, MAX_TRIALS), ("seed", 0, 2**32 - 1)):
-        if k in spec and not low <= spec[k] <= high:
-            raise ValueError(f"{source}: {k}={spec[k]}: must be in [{low}, {high}]")
-    for k, names in (("pruner", PRUNERS), ("executor", EXECUTORS)):
-        if k in spec and spec[k] not in names:
-            raise ValueError(f"{source}: {k}={spec[k]!r}: choose one of {', '.join(names)}")
+    check_values(spec, source)
     if "space" not in spec: raise ValueError(f"{source}: no space (the parameters to search)")
     spec = {"method": method, "params": {}, "sweep_dir": "runs/sweep", "n_jobs": 1, "executor": "inprocess",
             "pruner": DEFAULT_PRUNER[method], **({} if method == "grid" else {"n_trials": 10, "seed": 0}), **spec}
@@ -143,21 +136,34 @@ def check_spec(spec: dict, source: str = "spec") -> dict:
                          "leave n_trials out")
     return spec
 
-# %% ../nbs/05_sweep.ipynb #0f35ebb0
+# %% ../nbs/05_sweep.ipynb #aec51470
+def check_values(spec: dict, source: str):
+    "Every key of `spec` of its type; n_jobs, n_trials and seed in range; pruner and executor known."
+    for k, v in spec.items():
+        if not isinstance(v, SPEC_KEYS[k]) or isinstance(v, bool):
+            raise ValueError(f"{source}: {k}={v!r}: expected {SPEC_KEYS[k].__name__}")
+    for k, low, high in (("n_jobs", 0, 256), ("n_trials", 1, MAX_TRIALS), ("seed", 0, 2**32 - 1)):
+        if k in spec and not low <= spec[k] <= high:
+            raise ValueError(f"{source}: {k}={spec[k]}: must be in [{low}, {high}]")
+    for k, names in (("pruner", PRUNERS), ("executor", EXECUTORS)):
+        if k in spec and spec[k] not in names:
+            raise ValueError(f"{source}: {k}={spec[k]!r}: choose one of {', '.join(names)}")
+
+# %% ../nbs/05_sweep.ipynb #5d07366d
 HEARTBEAT, GRACE = 5, 20  # seconds: a killed worker's trial is taken over 20-25 s after its last beat
 
 def retry_callback():
     "Optuna's callback that queues a failed trial again, with its parameters and user attributes."
     import optuna; return optuna.storages.RetryHeartbeatStaleTrialCallback()
 
-# %% ../nbs/05_sweep.ipynb #f4d3caa2
+# %% ../nbs/05_sweep.ipynb #c9ae519b
 def quiet_optuna():
     "Optuna logs warnings only, and its heartbeat API does not warn that it is experimental."
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-# %% ../nbs/05_sweep.ipynb #3fcf14fc
+# %% ../nbs/05_sweep.ipynb #0983b426
 def storage_for(url: str):
     "An Optuna storage for `url` with heartbeats and retries of trials whose worker died."
     import optuna
@@ -170,20 +176,20 @@ def storage_for(url: str):
             if "already exists" not in str(e) or attempt == 4: raise
             time.sleep(1 + attempt)
 
-# %% ../nbs/05_sweep.ipynb #2ad59acc
+# %% ../nbs/05_sweep.ipynb #b3b3d850
 def study_address(sweep_dir, storage: str | None = None, study_name: str | None = None) -> tuple:
     "`(storage URL, study name)` of a sweep: SQLite in its folder and the folder's name, unless told otherwise."
     sweep_dir = project_path(sweep_dir).resolve()
     return storage or f"sqlite:///{sweep_dir / 'study.db'}", study_name or sweep_dir.name
 
-# %% ../nbs/05_sweep.ipynb #2c927d8d
+# %% ../nbs/05_sweep.ipynb #dd1f8373
 def load_study(sweep_dir="runs/sweep", storage: str | None = None, study_name: str | None = None):
     "The Optuna study of a sweep, to look at (`trials_dataframe`, `best_params`, optuna's plots)."
     import optuna
     url, name = study_address(sweep_dir, storage, study_name)
     return optuna.load_study(study_name=name, storage=url)
 
-# %% ../nbs/05_sweep.ipynb #9fac557b
+# %% ../nbs/05_sweep.ipynb #ff248f7e
 STORED = ("method", "space", "params", "n_trials", "seed", "pruner", "executor")  # what a sweep is; not where
 
 def open_study(spec: dict):
@@ -203,12 +209,12 @@ def open_study(spec: dict):
     if study.user_attrs.get("spec") != what: study.set_user_attr("spec", what)  # new, or the project moved
     return study, url
 
-# %% ../nbs/05_sweep.ipynb #42118643
+# %% ../nbs/05_sweep.ipynb #99313fc8
 def slot(t) -> int:
     "The slot of a study's trial: its own number, or for a retry the number of the trial it retries."
     return t.system_attrs.get("failed_trial", t.number)
 
-# %% ../nbs/05_sweep.ipynb #66f748a1
+# %% ../nbs/05_sweep.ipynb #52e878a2
 def latest(study, n: int) -> dict:
     "{slot: the newest trial of that slot} for the sweep's `n` slots."
     out = {}
@@ -216,14 +222,14 @@ def latest(study, n: int) -> dict:
         if slot(t) < n: out[slot(t)] = t
     return out
 
-# %% ../nbs/05_sweep.ipynb #fb745729
+# %% ../nbs/05_sweep.ipynb #1e4a212a
 def report(trial, row: dict, key: str):
     "Tell Optuna the epoch's `key` value; raise `TrialPruned` when the pruner says stop."
     import optuna
     trial.report(row[key], row["epoch"])
     if trial.should_prune(): raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
 
-# %% ../nbs/05_sweep.ipynb #15a30fed
+# %% ../nbs/05_sweep.ipynb #0b1f0cc5
 def train_in_process(trial, params: dict, run_dir: Path, key: str) -> float:
     "Train one trial in this process; returns its best monitored value."
     cfg = TrainConfig.from_params(**params)
@@ -231,7 +237,7 @@ def train_in_process(trial, params: dict, run_dir: Path, key: str) -> float:
     with open(run_dir / "train.log", "a") as log, redirect_stdout(log):
         return fit(cfg, on_epoch=lambda row: report(trial, row, key)).summary["best"]
 
-# %% ../nbs/05_sweep.ipynb #0d8684a9
+# %% ../nbs/05_sweep.ipynb #bf7bf0ab
 def train_papermill(trial, params: dict, run_dir: Path, key: str) -> float:
     "Train one trial as a papermill run in `run_dir`; returns its best monitored value."
     import optuna
@@ -258,7 +264,7 @@ def train_papermill(trial, params: dict, run_dir: Path, key: str) -> float:
                            f"see {run_dir / 'papermill.log'}")
     return read_json(run_dir / "summary.json")["best"]
 
-# %% ../nbs/05_sweep.ipynb #ac4ee8b1
+# %% ../nbs/05_sweep.ipynb #ef143455
 def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
     "One trial of the sweep: the sampler's parameters, trained by the spec's executor into the slot's folder."
     import optuna
@@ -279,14 +285,14 @@ def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
     train = train_papermill if spec["executor"] == "papermill" else train_in_process
     return train(trial, params, run_dir, key)
 
-# %% ../nbs/05_sweep.ipynb #8087f957
+# %% ../nbs/05_sweep.ipynb #edd03d0c
 def suggest(trial, name: str, v):
     "Optuna's suggestion for one space entry: categorical for a list, int or float for a range."
     if isinstance(v, list): return trial.suggest_categorical(name, v)
     if v.get("int"): return trial.suggest_int(name, v["low"], v["high"], log=bool(v.get("log")))
     return trial.suggest_float(name, v["low"], v["high"], log=bool(v.get("log")))
 
-# %% ../nbs/05_sweep.ipynb #1423c150
+# %% ../nbs/05_sweep.ipynb #562f7b3c
 def work(study, threads: int, seed=None, sweep_dir=None):
     "Run the study's trials in this process until the sweep is done."
     import optuna
@@ -315,14 +321,14 @@ def work(study, threads: int, seed=None, sweep_dir=None):
         elif any(t.state == TrialState.RUNNING for t in trials): time.sleep(1)  # another worker's: it may die
         else: return
 
-# %% ../nbs/05_sweep.ipynb #2e1e7811
+# %% ../nbs/05_sweep.ipynb #9f17ec6b
 def requeue(study, numbers: list):
     "Queue again the interrupted trials among `numbers` (Optuna has failed them): same slot, same parameters."
     import optuna
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         if t.number in numbers: retry_callback()(study, t)
 
-# %% ../nbs/05_sweep.ipynb #dc69bf45
+# %% ../nbs/05_sweep.ipynb #61330eeb
 def start_workers(url: str, study_name: str, indices, threads: int, sweep_dir=None) -> list:
     "Start a worker process per index (it seeds the sampler) on the study; Ctrl-C reaches them through us, once."
     code = "import sys; from mnist_lab.sweep import worker_main; worker_main(*sys.argv[1:])"
@@ -330,7 +336,7 @@ def start_workers(url: str, study_name: str, indices, threads: int, sweep_dir=No
                               str(sweep_dir or "")], start_new_session=True, preexec_fn=die_with_parent)
             for i in indices]
 
-# %% ../nbs/05_sweep.ipynb #7776e2c6
+# %% ../nbs/05_sweep.ipynb #8571034f
 def worker_main(url: str, study_name: str, threads: str, index: str, sweep_dir: str = ""):
     "A worker process: SIGTERM and SIGHUP act as Ctrl-C, then `work` on the study."
     import optuna
@@ -341,7 +347,7 @@ def worker_main(url: str, study_name: str, threads: str, index: str, sweep_dir: 
     try: work(study, int(threads), None if seed is None else seed + int(index), sweep_dir or None)
     except KeyboardInterrupt: sys.exit(130)
 
-# %% ../nbs/05_sweep.ipynb #3a43b1b2
+# %% ../nbs/05_sweep.ipynb #f7b48b1e
 def trial_line(k: int, t) -> str:
     "One line about a finished trial: slot, state, value, parameters, run folder."
     state = t.state.name.lower()
@@ -369,7 +375,7 @@ def follow(url: str, study_name: str, n: int, done: threading.Event, out, every:
         done.wait(every)
     bar.close()
 
-# %% ../nbs/05_sweep.ipynb #93088e6f
+# %% ../nbs/05_sweep.ipynb #d40a5517
 def counts(study, n: int) -> dict:
     "{state: number of slots} over the sweep's `n` slots (`not started` for the ones no worker took yet)."
     c = {"complete": 0, "pruned": 0, "fail": 0, "running": 0, "waiting": 0, "not started": 0}
@@ -378,7 +384,7 @@ def counts(study, n: int) -> dict:
     c["not started"] = n - len(trials)
     return c
 
-# %% ../nbs/05_sweep.ipynb #88d5d5ef
+# %% ../nbs/05_sweep.ipynb #8509daa6
 def summary_line(study, n: int, seconds: float) -> str:
     "The sweep's closing line, with its best trial."
     c = counts(study, n)
@@ -390,7 +396,7 @@ def summary_line(study, n: int, seconds: float) -> str:
         line += f"\nbest: trial {slot(b)} {b.value:.4f} {b.params} -> {b.user_attrs.get('run_dir')}"
     return line
 
-# %% ../nbs/05_sweep.ipynb #b7564d3e
+# %% ../nbs/05_sweep.ipynb #ab151c7e
 def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None) -> dict:
     "Work on `study` with `n_jobs` workers until the sweep is done; prints progress; returns the counts."
     spec, t0, out = study.user_attrs["spec"], time.time(), sys.stdout
@@ -420,7 +426,7 @@ def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None) -> dict:
     print(summary_line(study, spec["n_trials"], time.time() - t0), file=out)
     return counts(study, spec["n_trials"])
 
-# %% ../nbs/05_sweep.ipynb #3b442d70
+# %% ../nbs/05_sweep.ipynb #d8697586
 def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_jobs: int = 1,
           params: dict | None = None, **spec) -> pd.DataFrame:
     """Run a sweep over `space` (plus fixed `params`) as an Optuna study; returns the runs table of its trials.
@@ -431,7 +437,7 @@ def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_jobs: int
     run_sweep(study, url, spec["n_jobs"])
     return runs_table(Path(study.user_attrs["spec"]["sweep_dir"]) / "trials")
 
-# %% ../nbs/05_sweep.ipynb #b6b9a012
+# %% ../nbs/05_sweep.ipynb #1e5e7fa0
 def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_dir=None) -> dict:
     """Add `n_jobs` workers on this machine to a sweep started elsewhere. The plugins its trials import must be
     named here: a spec read from a shared database runs none of its code unasked."""
@@ -447,7 +453,7 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
     check_spec(stored, f"study {study_name!r}")
     return run_sweep(study, url, n_jobs, sweep_dir)
 
-# %% ../nbs/05_sweep.ipynb #70381231
+# %% ../nbs/05_sweep.ipynb #c2e36d2e
 def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir="runs/seeds", n_jobs: int = 1,
                metric: str = "test_accuracy") -> pd.Series:
     "Run one config with several seeds; returns the mean, std and count of `metric` over them."

@@ -187,7 +187,7 @@ class Parts:
     amp: str  # off, bf16 or fp16
     dev: torch.device
     net: torch.nn.Module = None  # what the step calls: the model, or its DDP wrapper in a torchrun job
-    amp_why: str = ""  # why `amp` is what it is (amp=auto decides from the hardware)
+    amp_reason: str = ""  # why `amp` is what it is (amp=auto decides from the hardware)
 
     def autocast(self):
         "A fresh autocast context for this device and `amp` (a disabled one for amp off)."
@@ -400,7 +400,7 @@ def summarize(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, D
             "data_source": data.source, "data_files": data.files, "data_official": data.official,
             "n_train": len(split[0]), "n_val": len(split[2]), "n_test": len(data.y_test),
             "n_params": n_params(parts.model), "device": str(split[0].device), "amp": parts.amp,
-            "amp_reason": parts.amp_why,
+            "amp_reason": parts.amp_reason,
             "processes": D.world, "threads": torch.get_num_threads(), "seconds": rec.seconds(),
             "train_seconds": sum(h["epoch_time"] for h in rec.history), **versions()}
 
@@ -496,7 +496,7 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     rec = open_run(cfg, ckpt_path, ckpt, parts, D, plan, started, log)
     parts.net = ddp(parts.model, D, dev)
     log(f"run folder: {rec.run_dir}\nmodel: {cfg.model}, {n_params(parts.model):,} parameters, device {dev}, "
-        f"amp {parts.amp} ({parts.amp_why})")
+        f"amp {parts.amp} ({parts.amp_reason})")
     norm, stopped = (data.spec.mean, data.spec.std), False
     if rec.done: return Result(rec.run_dir, parts.model, rec.history, read_json(rec.run_dir / "summary.json"),
                                data)
