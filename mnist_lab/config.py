@@ -204,7 +204,7 @@ class TrainConfig:
     milestones: str = "3,6"  # multistep: epochs at which the lr drops
     gamma: float = 0.7  # step/multistep/exponential: lr factor; reduce_on_plateau: factor
     lr_patience: int = 2  # reduce_on_plateau: epochs without improvement before lowering the lr
-    augment: str = ""  # comma-separated: shift, rotate, affine, noise, erase (or your own)
+    augment: str = ""  # comma-separated: shift, rotate, affine, noise, erase, flip (or your own)
     top_k: int = 3  # k of the val_top_k / test_top_k metric
     monitor: str = "max val_accuracy"  # "min|max <metric>": picks best.pt, drives early_stop, plateau
     early_stop: int = 0  # stop after this many epochs without improvement (0: off)

@@ -8,7 +8,7 @@ __all__ = ['DIGITS', 'FASHION', 'DATASETS', 'DATASET_NAMES', 'IDX_STEMS', 'SAMPL
            'find_idx_files', 'remember_download_failure', 'download_failed_recently', 'download', 'official_md5s',
            'md5sum', 'Data', 'read_dataset', 'load_data', 'split_train_val', 'BatchSampler', 'normalize',
            'eval_batches', 'register', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise',
-           'erase', 'parse_augment', 'augment_batch', 'show_images']
+           'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/00_data.ipynb #a68a1796
 import gzip, hashlib, importlib.resources, math, os, socket, struct, time, warnings, zlib
@@ -293,6 +293,12 @@ def erase(x, gen, size=10):
     in_rows = ((rows >= r0) & (rows < r0 + size)).view(B, 1, H, 1)
     box = in_rows & ((cols >= c0) & (cols < c0 + size)).view(B, 1, 1, W)
     return torch.where(box, x.amin(dim=(1, 2, 3), keepdim=True), x)
+
+@register_augmentation("flip")
+def flip(x, gen):
+    "Mirror half of the images left to right: for clothing (Fashion-MNIST), not for digits."
+    mirror = _rand(len(x), gen, x).view(-1, 1, 1, 1) < 0.5
+    return torch.where(mirror, x.flip(3), x)
 
 def parse_augment(augment: str) -> list:
     "'shift,erase' -> [shift, erase]; an unknown name is an error listing the known ones."
