@@ -11,7 +11,7 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'start_workers', 'worker_main', 'trial_line', 'follow', 'counts', 'summary_line', 'run_sweep', 'sweep',
            'join', 'multi_seed']
 
-# %% ../nbs/05_sweep.ipynb #e4f1ad3a
+# %% ../nbs/05_sweep.ipynb #60a36865
 import itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, warnings
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -23,7 +23,7 @@ from .train import fit, show_bars
 from .launch import start_papermill, stop_papermill
 from .runs import runs_table
 
-# %% ../nbs/05_sweep.ipynb #8640938a
+# %% ../nbs/05_sweep.ipynb #4d3a727e
 MAX_TRIALS = 10_000  # a grid larger than this is a typo, not a sweep
 
 def check_shapes(space: dict, grid: bool) -> dict:
@@ -40,7 +40,7 @@ def check_shapes(space: dict, grid: bool) -> dict:
         raise ValueError(f"space: a grid of {n:,} trials; at most {MAX_TRIALS:,}")
     return space
 
-# %% ../nbs/05_sweep.ipynb #98684f3e
+# %% ../nbs/05_sweep.ipynb #dd634f49
 def check_range(k: str, v: dict):
     "low <= high, finite numbers (integers with int, > 0 with log), log and int true or false."
     lo, hi, number = v["low"], v["high"], lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
@@ -52,21 +52,21 @@ def check_range(k: str, v: dict):
     if v.get("int") and not (float(lo).is_integer() and float(hi).is_integer()):
         raise ValueError(f"space[{k!r}]={v!r}: an int range needs integer low and high")
 
-# %% ../nbs/05_sweep.ipynb #482c6699
+# %% ../nbs/05_sweep.ipynb #f789f0ca
 def settings_to_check(space: dict, grid: bool) -> list:
     "The settings that stand for the space: every grid point, else each range's ends with the first choices."
     if grid: return [dict(zip(space, values)) for values in itertools.product(*space.values())]
     ends = [{k: (v[0] if isinstance(v, list) else v[end]) for k, v in space.items()} for end in ("low", "high")]
     return ends if any(isinstance(v, dict) for v in space.values()) else ends[:1]
 
-# %% ../nbs/05_sweep.ipynb #e018da92
+# %% ../nbs/05_sweep.ipynb #b5a2d5f1
 def check_space(space: dict, params: dict, grid: bool) -> int:
     "Check `space` with the fixed `params`; returns the number of grid points (0 for other methods)."
     settings = settings_to_check(check_shapes(space, grid), grid)
     for s in settings: TrainConfig.from_params(**{**params, **s})
     return len(settings) if grid else 0
 
-# %% ../nbs/05_sweep.ipynb #f4057625
+# %% ../nbs/05_sweep.ipynb #025d0fb5
 def grid_sampler(space: dict, seed):
     "Every combination of the listed values, trial k on point k."
     import optuna; return optuna.samplers.GridSampler(space, seed=seed)
@@ -81,7 +81,7 @@ def tpe_sampler(space: dict, seed):
 
 SAMPLERS = {"grid": grid_sampler, "random": random_sampler, "tpe": tpe_sampler}
 
-# %% ../nbs/05_sweep.ipynb #80d7ce49
+# %% ../nbs/05_sweep.ipynb #c484641b
 def median_pruner():
     "Stop a trial below the median of earlier trials at the same epoch."
     import optuna; return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
@@ -92,7 +92,7 @@ def no_pruner():
 
 PRUNERS = {"median": median_pruner, "none": no_pruner}
 
-# %% ../nbs/05_sweep.ipynb #ec5ecd76
+# %% ../nbs/05_sweep.ipynb #c559b70f
 MAX_SPEC_BYTES = 1 << 20
 
 def load_spec(path) -> dict:
@@ -113,7 +113,7 @@ def load_spec(path) -> dict:
     if not isinstance(spec, dict): raise ValueError(f"{path}: a sweep spec is a mapping (method, space, params, ...)")
     return check_spec(spec, str(path))
 
-# %% ../nbs/05_sweep.ipynb #2f2c1112
+# %% ../nbs/05_sweep.ipynb #f769f23c
 SPEC_KEYS = {"method": str, "space": dict, "params": dict, "sweep_dir": str, "n_jobs": int, "n_trials": int,
              "seed": int, "storage": str, "study_name": str, "pruner": str, "executor": str}
 EXECUTORS = ("inprocess", "papermill")
@@ -136,7 +136,7 @@ def check_spec(spec: dict, source: str = "spec") -> dict:
                          "leave n_trials out")
     return spec
 
-# %% ../nbs/05_sweep.ipynb #aec51470
+# %% ../nbs/05_sweep.ipynb #75ed34a5
 def check_values(spec: dict, source: str):
     "Every key of `spec` of its type; n_jobs, n_trials and seed in range; pruner and executor known."
     for k, v in spec.items():
@@ -149,21 +149,21 @@ def check_values(spec: dict, source: str):
         if k in spec and spec[k] not in names:
             raise ValueError(f"{source}: {k}={spec[k]!r}: choose one of {', '.join(names)}")
 
-# %% ../nbs/05_sweep.ipynb #5d07366d
+# %% ../nbs/05_sweep.ipynb #32060099
 HEARTBEAT, GRACE = 5, 20  # seconds: a killed worker's trial is taken over 20-25 s after its last beat
 
 def retry_callback():
     "Optuna's callback that queues a failed trial again, with its parameters and user attributes."
     import optuna; return optuna.storages.RetryHeartbeatStaleTrialCallback()
 
-# %% ../nbs/05_sweep.ipynb #c9ae519b
+# %% ../nbs/05_sweep.ipynb #c07f2d02
 def quiet_optuna():
     "Optuna logs warnings only, and its heartbeat API does not warn that it is experimental."
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-# %% ../nbs/05_sweep.ipynb #0983b426
+# %% ../nbs/05_sweep.ipynb #13acc7e0
 def storage_for(url: str):
     "An Optuna storage for `url` with heartbeats and retries of trials whose worker died."
     import optuna
@@ -176,20 +176,20 @@ def storage_for(url: str):
             if "already exists" not in str(e) or attempt == 4: raise
             time.sleep(1 + attempt)
 
-# %% ../nbs/05_sweep.ipynb #b3b3d850
+# %% ../nbs/05_sweep.ipynb #5595c94d
 def study_address(sweep_dir, storage: str | None = None, study_name: str | None = None) -> tuple:
     "`(storage URL, study name)` of a sweep: SQLite in its folder and the folder's name, unless told otherwise."
     sweep_dir = project_path(sweep_dir).resolve()
     return storage or f"sqlite:///{sweep_dir / 'study.db'}", study_name or sweep_dir.name
 
-# %% ../nbs/05_sweep.ipynb #dd1f8373
+# %% ../nbs/05_sweep.ipynb #0ff529ca
 def load_study(sweep_dir="runs/sweep", storage: str | None = None, study_name: str | None = None):
     "The Optuna study of a sweep, to look at (`trials_dataframe`, `best_params`, optuna's plots)."
     import optuna
     url, name = study_address(sweep_dir, storage, study_name)
     return optuna.load_study(study_name=name, storage=url)
 
-# %% ../nbs/05_sweep.ipynb #ff248f7e
+# %% ../nbs/05_sweep.ipynb #94edf1d5
 STORED = ("method", "space", "params", "n_trials", "seed", "pruner", "executor")  # what a sweep is; not where
 
 def open_study(spec: dict):
@@ -209,12 +209,12 @@ def open_study(spec: dict):
     if study.user_attrs.get("spec") != what: study.set_user_attr("spec", what)  # new, or the project moved
     return study, url
 
-# %% ../nbs/05_sweep.ipynb #99313fc8
+# %% ../nbs/05_sweep.ipynb #e129771c
 def slot(t) -> int:
     "The slot of a study's trial: its own number, or for a retry the number of the trial it retries."
     return t.system_attrs.get("failed_trial", t.number)
 
-# %% ../nbs/05_sweep.ipynb #52e878a2
+# %% ../nbs/05_sweep.ipynb #b7e45762
 def latest(study, n: int) -> dict:
     "{slot: the newest trial of that slot} for the sweep's `n` slots."
     out = {}
@@ -222,14 +222,14 @@ def latest(study, n: int) -> dict:
         if slot(t) < n: out[slot(t)] = t
     return out
 
-# %% ../nbs/05_sweep.ipynb #1e4a212a
+# %% ../nbs/05_sweep.ipynb #8214652f
 def report(trial, row: dict, key: str):
     "Tell Optuna the epoch's `key` value; raise `TrialPruned` when the pruner says stop."
     import optuna
     trial.report(row[key], row["epoch"])
     if trial.should_prune(): raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
 
-# %% ../nbs/05_sweep.ipynb #0b1f0cc5
+# %% ../nbs/05_sweep.ipynb #03df9143
 def train_in_process(trial, params: dict, run_dir: Path, key: str) -> float:
     "Train one trial in this process; returns its best monitored value."
     cfg = TrainConfig.from_params(**params)
@@ -237,7 +237,7 @@ def train_in_process(trial, params: dict, run_dir: Path, key: str) -> float:
     with open(run_dir / "train.log", "a") as log, redirect_stdout(log):
         return fit(cfg, on_epoch=lambda row: report(trial, row, key)).summary["best"]
 
-# %% ../nbs/05_sweep.ipynb #bf7bf0ab
+# %% ../nbs/05_sweep.ipynb #cd2b8dd4
 def train_papermill(trial, params: dict, run_dir: Path, key: str) -> float:
     "Train one trial as a papermill run in `run_dir`; returns its best monitored value."
     import optuna
@@ -264,13 +264,15 @@ def train_papermill(trial, params: dict, run_dir: Path, key: str) -> float:
                            f"see {run_dir / 'papermill.log'}")
     return read_json(run_dir / "summary.json")["best"]
 
-# %% ../nbs/05_sweep.ipynb #ef143455
+# %% ../nbs/05_sweep.ipynb #c88ddfa4
 def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
     "One trial of the sweep: the sampler's parameters, trained by the spec's executor into the slot's folder."
     import optuna
     n = spec["n_trials"]
     k = slot(next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number))
-    if k >= n: raise optuna.TrialPruned(f"surplus: the sweep's {n} trials were all started")
+    if k >= n:  # marked, so that tables and tests can tell it from a trial the pruner stopped
+        trial.set_user_attr("surplus", True)
+        raise optuna.TrialPruned(f"surplus: the sweep's {n} trials were all started")
     chosen = {name: suggest(trial, name, v) for name, v in spec["space"].items()}
     run_dir = sweep_dir / "trials" / f"{k:04d}"
     trial.set_user_attr("run_dir", str(run_dir))
@@ -285,14 +287,14 @@ def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
     train = train_papermill if spec["executor"] == "papermill" else train_in_process
     return train(trial, params, run_dir, key)
 
-# %% ../nbs/05_sweep.ipynb #edd03d0c
+# %% ../nbs/05_sweep.ipynb #ed3c9f7c
 def suggest(trial, name: str, v):
     "Optuna's suggestion for one space entry: categorical for a list, int or float for a range."
     if isinstance(v, list): return trial.suggest_categorical(name, v)
     if v.get("int"): return trial.suggest_int(name, v["low"], v["high"], log=bool(v.get("log")))
     return trial.suggest_float(name, v["low"], v["high"], log=bool(v.get("log")))
 
-# %% ../nbs/05_sweep.ipynb #562f7b3c
+# %% ../nbs/05_sweep.ipynb #8d116258
 def work(study, threads: int, seed=None, sweep_dir=None):
     "Run the study's trials in this process until the sweep is done."
     import optuna
@@ -321,14 +323,14 @@ def work(study, threads: int, seed=None, sweep_dir=None):
         elif any(t.state == TrialState.RUNNING for t in trials): time.sleep(1)  # another worker's: it may die
         else: return
 
-# %% ../nbs/05_sweep.ipynb #9f17ec6b
+# %% ../nbs/05_sweep.ipynb #df2fbd1c
 def requeue(study, numbers: list):
     "Queue again the interrupted trials among `numbers` (Optuna has failed them): same slot, same parameters."
     import optuna
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         if t.number in numbers: retry_callback()(study, t)
 
-# %% ../nbs/05_sweep.ipynb #61330eeb
+# %% ../nbs/05_sweep.ipynb #7ebd8fc9
 def start_workers(url: str, study_name: str, indices, threads: int, sweep_dir=None) -> list:
     "Start a worker process per index (it seeds the sampler) on the study; Ctrl-C reaches them through us, once."
     code = "import sys; from mnist_lab.sweep import worker_main; worker_main(*sys.argv[1:])"
@@ -336,7 +338,7 @@ def start_workers(url: str, study_name: str, indices, threads: int, sweep_dir=No
                               str(sweep_dir or "")], start_new_session=True, preexec_fn=die_with_parent)
             for i in indices]
 
-# %% ../nbs/05_sweep.ipynb #8571034f
+# %% ../nbs/05_sweep.ipynb #77ed5315
 def worker_main(url: str, study_name: str, threads: str, index: str, sweep_dir: str = ""):
     "A worker process: SIGTERM and SIGHUP act as Ctrl-C, then `work` on the study."
     import optuna
@@ -347,7 +349,7 @@ def worker_main(url: str, study_name: str, threads: str, index: str, sweep_dir: 
     try: work(study, int(threads), None if seed is None else seed + int(index), sweep_dir or None)
     except KeyboardInterrupt: sys.exit(130)
 
-# %% ../nbs/05_sweep.ipynb #f7b48b1e
+# %% ../nbs/05_sweep.ipynb #4ee830ce
 def trial_line(k: int, t) -> str:
     "One line about a finished trial: slot, state, value, parameters, run folder."
     state = t.state.name.lower()
@@ -375,7 +377,7 @@ def follow(url: str, study_name: str, n: int, done: threading.Event, out, every:
         done.wait(every)
     bar.close()
 
-# %% ../nbs/05_sweep.ipynb #d40a5517
+# %% ../nbs/05_sweep.ipynb #fb7a8815
 def counts(study, n: int) -> dict:
     "{state: number of slots} over the sweep's `n` slots (`not started` for the ones no worker took yet)."
     c = {"complete": 0, "pruned": 0, "fail": 0, "running": 0, "waiting": 0, "not started": 0}
@@ -384,7 +386,7 @@ def counts(study, n: int) -> dict:
     c["not started"] = n - len(trials)
     return c
 
-# %% ../nbs/05_sweep.ipynb #8509daa6
+# %% ../nbs/05_sweep.ipynb #dcc4a249
 def summary_line(study, n: int, seconds: float) -> str:
     "The sweep's closing line, with its best trial."
     c = counts(study, n)
@@ -396,7 +398,7 @@ def summary_line(study, n: int, seconds: float) -> str:
         line += f"\nbest: trial {slot(b)} {b.value:.4f} {b.params} -> {b.user_attrs.get('run_dir')}"
     return line
 
-# %% ../nbs/05_sweep.ipynb #ab151c7e
+# %% ../nbs/05_sweep.ipynb #0d14acf4
 def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None) -> dict:
     "Work on `study` with `n_jobs` workers until the sweep is done; prints progress; returns the counts."
     spec, t0, out = study.user_attrs["spec"], time.time(), sys.stdout
@@ -426,7 +428,7 @@ def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None) -> dict:
     print(summary_line(study, spec["n_trials"], time.time() - t0), file=out)
     return counts(study, spec["n_trials"])
 
-# %% ../nbs/05_sweep.ipynb #d8697586
+# %% ../nbs/05_sweep.ipynb #12e1f3c7
 def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_jobs: int = 1,
           params: dict | None = None, **spec) -> pd.DataFrame:
     """Run a sweep over `space` (plus fixed `params`) as an Optuna study; returns the runs table of its trials.
@@ -437,7 +439,7 @@ def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_jobs: int
     run_sweep(study, url, spec["n_jobs"])
     return runs_table(Path(study.user_attrs["spec"]["sweep_dir"]) / "trials")
 
-# %% ../nbs/05_sweep.ipynb #1e5e7fa0
+# %% ../nbs/05_sweep.ipynb #856c663f
 def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_dir=None) -> dict:
     """Add `n_jobs` workers on this machine to a sweep started elsewhere. The plugins its trials import must be
     named here: a spec read from a shared database runs none of its code unasked."""
@@ -453,7 +455,7 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
     check_spec(stored, f"study {study_name!r}")
     return run_sweep(study, url, n_jobs, sweep_dir)
 
-# %% ../nbs/05_sweep.ipynb #c2e36d2e
+# %% ../nbs/05_sweep.ipynb #1a8274a4
 def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir="runs/seeds", n_jobs: int = 1,
                metric: str = "test_accuracy") -> pd.Series:
     "Run one config with several seeds; returns the mean, std and count of `metric` over them."

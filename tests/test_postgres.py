@@ -79,7 +79,10 @@ def test_two_workers_in_different_folders_share_one_study(backend, tmp_path, req
     out = first.communicate(timeout=300)[0]
     assert first.returncode == 0 and second.returncode == 0, out[-2000:] + second.stdout[-2000:] + second.stderr[-2000:]
     study = optuna.load_study(study_name="shared", storage=url)
-    trials = study.trials
+    # two workers that ask at the same moment for the last trial may make one more: it is pruned untrained
+    surplus = [t for t in study.trials if t.user_attrs.get("surplus")]
+    assert all(t.state.name == "PRUNED" and not t.params and t.number >= 6 for t in surplus), surplus
+    trials = [t for t in study.trials if t not in surplus]
     assert sorted(t.number for t in trials) == list(range(6)), [(t.number, t.state) for t in trials]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({(t.params["lr"], t.params["seed"]) for t in trials}) == 6  # each point once
