@@ -444,8 +444,7 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
     """Add `n_jobs` workers on this machine to a sweep started elsewhere. The plugins its trials import must be
     named here: a spec read from a shared database runs none of its code unasked."""
     import optuna
-    quiet_optuna()
-    study = optuna.load_study(study_name=study_name, storage=storage_for(url))
+    study = optuna.load_study(study_name=study_name, storage=storage_for(url))  # storage_for quiets optuna
     stored = study.user_attrs.get("spec")
     if not isinstance(stored, dict): raise ValueError(f"study {study_name!r} in {url} is not a mnist_lab sweep")
     wanted = stored.get("params", {}).get("plugins", "") if isinstance(stored.get("params"), dict) else ""
