@@ -113,9 +113,7 @@ def cmd_runs(a) -> int:
 # %% ../nbs/06_cli.ipynb #6bfceb46
 def cmd_sweep(a) -> int:
     "Run the sweep a spec describes, or join one (--join); print its table; exit 1 if no trial completed."
-    from mnist_lab.sweep import load_spec, open_study, run_sweep, join
-    from mnist_lab.runs import runs_table
-    from mnist_lab.data import project_path
+    from mnist_lab.sweep import load_spec, open_study, run_sweep, join, trials_table
     if bool(a.spec) == bool(a.join): raise ValueError("give a spec file, or --join STORAGE STUDY (not both)")
     if a.n_jobs is not None and not 0 <= a.n_jobs <= 256: raise ValueError(f"--n-jobs {a.n_jobs}: 0 to 256")
     if a.join:
@@ -125,7 +123,7 @@ def cmd_sweep(a) -> int:
         spec = load_spec(a.spec)  # YAML or JSON, no aliases, every key checked
         study, url = open_study(spec)
         counts = run_sweep(study, url, a.n_jobs if a.n_jobs is not None else spec["n_jobs"])
-        print_runs(runs_table(project_path(spec["sweep_dir"]) / "trials"))
+        print_runs(trials_table(study))
     if not counts["complete"]: print("sweep: no trial completed", file=sys.stderr)
     return 0 if counts["complete"] else 1
 

@@ -8,8 +8,8 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'check_values',
            'retry_callback', 'quiet_optuna', 'storage_for', 'study_address', 'load_study', 'open_study', 'slot',
            'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'suggest', 'work', 'requeue',
-           'start_workers', 'worker_main', 'trial_line', 'follow', 'counts', 'summary_line', 'run_sweep', 'sweep',
-           'join', 'multi_seed']
+           'start_workers', 'worker_main', 'trial_line', 'follow', 'counts', 'summary_line', 'trials_table',
+           'run_sweep', 'sweep', 'join', 'multi_seed']
 
 # %% ../nbs/05_sweep.ipynb #60a36865
 import itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, warnings
@@ -398,6 +398,14 @@ def summary_line(study, n: int, seconds: float) -> str:
         line += f"\nbest: trial {slot(b)} {b.value:.4f} {b.params} -> {b.user_attrs.get('run_dir')}"
     return line
 
+# %% ../nbs/05_sweep.ipynb #51b3852d
+def trials_table(study) -> pd.DataFrame:
+    "The runs table of the sweep's trials: one row per slot, read from `trials/NNNN`."
+    n = study.user_attrs["spec"]["n_trials"]
+    root = Path(study.user_attrs["spec"]["sweep_dir"]) / "trials"
+    df = runs_table(root)
+    return df[df.run.isin([f"{k:04d}" for k in latest(study, n)])].reset_index(drop=True)
+
 # %% ../nbs/05_sweep.ipynb #0d14acf4
 def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None) -> dict:
     "Work on `study` with `n_jobs` workers until the sweep is done; prints progress; returns the counts."
@@ -437,7 +445,7 @@ def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_jobs: int
                        "params": params or {}, **spec})  # everything is checked before anything is made
     study, url = open_study(spec)
     run_sweep(study, url, spec["n_jobs"])
-    return runs_table(Path(study.user_attrs["spec"]["sweep_dir"]) / "trials")
+    return trials_table(study)
 
 # %% ../nbs/05_sweep.ipynb #856c663f
 def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_dir=None) -> dict:
