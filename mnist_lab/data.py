@@ -332,5 +332,5 @@ def show_images(x, titles=None, ncols: int = 8, size: float = 1.2, cmap="gray_r"
         r, c = divmod(i, ncols)
         ax.text(c * (w + pad) + w / 2, r * (h + pad + top) + top - 2, t, ha="center", va="bottom", fontsize=8)
     ax.axis("off")
-    fig.tight_layout(pad=0.2)
+    fig.subplots_adjust(0.01, 0.01, 0.99, 0.99)  # the whole figure is the grid; tight_layout costs 50 ms
     return fig

@@ -114,7 +114,7 @@ def plot_history(history: list):
     axs[2].plot(ep, [h["lr"] for h in history], ".-")
     axs[2].set(xlabel="epoch", title="learning rate (end of epoch)")
     for ax in axs: ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.16, top=0.89, wspace=0.22)  # tight_layout: +0.1 s
     return fig
 
 def plot_confusion(cm, classes):
@@ -122,13 +122,13 @@ def plot_confusion(cm, classes):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.imshow(cm, cmap="Blues")
-    for i in range(len(cm)):
-        for j in range(len(cm)):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    for i, j in torch.nonzero(torch.as_tensor(cm)).tolist():  # blank for zero: easier to read, fewer texts to draw
+        ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                color="white" if cm[i, j] > cm.max() / 2 else "black")
     ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true")
     ax.set_xticklabels(classes, rotation=90); ax.set_yticklabels(classes)
-    fig.tight_layout()
+    margin = 0.1 + 0.012 * max(len(c) for c in classes)  # room for the longest class name
+    fig.subplots_adjust(left=margin, bottom=margin, right=0.98, top=0.98)
     return fig
 
 def plot_predictions(x, y, pred, classes, n: int = 32, only_wrong: bool = False):
@@ -138,22 +138,28 @@ def plot_predictions(x, y, pred, classes, n: int = 32, only_wrong: bool = False)
     return show_images(x[idx], titles=titles)
 
 # %% ../nbs/03_eval.ipynb #87d37f50
-def report(run_dir, data=None, show: bool = True, plugins: str = "") -> dict:
-    """Save learning_curves.png, confusion.png, predictions.png and mistakes.png in the run folder (of a checkpoint:
-    its folder) and, in a notebook, show them; returns their paths. Each figure is drawn once: the notebook shows
-    the saved PNG."""
+def report(run, data=None, show: bool = True, plugins: str = "") -> dict:
+    """Save learning_curves.png, confusion.png, predictions.png and mistakes.png in the run folder and, in a
+    notebook, show them; returns their paths. `run` is what `fit` returned (its test predictions are plotted,
+    the numbers of summary.json), or a run folder or checkpoint (evaluated here). Each figure is drawn once:
+    the notebook shows the saved PNG."""
     import matplotlib.pyplot as plt
-    ev, run_dir = evaluate_run(run_dir, data, plugins), run_folder_of(run_dir)
-    d, classes = ev["data"], ev["data"].spec.classes
+    path = getattr(run, "run_dir", run)
+    if getattr(run, "test_pred", None) is not None: d, pred = run.data, run.test_pred
+    else:
+        ev = evaluate_run(path, data or getattr(run, "data", None), plugins)
+        d, pred = ev["data"], ev["pred"]
+    run_dir, classes = run_folder_of(path), d.spec.classes
     plots = {"learning_curves": lambda: plot_history(read_history(run_dir)),
-             "confusion": lambda: plot_confusion(ev["confusion"], classes),
-             "predictions": lambda: plot_predictions(d.x_test, d.y_test, ev["pred"], classes),
-             "mistakes": lambda: plot_predictions(d.x_test, d.y_test, ev["pred"], classes, only_wrong=True)}
+             "confusion": lambda: plot_confusion(confusion_matrix(d.y_test, pred, len(classes)), classes),
+             "predictions": lambda: plot_predictions(d.x_test, d.y_test, pred, classes),
+             "mistakes": lambda: plot_predictions(d.x_test, d.y_test, pred, classes, only_wrong=True)}
     paths = {}
     with writing(run_dir):  # not while a training process writes the folder
         for name, plot in plots.items():
             fig = plot()
-            fig.savefig(paths.setdefault(name, run_dir / f"{name}.png"), dpi=80)
+            fig.savefig(paths.setdefault(name, run_dir / f"{name}.png"), dpi=80,
+                        pil_kwargs={"compress_level": 1})  # zlib's fastest: the files are small either way
             plt.close(fig)
     if show and in_notebook():
         from IPython.display import Image, display

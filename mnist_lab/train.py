@@ -387,6 +387,7 @@ class Result:
     history: list
     summary: dict
     data: object  # the `Data` the run trained on
+    test_pred: torch.Tensor | None = None  # the final model's class for each test image (None: run was done)
 
 # %% ../nbs/02c_train.ipynb #ee7f0f4f
 def summarize(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, D, test: dict,
@@ -408,7 +409,8 @@ def finish_run(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, 
     "Test the final model, write model.pt and summary.json, mark the run completed; returns the `Result`."
     dev = split[0].device
     test = D.share(evaluate(parts.model, data.x_test.to(dev), data.y_test.to(dev), data.spec.mean,
-                            data.spec.std, cfg.top_k, autocast=parts.autocast()))
+                            data.spec.std, cfg.top_k, autocast=parts.autocast(), with_pred=True))
+    pred = test.pop("pred")  # report() plots these: the same numbers as summary.json, not a second evaluation
     summary = summarize(rec, parts, data, split, cfg, D, test, stopped)
     if D.main:
         save_checkpoint(parts.model.state_dict(), rec.run_dir / "model.pt")
@@ -420,7 +422,7 @@ def finish_run(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, 
         rec.mark("completed", finished=time.time())
     log(f"test accuracy {test['accuracy']:.4f} (top-{cfg.top_k} {test['top_k']:.4f}) "
         f"in {summary['seconds']:.1f}s; run folder {rec.run_dir}")
-    return Result(rec.run_dir, parts.model, rec.history, summary, data)
+    return Result(rec.run_dir, parts.model, rec.history, summary, data, pred)
 
 # %% ../nbs/02c_train.ipynb #e1348389
 def record_failure(rec: Record, e: BaseException):
