@@ -55,6 +55,7 @@ def cmd_watch(a) -> int:
     from mnist_lab.launch import watch
     return 0 if watch(a.run)["status"] == "completed" else 1
 
+# %% ../nbs/06_cli.ipynb #c3e4138f
 def cmd_stop(a) -> int:
     "Interrupt a running run; it is recorded as failed and can be resumed."
     from mnist_lab.launch import stop
@@ -102,6 +103,7 @@ def print_runs(df, all_columns: bool = False):
         print(f"{len(hidden)} more columns hidden ({', '.join(hidden[:8])}{', ...' if len(hidden) > 8 else ''});"
               " --all shows them")
 
+# %% ../nbs/06_cli.ipynb #df4c5fa2
 def cmd_runs(a) -> int:
     "The runs table, filtered and sorted as asked."
     from mnist_lab.runs import runs_table
@@ -153,6 +155,7 @@ def new_project(dest, name: str | None = None) -> Path:
             out.chmod(f.stat().st_mode)
     return dest
 
+# %% ../nbs/06_cli.ipynb #ba83d8a5
 def cmd_new(a) -> int:
     "Create a new project from this one."
     dest = new_project(a.dest, a.name)
@@ -166,6 +169,7 @@ def interrupt(signum, frame):
     "SIGTERM and SIGHUP act as Ctrl-C: the runs this command started are interrupted and recorded."
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
+# %% ../nbs/06_cli.ipynb #abec9341
 def main(argv=None) -> int:
     "The `mnist-lab` command: parse `argv`, run the subcommand, turn errors into one line and an exit code."
     ap = argparse.ArgumentParser("mnist-lab", description="mnist_lab from the shell")

@@ -74,6 +74,7 @@ def project_dir(start=None) -> Path:
     start = Path(start or Path.cwd()).absolute()
     return next((p for p in (start, *start.parents) if (p / "settings.ini").is_file()), start)
 
+# %% ../nbs/00_data.ipynb #103e942c
 def project_path(path) -> Path:
     "`path` made absolute: a relative path is taken from `project_dir()`."
     path = Path(path).expanduser()
@@ -103,6 +104,7 @@ def remember_download_failure(error: str) -> str:
     return (f"{error}. With no internet, copy the four IDX files (e.g. from a machine that has them) into "
             f"data_dir; no download will be tried for 24 h (delete {DOWNLOAD_FAILED} to try sooner)")
 
+# %% ../nbs/00_data.ipynb #8c728676
 def download_failed_recently(hours: float = 24) -> str | None:
     "The note of a download that failed on this machine within `hours`, else None."
     try: age = time.time() - DOWNLOAD_FAILED.stat().st_mtime
@@ -129,11 +131,13 @@ def download(name: str, data_dir, timeout: float = 20.0):
         raise
     finally: socket.setdefaulttimeout(old)
 
+# %% ../nbs/00_data.ipynb #aef36fa1
 def official_md5s(name: str) -> set:
     "md5 sums of the official `.gz` files, as torchvision lists them."
     import torchvision
     return {md5 for _, md5 in getattr(torchvision.datasets, DATASETS[name].tv_name).resources}
 
+# %% ../nbs/00_data.ipynb #9a2d1ce6
 def md5sum(path) -> str:
     "Hex md5 of a file, as torchvision's list of official files gives it."
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
@@ -156,6 +160,7 @@ class Data:
         "The dataset's `DatasetSpec` (classes, mean, std)."
         return DATASETS[self.name]
 
+# %% ../nbs/00_data.ipynb #b91566c7
 def read_dataset(name: str, files: dict) -> Data:
     "Read the four IDX files of `find_idx_files` into a checked `Data`."
     xtr, ytr, xte, yte = (read_idx(files[s]) for s in IDX_STEMS)
@@ -232,6 +237,7 @@ def normalize(xb: torch.Tensor, mean: float, std: float, dtype=torch.float32) ->
     "uint8 images (B, H, W) -> standardized floats (B, 1, H, W)."
     return ((xb.to(dtype) / 255 - mean) / std).unsqueeze(1)
 
+# %% ../nbs/00_data.ipynb #19d461ce
 def eval_batches(x, y, bs: int = 1000):
     "Yield (xb, yb) in order, for evaluation."
     for i in range(0, len(x), bs): yield x[i:i + bs], y[i:i + bs]
@@ -244,12 +250,14 @@ def register(registry: dict, name: str):
         return fn
     return deco
 
+# %% ../nbs/00_data.ipynb #967cc713
 AUGMENTATIONS = {}
 
 def register_augmentation(name: str):
     "Decorator: make `fn(x, gen) -> x` selectable as `augment=name`."
     return register(AUGMENTATIONS, name)
 
+# %% ../nbs/00_data.ipynb #88117e07
 def _rand(shape, gen, x): return torch.rand(shape, generator=gen).to(x.device, x.dtype)
 
 def random_affine(x, gen, degrees=0.0, shift=0.0, scale=0.0):
@@ -300,6 +308,7 @@ def flip(x, gen):
     mirror = _rand(len(x), gen, x).view(-1, 1, 1, 1) < 0.5
     return torch.where(mirror, x.flip(3), x)
 
+# %% ../nbs/00_data.ipynb #cae68a87
 def parse_augment(augment: str) -> list:
     "'shift,erase' -> [shift, erase]; an unknown name is an error listing the known ones."
     names = [a.strip() for a in augment.split(",") if a.strip()]
@@ -307,6 +316,7 @@ def parse_augment(augment: str) -> list:
         raise ValueError(f"augment: unknown {bad}; choose from {', '.join(AUGMENTATIONS)} (comma-separated)")
     return [AUGMENTATIONS[a] for a in names]
 
+# %% ../nbs/00_data.ipynb #7c6825d7
 def augment_batch(x, fns, gen):
     "Apply each augmentation in `fns` to the float batch `x`."
     for fn in fns: x = fn(x, gen)

@@ -81,6 +81,7 @@ def launch(**params) -> Run:
     print(f"launched: {run_dir} (papermill pid {p.pid}, log {run_dir / 'papermill.log'})")
     return Run(run_dir, p.pid)
 
+# %% ../nbs/07_launch.ipynb #8f08ae8a
 def prepare(**params) -> tuple:
     "Check `params` and make the run folder: `(run_dir, every parameter for papermill)`."
     cfg = TrainConfig.from_params(**params)  # every mistake is caught here, before a folder exists
@@ -111,6 +112,7 @@ def run_folder(run) -> Path:
     "The folder of a `Run`, a `Result` or a path (relative: to the project)."
     return Path(run.run_dir) if hasattr(run, "run_dir") else project_path(run)
 
+# %% ../nbs/07_launch.ipynb #c91b602a
 def watch(run, every: float = 2.0, timeout: float = None) -> dict:
     "Follow a run (a `Run`, or its folder) until it ends: live status line and learning curves."
     from mnist_lab.eval import in_notebook
@@ -131,6 +133,7 @@ def watch(run, every: float = 2.0, timeout: float = None) -> dict:
         print(f"stopped watching; the run goes on: {run_dir}")
         return run_status(run_dir)
 
+# %% ../nbs/07_launch.ipynb #be08c6ab
 def show_progress(line: str, history: list, handles=None):
     "Show (or update in place) a status line and the learning curves in a notebook; returns the handles."
     import matplotlib.pyplot as plt
@@ -175,6 +178,7 @@ def children(pid: int) -> list:
         if int(fields_[1]) == pid: kids.append(int(stat.parent.name))
     return kids
 
+# %% ../nbs/07_launch.ipynb #3c1e5946
 def stop_papermill(p: subprocess.Popen, grace: float = 15.0, run_dir=None):
     """Stop a papermill run the way Jupyter does: interrupt its kernel (its own session, so a terminal's
     Ctrl-C never reaches it); `fit` then records the run as failed (KeyboardInterrupt) and papermill exits.

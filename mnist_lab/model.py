@@ -17,6 +17,7 @@ def register_model(name: str):
     "Decorator: make the model constructor `fn(**args) -> nn.Module` selectable as `model=name`."
     return register(MODELS, name)
 
+# %% ../nbs/01_model.ipynb #1ab29f6e
 def make_model(name: str, strict: dict | None = None, **args) -> nn.Module:
     "Build model `name`, passing the `args` its constructor accepts; `strict` args must all be accepted."
     if name not in MODELS:
@@ -27,6 +28,7 @@ def make_model(name: str, strict: dict | None = None, **args) -> nn.Module:
         raise ValueError(f"model_args {bad} not accepted by model {name!r}; it takes {list(accepted)}")
     return MODELS[name](**{k: v for k, v in {**args, **(strict or {})}.items() if k in accepted})
 
+# %% ../nbs/01_model.ipynb #ebff54e7
 def n_params(model: nn.Module) -> int:
     "Number of parameters (weights and biases)."
     return sum(p.numel() for p in model.parameters())
@@ -37,12 +39,14 @@ def linear(n_classes: int = 10):
     "Multinomial logistic regression: one linear layer on the 784 pixels."
     return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, n_classes))
 
+# %% ../nbs/01_model.ipynb #b0e609b5
 @register_model("mlp")
 def mlp(fc1: int = 128, fc2: int = 64, dropout: float = 0.0, n_classes: int = 10):
     "Two hidden layers of `fc1` and `fc2` units."
     return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, fc1), nn.ReLU(), nn.Dropout(dropout),
                          nn.Linear(fc1, fc2), nn.ReLU(), nn.Dropout(dropout), nn.Linear(fc2, n_classes))
 
+# %% ../nbs/01_model.ipynb #fcf88fa8
 @register_model("lenet")
 def lenet(dropout: float = 0.0, n_classes: int = 10):
     "LeNet-5 (LeCun et al. 1998) with ReLU and max pooling."
@@ -52,10 +56,12 @@ def lenet(dropout: float = 0.0, n_classes: int = 10):
         nn.Linear(400, 120), nn.ReLU(), nn.Dropout(dropout), nn.Linear(120, 84), nn.ReLU(),
         nn.Linear(84, n_classes))
 
+# %% ../nbs/01_model.ipynb #119fe4ad
 def conv_bn(c_in, c_out):
     "3x3 convolution, batch norm, ReLU: the cnn's building block."
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
+# %% ../nbs/01_model.ipynb #f24523db
 @register_model("cnn")
 def cnn(width: int = 16, dropout: float = 0.0, n_classes: int = 10):
     "Small fast CNN: three conv-BN-ReLU stages of `width`, 2x`width`, 4x`width` channels, global max pool."

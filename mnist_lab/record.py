@@ -20,6 +20,7 @@ from .config import TrainConfig
 # %% ../nbs/02b_record.ipynb #33753d5d
 class CheckpointError(ValueError): "A checkpoint file that cannot be read safely."
 
+# %% ../nbs/02b_record.ipynb #5cf67ced
 def discard(tmp: Path):
     "Remove a temp file if it is there."
     try: tmp.unlink(missing_ok=True)
@@ -54,10 +55,12 @@ def save_checkpoint(obj, path):
     torch.save(obj, buf)
     save_atomic(lambda f: f.write(buf.getbuffer()), path)
 
+# %% ../nbs/02b_record.ipynb #0dd1f8d3
 def write_json(obj, path):
     "Write `obj` as indented JSON, atomically."
     save_atomic(lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()), path)
 
+# %% ../nbs/02b_record.ipynb #5b5b694d
 def read_json(path) -> dict:
     "A JSON file's content, or {} when it is missing, unreadable or damaged (not JSON, not UTF-8)."
     try: return json.loads(Path(path).read_text())
@@ -78,6 +81,7 @@ def load_weights(path, map_location="cpu"):
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}): it is empty, "
                               "truncated, corrupt, or holds objects other than tensors and plain data") from None
 
+# %% ../nbs/02b_record.ipynb #2da4f95c
 def load_checkpoint(path, map_location="cpu") -> dict:
     "A full training checkpoint (model, optimizer, RNG states, ...), loaded safely."
     ckpt = load_weights(path, map_location)
@@ -101,6 +105,7 @@ def read_model(path, map_location="cpu") -> tuple:
         return w, read_json(p.parent / "config.json")  # a model.pt: its config is beside it
     raise CheckpointError(f"{p} holds no model weights")
 
+# %% ../nbs/02b_record.ipynb #e81bc130
 def read_safetensors(path, map_location="cpu") -> tuple:
     "`(weights, the config stored in its metadata or {})` of a `.safetensors` file: tensors only, no pickle."
     from safetensors import safe_open
@@ -111,6 +116,7 @@ def read_safetensors(path, map_location="cpu") -> tuple:
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
 
+# %% ../nbs/02b_record.ipynb #21119cea
 def fit_weights(model: torch.nn.Module, weights: dict, source: str):
     "Load `weights` into `model`, or raise one short error saying how they differ."
     own = model.state_dict()
@@ -149,6 +155,7 @@ def write_status(run_dir, status: str, **info):
     write_json({"status": status, "pid": os.getpid(), "host": socket.gethostname(),
                 "updated": time.time(), **info}, Path(run_dir) / "status.json")
 
+# %% ../nbs/02b_record.ipynb #9d72868d
 def pid_alive(pid: int) -> bool:
     "Whether process `pid` runs on this machine (a zombie, ended but not yet reaped by its parent, does not)."
     try: os.kill(pid, 0)
@@ -157,6 +164,7 @@ def pid_alive(pid: int) -> bool:
     try: return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError): return True  # not Linux: the signal test is all we have
 
+# %% ../nbs/02b_record.ipynb #356a54c7
 def run_status(run_dir) -> dict:
     """The run's status.json; a `running` run whose process on this host is gone is recorded as failed (killed).
     `unknown`: no status yet (missing, or the empty file that claims a new folder); `damaged`: unreadable."""
@@ -180,6 +188,7 @@ class RunLocked(RuntimeError): "Another process is writing this run folder."
 
 _LOCKS = {}  # resolved run folder -> the open lock file descriptor this process holds
 
+# %% ../nbs/02b_record.ipynb #0f1e2bfe
 def lock_run(run_dir, hold: bool = True) -> Path:
     """Take the run folder's writer lock for the life of this process (again: a no-op); raise `RunLocked` naming
     the holder if another process has it. `hold=False` only checks that it is free."""
@@ -202,10 +211,12 @@ def lock_run(run_dir, hold: bool = True) -> Path:
     _LOCKS[run_dir] = fd
     return run_dir
 
+# %% ../nbs/02b_record.ipynb #221956e9
 def unlock_run(run_dir):
     "Give the writer lock back (the end of `fit`); the process ending does the same."
     if (fd := _LOCKS.pop(Path(run_dir).resolve(), None)) is not None: os.close(fd)
 
+# %% ../nbs/02b_record.ipynb #1ea2b37e
 @contextlib.contextmanager
 def writing(run_dir):
     "Hold the writer lock for a block (eval's plots, an export); the lock this process already holds stays."
@@ -221,6 +232,7 @@ def run_folder_of(path) -> Path:
     path = Path(path)
     return path if path.is_dir() else path.parent
 
+# %% ../nbs/02b_record.ipynb #c101d08d
 def read_history(run_dir) -> list:
     "The per-epoch rows of a run's metrics.jsonl; none before the first epoch has finished."
     path = Path(run_dir) / "metrics.jsonl"
@@ -230,6 +242,7 @@ def read_history(run_dir) -> list:
     if not all(isinstance(r, dict) for r in rows): raise ValueError(f"{path}: damaged (a line is not a JSON object)")
     return rows
 
+# %% ../nbs/02b_record.ipynb #400803aa
 def write_history(run_dir, history: list):
     "Rewrite metrics.jsonl atomically with `history`, one JSON line per epoch."
     save_atomic(lambda f: f.write("".join(json.dumps(h) + "\n" for h in history).encode()),
@@ -315,6 +328,7 @@ def die_with_parent(sig: int = signal.SIGTERM):
     try: ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError): pass  # not Linux: nothing to ask
 
+# %% ../nbs/02b_record.ipynb #a49c5d0c
 def link_notebook(run_dir: Path):
     """Put the executed papermill notebook in the run folder as a relative link, so that moving the project
     (or the runs folder with the notebooks in it) keeps it working."""
@@ -336,6 +350,7 @@ def terminal():
     try: return open(fd, "w", buffering=1, closefd=False)
     except OSError: return None
 
+# %% ../nbs/02b_record.ipynb #43b836dc
 def say(*lines):
     "Print to the notebook and, under papermill, to the terminal too: a headless run reports where it runs."
     text = " ".join(map(str, lines))

@@ -31,12 +31,14 @@ def run_row(run_dir: Path, root: Path) -> dict:
             "started": pd.Timestamp(started, unit="s") if started else None,
             "error": status.get("error"), "path": str(run_dir)}
 
+# %% ../nbs/04_runs.ipynb #712f0116
 def safe_run_row(run_dir: Path, root: Path) -> dict:
     "`run_row`, or for a run whose record cannot be read a `damaged` row naming the file and the reason."
     try: return run_row(run_dir, root)
     except (ValueError, TypeError, KeyError, AttributeError, OSError) as e:
         return {"run": str(run_dir.relative_to(root)), "status": "damaged", "error": str(e), "path": str(run_dir)}
 
+# %% ../nbs/04_runs.ipynb #b21e5b17
 def runs_table(root="runs", where: dict | None = None, sort: str | None = None) -> pd.DataFrame:
     """Every run folder (a folder with a status.json) under `root` (relative: to the project), newest first;
     `where={"status": "running"}` keeps matching rows, `sort="val_accuracy"` puts the best first."""
@@ -63,6 +65,7 @@ def varying(df: pd.DataFrame) -> list:
             and c not in ("status", "epoch", "best", "train_loss", "val_loss", "val_accuracy", "test_accuracy",
                           "test_top_k")]
 
+# %% ../nbs/04_runs.ipynb #f5c8c1a7
 def seed_stats(df: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
     "Mean ± std of `metric` over seeds, for each setting of the other varying parameters."
     done = df[df.status == "completed"]
@@ -70,6 +73,7 @@ def seed_stats(df: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
     g = done.groupby(by) if by else done.assign(all="all").groupby("all")
     return g[metric].agg(["mean", "std", "count"]).sort_values("mean", ascending=False)
 
+# %% ../nbs/04_runs.ipynb #d9fd6d92
 def best_run(df: pd.DataFrame, metric: str = "val_accuracy", mode: str = "max") -> pd.Series:
     "The completed run with the best `metric`: a validation metric, so the test set never picks a model."
     done = df[df.status == "completed"].dropna(subset=[metric])
@@ -94,6 +98,7 @@ def plot_metric_vs(df: pd.DataFrame, param: str, metric: str = "val_accuracy", c
     ax.set(xlabel=param, ylabel=metric, title=f"{metric} vs {param}")
     return fig
 
+# %% ../nbs/04_runs.ipynb #2c3628dd
 def plot_curves(df: pd.DataFrame, metric: str = "val_accuracy", label: str | None = None):
     "Learning curves of the given runs, overlaid, each labelled with what varies (or the `label` column)."
     import matplotlib.pyplot as plt

@@ -359,6 +359,7 @@ def trial_line(k: int, t) -> str:
     params = " ".join(f"{p}={v:.4g}" if isinstance(v, float) else f"{p}={v}" for p, v in t.params.items())
     return f"trial {k:>3} {state:<9} {what}  {params}  {t.user_attrs.get('run_dir', '')}".rstrip()
 
+# %% ../nbs/05_sweep.ipynb #dcadcfe8
 def follow(url: str, study_name: str, n: int, done: threading.Event, out, every: float = 1.0):
     "Print a line per newly finished trial and move the bar, until `done` is set (then once more)."
     import optuna

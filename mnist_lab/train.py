@@ -39,6 +39,7 @@ def get_rng_state() -> dict:
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
+# %% ../nbs/02c_train.ipynb #f719e5c7
 def set_rng_state(s: dict):
     "Restore what `get_rng_state` returned."
     random.setstate((s["python"][0], tuple(s["python"][1]), s["python"][2]))
@@ -61,6 +62,7 @@ def cpu_flags() -> set:
     except OSError: return set()
     return set(next((l.split(":", 1)[1] for l in info.splitlines() if l.startswith("flags")), "").split())
 
+# %% ../nbs/02c_train.ipynb #2ec0c853
 # the CPU features that compute bf16 products in hardware; without them torch emulates bf16, slower than fp32
 NATIVE_BF16 = {"amx_bf16": "AMX tiles", "avx512_bf16": "AVX-512-BF16"}
 
@@ -77,6 +79,7 @@ def amp_decision(amp: str, dev: torch.device, flags: set | None = None) -> tuple
     if native: return "bf16", f"auto: this CPU computes bf16 natively ({', '.join(native)})"
     return "off", "auto: this CPU has neither AMX nor AVX-512-BF16, so bf16 would be emulated and slower than fp32"
 
+# %% ../nbs/02c_train.ipynb #b85bc678
 def resolve_amp(amp: str, dev: torch.device) -> str:
     "The autocast a run uses: off, bf16 or fp16 (see `amp_decision`)."
     return amp_decision(amp, dev)[0]
@@ -142,6 +145,7 @@ def join_job(backend: str):
                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); not started by "
                            "torchrun? unset WORLD_SIZE, RANK, MASTER_ADDR and MASTER_PORT") from None
 
+# %% ../nbs/02c_train.ipynb #d3d29dab
 def init_distributed(dev: torch.device) -> tuple:
     "Join the torchrun job described by the environment, if any: returns (Dist, this rank's device)."
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return Dist(), dev
@@ -162,10 +166,12 @@ def resume_point(cfg: TrainConfig) -> tuple:
     saved = ckpt["config"] if ckpt else json.loads((Path(cfg.resume) / "config.json").read_text())
     return resume_config(cfg, saved), path, ckpt
 
+# %% ../nbs/02c_train.ipynb #d4654c6c
 def resolved(cfg: TrainConfig) -> TrainConfig:
     "The config a run trains with: `cfg`, or for a resume the saved one with the allowed overrides."
     return resume_point(cfg)[0]
 
+# %% ../nbs/02c_train.ipynb #2c6557d1
 def plan_steps(cfg: TrainConfig, n_train: int) -> tuple:
     "`(steps per epoch, total steps, epochs)`: one pass over `n_train` images an epoch, unless told otherwise."
     per_epoch = cfg.steps_per_epoch or n_train // cfg.batch_size
@@ -262,6 +268,7 @@ def open_run(cfg: TrainConfig, ckpt_path, ckpt, parts: Parts, D, plan: tuple, st
         run_dir, history = Path(D.share(str(new_run_dir(cfg)) if D.main else None)), []
     return claim(Record(run_dir, history, state, started, plan[2], D.world, since=started), cfg, D, log)
 
+# %% ../nbs/02c_train.ipynb #eb460dd7
 def resumed_record(run_dir: Path, state: dict, since: float, epochs: int, early_stop: int, D, log) -> Record:
     """The `Record` of a run continued from its checkpoint: epochs after the checkpoint are dropped (they are
     replayed), its first start time is kept, and a completed run with no epoch left is `done`: nothing of it
@@ -275,6 +282,7 @@ def resumed_record(run_dir: Path, state: dict, since: float, epochs: int, early_
     return Record(run_dir, history, state, started, epochs, D.world, since=since, before=state["seconds"],
                   done=done)
 
+# %% ../nbs/02c_train.ipynb #cfbf32ad
 def claim(rec: Record, cfg: TrainConfig, D, log) -> Record:
     "Take the writer lock of the run folder and start its record (rank 0), unless the run is `done`."
     if D.main and not rec.done:
@@ -285,6 +293,7 @@ def claim(rec: Record, cfg: TrainConfig, D, log) -> Record:
             raise
     return rec
 
+# %% ../nbs/02c_train.ipynb #d5bc0e24
 def start_record(rec: Record, cfg: TrainConfig, log):
     "Write the run's history so far, its config, the notebook link and a `running` status; open TensorBoard."
     write_history(rec.run_dir, rec.history)
@@ -405,6 +414,7 @@ def summarize(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, D
             "processes": D.world, "threads": torch.get_num_threads(), "seconds": rec.seconds(),
             "train_seconds": sum(h["epoch_time"] for h in rec.history), **versions()}
 
+# %% ../nbs/02c_train.ipynb #702a9474
 def finish_run(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, D, stopped: bool, log) -> Result:
     "Test the final model, write model.pt and summary.json, mark the run completed; returns the `Result`."
     dev = split[0].device
