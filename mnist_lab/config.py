@@ -205,6 +205,7 @@ class TrainConfig:
     gamma: float = 0.7  # step/multistep/exponential: lr factor; reduce_on_plateau: factor
     lr_patience: int = 2  # reduce_on_plateau: epochs without improvement before lowering the lr
     augment: str = ""  # comma-separated: shift, rotate, affine, noise, erase, flip (or your own)
+    tta: str = "none"  # test-time augmentation of val and test: none, or flip (also the mirror image; clothing)
     top_k: int = 3  # k of the val_top_k / test_top_k metric
     monitor: str = "max val_accuracy"  # "min|max <metric>": picks best.pt, drives early_stop, plateau
     early_stop: int = 0  # stop after this many epochs without improvement (0: off)
@@ -241,7 +242,7 @@ class TrainConfig:
             return [] if v in options else [f"{name}={v!r}: choose one of {', '.join(map(str, options))}"]
         p = self.check_model() + choice("optimizer", OPTIMIZERS) + choice("scheduler", SCHEDULERS)
         p += choice("loss", LOSSES) + choice("dataset", DATASET_NAMES)
-        p += choice("amp", ("auto", "off", "bf16", "fp16"))
+        p += choice("amp", ("auto", "off", "bf16", "fp16")) + choice("tta", ("none", "flip"))
         p += choice("progress", ("auto", "bar", "epoch", "none")) + self.check_ranges()
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             p.append(f"device={self.device!r}: choose auto, cpu, cuda, cuda:N or mps")

@@ -7,7 +7,7 @@ __all__ = ['evaluate', 'n_classes', 'load_run', 'export_safetensors', 'load_safe
            'evaluate_run', 'plot_history', 'plot_confusion', 'plot_predictions', 'report']
 
 # %% ../nbs/03_eval.ipynb #272320ca
-import contextlib, json
+import contextlib, json, math
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -18,14 +18,18 @@ from .record import read_model, fit_weights, read_history, read_json, in_noteboo
 # %% ../nbs/03_eval.ipynb #4e16fb55
 @torch.no_grad()
 def evaluate(model, x, y, mean: float, std: float, k: int = 3, bs: int = 1000, autocast=None,
-             with_pred: bool = False) -> dict:
-    "Loss, accuracy and top-k accuracy of `model` on uint8 images `x` and labels `y` (+ `pred`, the classes)."
+             with_pred: bool = False, tta: str = "none") -> dict:
+    """Loss, accuracy and top-k accuracy of `model` on uint8 images `x` and labels `y` (+ `pred`, the classes).
+    `tta="flip"` classifies each image and its mirror image and averages the two probabilities."""
     model.eval()
     loss = correct = in_top_k = 0.0
     preds = []
     for xb, yb in eval_batches(x, y, bs):
         with autocast or torch.autocast("cpu", enabled=False):
-            out = model(normalize(xb, mean, std)).float()
+            xb = normalize(xb, mean, std)
+            out = model(xb).float()
+            if tta == "flip":  # the log of the mean probability: cross-entropy and top-k read it as logits
+                out = torch.logaddexp(out.log_softmax(1), model(xb.flip(-1)).float().log_softmax(1)) - math.log(2)
         loss += F.cross_entropy(out, yb, reduction="sum").item()
         top = out.topk(k, 1).indices
         correct += (top[:, 0] == yb).sum().item()
@@ -100,7 +104,7 @@ def evaluate_run(path, data=None, plugins: str = "") -> dict:
         name = read_json(summary).get("dataset", cfg.dataset)
         data = load_data(name, cfg.data_dir, download_ok=False)
     spec = data.spec
-    ev = evaluate(model, data.x_test, data.y_test, spec.mean, spec.std, cfg.top_k, with_pred=True)
+    ev = evaluate(model, data.x_test, data.y_test, spec.mean, spec.std, cfg.top_k, with_pred=True, tta=cfg.tta)
     return {**ev, "k": cfg.top_k, "confusion": confusion_matrix(data.y_test, ev["pred"], len(spec.classes)),
             "data": data}
 
