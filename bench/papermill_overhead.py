@@ -63,7 +63,7 @@ if __name__ == "__main__":
     for k, what in [("start", "papermill and kernel start, until the first cell"),
                     ("imports", "first cell: import mnist_lab (torch)"),
                     ("fit_extra", "fit() besides training: data, model, optimizer (imports torch._dynamo), test"),
-                    ("report", "report(): evaluation and 4 plots (imports matplotlib)"),
+                    ("report", "report(): 4 plots of fit's test predictions (imports matplotlib)"),
                     ("exit", "after the last cell: kernel shutdown, final notebook write"),
                     ("rest", "other cells and between cells")]:
         print(f"    {med[k]:5.2f}s  {what}")

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TEMPLATE_FILES', 'parse_params', 'cmd_train', 'cmd_fit', 'cmd_resume', 'cmd_watch', 'cmd_stop', 'papermill',
-           'cmd_eval', 'print_runs', 'cmd_runs', 'cmd_sweep', 'new_project', 'cmd_new', 'interrupt', 'main']
+           'cmd_eval', 'print_runs', 'cmd_runs', 'cmd_sweep', 'new_project', 'cmd_new', 'interrupt', 'parser', 'main']
 
 # %% ../nbs/06_cli.ipynb #dd6cc54e
 import argparse, json, signal, subprocess, sys, threading
@@ -170,8 +170,8 @@ def interrupt(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 # %% ../nbs/06_cli.ipynb #abec9341
-def main(argv=None) -> int:
-    "The `mnist-lab` command: parse `argv`, run the subcommand, turn errors into one line and an exit code."
+def parser() -> argparse.ArgumentParser:
+    "The `mnist-lab` command line: its subcommands and their options."
     ap = argparse.ArgumentParser("mnist-lab", description="mnist_lab from the shell")
     sub = ap.add_subparsers(dest="cmd", required=True)
     def with_params(p):
@@ -210,7 +210,12 @@ def main(argv=None) -> int:
     nw = sub.add_parser("new", help="create a new project from this one (renamed package, no runs or history)")
     nw.add_argument("dest", help="folder to create")
     nw.add_argument("--name", help="package name (default: the folder name)")
-    a = ap.parse_args(argv)
+    return ap
+
+# %% ../nbs/06_cli.ipynb #5425252e
+def main(argv=None) -> int:
+    "The `mnist-lab` command: parse `argv`, run the subcommand, turn errors into one line and an exit code."
+    a = parser().parse_args(argv)
     # Ctrl-C must stop us even when started from a shell that ignores SIGINT in background jobs; SIGTERM
     # (kill, a scheduler) and SIGHUP (the terminal closed) stop the runs we started the same way
     if threading.current_thread() is threading.main_thread():

@@ -379,10 +379,13 @@ def test_papermill_timeout_is_failed_and_resumes_exactly(tmp_path):
     # the run's own plugins are imported only when named again: a stored config never runs code
     r = papermill(tmp_path / "t2.ipynb", ("resume", "runs/t"), ("plugins", str(tmp_path / "pace.py")), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
+    # the uninterrupted reference, trained here: the same `pace` minus the sleep (it draws nothing from `gen`)
+    from mnist_lab.data import AUGMENTATIONS
+    AUGMENTATIONS["pace"] = lambda x, gen: x
     threads = torch.get_num_threads()
-    try: ref = T.fit(T.TrainConfig.from_params(**{k: v for k, v in params if k != "run_dir"},
+    try: ref = T.fit(T.TrainConfig.from_params(**{k: v for k, v in params if k not in ("run_dir", "plugins")},
                                               runs_root=str(tmp_path / "ref"), progress="none"))
-    finally: torch.set_num_threads(threads)
+    finally: torch.set_num_threads(threads); AUGMENTATIONS.pop("pace")
     resumed = torch.load(run / "model.pt", weights_only=True)
     assert all(torch.equal(resumed[k], v) for k, v in ref.model.state_dict().items())
 
