@@ -8,8 +8,8 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'check_values',
            'retry_callback', 'quiet_optuna', 'storage_for', 'study_address', 'load_study', 'open_study', 'slot',
            'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'suggest', 'work', 'requeue',
-           'start_workers', 'worker_main', 'trial_line', 'follow', 'counts', 'summary_line', 'trials_table',
-           'run_sweep', 'sweep', 'join', 'multi_seed']
+           'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line',
+           'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed']
 
 # %% ../nbs/05_sweep.ipynb #60a36865
 import itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, warnings
@@ -349,6 +349,19 @@ def worker_main(url: str, study_name: str, threads: str, index: str, sweep_dir: 
     try: work(study, int(threads), None if seed is None else seed + int(index), sweep_dir or None)
     except KeyboardInterrupt: sys.exit(130)
 
+# %% ../nbs/05_sweep.ipynb #e2856f7f
+def stop_workers(workers: list, grace: float = 30.0):
+    "Wait up to `grace` s for interrupted worker processes to end; kill (with their sessions) those that do not."
+    deadline = time.time() + grace
+    for w in workers:
+        try: w.wait(max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            print(f"sweep: worker {w.pid} did not stop within {grace:.0f}s: killed; the next run queues its trial "
+                  "again", file=sys.stderr)
+            try: os.killpg(w.pid, signal.SIGKILL)  # a worker leads its own session: its papermill goes too
+            except ProcessLookupError: pass
+            w.wait()
+
 # %% ../nbs/05_sweep.ipynb #4ee830ce
 def trial_line(k: int, t) -> str:
     "One line about a finished trial: slot, state, value, parameters, run folder."
@@ -415,7 +428,8 @@ def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None) -> dict:
     n_jobs = n_jobs or cores
     threads = max(1, cores // n_jobs)  # workers share the cores instead of oversubscribing them
     done = threading.Event()
-    shower = threading.Thread(target=follow, args=(url, study.study_name, spec["n_trials"], done, out))
+    shower = threading.Thread(target=follow, args=(url, study.study_name, spec["n_trials"], done, out),
+                              daemon=True)
     shower.start()
     # this process is one of the workers unless its trials would train here beside others in processes of their
     # own (in-process trials with n_jobs > 1): those could not see a model registered in this notebook
@@ -427,13 +441,13 @@ def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None) -> dict:
         for w in workers: w.wait()
     except KeyboardInterrupt:
         for w in workers: w.send_signal(signal.SIGINT)
-        for w in workers: w.wait()
+        stop_workers(workers)
         print("sweep interrupted: the trials it ran are recorded; run it again (or join it) to continue",
               file=out)
         raise
     finally:
         done.set()
-        shower.join()
+        shower.join(10)  # progress lines only: never what keeps an interrupted sweep from ending
     print(summary_line(study, spec["n_trials"], time.time() - t0), file=out)
     return counts(study, spec["n_trials"])
 
