@@ -340,10 +340,11 @@ def start_workers(url: str, study_name: str, indices, threads: int, sweep_dir=No
 
 # %% ../nbs/05_sweep.ipynb #77ed5315
 def worker_main(url: str, study_name: str, threads: str, index: str, sweep_dir: str = ""):
-    "A worker process: SIGTERM and SIGHUP act as Ctrl-C, then `work` on the study."
-    import optuna
+    "A worker process: SIGTERM and SIGHUP act as Ctrl-C, SIGUSR1 prints its stacks; then `work` on the study."
+    import faulthandler, optuna
     from mnist_lab.cli import interrupt
     for sig in (signal.SIGTERM, signal.SIGHUP): signal.signal(sig, interrupt)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # where a worker that will not stop is stuck
     study = optuna.load_study(study_name=study_name, storage=storage_for(url))
     seed = study.user_attrs["spec"].get("seed")
     try: work(study, int(threads), None if seed is None else seed + int(index), sweep_dir or None)
@@ -351,13 +352,18 @@ def worker_main(url: str, study_name: str, threads: str, index: str, sweep_dir: 
 
 # %% ../nbs/05_sweep.ipynb #e2856f7f
 def stop_workers(workers: list, grace: float = 30.0):
-    "Wait up to `grace` s for interrupted worker processes to end; kill (with their sessions) those that do not."
+    """Wait up to `grace` s for interrupted worker processes to end; kill (with their sessions) those that do not,
+    after they print where they are stuck (SIGUSR1, see `worker_main`)."""
     deadline = time.time() + grace
     for w in workers:
         try: w.wait(max(0.1, deadline - time.time()))
         except subprocess.TimeoutExpired:
-            print(f"sweep: worker {w.pid} did not stop within {grace:.0f}s: killed; the next run queues its trial "
-                  "again", file=sys.stderr)
+            print(f"sweep: worker {w.pid} did not stop within {grace:.0f}s: its stacks, then killed; the next run "
+                  "queues its trial again", file=sys.stderr, flush=True)
+            try:
+                os.kill(w.pid, signal.SIGUSR1)
+                w.wait(1)
+            except (ProcessLookupError, subprocess.TimeoutExpired): pass
             try: os.killpg(w.pid, signal.SIGKILL)  # a worker leads its own session: its papermill goes too
             except ProcessLookupError: pass
             w.wait()
