@@ -83,7 +83,7 @@ def cmd_eval(a) -> int:
     import matplotlib
     matplotlib.use("Agg")
     ev = evaluate_run(a.run, plugins=a.plugins)
-    paths = report(a.run, ev["data"], plugins=a.plugins)
+    paths = report(a.run, ev["data"], plugins=a.plugins, pred=ev["pred"])  # evaluated once
     print(json.dumps({k: ev[k] for k in ("loss", "accuracy", "top_k")}, indent=1))
     print(f"wrote {', '.join(p.name for p in paths.values())} in {Path(next(iter(paths.values()))).parent}")
     return 0

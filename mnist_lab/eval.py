@@ -148,16 +148,16 @@ def plot_predictions(x, y, pred, classes, n: int = 32, only_wrong: bool = False)
     return show_images(x[idx], titles=titles)
 
 # %% ../nbs/03_eval.ipynb #87d37f50
-def report(run, data=None, show: bool = True, plugins: str = "") -> dict:
+def report(run, data=None, show: bool = True, plugins: str = "", pred=None) -> dict:
     """Save learning_curves.png, confusion.png, predictions.png and mistakes.png in the run folder and, in a
     notebook, show them; returns their paths. `run` is what `fit` returned (its test predictions are plotted,
-    the numbers of summary.json), or a run folder or checkpoint (evaluated here). Each figure is drawn once:
-    the notebook shows the saved PNG."""
+    the numbers of summary.json), or a run folder or checkpoint: evaluated here unless `pred` (with `data`)
+    holds its test predictions already. Each figure is drawn once: the notebook shows the saved PNG."""
     import matplotlib.pyplot as plt
-    path = getattr(run, "run_dir", run)
-    if getattr(run, "test_pred", None) is not None: d, pred = run.data, run.test_pred
-    else:
-        ev = evaluate_run(path, data or getattr(run, "data", None), plugins)
+    path, d = getattr(run, "run_dir", run), data or getattr(run, "data", None)
+    if pred is None: pred = getattr(run, "test_pred", None)
+    if pred is None:
+        ev = evaluate_run(path, d, plugins)
         d, pred = ev["data"], ev["pred"]
     run_dir, classes = run_folder_of(path), d.spec.classes
     plots = {"learning_curves": lambda: plot_history(read_history(run_dir)),
