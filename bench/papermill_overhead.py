@@ -16,6 +16,14 @@ FLOOR_CELL = ("import atexit, gc, torch, matplotlib.pyplot\ngc.freeze(); atexit.
               "torch.optim.Adam([torch.zeros(1, requires_grad=True)])")
 
 
+def write_floor_notebook(path: Path) -> Path:
+    "The floor's one-cell notebook (FLOOR_CELL), for papermill."
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(FLOOR_CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
 def stamp(s: str) -> float: return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
 
@@ -38,10 +46,7 @@ if __name__ == "__main__":
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp())
     (d / "runs").mkdir()
-    floor_nb = d / "floor.ipynb"
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(FLOOR_CELL)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, floor_nb)
+    floor_nb = write_floor_notebook(d / "floor.ipynb")
 
     rows, floors = [], []
     for i in range(a.repeat):

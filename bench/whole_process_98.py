@@ -10,9 +10,8 @@ bench/papermill_overhead.py) is measured beside them: ratio <= reference wall / 
     python bench/whole_process_98.py [--seeds 0 1 2] [--epochs 2]"""
 import argparse, json, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
-import nbformat
 from common import ROOT, MNIST10K, finish, mean_std
-from papermill_overhead import FLOOR_CELL
+from papermill_overhead import write_floor_notebook
 from time_to_98 import TARGET, TARGET_SPEEDUP
 
 
@@ -30,9 +29,7 @@ if __name__ == "__main__":
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp())
     (d / "runs").mkdir()
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(FLOOR_CELL)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, d / "floor.ipynb")
+    write_floor_notebook(d / "floor.ipynb")
 
     ours, floors = [], []
     for s in a.seeds:  # each run is followed by a floor run, so both see the same machine
