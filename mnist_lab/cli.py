@@ -161,7 +161,7 @@ def cmd_new(a) -> int:
     dest = new_project(a.dest, a.name)
     pkg = next(p.name for p in dest.iterdir() if (p / "__init__.py").is_file())
     print(f"created {dest} (package {pkg}). Next:\n  cd {dest} && git init && pip install -e '.[dev]' && "
-          "nbdev_test && pytest -q tests")
+          "nbdev_test && pytest -q -n 2 --dist loadgroup tests")
     return 0
 
 # %% ../nbs/06_cli.ipynb #a9b6efd3

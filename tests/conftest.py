@@ -9,6 +9,10 @@ SHARED = next((p for p in (os.environ.get("MNIST_LAB_SHARED"), ROOT.parent / "sh
                if p and Path(p, "data").is_dir()), ROOT.parent / "shared")
 SHARED_MNIST = Path(SHARED) / "data" / "mnist10k"
 
+# The tests marked xdist_group("many_processes") start several training processes at once (sweep workers, torchrun
+# ranks, JupyterLab with a browser, 8 simultaneous runs). Under `pytest -n 2 --dist loadgroup` they take turns on
+# one worker: at most one of them shares the 2 cores with a lighter test, so their timeouts keep their margin.
+
 
 def papermill(out, *params, cwd, timeout=600, nb=ROOT / "nbs" / "train.ipynb"):
     "Run a notebook (nbs/train.ipynb unless told) through papermill's CLI (a real kernel); returns the CompletedProcess."

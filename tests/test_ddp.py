@@ -1,7 +1,10 @@
 """DistributedDataParallel on this machine: 2 CPU processes on the gloo backend, started by torchrun."""
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
+import pytest
 import torch
+
+pytestmark = pytest.mark.xdist_group("many_processes")  # see conftest.py
 
 BIN = Path(sys.executable).parent
 BASE = ["-p", "dataset", "mnist_sample", "-p", "epochs", "3", "-p", "threads", "1", "-p", "dropout", "0.1",

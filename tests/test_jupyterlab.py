@@ -9,6 +9,8 @@ import nbformat
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.xdist_group("many_processes")  # see conftest.py
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = ROOT / "runs" / "screenshots"
 # what a person would pick for a quick look: small, offline, a few seconds per epoch on 2 cores

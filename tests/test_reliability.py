@@ -304,15 +304,16 @@ def mirror(tmp_path, tiny_dataset, monkeypatch):
     """A local HTTP server as torchvision's MNIST download mirror, serving `tiny_dataset`'s files, with
     torchvision's list of official md5 sums replaced by theirs: the real download and md5 code paths run
     offline (the real MNIST files cannot be fetched here)."""
-    import torchvision
+    import torchvision, mnist_lab.data
     from mnist_lab.data import md5sum
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tiny_dataset))
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [f"http://127.0.0.1:{server.server_port}/"])
-    monkeypatch.setattr(torchvision.datasets.MNIST, "resources",
-                        [(p.name, md5sum(p)) for p in sorted(tiny_dataset.glob("*.gz"))])
+    resources = [(p.name, md5sum(p)) for p in sorted(tiny_dataset.glob("*.gz"))]
+    monkeypatch.setattr(torchvision.datasets.MNIST, "resources", resources)  # what the download checks
+    monkeypatch.setitem(mnist_lab.data.OFFICIAL_MD5S, "MNIST", tuple(md5 for _, md5 in resources))  # and `official`
     yield tiny_dataset
     server.shutdown()
 
@@ -329,6 +330,7 @@ def test_downloads_are_md5_checked_and_recorded_as_official(tmp_path, mirror):
 
 # 12. Eight runs started at the same moment with the same name: eight distinct folders
 
+@pytest.mark.xdist_group("many_processes")  # see conftest.py
 def test_eight_simultaneous_runs_get_eight_folders(tmp_path):
     start = time.time() + 6  # every process waits for this moment, after its imports
     code = r'''
@@ -425,6 +427,7 @@ def test_loading_a_received_run_never_imports_its_plugins(tmp_path, monkeypatch,
 
 # 15. One writer per run folder: concurrent resumes of one run, exactly one trains
 
+@pytest.mark.xdist_group("many_processes")  # see conftest.py
 def test_concurrent_resumes_one_trains_the_others_fail_at_once(tmp_path):
     first = T.fit(T.TrainConfig(**{**TINY, "epochs": 1}, runs_root=str(tmp_path / "runs"), save_period=1000)).run_dir
     start = time.time() + 8  # every process waits for this moment, after its imports
