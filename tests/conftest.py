@@ -9,9 +9,14 @@ SHARED = next((p for p in (os.environ.get("MNIST_LAB_SHARED"), ROOT.parent / "sh
                if p and Path(p, "data").is_dir()), ROOT.parent / "shared")
 SHARED_MNIST = Path(SHARED) / "data" / "mnist10k"
 
-# The tests marked xdist_group("many_processes") start several training processes at once (sweep workers, torchrun
-# ranks, JupyterLab with a browser, 8 simultaneous runs). Under `pytest -n 2 --dist loadgroup` they take turns on
-# one worker: at most one of them shares the 2 cores with a lighter test, so their timeouts keep their margin.
+# The tests marked xdist_group("many_processes") start several processes at once and time them (Ctrl-C of a sweep,
+# torchrun ranks killed, JupyterLab with a browser, 8 simultaneous runs). Under `pytest -n 2 --dist loadgroup` they
+# take turns on one worker: at most one of them shares the 2 cores with another test, so their timeouts keep their
+# margin. (pytest 9.2 silently ignores the groups, pytest-dev/pytest-xdist#1386: settings.ini pins pytest<9.2.)
+# And one torch thread per process (a test that needs more sets `threads`): with two workers the cores are taken,
+# and OpenMP threads waiting for a busy core spin on it. The detach test alone used 21 s of CPU with 2 threads,
+# 51 s beside another test; the papermill kernels and CLI runs the tests start inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def papermill(out, *params, cwd, timeout=600, nb=ROOT / "nbs" / "train.ipynb"):

@@ -83,7 +83,6 @@ def trial_logs(sweep_dir) -> str:
                    for d in sorted((Path(sweep_dir) / "trials").iterdir()))
 
 
-@pytest.mark.xdist_group("many_processes")  # see conftest.py
 def test_grid_with_two_workers_a_failing_trial_and_a_rerun(tmp_path):
     "Two local workers share a grid; a failing trial is recorded and the sweep goes on; a re-run trains nothing."
     base = {"dataset": "mnist_sample", "model": "mlp", "optimizer": "sgd", "epochs": 1, "steps_per_epoch": 5,
@@ -147,7 +146,6 @@ def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatc
     assert not canary.exists()
 
 
-@pytest.mark.xdist_group("many_processes")  # see conftest.py
 def test_both_executors_train_the_same_trials_and_report_every_epoch(tmp_path):
     "The same 2-point grid in-process and as papermill runs: the same metrics, the same values in the study."
     base = {"dataset": "mnist_sample", "model": "mlp", "epochs": 2, "steps_per_epoch": 10, "tensorboard": False}

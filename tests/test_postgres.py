@@ -4,8 +4,6 @@ import glob, json, os, shutil, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 import pytest
 
-pytestmark = pytest.mark.xdist_group("many_processes")  # see conftest.py
-
 MNIST_LAB = str(Path(sys.executable).parent / "mnist-lab")
 
 
