@@ -465,9 +465,9 @@ def check_sizes(cfg: TrainConfig, ckpt, D, n_train: int):
 
 # %% ../nbs/02c_train.ipynb #40e12e86
 def set_process_options(cfg: TrainConfig):
-    "Threads and deterministic algorithms, as `cfg` asks; a papermill kernel ends with its papermill."
+    """Deterministic algorithms as `cfg` asks; a papermill kernel ends with its papermill. (`fit` sets the threads
+    around the run itself, so a kernel keeps its own thread count.)"""
     if papermill_output(): die_with_parent()  # a killed `mnist-lab train` leaves no kernel training on
-    if cfg.threads: torch.set_num_threads(cfg.threads)
     if cfg.deterministic: os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be
     # the call imports torch._inductor (1.5 s)
     if cfg.deterministic or torch.are_deterministic_algorithms_enabled():
@@ -512,6 +512,8 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     norm, stopped = (data.spec.mean, data.spec.std), False
     if rec.done: return Result(rec.run_dir, parts.model, rec.history, read_json(rec.run_dir / "summary.json"),
                                data)
+    threads = torch.get_num_threads()  # the caller's: `threads=1` for one run must not stay for the next
+    if cfg.threads: torch.set_num_threads(cfg.threads)
     try:
         for epoch in range(rec.state["epoch"], n_epochs):
             t0, n_steps = time.time(), min(per_epoch, total - rec.state["step"])
@@ -535,6 +537,7 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
         if D.main: record_failure(rec, e)
         raise
     finally:
+        torch.set_num_threads(threads)
         if rec.writer: rec.writer.close()
         if D.main: unlock_run(rec.run_dir)
         if D.started: dist.destroy_process_group()
