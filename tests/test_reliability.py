@@ -384,10 +384,9 @@ def test_papermill_timeout_is_failed_and_resumes_exactly(tmp_path):
     # the uninterrupted reference, trained here: the same `pace` minus the sleep (it draws nothing from `gen`)
     from mnist_lab.data import AUGMENTATIONS
     AUGMENTATIONS["pace"] = lambda x, gen: x
-    threads = torch.get_num_threads()
     try: ref = T.fit(T.TrainConfig.from_params(**{k: v for k, v in params if k not in ("run_dir", "plugins")},
                                               runs_root=str(tmp_path / "ref"), progress="none"))
-    finally: torch.set_num_threads(threads); AUGMENTATIONS.pop("pace")
+    finally: AUGMENTATIONS.pop("pace")
     resumed = torch.load(run / "model.pt", weights_only=True)
     assert all(torch.equal(resumed[k], v) for k, v in ref.model.state_dict().items())
 
