@@ -154,16 +154,19 @@ def stop(run, grace: float = 60.0) -> dict:
     "Interrupt a running run (a `Run` or its folder) cleanly and wait up to `grace` s for it to record that."
     run_dir = run_folder(run)
     s = run.status() if isinstance(run, Run) else run_status(run_dir)
+    if s["status"] not in ("starting", "running"):
+        print(f"{run_dir}: {s['status']}, not running: nothing to stop")
+        return s
     if s["status"] == "starting":  # the kernel has not begun training yet: end papermill and its kernel
         os.killpg(run.pid, signal.SIGTERM)
-        return run.wait(grace)
-    if s["status"] != "running": return s
-    if s.get("host") != socket.gethostname():
-        raise RuntimeError(f"{run_dir} runs on {s.get('host')}, not here: stop it there")
-    os.kill(s["pid"], signal.SIGINT)
-    t0 = time.time()
-    while run_status(run_dir)["status"] == "running" and time.time() - t0 < grace: time.sleep(0.2)
-    s = run_status(run_dir)
+        s = run.wait(grace)
+    else:
+        if s.get("host") != socket.gethostname():
+            raise RuntimeError(f"{run_dir} runs on {s.get('host')}, not here: stop it there")
+        os.kill(s["pid"], signal.SIGINT)
+        t0 = time.time()
+        while run_status(run_dir)["status"] == "running" and time.time() - t0 < grace: time.sleep(0.2)
+        s = run_status(run_dir)
     print(f"{run_dir}: {s['status']}" + (f" ({s['error']})" if s.get("error") else "")
           + ("; resume it with resume=<this folder>" if s["status"] == "failed" else ""))
     return s

@@ -7,8 +7,8 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'GRACE', 'STORED', 'check_shapes', 'check_range', 'settings_to_check', 'check_space', 'grid_sampler',
            'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'check_values',
            'retry_callback', 'quiet_optuna', 'storage_for', 'study_address', 'load_study', 'open_study', 'slot',
-           'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'suggest', 'work', 'requeue',
-           'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line',
+           'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'suggest', 'next_step', 'work',
+           'requeue', 'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line',
            'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed']
 
 # %% ../nbs/05_sweep.ipynb #60a36865
@@ -294,11 +294,21 @@ def suggest(trial, name: str, v):
     if v.get("int"): return trial.suggest_int(name, v["low"], v["high"], log=bool(v.get("log")))
     return trial.suggest_float(name, v["low"], v["high"], log=bool(v.get("log")))
 
+# %% ../nbs/05_sweep.ipynb #bc0a210a
+def next_step(study, n_trials: int) -> str:
+    "What a worker does next: `train` a trial, `wait` for another worker's running one, or `stop`."
+    import optuna
+    from optuna.trial import TrialState
+    optuna.storages.fail_stale_trials(study)  # a dead worker's trial is queued again (WAITING)
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.WAITING for t in trials) or \
+            sum("failed_trial" not in t.system_attrs for t in trials) < n_trials: return "train"
+    return "wait" if any(t.state == TrialState.RUNNING for t in trials) else "stop"
+
 # %% ../nbs/05_sweep.ipynb #8d116258
 def work(study, threads: int, seed=None, sweep_dir=None):
     "Run the study's trials in this process until the sweep is done."
     import optuna
-    from optuna.trial import TrialState
     spec = study.user_attrs["spec"]
     study.sampler = SAMPLERS[spec["method"]](spec["space"], seed)
     study.pruner = PRUNERS[spec["pruner"]]()
@@ -310,18 +320,15 @@ def work(study, threads: int, seed=None, sweep_dir=None):
         except Exception as e:  # Optuna only logs it: keep why, for the progress line and the dashboard
             t.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
             raise
-    while True:
-        optuna.storages.fail_stale_trials(study)
-        trials = study.get_trials(deepcopy=False)
-        if any(t.state == TrialState.WAITING for t in trials) or \
-                sum("failed_trial" not in t.system_attrs for t in trials) < spec["n_trials"]:
-            try: study.optimize(one_trial, n_trials=1, catch=(Exception,))
-            except KeyboardInterrupt:
-                requeue(study, current)
-                raise
-            current.clear()
-        elif any(t.state == TrialState.RUNNING for t in trials): time.sleep(1)  # another worker's: it may die
-        else: return
+    while (step := next_step(study, spec["n_trials"])) != "stop":
+        if step == "wait":  # for another worker's trial: it may die and be queued again
+            time.sleep(1)
+            continue
+        try: study.optimize(one_trial, n_trials=1, catch=(Exception,))
+        except KeyboardInterrupt:
+            requeue(study, current)
+            raise
+        current.clear()
 
 # %% ../nbs/05_sweep.ipynb #df2fbd1c
 def requeue(study, numbers: list):
@@ -442,7 +449,8 @@ def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None) -> dict:
     here = n_jobs == 1 or spec["executor"] == "papermill"
     workers = []
     try:
-        workers = start_workers(url, study.study_name, range(int(here), n_jobs), threads, sweep_dir)
+        if next_step(study, spec["n_trials"]) != "stop":  # a finished sweep run again starts no process
+            workers = start_workers(url, study.study_name, range(int(here), n_jobs), threads, sweep_dir)
         if here: work(study, threads, spec.get("seed"), sweep_dir)
         for w in workers: w.wait()
     except KeyboardInterrupt:

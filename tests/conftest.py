@@ -19,11 +19,22 @@ SHARED_MNIST = Path(SHARED) / "data" / "mnist10k"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def papermill(out, *params, cwd, timeout=600, nb=ROOT / "nbs" / "train.ipynb"):
+def papermill(out, *params, cwd, timeout=600, nb=ROOT / "nbs" / "train.ipynb", env=None):
     "Run a notebook (nbs/train.ipynb unless told) through papermill's CLI (a real kernel); returns the CompletedProcess."
     args = [sys.executable, "-m", "papermill", str(nb), str(out)]
     for k, v in params: args += ["-p", k, str(v)]
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def pace_plugin(folder: Path, seconds: float) -> Path:
+    """A plugin file registering the augmentation `pace`, which sleeps `seconds` a batch (or $PACE_S): it paces a run
+    in wall time without spending CPU, so a test can stop it mid-run on any machine; `PACE_S=0` lets it run at full
+    speed (a resume, say). It draws nothing from `gen`: a paced run trains exactly as an unpaced one."""
+    path = Path(folder) / "pace.py"
+    path.write_text("import os, time\nfrom mnist_lab.data import register_augmentation\n"
+                    "@register_augmentation('pace')\ndef pace(x, gen):\n"
+                    f"    time.sleep(float(os.environ.get('PACE_S', {seconds})))\n    return x\n")
+    return path
 
 
 @pytest.fixture

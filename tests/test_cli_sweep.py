@@ -7,6 +7,7 @@ import pytest
 import mnist_lab.sweep as S
 from mnist_lab.record import read_history
 from mnist_lab.runs import runs_table
+from conftest import pace_plugin
 
 FAST = ["-p", "dataset", "mnist_sample", "-p", "model", "linear", "-p", "epochs", "1", "-p", "steps_per_epoch", "5",
         "-p", "scheduler", "none", "-p", "tensorboard", "False"]
@@ -83,7 +84,7 @@ def trial_logs(sweep_dir) -> str:
                    for d in sorted((Path(sweep_dir) / "trials").iterdir()))
 
 
-def test_grid_with_two_workers_a_failing_trial_and_a_rerun(tmp_path):
+def test_grid_with_two_workers_a_failing_trial_and_a_rerun(tmp_path, capsys):
     "Two local workers share a grid; a failing trial is recorded and the sweep goes on; a re-run trains nothing."
     base = {"dataset": "mnist_sample", "model": "mlp", "optimizer": "sgd", "epochs": 1, "steps_per_epoch": 5,
             "scheduler": "none", "tensorboard": False}
@@ -110,8 +111,9 @@ def test_grid_with_two_workers_a_failing_trial_and_a_rerun(tmp_path):
     assert r.returncode == 0 and "4 trials: 2 completed, 0 pruned, 2 failed" in r.stdout, r.stdout + r.stderr
     assert runs_table(tmp_path / "sw" / "trials").started.tolist() == table.started.tolist()
     spec.write_text(json.dumps({"space": {"lr": [0.5]}, "params": base, "sweep_dir": str(tmp_path / "sw")}))
-    r = cli("sweep", str(spec), cwd=tmp_path)
-    assert r.returncode == 1 and "holds another sweep (it differs in n_trials, space)" in r.stderr, r.stderr
+    import mnist_lab.cli
+    assert mnist_lab.cli.main(["sweep", str(spec)]) == 1
+    assert "holds another sweep (it differs in n_trials, space)" in capsys.readouterr().err
     unchanged = optuna.load_study(study_name="sw", storage=f"sqlite:///{tmp_path}/sw/study.db")
     assert len(unchanged.trials) == len(study.trials)
 
@@ -148,10 +150,11 @@ def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatc
 
 def test_both_executors_train_the_same_trials_and_report_every_epoch(tmp_path):
     "The same 2-point grid in-process and as papermill runs: the same metrics, the same values in the study."
-    base = {"dataset": "mnist_sample", "model": "mlp", "epochs": 2, "steps_per_epoch": 10, "tensorboard": False}
+    base = {"dataset": "mnist_sample", "model": "mlp", "epochs": 2, "steps_per_epoch": 10, "tensorboard": False,
+            "threads": 1}  # the same threads in both: bf16 sums split over 1 or 2 threads round differently
     studies = {}
-    for executor in ("inprocess", "papermill"):
-        S.sweep({"seed": [0, 1]}, tmp_path / executor, n_jobs=2, params=base, executor=executor)
+    for executor, n_jobs in (("inprocess", 1), ("papermill", 2)):  # in-process workers: the grid test has 2
+        S.sweep({"seed": [0, 1]}, tmp_path / executor, n_jobs=n_jobs, params=base, executor=executor)
         studies[executor] = optuna.load_study(study_name=executor, storage=f"sqlite:///{tmp_path}/{executor}/study.db")
     for k in ("0000", "0001"):
         rows = {e: [{m: v for m, v in r.items() if m != "epoch_time"} for r in
@@ -168,8 +171,10 @@ def test_both_executors_train_the_same_trials_and_report_every_epoch(tmp_path):
 def test_ctrl_c_stops_a_sweep_cleanly_and_rerun_finishes_it(tmp_path):
     import signal, time
     from mnist_lab.record import run_status
-    base = {"dataset": "mnist_sample", "model": "cnn", "width": 32, "amp": "off", "epochs": 12, "steps_per_epoch": 10,
-            "scheduler": "none", "tensorboard": False}
+    # 0.05 s of sleep a batch (`pace`) keeps each trial running for about 6 s of wall time on any machine, at little
+    # CPU, so Ctrl-C lands while both train
+    base = {"dataset": "mnist_sample", "model": "cnn", "width": 8, "amp": "off", "epochs": 12, "steps_per_epoch": 10,
+            "scheduler": "none", "tensorboard": False, "plugins": str(pace_plugin(tmp_path, 0.05)), "augment": "pace"}
     spec = tmp_path / "sweep.json"
     spec.write_text(json.dumps({"space": {"seed": [0, 1]}, "params": base, "n_jobs": 2, "executor": "papermill",
                                 "sweep_dir": str(tmp_path / "sw")}))
@@ -190,7 +195,8 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_rerun_finishes_it(tmp_path):
     for s in statuses:  # no training process left behind
         with pytest.raises(ProcessLookupError): os.kill(s["pid"], 0)
     # running it again resumes the two interrupted trials from their checkpoints
-    r = subprocess.run([MNIST_LAB, "sweep", str(spec)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([MNIST_LAB, "sweep", str(spec)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PACE_S": "0"})
     assert r.returncode == 0 and "2 trials: 2 completed, 0 pruned, 0 failed" in r.stdout, r.stdout + r.stderr
     resumed = [d for d in trials.iterdir() if (d / "notebook-2.ipynb").is_file()]
     assert len(resumed) == 2 and all("resuming" in (d / "papermill.log").read_text() for d in resumed)

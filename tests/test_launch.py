@@ -4,21 +4,26 @@ import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 from dataclasses import fields
-from conftest import papermill
+from conftest import papermill, pace_plugin
 from mnist_lab.train import TrainConfig
 import mnist_lab.record as R
 
 MNIST_LAB = str(Path(sys.executable).parent / "mnist-lab")
-SLOW = ["-p", "dataset", "mnist_sample", "-p", "model", "cnn", "-p", "epochs", "30", "-p", "steps_per_epoch", "10",
-        "-p", "scheduler", "none", "-p", "tensorboard", "False"]
 
 
-def cli(*args, cwd, timeout=300):
-    return subprocess.run([MNIST_LAB, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def slow(folder, epochs=30) -> list:
+    "`-p` arguments of a run that takes about 0.5 s of wall time an epoch on any machine, at little CPU (`pace`)."
+    params = {"dataset": "mnist_sample", "model": "linear", "epochs": epochs, "steps_per_epoch": 10,
+              "scheduler": "none", "tensorboard": False, "plugins": pace_plugin(folder, 0.05), "augment": "pace"}
+    return [a for k, v in params.items() for a in ("-p", k, str(v))]
+
+
+def cli(*args, cwd, timeout=300, env=None):
+    return subprocess.run([MNIST_LAB, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_detach_watch_stop_resume(tmp_path):
-    r = cli("train", "--detach", *SLOW, "--name", "bg", cwd=tmp_path, timeout=60)
+    r = cli("train", "--detach", *slow(tmp_path), "--name", "bg", cwd=tmp_path, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     (run,) = (tmp_path / "runs" / "bg").iterdir()
     assert f"run folder: {run}" in r.stdout and f"mnist-lab stop {run}" in r.stdout
@@ -38,7 +43,10 @@ def test_detach_watch_stop_resume(tmp_path):
     assert r.returncode == 0 and "failed (KeyboardInterrupt)" in r.stdout and "resume" in r.stdout, r.stdout + r.stderr
     s = json.loads((run / "status.json").read_text())
     assert 2 <= s["epoch"] < 30 and (run / "last.pt").is_file()
-    r = cli("resume", str(run), cwd=tmp_path)
+    r = cli("stop", str(run), cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == f"{run}: failed, not running: nothing to stop\n", r.stdout
+    r = cli("resume", str(run), "-p", "plugins", str(tmp_path / "pace.py"), cwd=tmp_path,  # a run's plugins are
+            env={**os.environ, "PACE_S": "0"})  # imported only when named again; the rest at full speed
     assert r.returncode == 0, r.stderr[-2000:]
     r = cli("watch", str(run), cwd=tmp_path)
     assert r.returncode == 0 and "completed: epoch 30/30" in r.stdout, r.stdout
@@ -107,7 +115,7 @@ def running(pid: int) -> bool:
 def test_a_killed_foreground_command_leaves_nothing_training(tmp_path):
     """SIGKILL or SIGTERM of a foreground `mnist-lab train`, SIGKILL of `mnist-lab sweep`: papermill and its kernel
     end too (the parent-death signal), the run is recorded as failed, its last checkpoint is whole."""
-    endless = [*SLOW, "-p", "epochs", "1000"]  # still training when the command is killed
+    endless = slow(tmp_path, epochs=1000)  # still training when the command is killed
     params = dict(zip(endless[1::3], endless[2::3]))  # -p NAME VALUE triples
     (tmp_path / "sweep.yaml").write_text(json.dumps({"space": {"seed": [0]}, "params": params, "n_jobs": 1,
                                                      "executor": "papermill",

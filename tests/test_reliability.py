@@ -10,7 +10,7 @@ import torch
 import mnist_lab
 import mnist_lab.train as T, mnist_lab.record as R
 from mnist_lab.data import load_data, IDX_STEMS
-from conftest import ROOT, papermill
+from conftest import ROOT, papermill, pace_plugin
 
 TINY = dict(epochs=2, dataset="mnist_sample", model="linear", batch_size=100, steps_per_epoch=2, scheduler="none",
             tensorboard=False, progress="none")
@@ -53,6 +53,33 @@ def test_sigkill_during_checkpoint_writes_never_leaves_an_unreadable_file(tmp_pa
         assert torch.all(ckpt["model"]["w"] == ckpt["step"])  # and it is one whole write, not a mix
         steps.append(ckpt["step"])
     assert any(s > 0 for s in steps), "the writer never completed a save: the test did not exercise anything"
+
+
+def in_child(fn, errors: Path) -> int:
+    """Fork a child (torch and mnist_lab are imported already: no 2 s start) that runs `fn()` and exits 0, or
+    writes its error to `errors` and exits 1; returns its pid."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            torch.set_num_threads(1)  # no OpenMP pool inherited across fork
+            fn()
+            code = 0
+        except BaseException as e: errors.write_text(f"{type(e).__name__}: {e}")
+        finally: os._exit(code)
+    return pid
+
+
+def exit_codes(pids: list, timeout: float = 120) -> list:
+    "Wait for forked children; those still running after `timeout` s are killed (exit code -9)."
+    codes, deadline = {}, time.time() + timeout
+    while len(codes) < len(pids):
+        for pid in set(pids) - set(codes):
+            done, status = os.waitpid(pid, os.WNOHANG if time.time() < deadline else 0)
+            if done: codes[pid] = os.waitstatus_to_exitcode(status)
+            elif time.time() >= deadline: os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    return [codes[pid] for pid in pids]
 
 
 # 4. Disk full while saving: a clear error, the previous checkpoint intact
@@ -332,20 +359,16 @@ def test_downloads_are_md5_checked_and_recorded_as_official(tmp_path, mirror):
 
 @pytest.mark.xdist_group("many_processes")  # see conftest.py
 def test_eight_simultaneous_runs_get_eight_folders(tmp_path):
-    start = time.time() + 6  # every process waits for this moment, after its imports
-    code = r'''
-import sys, time, json
-import mnist_lab.train as T
-cfg = T.TrainConfig(**json.loads(sys.argv[1]))
-time.sleep(max(0, float(sys.argv[2]) - time.time()))
-print("RUN_DIR", T.fit(cfg).run_dir)
-'''
-    cfg = json.dumps({**TINY, "epochs": 1, "runs_root": str(tmp_path), "name": "same", "threads": 1})
-    procs = [subprocess.Popen([sys.executable, "-c", code, cfg, str(start)], stdout=subprocess.PIPE, text=True)
-             for _ in range(8)]
-    dirs = [p.communicate(timeout=120)[0].split("RUN_DIR ")[-1].strip() for p in procs]
-    assert all(p.returncode == 0 for p in procs)
-    assert len(set(dirs)) == 8 and len(list((tmp_path / "same").iterdir())) == 8
+    import torch._dynamo  # noqa: F401 (the optimizers import it): the children fork with every import done
+    cfg = T.TrainConfig(**{**TINY, "epochs": 1}, runs_root=str(tmp_path), name="same", threads=1)
+    start = time.time() + 1
+    def train_at_start():
+        time.sleep(max(0.0, start - time.time()))
+        T.fit(cfg)
+    pids = [in_child(train_at_start, tmp_path / f"error{i}") for i in range(8)]  # eight processes at one moment
+    assert exit_codes(pids) == [0] * 8, [e.read_text() for e in tmp_path.glob("error*")]
+    dirs = list((tmp_path / "same").iterdir())
+    assert len(dirs) == 8
     for d in dirs: assert R.run_status(d)["status"] == "completed" and json.loads(Path(d, "config.json").read_text())["name"] == "same"
 
 
@@ -359,27 +382,27 @@ def test_same_explicit_run_dir_is_claimed_once(tmp_path):
 # 13. A papermill run whose kernel dies or times out is recorded as failed and resumes exactly
 
 def test_papermill_timeout_is_failed_and_resumes_exactly(tmp_path):
-    # A plugin augmentation that sleeps paces the run at about 2 s an epoch whatever the CPU speed, so the 8 s
-    # cell timeout (papermill's timeout is per cell) lands after the first checkpoint and before the end.
-    (tmp_path / "pace.py").write_text(
-        "import time\nfrom mnist_lab.data import register_augmentation\n"
-        "@register_augmentation('pace')\ndef pace(x, gen):\n    time.sleep(0.1)\n    return x\n")
+    # The `pace` plugin sleeps 0.1 s a batch: about 2 s an epoch whatever the CPU speed, so the 8 s cell timeout
+    # (papermill's timeout is per cell) lands after the first checkpoint and before the end.
+    pace = pace_plugin(tmp_path, 0.1)
     params = [("dataset", "mnist_sample"), ("model", "cnn"), ("width", 16), ("dropout", 0.1), ("batch_size", 64),
               ("steps_per_epoch", 20), ("epochs", 6), ("threads", 1), ("run_dir", "runs/t"), ("tensorboard", False),
-              ("plugins", str(tmp_path / "pace.py")), ("augment", "pace")]
+              ("plugins", str(pace)), ("augment", "pace")]
     r = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "nbs/train.ipynb"), str(tmp_path / "t.ipynb"),
                         "--execution-timeout", "8", *[a for k, v in params for a in ("-p", k, str(v))]],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     run = tmp_path / "runs" / "t"
     assert r.returncode != 0 and "Timeout" in r.stderr + r.stdout
     assert (run / "last.pt").exists(), "the timeout came before the first checkpoint: raise --execution-timeout"
-    time.sleep(1)  # the kernel may take a moment to die
-    s = R.run_status(run)
+    deadline = time.time() + 30
+    while (s := R.run_status(run))["status"] == "running" and time.time() < deadline:
+        time.sleep(0.1)  # the kernel may take a moment to die
     assert s["status"] == "failed" and (s.get("killed") or "Interrupt" in s.get("error", "")), s
     epochs_done = s["epoch"]
     assert 0 < epochs_done < 6
     # the run's own plugins are imported only when named again: a stored config never runs code
-    r = papermill(tmp_path / "t2.ipynb", ("resume", "runs/t"), ("plugins", str(tmp_path / "pace.py")), cwd=tmp_path)
+    r = papermill(tmp_path / "t2.ipynb", ("resume", "runs/t"), ("plugins", str(pace)), cwd=tmp_path,
+                  env={**os.environ, "PACE_S": "0"})  # the rest of the run at full speed
     assert r.returncode == 0, r.stderr[-2000:]
     # the uninterrupted reference, trained here: the same `pace` minus the sleep (it draws nothing from `gen`)
     from mnist_lab.data import AUGMENTATIONS
@@ -429,20 +452,15 @@ def test_loading_a_received_run_never_imports_its_plugins(tmp_path, monkeypatch,
 @pytest.mark.xdist_group("many_processes")  # see conftest.py
 def test_concurrent_resumes_one_trains_the_others_fail_at_once(tmp_path):
     first = T.fit(T.TrainConfig(**{**TINY, "epochs": 1}, runs_root=str(tmp_path / "runs"), save_period=1000)).run_dir
-    start = time.time() + 8  # every process waits for this moment, after its imports
-    code = r'''
-import sys, time
-import mnist_lab.train as T
-time.sleep(max(0, float(sys.argv[2]) - time.time()))
-T.fit(T.TrainConfig(resume=sys.argv[1], epochs=300, progress="none", save_period=1000))
-'''
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(first), str(start)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    winners = [p for p in procs if p.returncode == 0]
-    losers = [err for p, (out, err) in zip(procs, outs) if p.returncode != 0]
-    assert len(winners) == 1 and len(losers) == 2, [o[1][-500:] for o in outs]
-    assert all("is being written by another process" in err for err in losers), losers
+    start = time.time() + 1  # fit has imported everything: the children fork with no import left to do
+    def resume_at_start():
+        time.sleep(max(0.0, start - time.time()))
+        T.fit(T.TrainConfig(resume=str(first), epochs=300, progress="none", save_period=1000))
+    errors = [tmp_path / f"error{i}" for i in range(3)]
+    codes = exit_codes([in_child(resume_at_start, e) for e in errors], timeout=300)  # three at one moment
+    assert sorted(codes) == [0, 1, 1], [e.read_text() for e in errors if e.exists()]
+    losers = [e.read_text() for e in errors if e.exists()]
+    assert len(losers) == 2 and all("is being written by another process" in err for err in losers), losers
     config = json.loads((first / "config.json").read_text())
     summary = json.loads((first / "summary.json").read_text())
     history = R.read_history(first)
@@ -450,13 +468,16 @@ T.fit(T.TrainConfig(resume=sys.argv[1], epochs=300, progress="none", save_period
     assert R.load_checkpoint(first / "last.pt")["state"]["epoch"] == 300
     # eval's plots and a safetensors export into the folder wait for no writer either: they fail at once
     from mnist_lab.eval import report, export_safetensors
-    hold = "import sys, time; from mnist_lab.record import lock_run; lock_run(sys.argv[1]); print('held', flush=True); time.sleep(60)"
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(first)], stdout=subprocess.PIPE, text=True)
+    held = tmp_path / "held"
+    holder = in_child(lambda: (R.lock_run(first), held.touch(), time.sleep(60)), tmp_path / "holder-error")
     try:
-        assert holder.stdout.readline().strip() == "held"
+        deadline = time.time() + 30
+        while not held.exists():
+            assert time.time() < deadline, (tmp_path / "holder-error").read_text()
+            time.sleep(0.02)
         for write in (lambda: report(first, show=False), lambda: export_safetensors(first)):
             with pytest.raises(R.RunLocked, match="is being written by another process"): write()
-    finally: holder.kill(); holder.wait()
+    finally: os.kill(holder, signal.SIGKILL); os.waitpid(holder, 0)
     assert not (first / "confusion.png").exists() and not (first / "model.safetensors").exists()
 
 
