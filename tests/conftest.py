@@ -1,4 +1,4 @@
-import os, subprocess, sys
+import os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 
@@ -53,3 +53,33 @@ def own_download_memory(tmp_path, monkeypatch):
     import mnist_lab.data
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # for the papermill kernels it starts
     monkeypatch.setattr(mnist_lab.data, "DOWNLOAD_FAILED", tmp_path / "xdg-cache" / "mnist_lab" / "download-failed")
+
+
+def in_child(fn, errors: Path) -> int:
+    """Fork a child of this process (what it has imported, torch say, the child need not import again: no 2 s
+    start) that runs `fn()` and exits 0, or writes its traceback to `errors` and exits 1; returns its pid."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            import torch
+            torch.set_num_threads(1)  # no OpenMP pool inherited across fork
+            fn()
+            code = 0
+        except BaseException:
+            import traceback
+            errors.write_text(traceback.format_exc())
+        finally: os._exit(code)
+    return pid
+
+
+def exit_codes(pids: list, timeout: float = 120) -> list:
+    "Wait for forked children; those still running after `timeout` s are killed (exit code -9)."
+    codes, deadline = {}, time.time() + timeout
+    while len(codes) < len(pids):
+        for pid in set(pids) - set(codes):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done: codes[pid] = os.waitstatus_to_exitcode(status)
+            elif time.time() > deadline: os.kill(pid, signal.SIGKILL)  # reaped on the next round
+        time.sleep(0.02)
+    return [codes[pid] for pid in pids]

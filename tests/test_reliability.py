@@ -10,7 +10,7 @@ import torch
 import mnist_lab
 import mnist_lab.train as T, mnist_lab.record as R
 from mnist_lab.data import load_data, IDX_STEMS
-from conftest import ROOT, papermill, pace_plugin
+from conftest import ROOT, papermill, pace_plugin, in_child, exit_codes
 
 TINY = dict(epochs=2, dataset="mnist_sample", model="linear", batch_size=100, steps_per_epoch=2, scheduler="none",
             tensorboard=False, progress="none")
@@ -53,33 +53,6 @@ def test_sigkill_during_checkpoint_writes_never_leaves_an_unreadable_file(tmp_pa
         assert torch.all(ckpt["model"]["w"] == ckpt["step"])  # and it is one whole write, not a mix
         steps.append(ckpt["step"])
     assert any(s > 0 for s in steps), "the writer never completed a save: the test did not exercise anything"
-
-
-def in_child(fn, errors: Path) -> int:
-    """Fork a child (torch and mnist_lab are imported already: no 2 s start) that runs `fn()` and exits 0, or
-    writes its error to `errors` and exits 1; returns its pid."""
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            torch.set_num_threads(1)  # no OpenMP pool inherited across fork
-            fn()
-            code = 0
-        except BaseException as e: errors.write_text(f"{type(e).__name__}: {e}")
-        finally: os._exit(code)
-    return pid
-
-
-def exit_codes(pids: list, timeout: float = 120) -> list:
-    "Wait for forked children; those still running after `timeout` s are killed (exit code -9)."
-    codes, deadline = {}, time.time() + timeout
-    while len(codes) < len(pids):
-        for pid in set(pids) - set(codes):
-            done, status = os.waitpid(pid, os.WNOHANG if time.time() < deadline else 0)
-            if done: codes[pid] = os.waitstatus_to_exitcode(status)
-            elif time.time() >= deadline: os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
-    return [codes[pid] for pid in pids]
 
 
 # 4. Disk full while saving: a clear error, the previous checkpoint intact
@@ -183,16 +156,19 @@ class Payload:
 def test_pickle_payload_is_refused(tmp_path, force_unsafe):
     marker, evil = tmp_path / "PWNED", tmp_path / "last.pt"
     torch.save({"model": {}, "x": Payload(marker)}, evil)
-    env = {**os.environ, **({"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if force_unsafe else {})}
-    for code in ("from mnist_lab.record import load_checkpoint as f; f(sys.argv[1])",
-                 "from mnist_lab.eval import load_run as f; f(sys.argv[1])"):
-        r = run_py("import sys\n" + code, evil, env=env)
-        assert r.returncode != 0 and "CheckpointError" in r.stderr and "is not a readable checkpoint" in r.stderr
+    from mnist_lab.eval import load_run
+    def load(fn, path):  # in a child forked from here, with the variable set there if asked
+        if force_unsafe: os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+        fn(path)
+    for fn in (R.load_checkpoint, load_run):
+        err = tmp_path / "error"
+        assert exit_codes([in_child(lambda: load(fn, evil), err)]) == [1]
+        assert "CheckpointError" in err.read_text() and "is not a readable checkpoint" in err.read_text()
         assert not marker.exists(), "the payload ran"
     (tmp_path / "model.pt").write_bytes(evil.read_bytes())  # also as a run folder's final weights
     (tmp_path / "config.json").write_text(json.dumps({"model": "linear"}))
-    r = run_py("import sys\nfrom mnist_lab.eval import load_run; load_run(sys.argv[1])", tmp_path, env=env)
-    assert r.returncode != 0 and "is not a readable checkpoint" in r.stderr and not marker.exists()
+    assert exit_codes([in_child(lambda: load(load_run, tmp_path), err)]) == [1]
+    assert "is not a readable checkpoint" in err.read_text() and not marker.exists()
 
 
 def test_every_torch_load_in_the_package_is_weights_only():
