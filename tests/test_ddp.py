@@ -26,13 +26,21 @@ def finished(p) -> str:
 def summary(run: Path) -> dict: return json.loads((run / "summary.json").read_text())
 
 
-def test_ddp_matches_single_process_and_only_rank_0_writes(tmp_path):
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> tuple:
+    "One uninterrupted 2-process run (its folder, torchrun's output): compared with one process, and with a resume."
+    d = tmp_path_factory.mktemp("ddp")
+    out = finished(torchrun("-p", "name", "ddp", cwd=d))
+    (run,) = (d / "runs" / "ddp").iterdir()  # one run folder, written by rank 0 alone
+    return run, out
+
+
+def test_ddp_matches_single_process_and_only_rank_0_writes(tmp_path, ddp_run):
     single = subprocess.run([str(BIN / "mnist-lab"), "fit", *BASE, "-p", "name", "single"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
-    out = finished(torchrun("-p", "name", "ddp", cwd=tmp_path))
+    run, out = ddp_run
     assert out.count("test accuracy") == 1  # one voice
-    (run,) = (tmp_path / "runs" / "ddp").iterdir()  # one run folder, written by rank 0 alone
     (ref,) = (tmp_path / "runs" / "single").iterdir()
     s, r = summary(run), summary(ref)
     assert s["processes"] == 2 and r["processes"] == 1 and s["steps"] == r["steps"]
@@ -40,8 +48,7 @@ def test_ddp_matches_single_process_and_only_rank_0_writes(tmp_path):
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
 
 
-def test_ddp_resume_after_kill_is_exact(tmp_path):
-    finished(torchrun("-p", "run_dir", "runs/ref", cwd=tmp_path))
+def test_ddp_resume_after_kill_is_exact(tmp_path, ddp_run):
     p = torchrun("-p", "run_dir", "runs/victim", cwd=tmp_path)
     victim = tmp_path / "runs" / "victim"
     deadline = time.time() + 120
@@ -60,10 +67,10 @@ def test_ddp_resume_after_kill_is_exact(tmp_path):
     assert r.returncode != 0 and "trained by 2 process(es); resume it with the same number, not 1" in r.stderr
     finished(torchrun("-p", "resume", "runs/victim", cwd=tmp_path))
     a = torch.load(victim / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "runs" / "ref" / "model.pt", weights_only=True)
+    b = torch.load(ddp_run[0] / "model.pt", weights_only=True)  # the uninterrupted run, same config
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = lambda d: [{k: v for k, v in json.loads(l).items() if k != "epoch_time"} for l in (d / "metrics.jsonl").read_text().splitlines()]
-    assert rows(victim) == rows(tmp_path / "runs" / "ref")
+    assert rows(victim) == rows(ddp_run[0])
 
 
 def test_stale_torchrun_variables_fail_with_a_message_not_a_hang(tmp_path):
