@@ -6,8 +6,8 @@
 __all__ = ['NATIVE_BF16', 'seed_everything', 'get_rng_state', 'set_rng_state', 'pick_device', 'cpu_flags', 'amp_decision',
            'resolve_amp', 'show_bars', 'Dist', 'join_job', 'init_distributed', 'resume_point', 'resolved', 'plan_steps',
            'Parts', 'build', 'Record', 'open_run', 'resumed_record', 'claim', 'start_record', 'train_epoch',
-           'epoch_row', 'track_best', 'save_epoch', 'epoch_line', 'Result', 'summarize', 'finish_run', 'record_failure',
-           'run_header', 'check_sizes', 'set_process_options', 'ddp', 'step_epoch_scheduler', 'fit']
+           'epoch_row', 'track_best', 'should_stop', 'save_epoch', 'epoch_line', 'Result', 'summarize', 'finish_run',
+           'record_failure', 'run_header', 'check_sizes', 'set_process_options', 'ddp', 'step_epoch_scheduler', 'fit']
 
 # %% ../nbs/02c_train.ipynb #206c8944
 import atexit, datetime, gc, json, math, os, random, sys, time
@@ -360,6 +360,11 @@ def track_best(state: dict, row: dict, monitor: str) -> bool:
     state["epoch"] = row["epoch"]
     return improved
 
+# %% ../nbs/02c_train.ipynb #9996bbd1
+def should_stop(state: dict, early_stop: int) -> bool:
+    "Whether `early_stop` epochs in a row have not improved the monitored value (0: never stop early)."
+    return bool(early_stop) and state["bad_epochs"] >= early_stop
+
 # %% ../nbs/02c_train.ipynb #f3a72dea
 def save_epoch(rec: Record, parts: Parts, row: dict, improved: bool, last: bool, cfg: TrainConfig, D, xb):
     """Append `row` to the record, then metrics.jsonl and TensorBoard, then the checkpoints (best.pt when
@@ -524,7 +529,7 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
             row = epoch_row(parts, D.sum(*sums), n_steps, val, rec, cfg, t0)
             step_epoch_scheduler(parts, row, cfg)
             improved = track_best(rec.state, row, cfg.monitor)
-            stopped = bool(cfg.early_stop) and rec.state["bad_epochs"] >= cfg.early_stop
+            stopped = should_stop(rec.state, cfg.early_stop)
             save_epoch(rec, parts, row, improved, stopped or epoch + 1 == n_epochs, cfg, D, xb)
             log(epoch_line(row, n_epochs, improved))
             if on_epoch and D.main: on_epoch(row)
