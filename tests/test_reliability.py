@@ -24,21 +24,25 @@ def run_py(code: str, *args, **kw) -> subprocess.CompletedProcess:
 
 # 1. SIGKILL while a checkpoint is being written, 20 times: the file on disk is always a readable checkpoint
 
-def fork_writer(path) -> int:
-    "A child forked from this process (torch is imported already: no 2 s start) that saves checkpoints until killed."
+def ready_child(fn, errors: Path) -> int:
+    """`in_child(fn)`, where `fn(ready)` calls `ready()` once set up; returns the child's pid when it has (and
+    fails, with the child's traceback, if it ended before)."""
     r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        try:
-            torch.set_num_threads(1)  # no OpenMP pool inherited across fork
-            os.close(r); os.write(w, b"r")
-            for i in itertools.count(1):
-                R.save_checkpoint({"model": {"w": torch.full((1_000_000,), float(i))}, "step": i}, path)
-        finally: os._exit(1)
+    pid = in_child(lambda: (os.close(r), fn(lambda: os.write(w, b"r"))), errors)
     os.close(w)
-    assert os.read(r, 1) == b"r"
+    got = os.read(r, 1)
     os.close(r)
+    assert got == b"r", errors.read_text() if errors.exists() else "the child ended before it was ready"
     return pid
+
+
+def fork_writer(path) -> int:
+    "A forked child (torch is imported already: no 2 s start) that saves checkpoints until killed."
+    def save_until_killed(ready):
+        ready()
+        for i in itertools.count(1):
+            R.save_checkpoint({"model": {"w": torch.full((1_000_000,), float(i))}, "step": i}, path)
+    return ready_child(save_until_killed, path.parent / "writer-error")
 
 
 def test_sigkill_during_checkpoint_writes_never_leaves_an_unreadable_file(tmp_path):
@@ -444,13 +448,8 @@ def test_concurrent_resumes_one_trains_the_others_fail_at_once(tmp_path):
     assert R.load_checkpoint(first / "last.pt")["state"]["epoch"] == 300
     # eval's plots and a safetensors export into the folder wait for no writer either: they fail at once
     from mnist_lab.eval import report, export_safetensors
-    held = tmp_path / "held"
-    holder = in_child(lambda: (R.lock_run(first), held.touch(), time.sleep(60)), tmp_path / "holder-error")
+    holder = ready_child(lambda ready: (R.lock_run(first), ready(), time.sleep(60)), tmp_path / "holder-error")
     try:
-        deadline = time.time() + 30
-        while not held.exists():
-            assert time.time() < deadline, (tmp_path / "holder-error").read_text()
-            time.sleep(0.02)
         for write in (lambda: report(first, show=False), lambda: export_safetensors(first)):
             with pytest.raises(R.RunLocked, match="is being written by another process"): write()
     finally: os.kill(holder, signal.SIGKILL); os.waitpid(holder, 0)
