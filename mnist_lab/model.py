@@ -57,18 +57,22 @@ def lenet(dropout: float = 0.0, n_classes: int = 10):
         nn.Linear(84, n_classes))
 
 # %% ../nbs/01_model.ipynb #119fe4ad
-def conv_bn(c_in, c_out):
-    "3x3 convolution, batch norm, ReLU: the cnn's building block."
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+def conv_bn(c_in, c_out, pool: bool = False):
+    "3x3 convolution, batch norm, ReLU: the cnn's building block; `pool` puts a 2x2 max pool after the convolution."
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), *[nn.MaxPool2d(2)] * pool,
+                         nn.BatchNorm2d(c_out), nn.ReLU())
 
 # %% ../nbs/01_model.ipynb #f24523db
 @register_model("cnn")
-def cnn(width: int = 16, dropout: float = 0.0, n_classes: int = 10):
-    "Small fast CNN: three conv-BN-ReLU stages of `width`, 2x`width`, 4x`width` channels, global max pool."
+def cnn(width: int = 16, dropout: float = 0.0, pool_first: bool = False, n_classes: int = 10):
+    """Small fast CNN: three conv-BN-ReLU stages of `width`, 2x`width`, 4x`width` channels, the first two followed
+    by 2x2 max pooling, then a global max pool. `pool_first` pools right after those two convolutions instead, so
+    batch norm and ReLU work on a quarter of the pixels: a faster step for a slightly different model."""
+    def stage(c_in, c_out):  # half the height and width
+        return [conv_bn(c_in, c_out, pool=True)] if pool_first else [conv_bn(c_in, c_out), nn.MaxPool2d(2)]
     head = nn.Linear(4 * width, n_classes)
     nn.init.zeros_(head.weight)  # max-pooled ReLU features are large: a random head starts far above ln 10
     return nn.Sequential(
-        conv_bn(1, width), nn.MaxPool2d(2),  # (B, w, 14, 14)
-        conv_bn(width, 2 * width), nn.MaxPool2d(2),  # (B, 2w, 7, 7)
+        *stage(1, width), *stage(width, 2 * width),  # (B, 2w, 7, 7)
         conv_bn(2 * width, 4 * width),  # (B, 4w, 7, 7)
         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout), head)
