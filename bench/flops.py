@@ -2,6 +2,7 @@
 
     python bench/flops.py
 
+Also the forward pass as evaluation runs it (eval mode, batches of 1,000), on NCHW and on channels_last input.
 FLOPs per step come from torch.utils.flop_counter (forward + backward of one batch); the peak is the best
 of large square matmuls in fp32 and in bf16. Steps run as `fit` runs them (channels_last, autocast as
 `amp=auto` picks)."""
@@ -46,7 +47,20 @@ def step_flops_and_rate(name: str, args: dict, amp: str):
     for _ in range(3): step()
     n, t = 0, time.perf_counter()
     while time.perf_counter() - t < 2: step(); n += 1
-    return fc.get_total_flops(), n / (time.perf_counter() - t)
+    return fc.get_total_flops(), n / (time.perf_counter() - t), model
+
+
+@torch.no_grad()
+def eval_rate(model, amp: str, channels_last: bool) -> float:
+    "Images/s of the forward pass in eval mode, batches of 1,000 (as `evaluate`), NCHW or channels_last input."
+    model.eval()
+    x = torch.randn(1000, 1, 28, 28)
+    if channels_last: x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+        model(x)
+        n, t = 0, time.perf_counter()
+        while time.perf_counter() - t < 1: model(x); n += 1
+    return 1000 * n / (time.perf_counter() - t)
 
 
 if __name__ == "__main__":
@@ -58,11 +72,14 @@ if __name__ == "__main__":
     peak = peaks["bf16" if amp == "bf16" else "fp32"]
     rows = {}
     for label, (name, args) in CASES.items():
-        flops, steps_per_s = step_flops_and_rate(name, args, amp)
+        flops, steps_per_s, model = step_flops_and_rate(name, args, amp)
         achieved = flops * steps_per_s
+        evals = {f"eval_images_per_s_{fmt}": eval_rate(model, amp, fmt == "channels_last")
+                 for fmt in ("nchw", "channels_last")}
         print(f"{label:>24}: {flops / 1e6:8.1f} MFLOP/step, {steps_per_s:7.1f} steps/s = {achieved / 1e9:6.1f} GFLOP/s "
               f"= {100 * achieved / peak:5.1f}% of the {'bf16' if amp == 'bf16' else 'fp32'} matmul peak "
-              f"({BS * steps_per_s:,.0f} images/s)")
+              f"({BS * steps_per_s:,.0f} images/s); evaluation {evals['eval_images_per_s_nchw']:,.0f} images/s on "
+              f"NCHW batches, {evals['eval_images_per_s_channels_last']:,.0f} on channels_last")
         rows[label] = {"mflop_per_step": flops / 1e6, "steps_per_s": steps_per_s, "gflop_per_s": achieved / 1e9,
-                      "share_of_peak": achieved / peak}
+                      "share_of_peak": achieved / peak, **evals}
     finish("flops", {"amp": amp, "peak_gflop_per_s": {k: v / 1e9 for k, v in peaks.items()}, "models": rows}, {})

@@ -18,18 +18,15 @@ from .record import read_model, fit_weights, read_history, read_json, in_noteboo
 # %% ../nbs/03_eval.ipynb #4e16fb55
 @torch.no_grad()
 def evaluate(model, x, y, mean: float, std: float, k: int = 3, bs: int = 1000, autocast=None,
-             with_pred: bool = False, tta: str = "none", channels_last: bool = False) -> dict:
+             with_pred: bool = False, tta: str = "none") -> dict:
     """Loss, accuracy and top-k accuracy of `model` on uint8 images `x` and labels `y` (+ `pred`, the classes).
-    `tta="flip"` classifies each image and its mirror image and averages the two probabilities. `channels_last`
-    feeds the batches in that memory format, for a model trained in it (`fit` does)."""
+    `tta="flip"` classifies each image and its mirror image and averages the two probabilities."""
     model.eval()
     loss = correct = in_top_k = 0.0
     preds = []
     for xb, yb in eval_batches(x, y, bs):
         with autocast or torch.autocast("cpu", enabled=False):
             xb = normalize(xb, mean, std)
-            # a channels_last model converts NCHW input itself, every batch: 1.7x slower (bf16 cnn, Zen 4)
-            if channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
             out = model(xb).float()
             if tta == "flip":  # the log of the mean probability: cross-entropy and top-k read it as logits
                 out = torch.logaddexp(out.log_softmax(1), model(xb.flip(-1)).float().log_softmax(1)) - math.log(2)

@@ -424,8 +424,7 @@ def finish_run(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, 
     "Test the final model, write model.pt and summary.json, mark the run completed; returns the `Result`."
     dev = split[0].device
     test = D.share(evaluate(parts.model, data.x_test.to(dev), data.y_test.to(dev), data.spec.mean,
-                            data.spec.std, cfg.top_k, autocast=parts.autocast(), with_pred=True, tta=cfg.tta,
-                            channels_last=cfg.channels_last))
+                            data.spec.std, cfg.top_k, autocast=parts.autocast(), with_pred=True, tta=cfg.tta))
     pred = test.pop("pred")  # report() plots these: the same numbers as summary.json, not a second evaluation
     summary = summarize(rec, parts, data, split, cfg, D, test, stopped)
     if D.main:
@@ -526,7 +525,7 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
             *sums, xb = train_epoch(parts, x_tr, y_tr, norm, n_steps, rec, D, cfg)
             # rank 0's numbers decide for everyone (BN running stats differ slightly between ranks)
             val = D.share(evaluate(parts.model, x_val, y_val, *norm, cfg.top_k, autocast=parts.autocast(),
-                                   tta=cfg.tta, channels_last=cfg.channels_last))
+                                   tta=cfg.tta))
             row = epoch_row(parts, D.sum(*sums), n_steps, val, rec, cfg, t0)
             step_epoch_scheduler(parts, row, cfg)
             improved = track_best(rec.state, row, cfg.monitor)
