@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['DIGITS', 'FASHION', 'DATASETS', 'DATASET_NAMES', 'IDX_STEMS', 'SAMPLE_DIR', 'MAX_IDX_BYTES', 'CACHE',
-           'DOWNLOAD_FAILED', 'OFFICIAL_MD5S', 'AUGMENTATIONS', 'DatasetSpec', 'read_idx', 'project_dir',
-           'project_path', 'find_idx_files', 'remember_download_failure', 'download_failed_recently', 'download',
-           'official_md5s', 'md5sum', 'Data', 'read_dataset', 'load_data', 'split_train_val', 'BatchSampler',
-           'normalize', 'eval_batches', 'register', 'register_augmentation', 'random_affine', 'shift', 'rotate',
-           'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
+           'DOWNLOAD_FAILED', 'OFFICIAL_MD5S', 'AUGMENTATIONS', 'DatasetSpec', 'read_idx', 'find_idx_files',
+           'remember_download_failure', 'download_failed_recently', 'download', 'official_md5s', 'md5sum', 'Data',
+           'read_dataset', 'load_data', 'split_train_val', 'BatchSampler', 'normalize', 'eval_batches', 'register',
+           'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase', 'flip',
+           'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/00_data.ipynb #a68a1796
 import gzip, hashlib, importlib.resources, math, os, socket, struct, time, warnings, zlib
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import torch
 import torch.nn.functional as F
+from .record import project_path
 
 # %% ../nbs/00_data.ipynb #31594d44
 @dataclass(frozen=True)
@@ -67,18 +68,6 @@ def read_idx(path) -> torch.Tensor:
                          f"{'more' if len(data) > n else len(data)} (truncated or corrupt)")
     if not n: return torch.zeros(dims, dtype=torch.uint8)  # frombuffer refuses an empty buffer
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).reshape(dims)
-
-# %% ../nbs/00_data.ipynb #13e259f0
-def project_dir(start=None) -> Path:
-    "The nearest folder from `start` (default: the current one) upwards that holds a `settings.ini`, else `start`."
-    start = Path(start or Path.cwd()).absolute()
-    return next((p for p in (start, *start.parents) if (p / "settings.ini").is_file()), start)
-
-# %% ../nbs/00_data.ipynb #103e942c
-def project_path(path) -> Path:
-    "`path` made absolute: a relative path is taken from `project_dir()`."
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else project_dir() / path
 
 # %% ../nbs/00_data.ipynb #6db9c17d
 def find_idx_files(name: str, data_dir) -> dict | None:

@@ -11,9 +11,8 @@ import json, os, signal, socket, subprocess, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import mnist_lab
-from .data import project_path
-from .config import TrainConfig
-from .record import new_run_dir, next_notebook, run_status, pid_alive, read_history, die_with_parent
+from .record import (in_notebook, project_path, new_run_dir, next_notebook, run_status, pid_alive,
+                              read_history, die_with_parent)
 
 # %% ../nbs/07_launch.ipynb #99992ce7
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
@@ -90,6 +89,7 @@ def launch(**params) -> Run:
 # %% ../nbs/07_launch.ipynb #8f08ae8a
 def prepare(**params) -> tuple:
     "Check `params` and make the run folder: `(run_dir, every parameter for papermill)`."
+    from mnist_lab.config import TrainConfig  # torch: not for watch and stop
     cfg = TrainConfig.from_params(**params)  # every mistake is caught here, before a folder exists
     run_dir = new_run_dir(cfg) if not cfg.run_dir else project_path(cfg.run_dir)
     if (run_dir / "status.json").exists():
@@ -121,7 +121,6 @@ def run_folder(run) -> Path:
 # %% ../nbs/07_launch.ipynb #c91b602a
 def watch(run, every: float = 2.0, timeout: float = None) -> dict:
     "Follow a run (a `Run`, or its folder) until it ends: live status line and learning curves."
-    from mnist_lab.eval import in_notebook
     run_dir, t0, shown, handles = run_folder(run), time.time(), None, None
     try:
         while True:

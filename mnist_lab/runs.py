@@ -9,8 +9,7 @@ __all__ = ['CONFIG_ONLY', 'run_row', 'safe_run_row', 'runs_table', 'varying', 's
 # %% ../nbs/04_runs.ipynb #b80f333a
 from pathlib import Path
 import pandas as pd
-from .data import project_path
-from .record import read_json, run_status, read_history
+from .record import project_path, read_json, run_status, read_history
 
 # %% ../nbs/04_runs.ipynb #b766b14e
 def run_row(run_dir: Path, root: Path) -> dict:
