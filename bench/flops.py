@@ -2,7 +2,7 @@
 
     python bench/flops.py
 
-Also the forward pass as evaluation runs it (eval mode, batches of 1,000), on NCHW and on channels_last input.
+Also the forward pass as evaluation runs it (eval mode), in batches of 256 and of 1,000, NCHW or channels_last.
 FLOPs per step come from torch.utils.flop_counter (forward + backward of one batch); the peak is the best
 of large square matmuls in fp32 and in bf16. Steps run as `fit` runs them (channels_last, autocast as
 `amp=auto` picks)."""
@@ -51,16 +51,16 @@ def step_flops_and_rate(name: str, args: dict, amp: str):
 
 
 @torch.no_grad()
-def eval_rate(model, amp: str, channels_last: bool) -> float:
-    "Images/s of the forward pass in eval mode, batches of 1,000 (as `evaluate`), NCHW or channels_last input."
+def eval_rate(model, amp: str, bs: int, channels_last: bool = False) -> float:
+    "Images/s of the forward pass in eval mode, in batches of `bs`, NCHW or channels_last input."
     model.eval()
-    x = torch.randn(1000, 1, 28, 28)
+    x = torch.randn(bs, 1, 28, 28)
     if channels_last: x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
         model(x)
         n, t = 0, time.perf_counter()
         while time.perf_counter() - t < 1: model(x); n += 1
-    return 1000 * n / (time.perf_counter() - t)
+    return bs * n / (time.perf_counter() - t)
 
 
 if __name__ == "__main__":
@@ -74,12 +74,14 @@ if __name__ == "__main__":
     for label, (name, args) in CASES.items():
         flops, steps_per_s, model = step_flops_and_rate(name, args, amp)
         achieved = flops * steps_per_s
-        evals = {f"eval_images_per_s_{fmt}": eval_rate(model, amp, fmt == "channels_last")
-                 for fmt in ("nchw", "channels_last")}
+        evals = {"eval_images_per_s_bs256": eval_rate(model, amp, 256),  # evaluate's batches
+                 "eval_images_per_s_bs1000": eval_rate(model, amp, 1000),  # evaluate's batches until 2026-11-29
+                 "eval_images_per_s_bs1000_channels_last": eval_rate(model, amp, 1000, channels_last=True)}
         print(f"{label:>24}: {flops / 1e6:8.1f} MFLOP/step, {steps_per_s:7.1f} steps/s = {achieved / 1e9:6.1f} GFLOP/s "
               f"= {100 * achieved / peak:5.1f}% of the {'bf16' if amp == 'bf16' else 'fp32'} matmul peak "
-              f"({BS * steps_per_s:,.0f} images/s); evaluation {evals['eval_images_per_s_nchw']:,.0f} images/s on "
-              f"NCHW batches, {evals['eval_images_per_s_channels_last']:,.0f} on channels_last")
+              f"({BS * steps_per_s:,.0f} images/s); evaluation {evals['eval_images_per_s_bs256']:,.0f} images/s in "
+              f"batches of 256, {evals['eval_images_per_s_bs1000']:,.0f} of 1,000, "
+              f"{evals['eval_images_per_s_bs1000_channels_last']:,.0f} of 1,000 channels_last")
         rows[label] = {"mflop_per_step": flops / 1e6, "steps_per_s": steps_per_s, "gflop_per_s": achieved / 1e9,
                       "share_of_peak": achieved / peak, **evals}
     finish("flops", {"amp": amp, "peak_gflop_per_s": {k: v / 1e9 for k, v in peaks.items()}, "models": rows}, {})
