@@ -11,8 +11,8 @@ import json, os, signal, socket, subprocess, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import mnist_lab
-from .record import (in_notebook, project_path, new_run_dir, next_notebook, run_status, pid_alive,
-                              read_history, die_with_parent)
+from .record import (
+    in_notebook, project_path, new_run_dir, next_notebook, run_status, pid_alive, read_history, die_with_parent)
 
 # %% ../nbs/07_launch.ipynb #99992ce7
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
