@@ -75,6 +75,21 @@ if __name__ == "__main__":
     write_index()
 
 
+def test_fashion_command_is_the_benchmarked_recipe():
+    "README's Fashion-MNIST papermill command sets what bench/fashion_93.py measures, parameter for parameter."
+    import shlex, sys
+    from dataclasses import asdict
+    from mnist_lab.train import TrainConfig
+    sys.path.insert(0, str(ROOT / "bench"))
+    from fashion_93 import RECIPE
+    readme = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    line = next(l for l in readme.splitlines() if l.startswith("papermill nbs/train.ipynb runs/fashion.ipynb"))
+    words = shlex.split(line)[3:]  # after papermill, the notebook and the output
+    assert words[::3] == ["-p"] * (len(words) // 3), words
+    ours = TrainConfig.from_params(**dict(zip(words[1::3], words[2::3])))
+    assert asdict(ours) == asdict(TrainConfig.from_params(**RECIPE, dataset="fashion_mnist", data_dir=ours.data_dir))
+
+
 def test_quickstart_command_as_written(tmp_path):
     "README's training command, run as a user runs it (from a folder with runs/): ~98% on the bundled sample."
     import json, subprocess, sys
