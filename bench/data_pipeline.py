@@ -20,13 +20,18 @@ def rate(batches) -> float:
     return n / (time.perf_counter() - t)
 
 
+def stats(d) -> tuple:
+    "The dataset's normalization: `Data.mean`/`std` (per channel), or `Data.spec`'s in checkouts before own datasets."
+    return (d.mean, d.std) if hasattr(d, "mean") else (d.spec.mean, d.spec.std)
+
+
 def mnist_lab_batches():
     from mnist_lab.data import load_data, BatchSampler, normalize
     d = load_data("mnist", MNIST10K, download_ok=False)
     sampler = BatchSampler(len(d.x_train), BS, torch.Generator().manual_seed(0))
     while True:
         idx = next(sampler)
-        yield normalize(d.x_train[idx], d.spec.mean, d.spec.std), d.y_train[idx]
+        yield normalize(d.x_train[idx], *stats(d)), d.y_train[idx]
 
 
 def mnist_lab_augmented():
@@ -36,7 +41,7 @@ def mnist_lab_augmented():
     sampler, augs = BatchSampler(len(d.x_train), BS, g), parse_augment("shift,rotate")
     while True:
         idx = next(sampler)
-        yield augment_batch(normalize(d.x_train[idx], d.spec.mean, d.spec.std), augs, g), d.y_train[idx]
+        yield augment_batch(normalize(d.x_train[idx], *stats(d)), augs, g), d.y_train[idx]
 
 
 def template_batches(num_workers=0):

@@ -105,29 +105,32 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 # %% ../nbs/02b_record.ipynb #7ea9835e
 def read_model(path, map_location="cpu") -> tuple:
-    """`(weights, stored config)` of a run folder (its model.pt, else last.pt, else best.pt), a checkpoint, a
-    `model.pt` or a `.safetensors` file; the config is `{}` when none is stored. Nothing is imported or run."""
+    """`(weights, stored config, stored data info)` of a run folder (its model.pt, else last.pt, else best.pt), a
+    checkpoint, a `model.pt` or a `.safetensors` file; config and data info are `{}` when none is stored (runs
+    from before data.json have no data info). Nothing is imported or run."""
     import torch
     p = Path(path)
     if p.is_dir():
         found = [p / n for n in ("model.pt", "last.pt", "best.pt") if (p / n).is_file()]
         if not found: raise FileNotFoundError(f"{path}: a folder without model.pt, last.pt or best.pt")
-        return read_model(found[0], map_location)[0], read_json(p / "config.json")
+        return read_model(found[0], map_location)[0], read_json(p / "config.json"), read_json(p / "data.json")
     if p.suffix == ".safetensors": return read_safetensors(p, map_location)
     w = load_weights(p, map_location)
-    if isinstance(w, dict) and isinstance(w.get("model"), dict): return w["model"], w.get("config") or {}
+    if isinstance(w, dict) and isinstance(w.get("model"), dict):
+        return w["model"], w.get("config") or {}, w.get("data") or read_json(p.parent / "data.json")
     if isinstance(w, dict) and w and all(isinstance(v, torch.Tensor) for v in w.values()):
-        return w, read_json(p.parent / "config.json")  # a model.pt: its config is beside it
+        return w, read_json(p.parent / "config.json"), read_json(p.parent / "data.json")  # a model.pt
     raise CheckpointError(f"{p} holds no model weights")
 
 # %% ../nbs/02b_record.ipynb #e81bc130
 def read_safetensors(path, map_location="cpu") -> tuple:
-    "`(weights, the config stored in its metadata or {})` of a `.safetensors` file: tensors only, no pickle."
+    "`(weights, config, data info)` of a `.safetensors` file, from its metadata (or {}): tensors only, no pickle."
     from safetensors import safe_open
     try:
         with safe_open(str(path), "pt", device=str(map_location)) as f:
             meta = f.metadata() or {}
-            return {k: f.get_tensor(k) for k in f.keys()}, json.loads(meta.get("mnist_lab_config", "{}"))
+            return ({k: f.get_tensor(k) for k in f.keys()}, json.loads(meta.get("mnist_lab_config", "{}")),
+                    json.loads(meta.get("mnist_lab_data", "{}")))
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
 
@@ -141,7 +144,7 @@ def fit_weights(model: "torch.nn.Module", weights: dict, source: str):
     if missing or extra or shapes:
         raise ValueError(f"{source}: the weights do not fit this model ({len(missing)} missing, {len(extra)} "
                          f"unexpected, {len(shapes)} of another shape; e.g. {(shapes + missing + extra)[0]}); "
-                         "use the model, width, fc1 and fc2 they were trained with")
+                         "use the model, width, fc1, fc2 and data (channels, image size, classes) they were trained with")
     model.load_state_dict(weights)
 
 # %% ../nbs/02b_record.ipynb #47bcc5e1

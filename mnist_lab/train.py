@@ -5,9 +5,10 @@
 # %% auto #0
 __all__ = ['NATIVE_BF16', 'seed_everything', 'get_rng_state', 'set_rng_state', 'pick_device', 'cpu_flags', 'amp_decision',
            'resolve_amp', 'show_bars', 'Dist', 'join_job', 'init_distributed', 'resume_point', 'resolved', 'plan_steps',
-           'Parts', 'build', 'Record', 'open_run', 'resumed_record', 'claim', 'start_record', 'train_epoch',
-           'epoch_row', 'track_best', 'should_stop', 'save_epoch', 'epoch_line', 'Result', 'summarize', 'finish_run',
-           'record_failure', 'run_header', 'check_sizes', 'set_process_options', 'ddp', 'step_epoch_scheduler', 'fit']
+           'Parts', 'build', 'Record', 'init_weights', 'open_run', 'resumed_record', 'claim', 'start_record',
+           'train_epoch', 'epoch_row', 'track_best', 'should_stop', 'save_epoch', 'epoch_line', 'Result', 'summarize',
+           'test_line', 'finish_run', 'record_failure', 'run_header', 'check_sizes', 'set_process_options', 'ddp',
+           'step_epoch_scheduler', 'fit']
 
 # %% ../nbs/02c_train.ipynb #206c8944
 import atexit, datetime, gc, json, math, os, random, sys, time
@@ -16,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from .data import BatchSampler, load_data, split_train_val, normalize, parse_augment, augment_batch
+from .data import BatchSampler, BalancedSampler, load_data, split_train_val, normalize, parse_augment, augment_batch
 from .model import n_params
 from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor, model_from_config,
-                              resume_config)
+                              resume_config, balanced_weights, model_overrides, run_metrics)
 from .record import (new_run_dir, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, kernel_stdin, versions,
                               link_notebook, say, log_tensorboard, lock_run, unlock_run, run_status, read_json,
@@ -194,6 +195,7 @@ class Parts:
     dev: torch.device
     net: torch.nn.Module = None  # what the step calls: the model, or its DDP wrapper in a torchrun job
     amp_reason: str = ""  # why `amp` is what it is (amp=auto decides from the hardware)
+    data: dict = field(default_factory=dict)  # the `Data.info()` the model is built for
 
     def autocast(self):
         "A fresh autocast context for this device and `amp` (a disabled one for amp off)."
@@ -213,16 +215,21 @@ class Parts:
         self.scaler.load_state_dict(ck["scaler"]); self.sampler.load_state_dict(ck["sampler"])
 
 # %% ../nbs/02c_train.ipynb #68499675
-def build(cfg: TrainConfig, plan: tuple, n_train: int, n_classes: int, dev: torch.device) -> Parts:
-    "Model, optimizer, scheduler, scaler and batch sampler as `cfg` names them (the model's init uses the RNG)."
-    model = model_from_config(cfg, n_classes).to(dev)
+def build(cfg: TrainConfig, plan: tuple, y_train: torch.Tensor, data: dict, dev: torch.device) -> Parts:
+    """Model (for `data`, a `Data.info()`), optimizer, scheduler, scaler, loss and batch sampler over the labels
+    `y_train`, as `cfg` names them (the model's init uses the RNG)."""
+    model = model_from_config(cfg, data).to(dev)
     if cfg.channels_last: model = model.to(memory_format=torch.channels_last)
     opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
     sched, interval = SCHEDULERS[cfg.scheduler](opt, cfg, plan[1], plan[0])
     amp, why = amp_decision(cfg.amp, dev)
-    return Parts(model, opt, sched, interval, torch.amp.GradScaler(dev.type, enabled=amp == "fp16"),
-                 BatchSampler(n_train, cfg.batch_size, torch.Generator().manual_seed(cfg.seed)),
-                 LOSSES[cfg.loss](cfg), parse_augment(cfg.augment), amp, dev, model, why)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    sampler = (BalancedSampler(y_train, cfg.batch_size, gen) if cfg.sampler == "balanced"
+               else BatchSampler(len(y_train), cfg.batch_size, gen))
+    weight = balanced_weights(y_train, len(data["classes"])).to(dev) if cfg.class_weights == "balanced" else None
+    loss_fn = LOSSES[cfg.loss](cfg, weight) if weight is not None else LOSSES[cfg.loss](cfg)
+    return Parts(model, opt, sched, interval, torch.amp.GradScaler(dev.type, enabled=amp == "fp16"), sampler,
+                 loss_fn, parse_augment(cfg.augment), amp, dev, model, why, data)
 
 # %% ../nbs/02c_train.ipynb #ed70ac30
 @dataclass
@@ -239,6 +246,7 @@ class Record:
     since: float = field(default_factory=time.time)  # when this session (process) started
     before: float = 0.0  # seconds of work in earlier sessions, up to the checkpoint this one resumed
     done: bool = False  # a completed run resumed with nothing left to do: nothing is written
+    data: dict = field(default_factory=dict)  # the `Data.info()` of what it trains on: data.json
 
     def seconds(self) -> float:
         "Wall time spent on the run: its earlier sessions plus this one so far."
@@ -248,6 +256,15 @@ class Record:
         "Write status.json with the counters (call it on rank 0 only)."
         write_status(self.run_dir, status, epoch=self.state["epoch"], epochs=self.epochs, started=self.started,
                      processes=self.processes, **info)
+
+# %% ../nbs/02c_train.ipynb #273962aa
+def init_weights(parts: Parts, path: str):
+    "Load the weights at `path` into `parts.model` (`init_from`), saying what data they were trained on if they don't fit."
+    weights, _, was = read_model(path)
+    trained_on = (f" (trained on {was.get('name', '?')}: {was.get('shape')} images, {len(was.get('classes') or [])} "
+                  f"classes; this run's data: {parts.data['shape']}, {len(parts.data['classes'])} classes)"
+                  if isinstance(was, dict) and was else "")
+    fit_weights(parts.model, weights, f"init_from={path!r}{trained_on}")
 
 # %% ../nbs/02c_train.ipynb #e2410205
 def open_run(cfg: TrainConfig, ckpt_path, ckpt, parts: Parts, D, plan: tuple, started: float, log) -> Record:
@@ -259,14 +276,16 @@ def open_run(cfg: TrainConfig, ckpt_path, ckpt, parts: Parts, D, plan: tuple, st
         set_rng_state(ckpt.get("rng_ranks", [ckpt["rng"]])[D.rank]); state.update(ckpt["state"])
         log(f"resuming {ckpt_path.parent} from {ckpt_path.name} at epoch {state['epoch']}, step {state['step']}")
         rec = resumed_record(ckpt_path.parent, state, started, plan[2], cfg.early_stop, D, log)
+        rec.data = parts.data
         return claim(rec, cfg, D, log)
     if cfg.resume:  # killed before its first checkpoint: the same folder starts over
         run_dir, history = Path(cfg.resume), []
         log(f"resuming {run_dir}: no checkpoint yet, starting it again from step 0")
     else:
-        if cfg.init_from: fit_weights(parts.model, read_model(cfg.init_from)[0], f"init_from={cfg.init_from!r}")
+        if cfg.init_from: init_weights(parts, cfg.init_from)
         run_dir, history = Path(D.share(str(new_run_dir(cfg)) if D.main else None)), []
-    return claim(Record(run_dir, history, state, started, plan[2], D.world, since=started), cfg, D, log)
+    return claim(Record(run_dir, history, state, started, plan[2], D.world, since=started, data=parts.data),
+                 cfg, D, log)
 
 # %% ../nbs/02c_train.ipynb #eb460dd7
 def resumed_record(run_dir: Path, state: dict, since: float, epochs: int, early_stop: int, D, log) -> Record:
@@ -298,6 +317,7 @@ def start_record(rec: Record, cfg: TrainConfig, log):
     "Write the run's history so far, its config, the notebook link and a `running` status; open TensorBoard."
     write_history(rec.run_dir, rec.history)
     write_json(asdict(cfg), rec.run_dir / "config.json")
+    write_json(rec.data, rec.run_dir / "data.json")  # what the model was built for: eval and predict check it
     if nb := link_notebook(rec.run_dir): log(f"notebook: {nb} (linked from the run folder)")
     rec.mark("running")
     if cfg.tensorboard:
@@ -379,7 +399,7 @@ def save_epoch(rec: Record, parts: Parts, row: dict, improved: bool, last: bool,
     if rec.writer: log_tensorboard(rec.writer, row, parts.model, xb if row["epoch"] == 1 or parts.augs else None)
     rec.state["seconds"] = rec.seconds()
     ck = {**parts.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "state": dict(rec.state),
-          "step": rec.state["step"], "config": asdict(cfg), "versions": versions()} if save else None
+          "step": rec.state["step"], "config": asdict(cfg), "data": parts.data, "versions": versions()} if save else None
     if improved: save_checkpoint(ck, rec.run_dir / "best.pt")
     if last or periodic: save_checkpoint(ck, rec.run_dir / "last.pt")
     rec.mark("running")
@@ -411,7 +431,8 @@ def summarize(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, D
     return {**{f"test_{k}": v for k, v in test.items()},
             **{k: v for k, v in rec.history[-1].items() if k.startswith(("val_", "train_"))},
             "monitor": cfg.monitor, "best": s["best"], "best_epoch": s["best_epoch"], "epochs": s["epoch"],
-            "steps": s["step"], "stopped_early": bool(stopped), "dataset": data.name,
+            "steps": s["step"], "stopped_early": bool(stopped), "dataset": data.name, "data_shape": list(data.shape),
+            "classes": list(data.classes), "train_counts": parts.data["train_counts"],
             "data_source": data.source, "data_files": data.files, "data_official": data.official,
             "n_train": len(split[0]), "n_val": len(split[2]), "n_test": len(data.y_test),
             "n_params": n_params(parts.model), "device": str(split[0].device), "amp": parts.amp,
@@ -419,12 +440,19 @@ def summarize(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, D
             "processes": D.world, "threads": torch.get_num_threads(), "seconds": rec.seconds(),
             "train_seconds": sum(h["epoch_time"] for h in rec.history), **versions()}
 
+# %% ../nbs/02c_train.ipynb #4744cbfb
+def test_line(test: dict, k: int) -> str:
+    "'accuracy 0.9770 (top-3 0.9970), f1_macro 0.9761': the test metrics as a run's last line says them."
+    top = f" (top-{k} {test['top_k']:.4f})" if "top_k" in test else ""
+    more = "".join(f", {m} {v:.4f}" for m, v in test.items() if m not in ("loss", "accuracy", "top_k"))
+    return f"accuracy {test['accuracy']:.4f}{top}{more}"
+
 # %% ../nbs/02c_train.ipynb #702a9474
 def finish_run(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, D, stopped: bool, log) -> Result:
     "Test the final model, write model.pt and summary.json, mark the run completed; returns the `Result`."
     dev = split[0].device
-    test = D.share(evaluate(parts.model, data.x_test.to(dev), data.y_test.to(dev), data.spec.mean,
-                            data.spec.std, cfg.top_k, autocast=parts.autocast(), with_pred=True, tta=cfg.tta))
+    test = D.share(evaluate(parts.model, data.x_test.to(dev), data.y_test.to(dev), data.mean, data.std, cfg.top_k,
+                            autocast=parts.autocast(), with_pred=True, tta=cfg.tta, metrics=run_metrics(cfg)))
     pred = test.pop("pred")  # report() plots these: the same numbers as summary.json, not a second evaluation
     summary = summarize(rec, parts, data, split, cfg, D, test, stopped)
     if D.main:
@@ -435,8 +463,7 @@ def finish_run(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, 
             scores = {"hparam/test_accuracy": test["accuracy"], "hparam/best": rec.state["best"]}
             rec.writer.add_hparams(hparams, scores, run_name=".")
         rec.mark("completed", finished=time.time())
-    log(f"test accuracy {test['accuracy']:.4f} (top-{cfg.top_k} {test['top_k']:.4f}) "
-        f"in {summary['seconds']:.1f}s; run folder {rec.run_dir}")
+    log(f"test {test_line(test, cfg.top_k)} in {summary['seconds']:.1f}s; run folder {rec.run_dir}")
     return Result(rec.run_dir, parts.model, rec.history, summary, data, pred)
 
 # %% ../nbs/02c_train.ipynb #e1348389
@@ -452,21 +479,35 @@ def record_failure(rec: Record, e: BaseException):
 def run_header(data, cfg: TrainConfig) -> str:
     "What a run says first: the data it trains on, and the parameters it sets away from their defaults."
     changed = ", ".join(f"{k}={v!r}" for k, v in cfg.changed().items()) or "none"
-    return (f"dataset: {data.name} from {data.source} ({len(data.x_train)} train / {len(data.x_test)} test"
-            f"{', official files' if data.official else ', local files'})\n"
-            f"parameters not at their defaults: {changed}")
+    c, h, w = data.shape
+    counts = torch.bincount(data.y_train, minlength=len(data.classes)).tolist()
+    shown = ", ".join(f"{name} {n}" for name, n in list(zip(data.classes, counts))[:12])
+    more = f", ... ({len(data.classes) - 12} more; fewest {min(counts)}, most {max(counts)})" if len(counts) > 12 else ""
+    notes = [data.note] if data.note else []
+    return "\n".join([
+        f"dataset: {data.name} from {data.source} ({len(data.x_train)} train / {len(data.x_test)} test"
+        f"{', official files' if data.official else ', local files'}; {c}x{h}x{w} images, {len(data.classes)} classes)",
+        f"training images per class: {shown}{more}", *(f"note: {n}" for n in notes + model_overrides(cfg)),
+        f"parameters not at their defaults: {changed}"])
 
 # %% ../nbs/02c_train.ipynb #ba424a57
-def check_sizes(cfg: TrainConfig, ckpt, D, n_train: int):
-    """The batch fits the training split and splits evenly over the processes; a resumed run keeps its number
-    of processes. Checked before any folder is made."""
+def check_sizes(cfg: TrainConfig, ckpt, D, n_train: int, data: dict):
+    """The batch fits the training split and splits evenly over the processes; top_k fits the classes; a resumed
+    run keeps its number of processes and its data (`data`: a `Data.info()`). Checked before any folder is made."""
     if cfg.batch_size > n_train:
         raise ValueError(f"batch_size={cfg.batch_size}: larger than the {n_train} training images")
     if cfg.batch_size % D.world:
         raise ValueError(f"batch_size={cfg.batch_size}: must be divisible by the {D.world} processes")
+    if cfg.top_k > len(data["classes"]):
+        raise ValueError(f"top_k={cfg.top_k}: must be <= {len(data['classes'])}, the number of classes of {data['name']}")
     if ckpt and len(ckpt.get("rng_ranks", [0])) != D.world:
         raise ValueError(f"resume: the run was trained by {len(ckpt.get('rng_ranks', [0]))} process(es); "
                          f"resume it with the same number, not {D.world}")
+    was = ckpt.get("data") if ckpt else None
+    if was and (was.get("shape"), was.get("classes")) != (data["shape"], data["classes"]):
+        raise ValueError(f"resume: the run was trained on {was.get('name')} ({was.get('shape')} images, "
+                         f"{len(was.get('classes') or [])} classes); the data now is {data['name']} ({data['shape']}, "
+                         f"{len(data['classes'])} classes): give it the same data_dir, image_size and channels")
 
 # %% ../nbs/02c_train.ipynb #40e12e86
 def set_process_options(cfg: TrainConfig):
@@ -502,19 +543,19 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     log = say if D.main else (lambda *a: None)  # one voice in a torchrun job
     D.barrier()  # every rank has read the checkpoint before rank 0 writes anything
     set_process_options(cfg)
-    data = load_data(cfg.dataset, cfg.data_dir, cfg.download)  # may fail: before any folder is made
+    data = load_data(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size, cfg.channels)  # before any folder
     log(run_header(data, cfg))
     seed_everything(cfg.seed + D.rank)  # ranks differ in dropout; the sampler is seeded alike on all
     split = x_tr, y_tr, x_val, y_val = [t.to(dev) for t in split_train_val(data.x_train, data.y_train,
                                                                            cfg.val_split, cfg.split_seed)]
-    check_sizes(cfg, ckpt, D, len(x_tr))
+    check_sizes(cfg, ckpt, D, len(x_tr), data.info())
     plan = per_epoch, total, n_epochs = plan_steps(cfg, len(x_tr))
-    parts = build(cfg, plan, len(x_tr), len(data.spec.classes), dev)
+    parts = build(cfg, plan, y_tr, data.info(), dev)
     rec = open_run(cfg, ckpt_path, ckpt, parts, D, plan, started, log)
     parts.net = ddp(parts.model, D, dev)
     log(f"run folder: {rec.run_dir}\nmodel: {cfg.model}, {n_params(parts.model):,} parameters, device {dev}, "
         f"amp {parts.amp} ({parts.amp_reason})")
-    norm, stopped = (data.spec.mean, data.spec.std), False
+    norm, stopped = (data.mean, data.std), False
     if rec.done: return Result(rec.run_dir, parts.model, rec.history, read_json(rec.run_dir / "summary.json"),
                                data)
     threads = torch.get_num_threads()  # the caller's: `threads=1` for one run must not stay for the next
@@ -525,7 +566,7 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
             *sums, xb = train_epoch(parts, x_tr, y_tr, norm, n_steps, rec, D, cfg)
             # rank 0's numbers decide for everyone (BN running stats differ slightly between ranks)
             val = D.share(evaluate(parts.model, x_val, y_val, *norm, cfg.top_k, autocast=parts.autocast(),
-                                   tta=cfg.tta))
+                                   tta=cfg.tta, metrics=run_metrics(cfg)))
             row = epoch_row(parts, D.sum(*sums), n_steps, val, rec, cfg, t0)
             step_epoch_scheduler(parts, row, cfg)
             improved = track_best(rec.state, row, cfg.monitor)

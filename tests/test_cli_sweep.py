@@ -239,6 +239,13 @@ def test_new_project_is_renamed_and_passes_its_notebook_tests(tmp_path):
                        env=env, capture_output=True, text=True, timeout=300)
     assert t.returncode == 0, t.stdout[-2000:]
     assert (new / "my_lab" / "__init__.py").read_text().startswith("__version__")
+    # the plugins stub runs as it is: its dataset, model and metric by name, in a run of the new package
+    code = ("from my_lab.train import fit, TrainConfig\n"
+            "r = fit(TrainConfig(plugins='my_plugins.py', dataset='my_data', model='my_model', metrics='my_metric',"
+            " monitor='max val_my_metric', epochs=1, steps_per_epoch=5, tensorboard=False, progress='none'))\n"
+            "print(sorted(k for k in r.summary if k.startswith('test_')))")
+    t = subprocess.run([sys.executable, "-c", code], cwd=new, env=env, capture_output=True, text=True, timeout=300)
+    assert t.returncode == 0 and "'test_my_metric'" in t.stdout, t.stderr[-2000:]
 
 
 def test_optuna_dashboard_serves_the_study(tmp_path, monkeypatch):

@@ -89,7 +89,7 @@ def test_offline_download_is_tried_once_and_leaves_no_folders(tmp_path, monkeypa
         assert D.load_data("auto", data_dir).name == "mnist_sample"
     assert not data_dir.exists() and D.DOWNLOAD_FAILED.is_file()
     def no_download(*a, **k): raise AssertionError("a download was tried again")
-    monkeypatch.setattr(D, "download", no_download)
+    monkeypatch.setattr(D, "download_idx", no_download)
     with pytest.warns(UserWarning, match="no download tried"):
         assert D.load_data("auto", data_dir).name == "mnist_sample"
     with pytest.raises(FileNotFoundError, match="no download tried"):

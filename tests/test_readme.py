@@ -90,6 +90,17 @@ def test_fashion_command_is_the_benchmarked_recipe():
     assert asdict(ours) == asdict(TrainConfig.from_params(**RECIPE, dataset="fashion_mnist", data_dir=ours.data_dir))
 
 
+def test_own_images_command_is_valid():
+    "README's image-folder papermill command names parameters and values that TrainConfig accepts."
+    import shlex
+    from mnist_lab.train import TrainConfig
+    readme = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    line = next(l for l in readme.splitlines() if l.startswith("papermill nbs/train.ipynb runs/mine.ipynb"))
+    words = shlex.split(line)[3:]
+    cfg = TrainConfig.from_params(**dict(zip(words[1::3], words[2::3])))
+    assert (cfg.dataset, cfg.monitor, cfg.class_weights) == ("image_folder", "max val_f1_macro", "balanced")
+
+
 def test_quickstart_command_as_written(tmp_path):
     "README's training command, run as a user runs it (from a folder with runs/): ~98% on the bundled sample."
     import json, subprocess, sys

@@ -191,7 +191,8 @@ def test_every_torch_load_in_the_package_is_weights_only():
 def test_safetensors_export_round_trip(tmp_path):
     from mnist_lab.eval import export_safetensors, load_safetensors
     res = T.fit(T.TrainConfig(**TINY, runs_root=str(tmp_path)))
-    model, cfg = load_safetensors(export_safetensors(res.run_dir))
+    model, cfg, info = load_safetensors(export_safetensors(res.run_dir))
+    assert info["shape"] == [1, 28, 28] and len(info["classes"]) == 10
     assert cfg.model == "linear"
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), res.model.state_dict().values()))
 
@@ -280,10 +281,10 @@ def test_valid_local_files_load_as_a_local_dataset(tiny_dataset):
 @pytest.mark.parametrize("damage,message", [
     ("truncated", "header says (20, 28, 28) = 15680 bytes, file holds"),
     ("magic", "wrong magic number"),
-    ("count", "(20, 28, 28) images vs (19,) labels"),
+    ("count", "labels are (19,) torch.uint8 for 20 images; expected 20 integer labels"),
     ("not_gzip", "cannot be read as gzip"),
-    ("32x32", "(20, 32, 32) images; expected at least one image of 28x28 pixels"),
-    ("empty_test", "(0, 28, 28) images; expected at least one image"),
+    ("32x32", "test images are (1, 28, 28), training images (1, 32, 32) (channels, height, width); they must match"),
+    ("empty_test", "test: images are (0, 1, 28, 28) torch.uint8; expected uint8 (N, C, H, W) or (N, H, W) with at least one image"),
 ])
 def test_corrupt_dataset_files_fail_clearly(tiny_dataset, damage, message):
     images, labels = tiny_dataset / "train-images-idx3-ubyte.gz", tiny_dataset / "train-labels-idx1-ubyte.gz"
