@@ -22,8 +22,8 @@ class Predictions:
 
     @cached_property
     def pred(self) -> torch.Tensor:
-        "(N,) the predicted classes."
-        return self.scores.argmax(1)
+        "(N,) the predicted classes: the first of the top k, so a tie of bf16 scores resolves as `top_k` counts it."
+        return self.scores.topk(min(self.k, self.scores.shape[1]), 1).indices[:, 0]
 
     @cached_property
     def confusion(self) -> torch.Tensor:
