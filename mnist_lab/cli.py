@@ -58,7 +58,7 @@ def cmd_watch(a) -> int:
 
 # %% ../nbs/06_cli.ipynb #c3e4138f
 def cmd_stop(a) -> int:
-    "Interrupt a running run; it is recorded as failed and can be resumed."
+    "Interrupt a running run; it is recorded as stopped and can be resumed."
     from mnist_lab.launch import stop
     return 0 if stop(a.run)["status"] != "running" else 1
 
@@ -218,7 +218,7 @@ def parser() -> argparse.ArgumentParser:
                    "folder and return: it survives this terminal (and an ssh session) closing")
     w = sub.add_parser("watch", help="follow a run until it ends: epoch, metrics, ETA")
     w.add_argument("run", help="run folder")
-    st = sub.add_parser("stop", help="interrupt a running run (recorded as failed, resumable)")
+    st = sub.add_parser("stop", help="interrupt a running run (recorded as stopped, resumable)")
     st.add_argument("run", help="run folder")
     with_params(sub.add_parser("fit", help="train in this process (no papermill); with torchrun: "
                                           "torchrun --nproc_per_node N -m mnist_lab.cli fit -p ..."))

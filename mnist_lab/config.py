@@ -8,16 +8,16 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PAR
            'multistep', 'exponential', 'cosine', 'onecycle', 'plateau', 'cross_entropy', 'nll_loss', 'balanced_weights',
            'parse_monitor', 'parse_ints', 'run_metrics', 'to_bool', 'to_dict', 'to_number', 'to_type', 'load_plugins',
            'type_needed', 'TrainConfig', 'defaults', 'model_from_config', 'model_overrides', 'from_record',
-           'resume_config']
+           'code_elsewhere', 'resume_config']
 
 # %% ../nbs/02a_config.ipynb #7f3126c5
-import dataclasses, difflib, importlib.util, inspect, json, math, re
+import dataclasses, difflib, importlib.util, inspect, json, math, re, sys
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from types import ModuleType
 import torch
 import torch.nn.functional as F
-from .data import dataset_names, parse_augment, project_path, register
+from .data import DATASETS, AUGMENTATIONS, dataset_names, parse_augment, project_path, register
 from .metrics import METRICS, parse_metrics
 from .model import MODELS, make_model
 
@@ -173,15 +173,17 @@ def to_type(name: str, value, typ):
 _PLUGINS = {}  # resolved path or module name -> module: each plugin runs once per process
 
 def load_plugins(spec: str) -> list:
-    """Import each comma-separated `.py` file or module name in `spec`: the way a model or augmentation
-    registered in your own file becomes available to `train.ipynb` under papermill (`-p plugins my_models.py`)."""
+    """Import each comma-separated `.py` file (relative: to the project, like `runs_root` and `data_dir`) or module
+    name in `spec`: the way a model, dataset, metric or augmentation registered in your own file becomes available
+    to `train.ipynb` under papermill (`-p plugins my_plugins.py`)."""
     mods = []
     for item in (s.strip() for s in spec.split(",") if s.strip()):
-        key = str(Path(item).resolve()) if item.endswith(".py") else item
+        path = project_path(item) if item.endswith(".py") else None
+        key = str(path.resolve()) if path else item
         if key not in _PLUGINS:
-            if item.endswith(".py"):
-                if not Path(item).is_file(): raise FileNotFoundError(f"no such file {Path(item).resolve()}")
-                spec_ = importlib.util.spec_from_file_location(f"mnist_lab_plugin_{Path(item).stem}", item)
+            if path:
+                if not path.is_file(): raise FileNotFoundError(f"no such file {path.resolve()}")
+                spec_ = importlib.util.spec_from_file_location(f"mnist_lab_plugin_{path.stem}", path)
                 mod = importlib.util.module_from_spec(spec_)
                 spec_.loader.exec_module(mod)
             else: mod = importlib.import_module(item)
@@ -213,7 +215,7 @@ class TrainConfig:
     fc2: int = 64  # mlp: second hidden layer size
     dropout: float = 0.0  # dropout probability (mlp, lenet, cnn)
     model_args: dict = field(default_factory=dict)  # more model constructor arguments (JSON string ok)
-    plugins: str = ""  # comma-separated .py files or modules to import first (your models, augmentations)
+    plugins: str = ""  # comma-separated .py files (relative: to the project) or modules to import first
     dataset: str = "auto"  # auto, mnist, fashion_mnist, kmnist, mnist_sample, cifar10, image_folder, or your own
     data_dir: str = "data"  # folder with the dataset's files, or where they are downloaded (relative: to the project)
     image_size: int = 0  # resize images to image_size x image_size pixels (0: as they are)
@@ -407,6 +409,22 @@ def from_record(saved: dict, plugins: str = "", **changes) -> TrainConfig:
         if not stored or stored == plugins: raise
         raise ValueError(f"{e}\n  the run was trained with plugins={stored!r}; a stored config never imports code: "
                          f"if you trust them, name them yourself (-p plugins {stored}, or plugins={stored!r})") from None
+
+# %% ../nbs/02a_config.ipynb #d14edbc4
+def code_elsewhere(cfg: TrainConfig) -> list:
+    """What `cfg` uses by name (model, dataset, metrics, augmentations) that a fresh process would not find: code
+    registered in this notebook (or script), or by a plugin file that `cfg.plugins` does not name."""
+    named = {m.__name__ for m in load_plugins(cfg.plugins)} if cfg.plugins else set()
+    used = [("model", cfg.model, MODELS[cfg.model])]
+    used += [("dataset", cfg.dataset, DATASETS[cfg.dataset])] if cfg.dataset in DATASETS else []
+    used += [("metric", m, METRICS[m]) for m in run_metrics(cfg)]
+    used += [("augmentation", a.strip(), AUGMENTATIONS[a.strip()]) for a in cfg.augment.split(",") if a.strip()]
+    where = lambda fn: getattr(fn, "__module__", None) or "__main__"
+    # importable: a module Python knows (not __main__); plugin files are loaded outside sys.modules
+    return [f"{kind} {name!r} is registered in {'this notebook' if where(fn) == '__main__' else where(fn)}, which a "
+            "new process does not load: put that code in a .py file (in a notebook: %%writefile my_plugins.py) "
+            "and pass plugins='my_plugins.py'" for kind, name, fn in used
+            if where(fn) not in named and (where(fn) == "__main__" or where(fn) not in sys.modules)]
 
 # %% ../nbs/02a_config.ipynb #f56d66a6
 RESUME_OVERRIDES = ("epochs", "max_steps", "early_stop", "device", "threads", "progress", "tensorboard")

@@ -7,13 +7,13 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'DOWNLOAD_FAILED', 'OFFICIAL_MD5S', 'LUMA', 'CIFAR10_CLASSES', 'CIFAR10_FILES', 'CIFAR10_ARCHIVE',
            'CIFAR10_RECORD', 'IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MAX_IMAGE_BYTES', 'AUGMENTATIONS', 'register',
            'accepted', 'Data', 'register_dataset', 'channel_stats', 'check_part', 'as_data', 'IdxSpec', 'read_idx',
-           'find_idx_files', 'remember_download_failure', 'download_failed_recently', 'download_idx', 'official_md5s',
-           'md5sum', 'read_dataset', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'fit_images',
-           'fit_data', 'dataset_names', 'load_data', 'read_cifar_file', 'cifar10', 'list_images', 'read_image_file',
-           'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images',
-           'held_out', 'image_folder', 'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize',
-           'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase',
-           'flip', 'parse_augment', 'augment_batch', 'show_images']
+           'find_idx_files', 'failure_note', 'remember_download_failure', 'download_failed_recently', 'download_idx',
+           'official_md5s', 'md5sum', 'read_dataset', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample',
+           'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file', 'cifar10', 'list_images',
+           'read_image_file', 'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key',
+           'cached_images', 'held_out', 'image_folder', 'split_train_val', 'BatchSampler', 'BalancedSampler',
+           'normalize', 'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise',
+           'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/00_data.ipynb #a68a1796
 import gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, warnings, zlib
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .record import project_path, save_atomic
+from .record import project_path, save_atomic, say
 
 # %% ../nbs/00_data.ipynb #31594d44
 def register(registry: dict, name: str):
@@ -187,24 +187,28 @@ def find_idx_files(name: str, data_dir) -> dict | None:
 
 # %% ../nbs/00_data.ipynb #76d6c985
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
-DOWNLOAD_FAILED = CACHE / "mnist_lab" / "download-failed"
+DOWNLOAD_FAILED = CACHE / "mnist_lab" / "download-failed"  # one note per dataset: download-failed-<name>
 
-def remember_download_failure(error: str, files: str = "the four IDX files") -> str:
-    "Note `error` in `DOWNLOAD_FAILED` (best effort) and return it with how to provide the files instead."
+def failure_note(name: str) -> Path:
+    "Where a failed download of dataset `name` is remembered: a failed MNIST does not stop Fashion-MNIST."
+    return DOWNLOAD_FAILED.with_name(f"{DOWNLOAD_FAILED.name}-{name}")
+
+def remember_download_failure(name: str, error: str, files: str = "the four IDX files") -> str:
+    "Note `error` for dataset `name` (best effort) and return it with how to provide the files instead."
     try:
-        DOWNLOAD_FAILED.parent.mkdir(parents=True, exist_ok=True)
-        DOWNLOAD_FAILED.write_text(error)
+        failure_note(name).parent.mkdir(parents=True, exist_ok=True)
+        failure_note(name).write_text(error)
     except OSError: pass  # a read-only home: we simply try again next time
     return (f"{error}. With no internet, copy {files} (e.g. from a machine that has them) into "
-            f"data_dir; no download will be tried for 24 h (delete {DOWNLOAD_FAILED} to try sooner)")
+            f"data_dir; no download of {name} will be tried for 24 h (delete {failure_note(name)} to try sooner)")
 
 # %% ../nbs/00_data.ipynb #8c728676
-def download_failed_recently(hours: float = 24) -> str | None:
-    "The note of a download that failed on this machine within `hours`, else None."
-    try: age = time.time() - DOWNLOAD_FAILED.stat().st_mtime
+def download_failed_recently(name: str, hours: float = 24) -> str | None:
+    "The note of a download of dataset `name` that failed on this machine within `hours`, else None."
+    try: age = time.time() - failure_note(name).stat().st_mtime
     except OSError: return None
     if age > hours * 3600: return None
-    return f"no download tried: one failed {age / 60:.0f} min ago (delete {DOWNLOAD_FAILED} to try again)"
+    return f"no download tried: one failed {age / 60:.0f} min ago (delete {failure_note(name)} to try again)"
 
 # %% ../nbs/00_data.ipynb #7cb56aeb
 def download_idx(name: str, data_dir, timeout: float = 20.0):
@@ -263,11 +267,11 @@ def idx_dataset(name: str, data_dir, download: bool = True) -> Data:
     "IDX dataset `name` from `data_dir`, downloaded (md5-checked) when missing and `download` allows."
     data_dir = Path(data_dir)
     files, error = find_idx_files(name, data_dir), "download not allowed (download=False)"
-    if files is None and download and (error := download_failed_recently()) is None:
+    if files is None and download and (error := download_failed_recently(name)) is None:
         try:
             download_idx(name, data_dir)
             files = find_idx_files(name, data_dir)
-        except Exception as e: error = remember_download_failure(f"download failed: {type(e).__name__}: {e}")
+        except Exception as e: error = remember_download_failure(name, f"download failed: {type(e).__name__}: {e}")
     if files is not None: return read_dataset(name, files)
     root = data_dir.resolve()
     raise FileNotFoundError(
@@ -334,8 +338,9 @@ def load_data(dataset: str = "auto", data_dir="data", download_ok: bool = True, 
     if dataset == "auto":
         try: d = load_data("mnist", data_dir, download_ok)
         except FileNotFoundError as e:
-            warnings.warn(f"dataset='auto': full MNIST not found ({e}); USING THE BUNDLED SAMPLE "
-                          "(5,000 train / 1,000 test digits)", stacklevel=2)
+            # said once, in the notebook and (under papermill) the terminal; a warning would quote a source line
+            say(f"WARNING: dataset='auto': full MNIST not found ({e}); USING THE BUNDLED SAMPLE "
+                "(5,000 train / 1,000 test digits)")
             d = load_data("mnist_sample")
         return fit_data(d, image_size, channels)
     if dataset not in DATASETS:
@@ -373,10 +378,10 @@ def cifar10(data_dir, download: bool = True) -> Data:
     folder = Path(data_dir) / "cifar-10-batches-bin"
     if not all((folder / f).exists() for f in CIFAR10_FILES):
         error = "download not allowed (download=False)"
-        if download and (error := download_failed_recently()) is None:
+        if download and (error := download_failed_recently("cifar10")) is None:
             from torchvision.datasets.utils import download_and_extract_archive
             try: download_and_extract_archive(CIFAR10_ARCHIVE[0], str(data_dir), md5=CIFAR10_ARCHIVE[1])
-            except Exception as e: error = remember_download_failure(
+            except Exception as e: error = remember_download_failure("cifar10",
                 f"download failed: {type(e).__name__}: {e}", f"{', '.join(CIFAR10_FILES)} (the binary version)")
         if not all((folder / f).exists() for f in CIFAR10_FILES):
             raise FileNotFoundError(f"dataset='cifar10': {', '.join(CIFAR10_FILES)} not all found in {folder}, and "

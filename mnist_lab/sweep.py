@@ -17,7 +17,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 import pandas as pd
 from .data import project_path
-from .config import TrainConfig, parse_monitor
+from .config import TrainConfig, parse_monitor, code_elsewhere
 from .record import run_status, read_history, read_json, write_status, die_with_parent
 from .train import fit, show_bars
 from .launch import start_papermill, stop_papermill
@@ -60,10 +60,15 @@ def settings_to_check(space: dict, grid: bool) -> list:
     return ends if any(isinstance(v, dict) for v in space.values()) else ends[:1]
 
 # %% ../nbs/05_sweep.ipynb #b5a2d5f1
-def check_space(space: dict, params: dict, grid: bool) -> int:
-    "Check `space` with the fixed `params`; returns the number of grid points (0 for other methods)."
+def check_space(space: dict, params: dict, grid: bool, elsewhere: bool = False) -> int:
+    """Check `space` with the fixed `params`; returns the number of grid points (0 for other methods).
+    `elsewhere`: trials train in other processes, so code registered in this notebook is refused."""
     settings = settings_to_check(check_shapes(space, grid), grid)
-    for s in settings: TrainConfig.from_params(**{**params, **s})
+    for s in settings:
+        cfg = TrainConfig.from_params(**{**params, **s})
+        if elsewhere and (missing := code_elsewhere(cfg)):
+            raise ValueError("this sweep's trials train in other processes (n_jobs > 1 or executor papermill), "
+                             "which cannot see:\n  " + "\n  ".join(missing))
     return len(settings) if grid else 0
 
 # %% ../nbs/05_sweep.ipynb #025d0fb5
@@ -130,7 +135,8 @@ def check_spec(spec: dict, source: str = "spec") -> dict:
     if "space" not in spec: raise ValueError(f"{source}: no space (the parameters to search)")
     spec = {"method": method, "params": {}, "sweep_dir": "runs/sweep", "n_jobs": 1, "executor": "inprocess",
             "pruner": DEFAULT_PRUNER[method], **({} if method == "grid" else {"n_trials": 10, "seed": 0}), **spec}
-    n = check_space(spec["space"], spec["params"], grid=method == "grid")
+    n = check_space(spec["space"], spec["params"], grid=method == "grid",
+                    elsewhere=spec["n_jobs"] != 1 or spec["executor"] == "papermill")
     if method == "grid" and spec.setdefault("n_trials", n) != n:
         raise ValueError(f"{source}: n_trials={spec['n_trials']}: a grid runs each of its {n} points once; "
                          "leave n_trials out")

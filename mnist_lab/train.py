@@ -468,12 +468,14 @@ def finish_run(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, 
 
 # %% ../nbs/02c_train.ipynb #e1348389
 def record_failure(rec: Record, e: BaseException):
-    "Mark the run failed (or pruned, when Optuna stopped it) with the error; a failure to write is only reported."
+    """Mark the run `stopped` (asked to: Ctrl-C, `stop`, SIGTERM; resumable), `pruned` (Optuna stopped it) or
+    `failed`, with the error; a failure to write is only reported."""
     optuna = sys.modules.get("optuna")  # a pruned trial is not a failure; optuna is loaded if a search runs
     pruned = optuna is not None and isinstance(e, optuna.TrialPruned)
+    status = "pruned" if pruned else "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
     error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-    try: rec.mark("pruned" if pruned else "failed", error=error)
-    except OSError as e2: print(f"warning: could not record the failure in status.json: {e2}")
+    try: rec.mark(status, error=error)
+    except OSError as e2: print(f"warning: could not record the end of the run in status.json: {e2}")
 
 # %% ../nbs/02c_train.ipynb #e68f8e8c
 def run_header(data, cfg: TrainConfig) -> str:

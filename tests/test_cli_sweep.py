@@ -205,7 +205,7 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_rerun_finishes_it(tmp_path):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "interrupted" in err, err[-2000:]
     statuses = [run_status(d) for d in trials.iterdir()]
-    assert len(statuses) == 2 and all(s["status"] == "failed" and "KeyboardInterrupt" in s["error"] for s in statuses)
+    assert len(statuses) == 2 and all(s["status"] == "stopped" and "KeyboardInterrupt" in s["error"] for s in statuses)
     for s in statuses:  # no training process left behind
         with pytest.raises(ProcessLookupError): os.kill(s["pid"], 0)
     # running it again resumes the two interrupted trials from their checkpoints

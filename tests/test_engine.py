@@ -116,7 +116,7 @@ def test_interrupted_training_is_never_recorded_as_completed(tmp_path, monkeypat
     with pytest.raises(exc):
         T.fit(cfg(tmp_path, epochs=2, augment="shift", run_dir=str(tmp_path / "x")))
     s = R.run_status(tmp_path / "x")
-    assert s["status"] == "failed" and exc.__name__ in s["error"]
+    assert s["status"] == ("stopped" if exc is KeyboardInterrupt else "failed") and exc.__name__ in s["error"]
     assert not (tmp_path / "x" / "summary.json").exists()
 
 

@@ -40,11 +40,11 @@ def test_detach_watch_stop_resume(tmp_path):
     r = cli("runs", cwd=tmp_path)
     assert "running" in r.stdout and "/30" in r.stdout, r.stdout  # live runs show their progress
     r = cli("stop", str(run), cwd=tmp_path, timeout=120)
-    assert r.returncode == 0 and "failed (KeyboardInterrupt)" in r.stdout and "resume" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "stopped (KeyboardInterrupt)" in r.stdout and "resume" in r.stdout, r.stdout + r.stderr
     s = json.loads((run / "status.json").read_text())
     assert 2 <= s["epoch"] < 30 and (run / "last.pt").is_file()
     r = cli("stop", str(run), cwd=tmp_path)
-    assert r.returncode == 0 and r.stdout == f"{run}: failed, not running: nothing to stop\n", r.stdout
+    assert r.returncode == 0 and r.stdout == f"{run}: stopped, not running: nothing to stop\n", r.stdout
     r = cli("resume", str(run), "-p", "plugins", str(tmp_path / "pace.py"), cwd=tmp_path,  # a run's plugins are
             env={**os.environ, "PACE_S": "0"})  # imported only when named again; the rest at full speed
     assert r.returncode == 0, r.stderr[-2000:]
@@ -75,7 +75,7 @@ def test_runs_land_in_the_project_runs_folder_from_any_subfolder(tmp_path):
     assert "completed" in r.stdout and "more columns hidden" in r.stdout
 
 
-def test_offline_download_is_tried_once_and_leaves_no_folders(tmp_path, monkeypatch):
+def test_offline_download_is_tried_once_and_leaves_no_folders(tmp_path, monkeypatch, capsys):
     import torchvision
     import mnist_lab.data as D
     class Offline:  # torchvision's MNIST on a machine with no internet: it makes its folders, then fails
@@ -85,16 +85,24 @@ def test_offline_download_is_tried_once_and_leaves_no_folders(tmp_path, monkeypa
             raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: Name or service not known")
     monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
     data_dir = tmp_path / "data"
-    with pytest.warns(UserWarning, match="copy the four IDX files"):
-        assert D.load_data("auto", data_dir).name == "mnist_sample"
-    assert not data_dir.exists() and D.DOWNLOAD_FAILED.is_file()
+    assert D.load_data("auto", data_dir).name == "mnist_sample"
+    assert "copy the four IDX files" in capsys.readouterr().out
+    assert not data_dir.exists() and D.failure_note("mnist").is_file()
+    assert D.download_failed_recently("fashion_mnist") is None  # remembered per dataset
     def no_download(*a, **k): raise AssertionError("a download was tried again")
     monkeypatch.setattr(D, "download_idx", no_download)
-    with pytest.warns(UserWarning, match="no download tried"):
-        assert D.load_data("auto", data_dir).name == "mnist_sample"
+    assert D.load_data("auto", data_dir).name == "mnist_sample"
+    assert "no download tried" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="no download tried"):
         D.load_data("mnist", data_dir)
     assert not data_dir.exists()
+    # under papermill the fallback is said once, in the terminal too, as a line (no warning quoting source code)
+    r = papermill(tmp_path / "out.ipynb", ("data_dir", data_dir), ("model", "linear"), ("epochs", 1),
+                  ("tensorboard", False), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr.count("USING THE BUNDLED SAMPLE") == 1  # a warning would quote its source line: twice
+    outputs = json.dumps([c.get("outputs", []) for c in json.loads((tmp_path / "out.ipynb").read_text())["cells"]])
+    assert outputs.count("USING THE BUNDLED SAMPLE") == 1
 
 
 def test_train_into_a_named_run_dir(tmp_path):
@@ -141,7 +149,28 @@ def test_a_killed_foreground_command_leaves_nothing_training(tmp_path):
     assert not any(running(k) for k in kernels.values()), "a kernel trains on without its command"
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "runs")], capture_output=True, text=True).stdout
     assert not leftovers.strip(), leftovers  # no papermill either
-    for k in commands:
-        assert R.run_status(run(k))["status"] == "failed", (k, R.run_status(run(k)))
+    for k, expected in (("kill", "failed"), ("term", "stopped"), ("sweep", "failed")):  # SIGTERM is a Ctrl-C
+        assert R.run_status(run(k))["status"] == expected, (k, R.run_status(run(k)))
         assert R.load_checkpoint(run(k) / "last.pt")["state"]["epoch"] >= 1
     assert "KeyboardInterrupt" in R.run_status(run("term"))["error"]
+
+
+def test_stop_and_resume_from_a_notebook_train_in_the_same_folder(tmp_path, monkeypatch):
+    "`launch`, `stop`, then `resume(run)` as in a notebook: the run that trains is the stopped run, in its folder."
+    from mnist_lab.launch import launch, resume, stop, watch
+    monkeypatch.chdir(tmp_path)
+    plugins = str(pace_plugin(tmp_path, 0.05))
+    run = launch(dataset="mnist_sample", model="linear", epochs=12, steps_per_epoch=10, scheduler="none",
+                 tensorboard=False, plugins=plugins, augment="pace", runs_root=str(tmp_path / "runs"), name="nb")
+    deadline = time.time() + 120
+    while run.status().get("epoch", 0) < 2:
+        assert time.time() < deadline and run.status()["status"] in ("starting", "running"), run.status()
+        time.sleep(0.3)
+    s = stop(run)
+    assert s["status"] == "stopped" and 2 <= s["epoch"] < 12, s
+    again = resume(run, plugins=plugins)  # a run's plugins are imported only when named again
+    assert again.run_dir == run.run_dir and again.status()["status"] in ("starting", "running")
+    s = watch(again, every=0.5, timeout=180)
+    assert (s["status"], s["epoch"]) == ("completed", 12), s
+    assert [p.name for p in (tmp_path / "runs" / "nb").iterdir()] == [run.run_dir.name]  # no second folder
+    assert (run.run_dir / "notebook-2.ipynb").is_file()  # the resumed session's notebook, beside the first
