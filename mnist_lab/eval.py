@@ -86,8 +86,7 @@ def export_safetensors(path, out=None, plugins: str = "") -> Path:
         lock = writing(out.parent)  # into the run folder: not while a training process writes it
     else: out, lock = Path(out), contextlib.nullcontext()
     with lock: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out),
-                         metadata={"mnist_lab_config": json.dumps(asdict(cfg)),
-                                                    "mnist_lab_data": json.dumps(info)})
+                         metadata={"mnist_lab_config": json.dumps(asdict(cfg)), "mnist_lab_data": json.dumps(info)})
     return out
 
 # %% ../nbs/03_eval.ipynb #56660a7e
@@ -219,11 +218,12 @@ def report(run, data=None, show: bool = True, plugins: str = "", pred=None) -> d
         ev = evaluate_run(path, d, plugins)
         d, pred = ev["data"], ev["pred"]
     run_dir, classes = run_folder_of(path), d.classes
+    cm = confusion_matrix(d.y_test, pred, len(classes))
     plots = {"learning_curves": lambda: plot_history(read_history(run_dir)),
-             "confusion": lambda: plot_confusion(confusion_matrix(d.y_test, pred, len(classes)), classes),
+             "confusion": lambda: plot_confusion(cm, classes),
              "predictions": lambda: plot_predictions(d.x_test, d.y_test, pred, classes),
              "mistakes": lambda: plot_predictions(d.x_test, d.y_test, pred, classes, only_wrong=True)}
-    paths, table = {}, per_class_table(confusion_matrix(d.y_test, pred, len(classes)), classes)
+    paths, table = {}, per_class_table(cm, classes)
     with writing(run_dir):  # not while a training process writes the folder
         save_atomic(lambda f: f.write(table.encode() + b"\n"), paths.setdefault("per_class", run_dir / "per_class.txt"))
         for name, plot in plots.items():

@@ -550,9 +550,9 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     seed_everything(cfg.seed + D.rank)  # ranks differ in dropout; the sampler is seeded alike on all
     split = x_tr, y_tr, x_val, y_val = [t.to(dev) for t in split_train_val(data.x_train, data.y_train,
                                                                            cfg.val_split, cfg.split_seed)]
-    check_sizes(cfg, ckpt, D, len(x_tr), data.info())
+    check_sizes(cfg, ckpt, D, len(x_tr), info := data.info())
     plan = per_epoch, total, n_epochs = plan_steps(cfg, len(x_tr))
-    parts = build(cfg, plan, y_tr, data.info(), dev)
+    parts = build(cfg, plan, y_tr, info, dev)
     rec = open_run(cfg, ckpt_path, ckpt, parts, D, plan, started, log)
     parts.net = ddp(parts.model, D, dev)
     log(f"run folder: {rec.run_dir}\nmodel: {cfg.model}, {n_params(parts.model):,} parameters, device {dev}, "
