@@ -406,10 +406,12 @@ def save_epoch(rec: Record, parts: Parts, row: dict, improved: bool, last: bool,
 
 # %% ../nbs/02c_train.ipynb #ac1f87ec
 def epoch_line(row: dict, n_epochs: int, improved: bool) -> str:
-    "The line a run prints per epoch."
+    "The line a run prints per epoch: losses, accuracies and the other validation metrics (but top_k)."
+    more = "".join(f" {k[4:]} {v:.4f}" for k, v in row.items()
+                   if k.startswith("val_") and k not in ("val_loss", "val_accuracy", "val_top_k"))
     return (f"epoch {row['epoch']:>3}/{n_epochs}  "
             f"train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
-            f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} | lr {row['lr']:.2e}"
+            f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}{more} | lr {row['lr']:.2e}"
             f" | {row['epoch_time']:.1f}s{'  *' if improved else ''}")
 
 # %% ../nbs/02c_train.ipynb #1731a155
