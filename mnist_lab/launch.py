@@ -11,9 +11,9 @@ import json, os, signal, socket, subprocess, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import mnist_lab
-from mnist_lab.record import (
+from .record import (
     in_notebook, project_path, new_run_dir, next_notebook, run_status, pid_alive, read_history, die_with_parent,
-    run_folder_of)
+    run_folder_of, training_pid, NotTheRun)
 
 # %% ../nbs/07_launch.ipynb #99992ce7
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
@@ -183,9 +183,7 @@ def stop(run, grace: float = 60.0) -> dict:
         os.killpg(run.pid, signal.SIGTERM)
         s = run.wait(grace)
     else:
-        if s.get("host") != socket.gethostname():
-            raise RuntimeError(f"{run_dir} runs on {s.get('host')}, not here: stop it there")
-        os.kill(s["pid"], signal.SIGINT)
+        os.kill(training_pid(run_dir, s), signal.SIGINT)  # only the process that holds the run's lock
         t0 = time.time()
         while run_status(run_dir)["status"] == "running" and time.time() - t0 < grace: time.sleep(0.2)
         s = run_status(run_dir)
@@ -210,8 +208,8 @@ def stop_papermill(p: subprocess.Popen, grace: float = 15.0, run_dir=None):
     The kernel is the pid in `run_dir`'s status once it trains; before that, papermill's child processes.
     Whatever is still alive after `grace` seconds is killed."""
     s = run_status(run_dir) if run_dir else {}
-    training = s.get("status") == "running" and s.get("host") == socket.gethostname()
-    kernels = [s["pid"]] if training else children(p.pid)
+    try: kernels = [training_pid(run_dir, s)] if s.get("status") == "running" else children(p.pid)
+    except NotTheRun: kernels = children(p.pid)  # papermill's own children: ours, whatever status.json says
     for k in kernels:
         try: os.kill(k, signal.SIGINT)
         except ProcessLookupError: pass

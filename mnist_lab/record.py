@@ -6,9 +6,9 @@
 __all__ = ['project_dir', 'project_path', 'CheckpointError', 'discard', 'save_atomic', 'save_checkpoint', 'write_json',
            'read_json', 'load_weights', 'load_checkpoint', 'read_model', 'read_safetensors', 'fit_weights',
            'new_run_dir', 'write_status', 'pid_alive', 'run_status', 'RunLocked', 'lock_run', 'unlock_run', 'writing',
-           'run_folder_of', 'read_history', 'write_history', 'find_resume_checkpoint', 'kernel_stdin', 'in_notebook',
-           'versions', 'papermill_output', 'next_notebook', 'die_with_parent', 'link_notebook', 'terminal', 'say',
-           'log_tensorboard']
+           'NotTheRun', 'lock_held', 'training_pid', 'run_folder_of', 'read_history', 'write_history',
+           'find_resume_checkpoint', 'kernel_stdin', 'in_notebook', 'versions', 'papermill_output', 'next_notebook',
+           'die_with_parent', 'link_notebook', 'terminal', 'say', 'log_tensorboard']
 
 # %% ../nbs/02b_record.ipynb #ba07da95
 import contextlib, ctypes, fcntl, functools, io, itertools, json, os, platform, secrets, signal, socket, subprocess
@@ -176,11 +176,11 @@ def write_status(run_dir, status: str, **info):
 # %% ../nbs/02b_record.ipynb #9d72868d
 def pid_alive(pid: int) -> bool:
     "Whether process `pid` runs on this machine (a zombie, ended but not yet reaped by its parent, does not)."
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    try: return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError): return True  # not Linux: the signal test is all we have
+    import psutil
+    if type(pid) is not int or pid <= 0: return False  # 0 and -1 name groups of processes, not one
+    try: return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, ValueError, OverflowError): return False
+    except psutil.AccessDenied: return True  # another user's process: it exists
 
 # %% ../nbs/02b_record.ipynb #356a54c7
 def run_status(run_dir) -> dict:
@@ -243,6 +243,37 @@ def writing(run_dir):
     try: yield
     finally:
         if mine: unlock_run(run_dir)
+
+# %% ../nbs/02b_record.ipynb #8474cb5c
+class NotTheRun(RuntimeError): "A process that cannot be shown to be the one that trains a run: never signalled."
+
+def lock_held(run_dir) -> bool:
+    "Whether some process holds the run's writer lock (without creating the lock file or following a link)."
+    try: fd = os.open(Path(run_dir) / ".lock", os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError: return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False  # we could take it: nobody holds it (closing the descriptor gives it back)
+    except BlockingIOError: return True
+    finally: os.close(fd)
+
+def training_pid(run_dir, s: dict) -> int:
+    "The pid that status `s` names, if it is the process that trains `run_dir` (see above); else `NotTheRun`."
+    import psutil
+    pid, lock = s.get("pid"), (Path(run_dir) / ".lock").resolve()
+    if type(pid) is not int or pid <= 1:
+        raise NotTheRun(f"{run_dir}/status.json names pid {pid!r}, which is not a training process: not signalled")
+    if s.get("host") != socket.gethostname():
+        raise NotTheRun(f"{run_dir} runs on {s.get('host')!r}, not here: stop it there")
+    try: held = lock_held(run_dir)
+    except OSError as e: raise NotTheRun(f"{lock}: cannot be checked ({e.strerror}): not signalled") from None
+    if not held: raise NotTheRun(f"{run_dir}: its lock is free, so no process trains it; process {pid} is not signalled")
+    try: files = {f.path for f in psutil.Process(pid).open_files()}
+    except (psutil.Error, ValueError, OverflowError) as e:
+        raise NotTheRun(f"{run_dir}: process {pid} cannot be checked ({type(e).__name__}): not signalled") from None
+    if str(lock) not in files:
+        raise NotTheRun(f"{run_dir}: process {pid} does not hold the run's lock: it is not this run's, not signalled")
+    return pid
 
 # %% ../nbs/02b_record.ipynb #44f99568
 def run_folder_of(path) -> Path:

@@ -174,3 +174,30 @@ def test_stop_and_resume_from_a_notebook_train_in_the_same_folder(tmp_path, monk
     assert (s["status"], s["epoch"]) == ("completed", 8), s
     assert [p.name for p in (tmp_path / "runs" / "nb").iterdir()] == [run.run_dir.name]  # no second folder
     assert (run.run_dir / "notebook-2.ipynb").is_file()  # the resumed session's notebook, beside the first
+
+
+def test_stop_signals_only_the_runs_own_process(tmp_path):
+    """A status.json that names -1, 0, a huge number or another live process of ours (a stale or hostile file):
+    `mnist-lab stop` signals nothing, says why, and the other process lives on."""
+    import socket
+    victim = subprocess.Popen(["sleep", "60"])
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    try:
+        for pid in (-1, 0, 2**70, victim.pid):
+            (run / "status.json").write_text(json.dumps({"status": "running", "pid": pid, "host": socket.gethostname(),
+                                                         "updated": time.time(), "started": time.time()}))
+            r = cli("stop", str(run), cwd=tmp_path)
+            said = r.stdout + r.stderr
+            assert "not signalled" in said or "not running: nothing to stop" in said, (pid, said)
+            assert victim.poll() is None, f"pid {pid} in status.json got another process signalled"
+        # the victim is alive and named, but does not hold the run's lock (here: a lock held by a stranger)
+        holder = subprocess.Popen([sys.executable, "-c", f"import fcntl, os, time; fd = os.open({str(run / '.lock')!r}, "
+                                   "os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print('ok', flush=True); "
+                                   "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "ok"
+        r = cli("stop", str(run), cwd=tmp_path)
+        assert r.returncode == 1 and "does not hold the run's lock" in r.stderr, r.stderr
+        assert victim.poll() is None and holder.poll() is None
+        holder.kill()
+    finally: victim.kill()
