@@ -201,3 +201,18 @@ def test_stop_signals_only_the_runs_own_process(tmp_path):
         assert victim.poll() is None and holder.poll() is None
         holder.kill()
     finally: victim.kill()
+
+
+def test_stop_right_after_detach_stops_the_launched_run(tmp_path):
+    "`mnist-lab stop` before the kernel has begun training ends papermill and its kernel (launcher.json, verified)."
+    r = cli("train", "--detach", *slow(tmp_path), "--name", "early", cwd=tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run,) = (tmp_path / "runs" / "early").iterdir()
+    r = cli("stop", str(run), cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and "stopped" in r.stdout, r.stdout + r.stderr
+    deadline = time.time() + 30
+    while time.time() < deadline and subprocess.run(["pgrep", "-f", str(run)], capture_output=True).stdout:
+        time.sleep(0.3)
+    assert not subprocess.run(["pgrep", "-f", str(run)], capture_output=True, text=True).stdout, "still running"
+    s = R.run_status(run)
+    assert s["status"] in ("stopped", "failed") and not (run / "model.pt").exists(), s
