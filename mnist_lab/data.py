@@ -7,16 +7,16 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'DOWNLOAD_FAILED', 'OFFICIAL_MD5S', 'LUMA', 'CIFAR10_CLASSES', 'CIFAR10_FILES', 'CIFAR10_ARCHIVE',
            'CIFAR10_RECORD', 'IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MAX_IMAGE_BYTES', 'AUGMENTATIONS', 'register',
            'accepted', 'Data', 'register_dataset', 'channel_stats', 'check_part', 'as_data', 'IdxSpec', 'read_idx',
-           'find_idx_files', 'failure_note', 'remember_download_failure', 'download_failed_recently', 'download_idx',
-           'official_md5s', 'md5sum', 'read_dataset', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample',
-           'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file', 'cifar10', 'list_images',
-           'read_image_file', 'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key',
-           'cached_images', 'held_out', 'image_folder', 'split_train_val', 'BatchSampler', 'BalancedSampler',
-           'normalize', 'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise',
-           'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
+           'find_idx_files', 'failure_note', 'remember_download_failure', 'download_failed_recently', 'try_download',
+           'download_idx', 'official_md5s', 'md5sum', 'read_dataset', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist',
+           'mnist_sample', 'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file', 'cifar10',
+           'list_images', 'read_image_file', 'image_header', 'decode_file', 'decode_chunk', 'decode_images',
+           'image_cache_key', 'cached_images', 'held_out', 'image_folder', 'split_train_val', 'BatchSampler',
+           'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate',
+           'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/00_data.ipynb #a68a1796
-import gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, warnings, zlib
+import gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -210,6 +210,13 @@ def download_failed_recently(name: str, hours: float = 24) -> str | None:
     if age > hours * 3600: return None
     return f"no download tried: one failed {age / 60:.0f} min ago (delete {failure_note(name)} to try again)"
 
+def try_download(name: str, fetch, files: str = "the four IDX files") -> str | None:
+    "Call `fetch()` unless a download of `name` failed recently: None when it worked, else why not (remembered)."
+    if error := download_failed_recently(name): return error
+    try: fetch()
+    except Exception as e: return remember_download_failure(name, f"download failed: {type(e).__name__}: {e}", files)
+    return None
+
 # %% ../nbs/00_data.ipynb #7cb56aeb
 def download_idx(name: str, data_dir, timeout: float = 20.0):
     """Download dataset `name` with torchvision into `data_dir/<Name>/raw` (md5-checked by torchvision).
@@ -267,11 +274,8 @@ def idx_dataset(name: str, data_dir, download: bool = True) -> Data:
     "IDX dataset `name` from `data_dir`, downloaded (md5-checked) when missing and `download` allows."
     data_dir = Path(data_dir)
     files, error = find_idx_files(name, data_dir), "download not allowed (download=False)"
-    if files is None and download and (error := download_failed_recently(name)) is None:
-        try:
-            download_idx(name, data_dir)
-            files = find_idx_files(name, data_dir)
-        except Exception as e: error = remember_download_failure(name, f"download failed: {type(e).__name__}: {e}")
+    if files is None and download and not (error := try_download(name, lambda: download_idx(name, data_dir))):
+        files = find_idx_files(name, data_dir)
     if files is not None: return read_dataset(name, files)
     root = data_dir.resolve()
     raise FileNotFoundError(
@@ -302,8 +306,10 @@ def mnist_sample(data_dir=None) -> Data:
 # %% ../nbs/00_data.ipynb #7784701e
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's convert("L")
 
-def fit_images(x: torch.Tensor, channels: int = 0, size: int = 0, chunk: int = 1024) -> torch.Tensor:
-    "uint8 images (N, C, H, W) with `channels` (1 grey, 3 RGB) and `size` x `size` pixels; 0 keeps what they have."
+def fit_images(x: torch.Tensor, channels: int = 0, size=0, chunk: int = 1024) -> torch.Tensor:
+    """uint8 images (N, C, H, W) with `channels` (1 grey, 3 RGB) and `size` pixels (`size` x `size`, or (height,
+    width)); 0 keeps what they have."""
+    size = (size, size) if isinstance(size, int) and size else tuple(size) if size else 0
     if channels and channels != x.shape[1] and sorted((channels, x.shape[1])) != [1, 3]:
         raise ValueError(f"channels={channels}: cannot turn {x.shape[1]}-channel images into {channels}; use 1 or 3")
     out = []
@@ -311,8 +317,8 @@ def fit_images(x: torch.Tensor, channels: int = 0, size: int = 0, chunk: int = 1
         xb = xb.float()
         if channels == 1 and xb.shape[1] == 3: xb = (xb * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
         if channels == 3 and xb.shape[1] == 1: xb = xb.expand(-1, 3, -1, -1)
-        if size and xb.shape[-2:] != (size, size):
-            xb = F.interpolate(xb, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        if size and xb.shape[-2:] != size:
+            xb = F.interpolate(xb, size=size, mode="bilinear", antialias=True, align_corners=False)
         out.append(xb.round().clamp(0, 255).to(torch.uint8))
     return torch.cat(out)
 
@@ -377,12 +383,10 @@ def cifar10(data_dir, download: bool = True) -> Data:
     "CIFAR-10 from `data_dir/cifar-10-batches-bin/` (the binary version), downloaded (md5-checked) if missing."
     folder = Path(data_dir) / "cifar-10-batches-bin"
     if not all((folder / f).exists() for f in CIFAR10_FILES):
-        error = "download not allowed (download=False)"
-        if download and (error := download_failed_recently("cifar10")) is None:
-            from torchvision.datasets.utils import download_and_extract_archive
-            try: download_and_extract_archive(CIFAR10_ARCHIVE[0], str(data_dir), md5=CIFAR10_ARCHIVE[1])
-            except Exception as e: error = remember_download_failure("cifar10",
-                f"download failed: {type(e).__name__}: {e}", f"{', '.join(CIFAR10_FILES)} (the binary version)")
+        from torchvision.datasets.utils import download_and_extract_archive
+        fetch = lambda: download_and_extract_archive(CIFAR10_ARCHIVE[0], str(data_dir), md5=CIFAR10_ARCHIVE[1])
+        error = (try_download("cifar10", fetch, f"{', '.join(CIFAR10_FILES)} (the binary version)") if download
+                 else "download not allowed (download=False)")
         if not all((folder / f).exists() for f in CIFAR10_FILES):
             raise FileNotFoundError(f"dataset='cifar10': {', '.join(CIFAR10_FILES)} not all found in {folder}, and "
                                     f"{error}. Put CIFAR-10's binary version there, or set data_dir.")
@@ -443,8 +447,7 @@ def decode_file(path, channels: int, size: tuple, resize: bool) -> torch.Tensor:
     if x.shape[-2:] != size:
         if not resize: raise ValueError(f"{path}: {w}x{h} pixels, the first image {size[1]}x{size[0]}; set image_size "
                                         "to resize them all to one square size")
-        x = F.interpolate(x[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-        x = x.round().clamp(0, 255).to(torch.uint8)
+        x = fit_images(x[None], size=size)[0]
     return x
 
 # %% ../nbs/00_data.ipynb #a432916a

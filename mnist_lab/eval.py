@@ -105,10 +105,7 @@ def as_images(images, shape) -> torch.Tensor:
     if x.ndim == 2 or (x.ndim == 3 and c == 3 and x.shape[0] == 3): x = x[None]  # one image
     if x.ndim == 3: x = x[:, None]  # (N, H, W): grey
     if x.dtype != torch.uint8: x = (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    x = fit_images(x, channels=c)
-    if x.shape[-2:] != (h, w):
-        x = F.interpolate(x.float(), size=(h, w), mode="bilinear", antialias=True).round().clamp(0, 255).byte()
-    return x
+    return fit_images(x, channels=c, size=(h, w))
 
 @torch.no_grad()
 def predict(model, images, data="mnist", bs: int = 256) -> torch.Tensor:
