@@ -21,9 +21,14 @@ class Predictions:
     k: int = 3  # of top_k
 
     @cached_property
+    def top(self) -> torch.Tensor:
+        "(N, k) the k highest-scoring classes of each image, best first (k at most the number of classes)."
+        return self.scores.topk(min(self.k, self.scores.shape[1]), 1).indices
+
+    @cached_property
     def pred(self) -> torch.Tensor:
         "(N,) the predicted classes: the first of the top k, so a tie of bf16 scores resolves as `top_k` counts it."
-        return self.scores.topk(min(self.k, self.scores.shape[1]), 1).indices[:, 0]
+        return self.top[:, 0]
 
     @cached_property
     def confusion(self) -> torch.Tensor:
@@ -60,8 +65,7 @@ def accuracy(p: Predictions) -> float:
 @register_metric("top_k")
 def top_k(p: Predictions) -> float:
     "The fraction of images whose class is among the `k` highest scores."
-    top = p.scores.topk(min(p.k, p.scores.shape[1]), 1).indices
-    return (top == p.y[:, None]).any(1).double().mean().item()
+    return (p.top == p.y[:, None]).any(1).double().mean().item()
 
 @register_metric("f1_macro")
 def f1_macro(p: Predictions) -> float:
