@@ -220,13 +220,10 @@ def stop(run, grace: float = 60.0) -> dict:
 
 # %% ../nbs/07_launch.ipynb #f0ca162b
 def children(pid: int) -> list:
-    "Child pids of `pid` (Linux /proc)."
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try: fields_ = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError: continue
-        if int(fields_[1]) == pid: kids.append(int(stat.parent.name))
-    return kids
+    "Child pids of `pid` (none when it has ended)."
+    import psutil
+    try: return [c.pid for c in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess: return []
 
 # %% ../nbs/07_launch.ipynb #3c1e5946
 def stop_papermill(p: subprocess.Popen, grace: float = 15.0, run_dir=None):

@@ -346,12 +346,12 @@ def versions() -> dict:
 
 # %% ../nbs/02b_record.ipynb #849a874f
 def papermill_output():
-    "The notebook papermill writes when this process is a kernel of the papermill CLI (Linux /proc), else None."
+    "The notebook papermill writes when this process is a kernel of the papermill CLI (its parent, by psutil), else None."
+    import psutil
     try:
-        ppid = os.getppid()
-        argv = Path(f"/proc/{ppid}/cmdline").read_bytes().decode().split("\0")[:-1]
+        parent = psutil.Process(os.getppid())
+        argv, cwd = parent.cmdline(), Path(parent.cwd())
         i = next(i for i, a in enumerate(argv) if Path(a).name == "papermill")
-        cwd = Path(os.readlink(f"/proc/{ppid}/cwd"))
         out = argv[i + 2] if len(argv) > i + 2 else ""
         try:  # the usual `papermill IN OUT ...`: papermill has already written OUT, with OUT in its metadata
             if json.loads((cwd / out).read_text())["metadata"]["papermill"]["output_path"] == out: return cwd / out
