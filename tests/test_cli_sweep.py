@@ -231,7 +231,7 @@ def test_new_project_is_renamed_and_passes_its_notebook_tests(tmp_path):
     assert not leftovers, leftovers
     env = {**os.environ, "PYTHONPATH": str(new)}  # its package importable without installing it here
     nbdev_test = Path(sys.executable).parent / "nbdev_test"
-    for nb in ("02c_train",):  # the engine notebook imports every module the rename touched
+    for nb in ("07_train",):  # the engine notebook imports every module the rename touched
         t = subprocess.run([str(nbdev_test), "--path", f"nbs/{nb}.ipynb"], cwd=new, env=env, capture_output=True,
                            text=True, timeout=300)
         assert t.returncode == 0, (nb, t.stdout[-1500:], t.stderr[-1500:])

@@ -55,7 +55,7 @@ def test_ddp_resume_after_kill_is_exact(tmp_path, ddp_run):
     while not (victim / "last.pt").exists():
         assert time.time() < deadline and p.poll() is None, "no checkpoint before the run ended"
         time.sleep(0.05)
-    from mnist_lab.launch import children
+    from mnist_lab.process import children
     workers = children(p.pid)  # torchrun starts each worker in a session of its own
     assert len(workers) == 2
     for pid in (*workers, p.pid): os.kill(pid, signal.SIGKILL)  # both workers and torchrun, at once

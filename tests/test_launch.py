@@ -59,7 +59,7 @@ def test_headline_command_reports_in_the_terminal(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     (run,) = (tmp_path / "runs" / "run").iterdir()
     for line in ("dataset: mnist_sample", f"run folder: {run}", "epoch   1/2", "epoch   2/2", "test accuracy"):
-        assert line in r.stderr, line  # papermill without --log-output: the kernel writes to papermill's stderr
+        assert line in r.stdout, line  # papermill without --log-output: the kernel says them on papermill's stdout
     assert "Unable to parse" not in r.stderr
     assert not os.path.isabs(os.readlink(run / "notebook.ipynb"))  # a relative link survives moving the project
 
@@ -100,7 +100,7 @@ def test_offline_download_is_tried_once_and_leaves_no_folders(tmp_path, monkeypa
     r = papermill(tmp_path / "out.ipynb", ("data_dir", data_dir), ("model", "linear"), ("epochs", 1),
                   ("tensorboard", False), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stderr.count("USING THE BUNDLED SAMPLE") == 1  # a warning would quote its source line: twice
+    assert r.stdout.count("USING THE BUNDLED SAMPLE") == 1  # a warning would quote its source line: twice
     outputs = json.dumps([c.get("outputs", []) for c in json.loads((tmp_path / "out.ipynb").read_text())["cells"]])
     assert outputs.count("USING THE BUNDLED SAMPLE") == 1
 
@@ -114,10 +114,7 @@ def test_train_into_a_named_run_dir(tmp_path):
     assert r.returncode == 1 and "already holds a run" in r.stderr
 
 
-def running(pid: int) -> bool:
-    "The process exists and is not a zombie."
-    try: return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError): return False
+from mnist_lab.process import alive as running  # exists and is not a zombie
 
 
 def test_a_killed_foreground_command_leaves_nothing_training(tmp_path):
@@ -216,3 +213,39 @@ def test_stop_right_after_detach_stops_the_launched_run(tmp_path):
     assert not subprocess.run(["pgrep", "-f", str(run)], capture_output=True, text=True).stdout, "still running"
     s = R.run_status(run)
     assert s["status"] in ("stopped", "failed") and not (run / "model.pt").exists(), s
+
+
+def test_train_in_the_foreground_says_only_its_own_lines(tmp_path):
+    """`mnist-lab train`: the run's lines in the terminal, papermill's log in the run folder, and no warning from the
+    kernel about TCP (mnist_lab's kernels listen on loopback, behind a key). A data error before training is one
+    line naming the folder, and leaves no run folder behind."""
+    r = cli("train", "-p", "dataset", "mnist_sample", "-p", "model", "linear", "-p", "epochs", "1",
+            "-p", "tensorboard", "False", "--name", "fg", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run,) = (tmp_path / "runs" / "fg").iterdir()
+    assert "epoch   1/1" in r.stdout and "test accuracy" in r.stdout and "Executing" not in r.stdout + r.stderr
+    log = (run / "papermill.log").read_text()
+    assert "Output Notebook" in log and "without encryption" not in log + r.stderr
+    missing = tmp_path / "no-such-images"
+    r = cli("train", "-p", "dataset", "image_folder", "-p", "data_dir", str(missing), "--name", "bad", cwd=tmp_path)
+    said = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 1 and len(said) == 1 and str(missing) in said[0], r.stderr
+    assert said[0].startswith("mnist-lab train: error: FileNotFoundError"), said
+    assert not (tmp_path / "runs" / "bad").exists() or not any((tmp_path / "runs" / "bad").iterdir())
+
+
+def test_a_signal_in_the_first_seconds_of_train_stops_it(tmp_path):
+    """SIGTERM to `mnist-lab train` 2 s after it starts, while papermill and its kernel are still starting: the
+    command ends as after Ctrl-C, nothing trains on, and a run that never began leaves no folder."""
+    p = subprocess.Popen([MNIST_LAB, "train", *slow(tmp_path), "--name", "early"], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(2)
+    p.send_signal(signal.SIGTERM)
+    out = p.communicate(timeout=60)[0]
+    assert p.returncode == 130, out
+    deadline = time.time() + 15
+    while time.time() < deadline and subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True).stdout:
+        time.sleep(0.3)
+    assert not subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout, "trains on"
+    runs = list((tmp_path / "runs" / "early").iterdir()) if (tmp_path / "runs" / "early").exists() else []
+    assert not runs or R.run_status(runs[0])["status"] == "stopped", (runs, out)

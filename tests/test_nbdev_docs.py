@@ -26,3 +26,16 @@ def test_docs_cells_run_on_their_own(nb, monkeypatch):
                 f"{nb.name} cell {cell.idx_} mixes imports with code (nbdev runs it when building docs):\n{cell.source}"
         shell.cell(cell)
         assert not shell.exc, f"{nb.name} cell {cell.idx_}:\n{cell.source}\n{shell.exc!r}"
+
+
+def test_notebook_numbers_follow_the_imports():
+    "A module imports only from modules of lower-numbered notebooks (imports inside functions too): no cycles."
+    import re
+    number = {re.search(r"#\| default_exp (\w+)", nb.read_text()).group(1): nb.name
+              for nb in (ROOT / "nbs").glob("[0-9]*.ipynb")}
+    for module, nb in number.items():
+        tree = ast.parse((ROOT / "mnist_lab" / f"{module}.py").read_text())
+        used = {n.module.split(".")[-1] if n.level else n.module.split(".")[1] for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and n.module and (n.level or n.module.startswith("mnist_lab."))}
+        for other in used:
+            assert number[other] < nb, f"{nb} ({module}) imports {other}, whose notebook {number[other]} comes later"
