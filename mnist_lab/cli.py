@@ -111,6 +111,7 @@ def print_runs(df, all_columns: bool = False):
     "The columns that matter in a terminal (status, what varies between runs, the metrics); says what it hides."
     import pandas as pd
     from mnist_lab.runs import varying
+    if df.empty: return print("(no run folders yet)")
     vary = varying(df)
     cols = list(df.columns) if all_columns else ["run", "status", "progress", *vary[:6], "epoch", "val_accuracy",
                                                  "test_accuracy", "seconds"]
@@ -138,11 +139,13 @@ def cmd_sweep(a) -> int:
     if a.n_jobs is not None and not 0 <= a.n_jobs <= 256: raise ValueError(f"--n-jobs {a.n_jobs}: 0 to 256")
     if a.join:
         n_jobs = 1 if a.n_jobs is None else a.n_jobs
-        counts = join(*a.join, n_jobs=n_jobs, plugins=a.plugins, sweep_dir=a.sweep_dir)
+        counts = join(*a.join, n_jobs=n_jobs, plugins=a.plugins, sweep_dir=a.sweep_dir,
+                      retry_failed=a.retry_failed)
     else:
         spec = load_spec(a.spec)  # YAML or JSON, no aliases, every key checked
         study, url = open_study(spec)
-        counts = run_sweep(study, url, a.n_jobs if a.n_jobs is not None else spec["n_jobs"])
+        counts = run_sweep(study, url, a.n_jobs if a.n_jobs is not None else spec["n_jobs"],
+                           retry_failed=a.retry_failed)
         print_runs(trials_table(study))
     if not counts["complete"]: print("sweep: no trial completed", file=sys.stderr)
     return 0 if counts["complete"] else 1
@@ -250,6 +253,8 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--n-jobs", type=int, help="workers on this machine (default: the spec's n_jobs; 1 to join)")
     sw.add_argument("--plugins", default="", help="with --join: the plugins the sweep's params name (never "
                     "imported from the study unasked)")
+    sw.add_argument("--retry-failed", action="store_true", help="run the sweep's failed trials again (same slots and "
+                    "parameters), once their cause is fixed")
     sw.add_argument("--sweep-dir", help="with --join: where this machine keeps the trials' run folders (default: "
                     "the sweep's folder, as on a shared file system)")
     nw = sub.add_parser("new", help="create a new project from this one (renamed package, no runs or history)")

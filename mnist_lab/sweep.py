@@ -4,22 +4,22 @@
 
 # %% auto #0
 __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', 'EXECUTORS', 'DEFAULT_PRUNER', 'HEARTBEAT',
-           'GRACE', 'STORED', 'check_shapes', 'check_range', 'settings_to_check', 'check_space', 'grid_sampler',
-           'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'check_values',
-           'retry_callback', 'quiet_optuna', 'storage_for', 'study_address', 'load_study', 'open_study', 'slot',
-           'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'suggest', 'next_step', 'work',
-           'requeue', 'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line',
-           'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed']
+           'GRACE', 'STORED', 'RED', 'PLAIN', 'check_shapes', 'check_range', 'settings_to_check', 'check_space',
+           'grid_sampler', 'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec', 'check_spec',
+           'check_values', 'retry_callback', 'quiet_optuna', 'storage_for', 'study_address', 'load_study', 'open_study',
+           'slot', 'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'suggest', 'next_step',
+           'keep_traceback', 'work', 'requeue', 'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow',
+           'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
-import itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, warnings
+import itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, traceback, warnings
 from contextlib import redirect_stdout
 from pathlib import Path
 import pandas as pd
 from .data import project_path
 from .config import TrainConfig, parse_monitor, code_elsewhere
 from .process import start, stop_on_signals, end_with_parent
-from .record import run_status, read_history, read_json, write_status
+from .record import run_status, read_history, read_json, write_status, save_atomic
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
 from .runs import runs_table
@@ -165,9 +165,10 @@ def retry_callback():
 
 # %% ../nbs/10_sweep.ipynb #c07f2d02
 def quiet_optuna():
-    "Optuna logs warnings only, and its heartbeat API does not warn that it is experimental."
+    """Optuna logs errors only (a failed trial is our one line, its traceback in its folder), and its heartbeat API
+    does not warn that it is experimental."""
     import optuna
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 # %% ../nbs/10_sweep.ipynb #13acc7e0
@@ -312,6 +313,17 @@ def next_step(study, n_trials: int) -> str:
             sum("failed_trial" not in t.system_attrs for t in trials) < n_trials: return "train"
     return "wait" if any(t.state == TrialState.RUNNING for t in trials) else "stop"
 
+# %% ../nbs/10_sweep.ipynb #7acde94d
+def keep_traceback(t, sweep_dir: Path) -> str:
+    "Where a failed trial's story is: papermill's log, or the traceback (written now) in the trial's folder."
+    run_dir = Path(t.user_attrs.get("run_dir") or sweep_dir)
+    if (run_dir / "papermill.log").is_file(): return str(run_dir / "papermill.log")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_atomic(lambda f: f.write(traceback.format_exc().encode()), run_dir / "traceback.txt")
+        return str(run_dir / "traceback.txt")
+    except OSError: return str(run_dir)
+
 # %% ../nbs/10_sweep.ipynb #8d116258
 def work(study, threads: int, seed=None, sweep_dir=None):
     "Run the study's trials in this process until the sweep is done."
@@ -322,11 +334,14 @@ def work(study, threads: int, seed=None, sweep_dir=None):
     sweep_dir, current = Path(sweep_dir or spec["sweep_dir"]), []
     def one_trial(t):
         current[:] = [t.number]
-        try: return objective(t, spec, sweep_dir, threads)
+        try: value = objective(t, spec, sweep_dir, threads)
         except optuna.TrialPruned: raise
         except Exception as e:  # Optuna only logs it: keep why, for the progress line and the dashboard
             t.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
+            t.set_user_attr("log", keep_traceback(t, sweep_dir))
             raise
+        Path(t.user_attrs["run_dir"], "traceback.txt").unlink(missing_ok=True)  # an earlier failure's, now retried
+        return value
     while (step := next_step(study, spec["n_trials"])) != "stop":
         if step == "wait":  # for another worker's trial: it may die and be queued again
             time.sleep(1)
@@ -382,30 +397,41 @@ def stop_workers(workers: list, grace: float = 30.0):
             w.wait()
 
 # %% ../nbs/10_sweep.ipynb #4ee830ce
-def trial_line(k: int, t) -> str:
-    "One line about a finished trial: slot, state, value, parameters, run folder."
+RED, PLAIN = "\x1b[31m", "\x1b[0m"  # a terminal's and JupyterLab's red
+
+def trial_line(k: int, t, color: bool = False) -> str:
+    "One line about a finished trial: slot, state, value, parameters, run folder; a failure in red, with its log."
     state = t.state.name.lower()
     what = f"{t.value:.4f}" if t.value is not None else ""
     if t.state.name == "PRUNED": what += f" at epoch {t.last_step}"
-    if t.state.name == "FAIL": what = t.user_attrs.get("error", "interrupted")[:160]
     params = " ".join(f"{p}={v:.4g}" if isinstance(v, float) else f"{p}={v}" for p, v in t.params.items())
+    if t.state.name == "FAIL":
+        error = " ".join(t.user_attrs.get("error", "interrupted").split())[:160]  # one line
+        line = f"trial {k:>3} FAILED    {error}  {params}  see {t.user_attrs.get('log', t.user_attrs.get('run_dir', ''))}"
+        return f"{RED}{line}{PLAIN}" if color else line
     return f"trial {k:>3} {state:<9} {what}  {params}  {t.user_attrs.get('run_dir', '')}".rstrip()
 
 # %% ../nbs/10_sweep.ipynb #dcadcfe8
 def follow(url: str, study_name: str, n: int, done: threading.Event, out, every: float = 1.0):
-    "Print a line per newly finished trial and move the bar, until `done` is set (then once more)."
+    """Print a line per newly finished trial and move the bar, until `done` is set (then once more). The bar counts
+    the trials that ran to an end (completed or pruned): with failures it stops short of 100%, in red, saying so."""
     import optuna
     from tqdm.auto import tqdm
     from optuna.trial import TrialState
     study = optuna.load_study(study_name=study_name, storage=storage_for(url))
-    bar, shown = tqdm(total=n, desc=study_name, unit="trial", disable=not show_bars("auto")), set()
+    person = show_bars("auto")
+    bar, shown, failed = tqdm(total=n, desc=study_name, unit="trial", disable=not person), set(), 0
     while True:
         last = done.is_set()
         for k, t in sorted(latest(study, n).items()):
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) and k not in shown:
                 shown.add(k)
-                bar.update(1)
-                print(trial_line(k, t), file=out, flush=True)
+                if t.state == TrialState.FAIL:
+                    failed += 1
+                    bar.colour = "red"
+                    bar.set_postfix_str(f"{failed} failed", refresh=False)
+                bar.update(int(t.state != TrialState.FAIL))
+                print(trial_line(k, t, color=person), file=out, flush=True)
         if last: break
         done.wait(every)
     bar.close()
@@ -429,6 +455,9 @@ def summary_line(study, n: int, seconds: float) -> str:
     if c["complete"]:
         b = study.best_trial
         line += f"\nbest: trial {slot(b)} {b.value:.4f} {b.params} -> {b.user_attrs.get('run_dir')}"
+    if c["fail"]:
+        line += (f"\n{c['fail']} failed (their lines say why and where): fix the cause, then run the sweep again with "
+                 "--retry-failed (in Python: retry_failed=True)")
     return line
 
 # %% ../nbs/10_sweep.ipynb #51b3852d
@@ -440,9 +469,14 @@ def trials_table(study) -> pd.DataFrame:
     return df[df.run.isin([f"{k:04d}" for k in latest(study, n)])].reset_index(drop=True)
 
 # %% ../nbs/10_sweep.ipynb #0d14acf4
-def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None) -> dict:
-    "Work on `study` with `n_jobs` workers until the sweep is done; prints progress; returns the counts."
+def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None, retry_failed: bool = False) -> dict:
+    """Work on `study` with `n_jobs` workers until the sweep is done; prints progress; returns the counts.
+    `retry_failed`: the failed trials run again first (same slots and parameters)."""
     spec, t0, out = study.user_attrs["spec"], time.time(), sys.stdout
+    if retry_failed: requeue(study, [t.number for t in latest(study, spec["n_trials"]).values()
+                                     if t.state.name == "FAIL"])
+    if next_step(study, spec["n_trials"]) == "stop":
+        print(f"sweep {study.study_name}: done already (all {spec['n_trials']} trials have run); its trials:", file=out)
     cores = os.cpu_count() or 1
     n_jobs = n_jobs or cores
     threads = max(1, cores // n_jobs)  # workers share the cores instead of oversubscribing them
@@ -473,17 +507,19 @@ def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None) -> dict:
 
 # %% ../nbs/10_sweep.ipynb #12e1f3c7
 def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_jobs: int = 1,
-          params: dict | None = None, **spec) -> pd.DataFrame:
+          params: dict | None = None, retry_failed: bool = False, **spec) -> pd.DataFrame:
     """Run a sweep over `space` (plus fixed `params`) as an Optuna study; returns the runs table of its trials.
-    Other keys as in a spec: `n_trials`, `seed`, `storage`, `study_name`, `pruner`, `executor`."""
+    Other keys as in a spec: `n_trials`, `seed`, `storage`, `study_name`, `pruner`, `executor`. Run again, it
+    continues where it stopped, or shows it is done; `retry_failed` runs its failed trials again."""
     spec = check_spec({"space": space, "sweep_dir": str(sweep_dir), "method": method, "n_jobs": n_jobs,
                        "params": params or {}, **spec})  # everything is checked before anything is made
     study, url = open_study(spec)
-    run_sweep(study, url, spec["n_jobs"])
+    run_sweep(study, url, spec["n_jobs"], retry_failed=retry_failed)
     return trials_table(study)
 
 # %% ../nbs/10_sweep.ipynb #856c663f
-def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_dir=None) -> dict:
+def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_dir=None,
+         retry_failed: bool = False) -> dict:
     """Add `n_jobs` workers on this machine to a sweep started elsewhere. The plugins its trials import must be
     named here: a spec read from a shared database runs none of its code unasked."""
     import optuna
@@ -495,7 +531,7 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
         raise ValueError(f"study {study_name!r} trains with plugins={wanted!r}: to run its trials here, name them "
                          f"yourself (--plugins {wanted!r})")
     check_spec(stored, f"study {study_name!r}")
-    return run_sweep(study, url, n_jobs, sweep_dir)
+    return run_sweep(study, url, n_jobs, sweep_dir, retry_failed)
 
 # %% ../nbs/10_sweep.ipynb #1a8274a4
 def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir="runs/seeds", n_jobs: int = 1,

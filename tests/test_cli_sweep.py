@@ -111,6 +111,8 @@ def test_grid_with_two_workers_a_failing_trial_and_a_rerun(tmp_path, capsys):
     assert r.returncode == 0, r.stderr[-2000:] + logs
     assert "sweep sw: 4 trials: 2 completed, 0 pruned, 2 failed" in r.stdout, r.stdout[-2000:] + logs
     assert r.stdout.count("\ntrial ") + r.stdout.startswith("trial ") == 4  # a line per finished trial
+    assert r.stdout.count("FAILED    FloatingPointError") == 2 and r.stdout.count("/traceback.txt") == 2, r.stdout
+    assert "Traceback" not in r.stdout + r.stderr and "--retry-failed" in r.stdout  # the traceback is in its file
     table = runs_table(tmp_path / "sw" / "trials")
     assert sorted(table.run) == ["0000", "0001", "0002", "0003"], table.to_string() + logs
     assert sorted(table.status) == ["completed", "completed", "failed", "failed"], table.to_string() + logs
@@ -123,7 +125,12 @@ def test_grid_with_two_workers_a_failing_trial_and_a_rerun(tmp_path, capsys):
     # running it again trains nothing; the same folder with another spec is refused, and nothing changes
     r = cli("sweep", str(spec), cwd=tmp_path)
     assert r.returncode == 0 and "4 trials: 2 completed, 0 pruned, 2 failed" in r.stdout, r.stdout + r.stderr
-    assert runs_table(tmp_path / "sw" / "trials").started.tolist() == table.started.tolist()
+    assert "done already" in r.stdout and runs_table(tmp_path / "sw" / "trials").started.tolist() == table.started.tolist()
+    r = cli("sweep", str(spec), "--retry-failed", cwd=tmp_path)  # the failed points run again (and fail again)
+    assert r.returncode == 0 and "4 trials: 2 completed, 0 pruned, 2 failed" in r.stdout, r.stdout + r.stderr
+    again = runs_table(tmp_path / "sw" / "trials").set_index("run").sort_index()
+    before = table.set_index("run").sort_index()
+    assert (again.started != before.started).tolist() == (before.status == "failed").tolist(), r.stdout
     spec.write_text(json.dumps({"space": {"lr": [0.5]}, "params": base, "sweep_dir": str(tmp_path / "sw")}))
     import mnist_lab.cli
     assert mnist_lab.cli.main(["sweep", str(spec)]) == 1
