@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PARAMS', 'DATA_PARAMS', 'PLAIN_TYPES',
-           'DEFAULT_DATA', 'RESUME_OVERRIDES', 'adam', 'adamw', 'sgd', 'rmsprop', 'adadelta', 'no_schedule', 'step_lr',
-           'multistep', 'exponential', 'cosine', 'onecycle', 'plateau', 'cross_entropy', 'nll_loss', 'balanced_weights',
-           'parse_monitor', 'parse_ints', 'run_metrics', 'to_bool', 'to_dict', 'to_number', 'to_type', 'load_plugins',
-           'type_needed', 'TrainConfig', 'defaults', 'edited_cell_message', 'model_from_config', 'model_overrides',
-           'from_record', 'code_elsewhere', 'resume_config']
+           'CONFIG_CHECKS', 'CHOICES', 'AT_LEAST', 'DEFAULT_DATA', 'RESUME_OVERRIDES', 'adam', 'adamw', 'sgd',
+           'rmsprop', 'adadelta', 'no_schedule', 'step_lr', 'multistep', 'exponential', 'cosine', 'onecycle', 'plateau',
+           'cross_entropy', 'nll_loss', 'balanced_weights', 'parse_monitor', 'parse_ints', 'run_metrics', 'to_bool',
+           'to_dict', 'to_number', 'to_type', 'load_plugins', 'type_needed', 'config_check', 'TrainConfig', 'defaults',
+           'check_choices', 'check_ranges', 'check_model', 'check_strings', 'check_paths', 'edited_cell_message',
+           'model_from_config', 'model_overrides', 'from_record', 'code_elsewhere', 'resume_config']
 
 # %% ../nbs/05_config.ipynb #7f3126c5
 import dataclasses, difflib, importlib.util, inspect, json, math, re, sys
@@ -202,6 +203,14 @@ def type_needed(value, annotation) -> str | None:
     if typ in (int, float) and isinstance(value, bool): return typ.__name__  # True is an int to Python, not to us
     return None if isinstance(value, (int, float) if typ is float else typ) else typ.__name__
 
+# %% ../nbs/05_config.ipynb #adb4780a
+CONFIG_CHECKS = []  # rules every TrainConfig passes: fn(cfg) -> list of problems, each naming its parameter
+
+def config_check(fn):
+    "Register `fn(cfg) -> list of problems` as a rule every `TrainConfig` must pass (a decorator)."
+    CONFIG_CHECKS.append(fn)
+    return fn
+
 # %% ../nbs/05_config.ipynb #75bc4394
 @dataclass
 class TrainConfig:
@@ -267,85 +276,8 @@ class TrainConfig:
         if not problems and self.plugins:
             try: load_plugins(self.plugins)
             except Exception as e: problems.append(f"plugins={self.plugins!r}: {type(e).__name__}: {e}")
-        if not problems: problems = self.check()
+        if not problems: problems = [m for check in CONFIG_CHECKS for m in check(self)]
         if problems: raise ValueError("invalid training parameters:\n  " + "\n  ".join(problems))
-
-    def check(self) -> list:
-        "Every rule a value must follow, as messages naming the parameter and what it accepts."
-        def choice(name, options):
-            v = getattr(self, name)
-            return [] if v in options else [f"{name}={v!r}: choose one of {', '.join(map(str, options))}"]
-        p = self.check_model() + choice("optimizer", OPTIMIZERS) + choice("scheduler", SCHEDULERS)
-        p += choice("loss", LOSSES) + choice("dataset", dataset_names()) + choice("channels", (0, 1, 3))
-        p += choice("class_weights", ("none", "balanced")) + choice("sampler", ("random", "balanced"))
-        p += choice("amp", ("auto", "off", "bf16", "fp16")) + choice("tta", ("none", "flip"))
-        p += choice("progress", ("auto", "bar", "epoch", "none")) + self.check_ranges()
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            p.append(f"device={self.device!r}: choose auto, cpu, cuda, cuda:N or mps")
-        if self.resume and self.init_from: p.append("resume and init_from: give one, not both")
-        for check in (lambda: parse_monitor(self.monitor), lambda: parse_augment(self.augment),
-                      lambda: parse_metrics(self.metrics),
-                      lambda: parse_ints(self.milestones, "milestones"), self.check_paths):
-            try: check()
-            except ValueError as e: p.append(str(e))
-        return p
-
-    def check_ranges(self) -> list:
-        "Every number is in its range."
-        p = [] if math.isfinite(self.lr) and self.lr > 0 else [f"lr={self.lr}: must be a finite number > 0"]
-        for name, low in (("epochs", 1), ("batch_size", 1), ("width", 1), ("fc1", 1), ("fc2", 1),
-                          ("top_k", 1), ("save_period", 1), ("step_size", 1), ("early_stop", 0),
-                          ("lr_patience", 0), ("max_steps", 0), ("steps_per_epoch", 0), ("threads", 0),
-                          ("seed", 0), ("split_seed", 0)):
-            if getattr(self, name) < low: p.append(f"{name}={getattr(self, name)}: must be >= {low}")
-        if not 0 < self.val_split < 1: p.append(f"val_split={self.val_split}: must be in (0, 1)")
-        if not 0 < self.gamma <= 1: p.append(f"gamma={self.gamma}: must be in (0, 1]")
-        for name in ("dropout", "label_smoothing"):
-            if not 0 <= getattr(self, name) < 1: p.append(f"{name}={getattr(self, name)}: must be in [0, 1)")
-        for name in ("weight_decay", "momentum"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                p.append(f"{name}={getattr(self, name)}: must be a finite number >= 0")
-        if not 0 <= self.image_size <= 1024: p.append(f"image_size={self.image_size}: must be in 0..1024 (0: as stored)")
-        for name in ("seed", "split_seed"):  # numpy seeds are 32-bit
-            if getattr(self, name) >= 2**32: p.append(f"{name}={getattr(self, name)}: must be < 2**32")
-        return p
-
-    def check_model(self) -> list:
-        "The model is registered, and every model parameter set away from its default is one it takes."
-        if self.model not in MODELS:
-            return [f"model={self.model!r}: choose one of {', '.join(MODELS)}, or register your own in a .py "
-                    "file and name it in plugins (e.g. -p plugins my_models.py)"]
-        takes, default = inspect.signature(MODELS[self.model]).parameters, defaults()
-        p = [f"{k}={getattr(self, k)!r}: model {self.model!r} does not take {k} (it takes {', '.join(takes)})"
-             for k in MODEL_PARAMS if getattr(self, k) != default[k] and k not in takes]
-        p += [f"model_args={self.model_args!r}: set {k} with the {k} parameter, not in model_args"
-              for k in self.model_args if k in MODEL_PARAMS]
-        p += [f"model_args={self.model_args!r}: {k} comes from the data, not from model_args"
-              for k in self.model_args if k in DATA_PARAMS]
-        if bad := [k for k in self.model_args if k not in takes]:
-            p.append(f"model_args={self.model_args!r}: model {self.model!r} does not take {bad} "
-                     f"(it takes {', '.join(takes)})")
-        wrong = {k: type_needed(v, takes[k].annotation) for k, v in self.model_args.items() if k in takes}
-        return p + [f"model_args: {k}={self.model_args[k]!r} must be a {need} for model {self.model!r}"
-                    for k, need in wrong.items() if need]
-
-    def check_paths(self):
-        "Run folders stay inside runs_root: `name` is plain folder names, `run_dir` resolves inside."
-        parts = self.name.split("/")
-        if not self.name or any(s in ("", ".", "..") or not re.fullmatch(r"[\w.-]+", s) for s in parts):
-            raise ValueError(f"name={self.name!r}: use letters, digits, '_', '-', '.' and '/' "
-                             "between folder names; no '..', no absolute path")
-        if len(self.name) > 100: raise ValueError(f"name={self.name[:20]!r}... ({len(self.name)} characters): "
-                                                  "at most 100")
-        root = project_path(self.runs_root).resolve()
-        if not (root / self.name).resolve().is_relative_to(root):  # an existing symlink on the way out
-            raise ValueError(f"name={self.name!r} leads outside runs_root={str(root)!r} through a symlink")
-        if not self.run_dir: return
-        d = project_path(self.run_dir).resolve()
-        if not d.is_relative_to(root) or d == root:
-            raise ValueError(f"run_dir={self.run_dir!r}: must be a new folder inside runs_root={str(root)!r}")
-        if d.is_dir() and any((s / "status.json").exists() for s in d.iterdir() if s.is_dir()):
-            raise ValueError(f"run_dir={self.run_dir!r} holds other runs; give a new folder for this run")
 
     @classmethod
     def from_params(cls, **params):
@@ -390,6 +322,88 @@ def defaults() -> dict:
     "Every parameter's default value, without building (and validating) a config."
     return {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
             for f in fields(TrainConfig)}
+
+# %% ../nbs/05_config.ipynb #de7da6d5
+CHOICES = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "loss": LOSSES, "channels": (0, 1, 3),
+           "class_weights": ("none", "balanced"), "sampler": ("random", "balanced"), "tta": ("none", "flip"),
+           "amp": ("auto", "off", "bf16", "fp16"), "progress": ("auto", "bar", "epoch", "none")}
+
+@config_check
+def check_choices(cfg) -> list:
+    "Each name is one of its choices; the device is one torch knows; resume and init_from are not both given."
+    p = [f"{k}={getattr(cfg, k)!r}: choose one of {', '.join(map(str, options))}"
+         for k, options in {**CHOICES, "dataset": dataset_names()}.items() if getattr(cfg, k) not in options]
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+        p.append(f"device={cfg.device!r}: choose auto, cpu, cuda, cuda:N or mps")
+    return p + (["resume and init_from: give one, not both"] if cfg.resume and cfg.init_from else [])
+
+# %% ../nbs/05_config.ipynb #521cc52b
+AT_LEAST = {"epochs": 1, "batch_size": 1, "width": 1, "fc1": 1, "fc2": 1, "top_k": 1, "save_period": 1,
+            "step_size": 1, "early_stop": 0, "lr_patience": 0, "max_steps": 0, "steps_per_epoch": 0, "threads": 0,
+            "seed": 0, "split_seed": 0}
+
+@config_check
+def check_ranges(cfg) -> list:
+    "Every number is in its range."
+    p = [] if math.isfinite(cfg.lr) and cfg.lr > 0 else [f"lr={cfg.lr}: must be a finite number > 0"]
+    p += [f"{k}={getattr(cfg, k)}: must be >= {low}" for k, low in AT_LEAST.items() if getattr(cfg, k) < low]
+    if not 0 < cfg.val_split < 1: p.append(f"val_split={cfg.val_split}: must be in (0, 1)")
+    if not 0 < cfg.gamma <= 1: p.append(f"gamma={cfg.gamma}: must be in (0, 1]")
+    p += [f"{k}={getattr(cfg, k)}: must be in [0, 1)" for k in ("dropout", "label_smoothing")
+          if not 0 <= getattr(cfg, k) < 1]
+    p += [f"{k}={getattr(cfg, k)}: must be a finite number >= 0" for k in ("weight_decay", "momentum")
+          if not (math.isfinite(getattr(cfg, k)) and getattr(cfg, k) >= 0)]
+    if not 0 <= cfg.image_size <= 1024: p.append(f"image_size={cfg.image_size}: must be in 0..1024 (0: as stored)")
+    return p + [f"{k}={getattr(cfg, k)}: must be < 2**32" for k in ("seed", "split_seed")  # numpy seeds: 32-bit
+                if getattr(cfg, k) >= 2**32]
+
+# %% ../nbs/05_config.ipynb #b8563048
+@config_check
+def check_model(cfg) -> list:
+    "The model is registered, and every model parameter set away from its default is one it takes."
+    if cfg.model not in MODELS:
+        return [f"model={cfg.model!r}: choose one of {', '.join(MODELS)}, or register your own in a .py "
+                "file and name it in plugins (e.g. -p plugins my_models.py)"]
+    takes, default, args = inspect.signature(MODELS[cfg.model]).parameters, defaults(), cfg.model_args
+    p = [f"{k}={getattr(cfg, k)!r}: model {cfg.model!r} does not take {k} (it takes {', '.join(takes)})"
+         for k in MODEL_PARAMS if getattr(cfg, k) != default[k] and k not in takes]
+    p += [f"model_args={args!r}: set {k} with the {k} parameter, not in model_args" for k in args if k in MODEL_PARAMS]
+    p += [f"model_args={args!r}: {k} comes from the data, not from model_args" for k in args if k in DATA_PARAMS]
+    if bad := [k for k in args if k not in takes]:
+        p.append(f"model_args={args!r}: model {cfg.model!r} does not take {bad} (it takes {', '.join(takes)})")
+    wrong = {k: type_needed(v, takes[k].annotation) for k, v in args.items() if k in takes}
+    return p + [f"model_args: {k}={args[k]!r} must be a {need} for model {cfg.model!r}" for k, need in wrong.items()
+                if need]
+
+# %% ../nbs/05_config.ipynb #82e32446
+@config_check
+def check_strings(cfg) -> list:
+    "monitor, augment, metrics and milestones parse."
+    p = []
+    for parse in (lambda: parse_monitor(cfg.monitor), lambda: parse_augment(cfg.augment),
+                  lambda: parse_metrics(cfg.metrics), lambda: parse_ints(cfg.milestones, "milestones")):
+        try: parse()
+        except ValueError as e: p.append(str(e))
+    return p
+
+# %% ../nbs/05_config.ipynb #bc96b58a
+@config_check
+def check_paths(cfg) -> list:
+    "Run folders stay inside runs_root: `name` is plain folder names, `run_dir` a new folder inside."
+    if not cfg.name or any(s in ("", ".", "..") or not re.fullmatch(r"[\w.-]+", s) for s in cfg.name.split("/")):
+        return [f"name={cfg.name!r}: use letters, digits, '_', '-', '.' and '/' between folder names; no '..', "
+                "no absolute path"]
+    if len(cfg.name) > 100: return [f"name={cfg.name[:20]!r}... ({len(cfg.name)} characters): at most 100"]
+    root = project_path(cfg.runs_root).resolve()
+    if not (root / cfg.name).resolve().is_relative_to(root):  # an existing symlink on the way out
+        return [f"name={cfg.name!r} leads outside runs_root={str(root)!r} through a symlink"]
+    if not cfg.run_dir: return []
+    d = project_path(cfg.run_dir).resolve()
+    if not d.is_relative_to(root) or d == root:
+        return [f"run_dir={cfg.run_dir!r}: must be a new folder inside runs_root={str(root)!r}"]
+    if d.is_dir() and any((s / "status.json").exists() for s in d.iterdir() if s.is_dir()):
+        return [f"run_dir={cfg.run_dir!r} holds other runs; give a new folder for this run"]
+    return []
 
 # %% ../nbs/05_config.ipynb #e55ee8d8
 def edited_cell_message(edited: dict) -> str:

@@ -315,13 +315,15 @@ def next_step(study, n_trials: int) -> str:
 
 # %% ../nbs/10_sweep.ipynb #7acde94d
 def keep_traceback(t, sweep_dir: Path) -> str:
-    "Where a failed trial's story is: papermill's log, or the traceback (written now) in the trial's folder."
-    run_dir = Path(t.user_attrs.get("run_dir") or sweep_dir)
+    """Where a failed trial's story is: papermill's log, or its traceback, written now to the sweep's `failed/` folder
+    (the trial's run folder belongs to its run, and a damaged one is left untouched)."""
+    run_dir = Path(t.user_attrs.get("run_dir") or sweep_dir / "trials" / "unknown")
     if (run_dir / "papermill.log").is_file(): return str(run_dir / "papermill.log")
+    path = Path(sweep_dir) / "failed" / f"{run_dir.name}.txt"
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_atomic(lambda f: f.write(traceback.format_exc().encode()), run_dir / "traceback.txt")
-        return str(run_dir / "traceback.txt")
+        path.parent.mkdir(exist_ok=True)
+        save_atomic(lambda f: f.write(traceback.format_exc().encode()), path)
+        return str(path)
     except OSError: return str(run_dir)
 
 # %% ../nbs/10_sweep.ipynb #8d116258
@@ -340,7 +342,7 @@ def work(study, threads: int, seed=None, sweep_dir=None):
             t.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
             t.set_user_attr("log", keep_traceback(t, sweep_dir))
             raise
-        Path(t.user_attrs["run_dir"], "traceback.txt").unlink(missing_ok=True)  # an earlier failure's, now retried
+        (sweep_dir / "failed" / f"{Path(t.user_attrs['run_dir']).name}.txt").unlink(missing_ok=True)  # retried: gone
         return value
     while (step := next_step(study, spec["n_trials"])) != "stop":
         if step == "wait":  # for another worker's trial: it may die and be queued again

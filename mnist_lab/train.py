@@ -4,15 +4,16 @@
 
 # %% auto #0
 __all__ = ['NATIVE_BF16', 'seed_everything', 'get_rng_state', 'set_rng_state', 'pick_device', 'cpu_flags', 'amp_decision',
-           'resolve_amp', 'show_bars', 'Dist', 'join_job', 'init_distributed', 'resume_point', 'resolved', 'plan_steps',
-           'Parts', 'build', 'Record', 'init_weights', 'open_run', 'resumed_record', 'claim', 'start_record',
-           'train_epoch', 'epoch_row', 'track_best', 'should_stop', 'save_epoch', 'epoch_line', 'Result', 'summarize',
-           'test_line', 'finish_run', 'record_failure', 'run_header', 'check_sizes', 'set_process_options', 'ddp',
-           'step_epoch_scheduler', 'fit']
+           'resolve_amp', 'show_bars', 'Dist', 'join_job', 'init_distributed', 'resume_point', 'resolved', 'Plan',
+           'plan_steps', 'Parts', 'build', 'Record', 'Split', 'Training', 'init_weights', 'open_run', 'resumed_record',
+           'claim', 'start_record', 'train_epoch', 'epoch_row', 'track_best', 'should_stop', 'save_epoch', 'epoch_line',
+           'Result', 'summarize', 'test_line', 'finish_run', 'record_failure', 'run_header', 'check_sizes',
+           'set_process_options', 'ddp', 'step_epoch_scheduler', 'fit']
 
 # %% ../nbs/07_train.ipynb #206c8944
 import atexit, datetime, gc, json, math, os, random, sys, time
 from dataclasses import dataclass, field, asdict
+from typing import NamedTuple
 from pathlib import Path
 import numpy as np
 import torch
@@ -173,11 +174,17 @@ def resolved(cfg: TrainConfig) -> TrainConfig:
     return resume_point(cfg)[0]
 
 # %% ../nbs/07_train.ipynb #2c6557d1
-def plan_steps(cfg: TrainConfig, n_train: int) -> tuple:
-    "`(steps per epoch, total steps, epochs)`: one pass over `n_train` images an epoch, unless told otherwise."
+class Plan(NamedTuple):
+    "How long a run is, in optimizer steps."
+    per_epoch: int  # steps per epoch
+    total: int  # steps in all
+    epochs: int  # epochs in all (the last one may be short)
+
+def plan_steps(cfg: TrainConfig, n_train: int) -> Plan:
+    "One pass over `n_train` images an epoch, unless `steps_per_epoch` or `max_steps` say otherwise."
     per_epoch = cfg.steps_per_epoch or n_train // cfg.batch_size
     total = cfg.max_steps or cfg.epochs * per_epoch
-    return per_epoch, total, math.ceil(total / per_epoch)
+    return Plan(per_epoch, total, math.ceil(total / per_epoch))
 
 # %% ../nbs/07_train.ipynb #f6127c90
 @dataclass
@@ -215,13 +222,13 @@ class Parts:
         self.scaler.load_state_dict(ck["scaler"]); self.sampler.load_state_dict(ck["sampler"])
 
 # %% ../nbs/07_train.ipynb #68499675
-def build(cfg: TrainConfig, plan: tuple, y_train: torch.Tensor, data: dict, dev: torch.device) -> Parts:
+def build(cfg: TrainConfig, plan: Plan, y_train: torch.Tensor, data: dict, dev: torch.device) -> Parts:
     """Model (for `data`, a `Data.info()`), optimizer, scheduler, scaler, loss and batch sampler over the labels
     `y_train`, as `cfg` names them (the model's init uses the RNG)."""
     model = model_from_config(cfg, data).to(dev)
     if cfg.channels_last: model = model.to(memory_format=torch.channels_last)
     opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
-    sched, interval = SCHEDULERS[cfg.scheduler](opt, cfg, plan[1], plan[0])
+    sched, interval = SCHEDULERS[cfg.scheduler](opt, cfg, plan.total, plan.per_epoch)
     amp, why = amp_decision(cfg.amp, dev)
     gen = torch.Generator().manual_seed(cfg.seed)
     sampler = (BalancedSampler(y_train, cfg.batch_size, gen) if cfg.sampler == "balanced"
@@ -257,6 +264,31 @@ class Record:
         write_status(self.run_dir, status, epoch=self.state["epoch"], epochs=self.epochs, started=self.started,
                      processes=self.processes, **info)
 
+# %% ../nbs/07_train.ipynb #5bd5488a
+class Split(NamedTuple):
+    "The training and validation images and labels, on the device."
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+@dataclass
+class Training:
+    "One session of a run, as `fit`'s steps share it."
+    cfg: TrainConfig
+    D: Dist
+    data: object  # the `Data`
+    split: Split
+    plan: Plan
+    log: object = print  # says a line (rank 0 only in a torchrun job)
+    parts: Parts = None  # built by `build`
+    rec: Record = None  # opened by `open_run`
+
+    @property
+    def norm(self) -> tuple:
+        "(mean, std) per channel, to normalize a batch."
+        return self.data.mean, self.data.std
+
 # %% ../nbs/07_train.ipynb #273962aa
 def init_weights(parts: Parts, path: str):
     "Load the weights at `path` into `parts.model` (`init_from`), saying what data they were trained on if they don't fit."
@@ -267,15 +299,16 @@ def init_weights(parts: Parts, path: str):
     fit_weights(parts.model, weights, f"init_from={path!r}{trained_on}")
 
 # %% ../nbs/07_train.ipynb #e2410205
-def open_run(cfg: TrainConfig, ckpt_path, ckpt, parts: Parts, D, plan: tuple, started: float, log) -> Record:
-    """Continue the checkpoint's run (restoring `parts`, the counters and every RNG), or claim a new folder; then
+def open_run(t: Training, ckpt_path, ckpt, started: float) -> Record:
+    """Continue the checkpoint's run (restoring `t.parts`, the counters and every RNG), or claim a new folder; then
     write its config, a `running` status and (rank 0) open TensorBoard."""
+    cfg, parts, D, log = t.cfg, t.parts, t.D, t.log
     state = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0}
     if ckpt:
         parts.load_state_dict(ckpt)
         set_rng_state(ckpt.get("rng_ranks", [ckpt["rng"]])[D.rank]); state.update(ckpt["state"])
         log(f"resuming {ckpt_path.parent} from {ckpt_path.name} at epoch {state['epoch']}, step {state['step']}")
-        rec = resumed_record(ckpt_path.parent, state, started, plan[2], cfg.early_stop, D, log)
+        rec = resumed_record(ckpt_path.parent, state, started, t.plan.epochs, cfg.early_stop, D, log)
         rec.data = parts.data
         return claim(rec, cfg, D, log)
     if cfg.resume:  # killed before its first checkpoint: the same folder starts over
@@ -284,7 +317,7 @@ def open_run(cfg: TrainConfig, ckpt_path, ckpt, parts: Parts, D, plan: tuple, st
     else:
         if cfg.init_from: init_weights(parts, cfg.init_from)
         run_dir, history = Path(D.share(str(new_run_dir(cfg)) if D.main else None)), []
-    return claim(Record(run_dir, history, state, started, plan[2], D.world, since=started, data=parts.data),
+    return claim(Record(run_dir, history, state, started, t.plan.epochs, D.world, since=started, data=parts.data),
                  cfg, D, log)
 
 # %% ../nbs/07_train.ipynb #eb460dd7
@@ -327,9 +360,10 @@ def start_record(rec: Record, cfg: TrainConfig, log):
         rec.writer = SummaryWriter(str(rec.run_dir / "tb"), purge_step=step + 1 if step else None)
 
 # %% ../nbs/07_train.ipynb #9c05cc97
-def train_epoch(parts: Parts, x, y, norm: tuple, n_steps: int, rec: Record, D, cfg: TrainConfig) -> tuple:
-    """`n_steps` optimizer steps on batches of uint8 images `x` normalized with `norm` (mean, std); returns this
-    rank's (loss sum, correct count, last batch). A non-finite loss stops the run at that step."""
+def train_epoch(t: Training, n_steps: int) -> tuple:
+    """`n_steps` optimizer steps on batches of the training split; returns this rank's (loss sum, correct count,
+    last batch). A non-finite loss stops the run at that step."""
+    parts, rec, D, cfg, x, y = t.parts, t.rec, t.D, t.cfg, t.split.x_train, t.split.y_train
     parts.model.train()
     loss_sum = correct = 0.0
     steps = range(n_steps)
@@ -338,7 +372,7 @@ def train_epoch(parts: Parts, x, y, norm: tuple, n_steps: int, rec: Record, D, c
         steps = tqdm(steps, desc=f"epoch {rec.state['epoch'] + 1}/{rec.epochs}", leave=False)
     for _ in steps:
         idx = next(parts.sampler)[D.rank::D.world].to(x.device)  # this rank's slice of the global batch
-        xb, yb = normalize(x[idx], *norm), y[idx]
+        xb, yb = normalize(x[idx], *t.norm), y[idx]
         if parts.augs: xb = augment_batch(xb, parts.augs, parts.sampler.gen)
         if cfg.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
         with parts.autocast():
@@ -362,11 +396,10 @@ def train_epoch(parts: Parts, x, y, norm: tuple, n_steps: int, rec: Record, D, c
     return loss_sum, correct, xb
 
 # %% ../nbs/07_train.ipynb #637f54e7
-def epoch_row(parts: Parts, sums: tuple, n_steps: int, val: dict, rec: Record, cfg: TrainConfig,
-              t0: float) -> dict:
+def epoch_row(t: Training, sums: tuple, n_steps: int, val: dict, t0: float) -> dict:
     "One line of metrics.jsonl: epoch, step, lr, training loss/accuracy over the epoch, the validation metrics."
-    n_seen = n_steps * cfg.batch_size
-    return {"epoch": rec.state["epoch"] + 1, "step": rec.state["step"], "lr": parts.opt.param_groups[0]["lr"],
+    n_seen = n_steps * t.cfg.batch_size
+    return {"epoch": t.rec.state["epoch"] + 1, "step": t.rec.state["step"], "lr": t.parts.opt.param_groups[0]["lr"],
             "train_loss": sums[0] / n_seen, "train_accuracy": sums[1] / n_seen,
             **{f"val_{k}": v for k, v in val.items()}, "epoch_time": time.time() - t0}
 
@@ -386,10 +419,11 @@ def should_stop(state: dict, early_stop: int) -> bool:
     return bool(early_stop) and state["bad_epochs"] >= early_stop
 
 # %% ../nbs/07_train.ipynb #f3a72dea
-def save_epoch(rec: Record, parts: Parts, row: dict, improved: bool, last: bool, cfg: TrainConfig, D, xb):
+def save_epoch(t: Training, row: dict, improved: bool, last: bool, xb):
     """Append `row` to the record, then metrics.jsonl and TensorBoard, then the checkpoints (best.pt when
     improved, last.pt every `save_period` epochs and at the end), then the status. A checkpoint never points at
     an epoch whose logs were not written; logs past the checkpoint are replaced on resume."""
+    rec, parts, cfg, D = t.rec, t.parts, t.cfg, t.D
     rec.history.append(row)
     periodic = row["epoch"] % cfg.save_period == 0
     save = improved or last or periodic
@@ -426,20 +460,19 @@ class Result:
     test_pred: torch.Tensor | None = None  # the final model's class for each test image (None: run was done)
 
 # %% ../nbs/07_train.ipynb #ee7f0f4f
-def summarize(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, D, test: dict,
-              stopped: bool) -> dict:
+def summarize(t: Training, test: dict, stopped: bool) -> dict:
     "summary.json: test metrics, the last epoch's, the best, the data it used, where and how long it ran."
-    s = rec.state
+    rec, parts, data, split, s = t.rec, t.parts, t.data, t.split, t.rec.state
     return {**{f"test_{k}": v for k, v in test.items()},
             **{k: v for k, v in rec.history[-1].items() if k.startswith(("val_", "train_"))},
-            "monitor": cfg.monitor, "best": s["best"], "best_epoch": s["best_epoch"], "epochs": s["epoch"],
+            "monitor": t.cfg.monitor, "best": s["best"], "best_epoch": s["best_epoch"], "epochs": s["epoch"],
             "steps": s["step"], "stopped_early": bool(stopped), "dataset": data.name, "data_shape": list(data.shape),
             "classes": list(data.classes), "train_counts": parts.data["train_counts"],
             "data_source": data.source, "data_files": data.files, "data_official": data.official,
-            "n_train": len(split[0]), "n_val": len(split[2]), "n_test": len(data.y_test),
-            "n_params": n_params(parts.model), "device": str(split[0].device), "amp": parts.amp,
+            "n_train": len(split.x_train), "n_val": len(split.x_val), "n_test": len(data.y_test),
+            "n_params": n_params(parts.model), "device": str(split.x_train.device), "amp": parts.amp,
             "amp_reason": parts.amp_reason,
-            "processes": D.world, "threads": torch.get_num_threads(), "seconds": rec.seconds(),
+            "processes": t.D.world, "threads": torch.get_num_threads(), "seconds": rec.seconds(),
             "train_seconds": sum(h["epoch_time"] for h in rec.history), **versions()}
 
 # %% ../nbs/07_train.ipynb #4744cbfb
@@ -450,13 +483,13 @@ def test_line(test: dict, k: int) -> str:
     return f"accuracy {test['accuracy']:.4f}{top}{more}"
 
 # %% ../nbs/07_train.ipynb #702a9474
-def finish_run(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, D, stopped: bool, log) -> Result:
+def finish_run(t: Training, stopped: bool) -> Result:
     "Test the final model, write model.pt and summary.json, mark the run completed; returns the `Result`."
-    dev = split[0].device
+    rec, parts, data, cfg, D, dev = t.rec, t.parts, t.data, t.cfg, t.D, t.split.x_train.device
     test = D.share(evaluate(parts.model, data.x_test.to(dev), data.y_test.to(dev), data.mean, data.std, cfg.top_k,
                             autocast=parts.autocast(), with_pred=True, tta=cfg.tta, metrics=run_metrics(cfg)))
     pred = test.pop("pred")  # report() plots these: the same numbers as summary.json, not a second evaluation
-    summary = summarize(rec, parts, data, split, cfg, D, test, stopped)
+    summary = summarize(t, test, stopped)
     if D.main:
         save_checkpoint(parts.model.state_dict(), rec.run_dir / "model.pt")
         write_json(summary, rec.run_dir / "summary.json")
@@ -465,7 +498,7 @@ def finish_run(rec: Record, parts: Parts, data, split: tuple, cfg: TrainConfig, 
             scores = {"hparam/test_accuracy": test["accuracy"], "hparam/best": rec.state["best"]}
             rec.writer.add_hparams(hparams, scores, run_name=".")
         rec.mark("completed", finished=time.time())
-    log(f"test {test_line(test, cfg.top_k)} in {summary['seconds']:.1f}s; run folder {rec.run_dir}")
+    t.log(f"test {test_line(test, cfg.top_k)} in {summary['seconds']:.1f}s; run folder {rec.run_dir}")
     return Result(rec.run_dir, parts.model, rec.history, summary, data, pred)
 
 # %% ../nbs/07_train.ipynb #e1348389
@@ -530,11 +563,11 @@ def ddp(model, D, dev):
     return DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
 
 # %% ../nbs/07_train.ipynb #53e34faf
-def step_epoch_scheduler(parts: Parts, row: dict, cfg: TrainConfig):
+def step_epoch_scheduler(t: Training, row: dict):
     "Epoch-wise schedulers step after the epoch; reduce_on_plateau looks at the monitored metric."
-    if not parts.sched or parts.interval != "epoch": return
-    if cfg.scheduler == "reduce_on_plateau": parts.sched.step(row[parse_monitor(cfg.monitor)[1]])
-    else: parts.sched.step()
+    if not t.parts.sched or t.parts.interval != "epoch": return
+    if t.cfg.scheduler == "reduce_on_plateau": t.parts.sched.step(row[parse_monitor(t.cfg.monitor)[1]])
+    else: t.parts.sched.step()
 
 # %% ../nbs/07_train.ipynb #a006a7f2
 def fit(cfg: TrainConfig, on_epoch=None) -> Result:
@@ -549,39 +582,36 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     data = load_data(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size, cfg.channels)  # before any folder
     log(run_header(data, cfg))
     seed_everything(cfg.seed + D.rank)  # ranks differ in dropout; the sampler is seeded alike on all
-    split = x_tr, y_tr, x_val, y_val = [t.to(dev) for t in split_train_val(data.x_train, data.y_train,
-                                                                           cfg.val_split, cfg.split_seed)]
-    check_sizes(cfg, ckpt, D, len(x_tr), info := data.info())
-    plan = per_epoch, total, n_epochs = plan_steps(cfg, len(x_tr))
-    parts = build(cfg, plan, y_tr, info, dev)
-    rec = open_run(cfg, ckpt_path, ckpt, parts, D, plan, started, log)
-    parts.net = ddp(parts.model, D, dev)
-    log(f"run folder: {rec.run_dir}\nmodel: {cfg.model}, {n_params(parts.model):,} parameters, device {dev}, "
-        f"amp {parts.amp} ({parts.amp_reason})")
-    norm, stopped = (data.mean, data.std), False
-    if rec.done: return Result(rec.run_dir, parts.model, rec.history, read_json(rec.run_dir / "summary.json"),
-                               data)
-    threads = torch.get_num_threads()  # the caller's: `threads=1` for one run must not stay for the next
+    split = Split(*[t.to(dev) for t in split_train_val(data.x_train, data.y_train, cfg.val_split, cfg.split_seed)])
+    check_sizes(cfg, ckpt, D, len(split.x_train), info := data.info())
+    t = Training(cfg, D, data, split, plan_steps(cfg, len(split.x_train)), log)
+    t.parts = build(cfg, t.plan, split.y_train, info, dev)
+    t.rec = rec = open_run(t, ckpt_path, ckpt, started)
+    t.parts.net = ddp(t.parts.model, D, dev)
+    log(f"run folder: {rec.run_dir}\nmodel: {cfg.model}, {n_params(t.parts.model):,} parameters, device {dev}, "
+        f"amp {t.parts.amp} ({t.parts.amp_reason})")
+    if rec.done: return Result(rec.run_dir, t.parts.model, rec.history, read_json(rec.run_dir / "summary.json"), data)
+    threads, stopped = torch.get_num_threads(), False  # the caller's threads: `threads=1` must not stay for the next
     if cfg.threads: torch.set_num_threads(cfg.threads)
     try:
-        for epoch in range(rec.state["epoch"], n_epochs):
-            t0, n_steps = time.time(), min(per_epoch, total - rec.state["step"])
-            *sums, xb = train_epoch(parts, x_tr, y_tr, norm, n_steps, rec, D, cfg)
+        for epoch in range(rec.state["epoch"], t.plan.epochs):
+            t0, n_steps = time.time(), min(t.plan.per_epoch, t.plan.total - rec.state["step"])
+            *sums, xb = train_epoch(t, n_steps)
             # rank 0's numbers decide for everyone (BN running stats differ slightly between ranks)
-            val = D.share(evaluate(parts.model, x_val, y_val, *norm, cfg.top_k, autocast=parts.autocast(),
-                                   tta=cfg.tta, metrics=run_metrics(cfg)))
-            row = epoch_row(parts, D.sum(*sums), n_steps, val, rec, cfg, t0)
-            step_epoch_scheduler(parts, row, cfg)
+            val = D.share(evaluate(t.parts.model, split.x_val, split.y_val, *t.norm, cfg.top_k,
+                                   autocast=t.parts.autocast(), tta=cfg.tta, metrics=run_metrics(cfg)))
+            row = epoch_row(t, D.sum(*sums), n_steps, val, t0)
+            step_epoch_scheduler(t, row)
             improved = track_best(rec.state, row, cfg.monitor)
             stopped = should_stop(rec.state, cfg.early_stop)
-            save_epoch(rec, parts, row, improved, stopped or epoch + 1 == n_epochs, cfg, D, xb)
-            log(epoch_line(row, n_epochs, improved))
+            save_epoch(t, row, improved, stopped or epoch + 1 == t.plan.epochs, xb)
+            log(epoch_line(row, t.plan.epochs, improved))
             if on_epoch and D.main: on_epoch(row)
             if stopped:
                 log(f"early stop: {parse_monitor(cfg.monitor)[1]} did not improve for {cfg.early_stop} epochs "
                     f"(best {rec.state['best']:.4f} at epoch {rec.state['best_epoch']})")
                 break
-        return finish_run(rec, parts, data, split, cfg, D, stopped, log)
+        return finish_run(t, stopped)
     except BaseException as e:  # KeyboardInterrupt and sys.exit too: only a finished run is "completed"
         if D.main: record_failure(rec, e)
         raise

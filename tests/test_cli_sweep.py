@@ -111,7 +111,7 @@ def test_grid_with_two_workers_a_failing_trial_and_a_rerun(tmp_path, capsys):
     assert r.returncode == 0, r.stderr[-2000:] + logs
     assert "sweep sw: 4 trials: 2 completed, 0 pruned, 2 failed" in r.stdout, r.stdout[-2000:] + logs
     assert r.stdout.count("\ntrial ") + r.stdout.startswith("trial ") == 4  # a line per finished trial
-    assert r.stdout.count("FAILED    FloatingPointError") == 2 and r.stdout.count("/traceback.txt") == 2, r.stdout
+    assert r.stdout.count("FAILED    FloatingPointError") == 2 and r.stdout.count("/sw/failed/") == 2, r.stdout
     assert "Traceback" not in r.stdout + r.stderr and "--retry-failed" in r.stdout  # the traceback is in its file
     table = runs_table(tmp_path / "sw" / "trials")
     assert sorted(table.run) == ["0000", "0001", "0002", "0003"], table.to_string() + logs

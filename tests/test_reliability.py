@@ -244,7 +244,7 @@ def test_bad_parameters_rejected_through_papermill(tmp_path):
 def test_paths_cannot_escape_the_runs_root(tmp_path):
     for kw in ({"name": "/etc"}, {"name": "a/../../b"}, {"run_dir": "/etc/x"}, {"run_dir": str(tmp_path / "other")}):
         with pytest.raises(ValueError, match="name=|run_dir="):
-            T.TrainConfig(**{**TINY, "runs_root": str(tmp_path / "runs"), **kw}).check_paths()
+            T.TrainConfig(**{**TINY, "runs_root": str(tmp_path / "runs"), **kw})
     (tmp_path / "runs" / "exp" / "20260101-000000-abcdef").mkdir(parents=True)
     (tmp_path / "runs" / "exp" / "20260101-000000-abcdef" / "status.json").write_text("{}")
     (tmp_path / "runs" / "link").symlink_to("/tmp")
