@@ -133,7 +133,8 @@ def cmd_runs(a) -> int:
 
 # %% ../nbs/11_cli.ipynb #6bfceb46
 def cmd_sweep(a) -> int:
-    "Run the sweep a spec describes, or join one (--join); print its table; exit 1 if no trial completed."
+    """Run the sweep a spec describes, or join one (--join); print its table; exit 1 if no trial completed
+    or points are left untrained."""
     from mnist_lab.sweep import load_spec, open_study, run_sweep, join, trials_table
     if bool(a.spec) == bool(a.join): raise ValueError("give a spec file, or --join STORAGE STUDY (not both)")
     if a.n_jobs is not None and not 0 <= a.n_jobs <= 256: raise ValueError(f"--n-jobs {a.n_jobs}: 0 to 256")
@@ -148,7 +149,8 @@ def cmd_sweep(a) -> int:
                            retry_failed=a.retry_failed)
         print_runs(trials_table(study))
     if not counts["complete"]: print("sweep: no trial completed", file=sys.stderr)
-    return 0 if counts["complete"] else 1
+    unfinished = counts["running"] + counts["waiting"] + counts["not started"]  # the summary says what to do
+    return 0 if counts["complete"] and not unfinished else 1
 
 # %% ../nbs/11_cli.ipynb #12929c77
 TEMPLATE_FILES = ("nbs/*.ipynb", "nbs/*.md", "tests/*.py", "tests/*.md", "bench/*.py", "bench/*.md",

@@ -61,7 +61,7 @@ class Run:
         "The run's status.json; `starting` until the kernel begins training, `failed` if papermill ended first."
         s = run_status(self.run_dir)
         if s["status"] != "unknown" and s.get("updated", 0) >= self.since: return s
-        if self.alive(): return {**s, "status": "starting"}
+        if self.alive(): return {**{k: v for k, v in s.items() if k != "error"}, "status": "starting"}  # not the last session's
         if s["status"] == "completed": return s  # a resumed completed run: nothing to do, nothing written
         why = notebook_error(self.run_dir) or "papermill ended before training began"
         return {**s, "status": "failed", "error": f"{why}; see {self.run_dir / 'papermill.log'}"}

@@ -167,6 +167,17 @@ def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatc
     r = cli("sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw", cwd=tmp_path)
     assert r.returncode == 1 and "name them yourself (--plugins" in r.stderr, r.stderr
     assert not canary.exists()
+    # whoever can write the shared database can rewrite the stored spec: code hidden in the space, or folders
+    study = optuna.load_study(study_name="sw", storage=f"sqlite:///{tmp_path}/sw/study.db")
+    spec = study.user_attrs["spec"]
+    for change, message in [({"space": {"plugins": [str(tmp_path / "evil.py")]}}, "code and folders are not searched"),
+                            ({"space": {"lr": [1e-2], "run_dir": ["/tmp/x"]}}, "code and folders are not searched"),
+                            ({"params": {"dataset": "mnist_sample", "resume": "/tmp/x"}}, "the sweep decides where")]:
+        study.set_user_attr("spec", {**spec, "params": {"dataset": "mnist_sample"}, **change})
+        for plugins in ([], ["--plugins", str(tmp_path / "evil.py")]):
+            r = cli("sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw", *plugins, cwd=tmp_path)
+            assert r.returncode == 1 and message in r.stderr, (change, r.stderr)
+            assert not canary.exists(), change
 
 
 def test_both_executors_train_the_same_trials_and_report_every_epoch(tmp_path):
@@ -197,7 +208,9 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_rerun_finishes_it(tmp_path):
     base = {"dataset": "mnist_sample", "model": "cnn", "width": 8, "amp": "off", "epochs": 12, "steps_per_epoch": 10,
             "scheduler": "none", "tensorboard": False, "plugins": str(pace_plugin(tmp_path, 0.05)), "augment": "pace"}
     spec = tmp_path / "sweep.json"
-    spec.write_text(json.dumps({"space": {"seed": [0, 1]}, "params": base, "n_jobs": 2, "executor": "papermill",
+    # three points, two workers: the third is not started when Ctrl-C comes. The two retries take trial numbers
+    # 3 and 4 on the re-run; the third point must still be trained (it once was pushed out as "surplus")
+    spec.write_text(json.dumps({"space": {"seed": [0, 1, 2]}, "params": base, "n_jobs": 2, "executor": "papermill",
                                 "sweep_dir": str(tmp_path / "sw")}))
     p = subprocess.Popen([MNIST_LAB, "sweep", str(spec)], cwd=tmp_path, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -218,10 +231,11 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_rerun_finishes_it(tmp_path):
     # running it again resumes the two interrupted trials from their checkpoints
     r = subprocess.run([MNIST_LAB, "sweep", str(spec)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PACE_S": "0"})
-    assert r.returncode == 0 and "2 trials: 2 completed, 0 pruned, 0 failed" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "3 trials: 3 completed, 0 pruned, 0 failed" in r.stdout, r.stdout + r.stderr
     resumed = [d for d in trials.iterdir() if (d / "notebook-2.ipynb").is_file()]
     assert len(resumed) == 2 and all("resuming" in (d / "papermill.log").read_text() for d in resumed)
     assert all(len((d / "metrics.jsonl").read_text().splitlines()) == 12 for d in trials.iterdir())
+    assert sorted(json.loads((d / "config.json").read_text())["seed"] for d in trials.iterdir()) == [0, 1, 2]
 
 
 def test_new_project_is_renamed_and_passes_its_notebook_tests(tmp_path):

@@ -7,7 +7,7 @@ import json, os, shutil, signal, socket, subprocess, sys, time
 from pathlib import Path
 import nbformat
 import pytest
-from conftest import ROOT
+from conftest import ROOT, pace_plugin
 
 pytestmark = pytest.mark.xdist_group("many_processes")  # see conftest.py
 
@@ -167,11 +167,19 @@ def test_tutorial_and_train_notebook_run_all_twice_in_jupyterlab(browser, projec
 
 LAUNCH = """from mnist_lab.launch import launch
 run = launch(dataset="mnist_sample", model="cnn", epochs=10, steps_per_epoch=20, name="detached",
-             tensorboard=False, seed=3, threads=1)"""
+             tensorboard=False, seed=3, threads=1, plugins="pace.py", augment="pace")"""
+CELL_MODEL = """from mnist_lab.model import register_model
+@register_model("cell_model")
+def cell_model(n_classes: int = 10): return None
+launch(model="cell_model")"""
 
 
-def test_detached_run_outlives_browser_and_server_then_is_watched(browser, project):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(LAUNCH)])
+def test_detached_run_outlives_browser_and_server_then_is_stopped_resumed_and_watched(browser, project):
+    """Launched from a cell, the run outlives the browser and the server; the next day, from another notebook, it
+    is stopped, resumed in its own folder and watched to the end, with the same numbers as a run in the
+    foreground. A model registered in a cell is refused by `launch` in the cell, with the fix."""
+    pace_plugin(project, 0.05)  # ~10 s of idle wall time over the run: it is still training when stopped
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(LAUNCH), nbformat.v4.new_code_cell(CELL_MODEL)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, project / "nbs" / "launch.ipynb")
     lab = Lab(project)
@@ -180,14 +188,17 @@ def test_detached_run_outlives_browser_and_server_then_is_watched(browser, proje
         open_notebook(page, lab, "nbs/launch.ipynb")
         run_all(page)
         wait_done(page, 60)
-        assert "launched:" in " ".join(page.locator(f"{PANEL} .jp-OutputArea-output").all_inner_texts())
+        text = " ".join(page.locator(f"{PANEL} .jp-OutputArea-output").all_inner_texts())
+        assert "launched:" in text and "registered in this notebook" in text and "%%writefile" in text, text
         page.close()  # the browser tab goes...
     finally:
         lab.stop()  # ...and the Jupyter server with its kernels
     (run_dir,) = (project / "runs" / "detached").iterdir()
 
     watch_nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        f"from mnist_lab.launch import watch\ns = watch('runs/detached/{run_dir.name}', every=0.5)\ns['status']")])
+        f"from mnist_lab.launch import watch, stop, resume\nrun = 'runs/detached/{run_dir.name}'\n"
+        "stopped = stop(run)\nrun = resume(run, plugins='pace.py')  # a run's plugins are named again\n"
+        "s = watch(run, every=0.5)\nstopped['status'], s['status'], s['epoch']")])
     watch_nb.metadata = nb.metadata
     nbformat.write(watch_nb, project / "nbs" / "watch.ipynb")
     lab = Lab(project)  # the next day: a new server, a new kernel, the same run folder
@@ -195,20 +206,25 @@ def test_detached_run_outlives_browser_and_server_then_is_watched(browser, proje
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         open_notebook(page, lab, "nbs/watch.ipynb")
         run_all(page)
-        page.wait_for_selector(".jp-RenderedImage img", timeout=120_000)  # learning curves while it runs
+        page.locator(f"{PANEL} .jp-OutputArea-output", has_text="running: epoch").first.wait_for(timeout=120_000)
+        page.wait_for_selector(".jp-RenderedImage img", timeout=60_000)  # learning curves while it runs
         shot(page, "watch_running")
         wait_done(page, 240)
         text = " ".join(page.locator(f"{PANEL} .jp-OutputArea-output").all_inner_texts())
-        assert "completed: epoch 10/10" in text and "'completed'" in text, text
+        assert "completed: epoch 10/10" in text and "('stopped', 'completed', 10)" in text, text
         shot(page, "watch_completed")
     finally:
         lab.stop()
+    assert [p.name for p in (project / "runs" / "detached").iterdir()] == [run_dir.name]  # resumed in its folder
 
     # the same config trained in the foreground gives the same result: detaching changes nothing
     from mnist_lab.train import TrainConfig, fit
     # (with the same number of threads: bf16 sums split over 1 or 2 threads round differently)
-    fg = fit(TrainConfig(dataset="mnist_sample", model="cnn", epochs=10, steps_per_epoch=20, tensorboard=False,
-                         seed=3, threads=1, runs_root=str(project / "fg"), progress="none"))
+    os.environ["PACE_S"] = "0"  # the same batches, at full speed
+    try: fg = fit(TrainConfig(dataset="mnist_sample", model="cnn", epochs=10, steps_per_epoch=20, tensorboard=False,
+                              seed=3, threads=1, runs_root=str(project / "fg"), progress="none",
+                              plugins=str(project / "pace.py"), augment="pace"))
+    finally: del os.environ["PACE_S"]
     detached = json.loads((run_dir / "summary.json").read_text())
     assert detached["test_accuracy"] == fg.summary["test_accuracy"]
     assert [json.loads(l)["val_loss"] for l in (run_dir / "metrics.jsonl").read_text().splitlines()] == \

@@ -1,4 +1,4 @@
-"""Sweeps shared by workers: two `mnist-lab sweep` processes in different folders on one SQLite file and on a real
+"""Sweeps shared by workers: two `mnist-lab sweep` processes in different folders on a real
 PostgreSQL server (Debian's package, started on loopback for the test); a killed worker's trial resumed by another."""
 import glob, json, os, shutil, socket, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -56,19 +56,19 @@ def study_of(url, name):
     return study if "spec" in study.user_attrs else None
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_two_workers_in_different_folders_share_one_study(backend, tmp_path, request):
-    """A 6-point grid: `mnist-lab sweep spec` in one folder, `mnist-lab sweep --join URL STUDY` in another. Every
-    point completes exactly once, both workers take part, and the runs table and the study agree."""
+def test_two_workers_in_different_folders_share_one_study(postgres_url, tmp_path):
+    """A 6-point grid on a PostgreSQL server: `mnist-lab sweep spec` in one folder, `mnist-lab sweep --join URL STUDY`
+    in another. Every point completes exactly once, both workers take part, and the runs table and the study agree.
+    (Local workers on one SQLite file: tests/test_cli_sweep.py.)"""
     import optuna
     from mnist_lab.runs import runs_table
-    url = request.getfixturevalue("postgres_url") if backend == "postgres" else f"sqlite:///{tmp_path}/sw/study.db"
+    url = postgres_url
     base = {"dataset": "mnist_sample", "model": "mlp", "epochs": 1, "steps_per_epoch": 120, "tensorboard": False}
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(); b.mkdir()
     (a / "sweep.yaml").write_text(json.dumps({"space": {"lr": [1e-3, 1e-2, 3e-2], "seed": [0, 1]}, "params": base,
                                               "sweep_dir": str(tmp_path / "sw"), "study_name": "shared",
-                                              **({"storage": url} if backend == "postgres" else {})}))
+                                              "storage": url}))
     first = subprocess.Popen([MNIST_LAB, "sweep", "sweep.yaml"], cwd=a, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
     wait_for(lambda: first.poll() is not None or (tmp_path / "sw").is_dir() and study_of(url, "shared"), 120,
@@ -87,7 +87,7 @@ def test_two_workers_in_different_folders_share_one_study(backend, tmp_path, req
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({(t.params["lr"], t.params["seed"]) for t in trials}) == 6  # each point once
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers took part
-    assert (tmp_path / "sw" / "study.db").exists() == (backend == "sqlite")
+    assert not (tmp_path / "sw" / "study.db").exists()  # the study lives on the server
     table = runs_table(tmp_path / "sw" / "trials")
     assert sorted(table.run) == sorted(Path(t.user_attrs["run_dir"]).name for t in trials)
     best = table.sort_values("val_accuracy").iloc[-1]
