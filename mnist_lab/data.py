@@ -198,7 +198,7 @@ def remember_download_failure(name: str, error: str, files: str = "the four IDX 
     "Note `error` for dataset `name` (best effort) and return it with how to provide the files instead."
     try:
         failure_note(name).parent.mkdir(parents=True, exist_ok=True)
-        failure_note(name).write_text(error)
+        save_atomic(lambda f: f.write(error.encode()), failure_note(name))
     except OSError: pass  # a read-only home: we simply try again next time
     return (f"{error}. With no internet, copy {files} (e.g. from a machine that has them) into "
             f"data_dir; no download of {name} will be tried for 24 h (delete {failure_note(name)} to try sooner)")

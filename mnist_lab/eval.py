@@ -78,7 +78,7 @@ def load_run(path, map_location="cpu", plugins: str = "") -> tuple:
 def export_safetensors(path, out=None, plugins: str = "") -> Path:
     """Write a run's (or checkpoint's) weights as `.safetensors`, with the config in its metadata: tensors only,
     no pickle, so it is safe to share and to load anywhere (`load_safetensors`, or safetensors itself)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     from dataclasses import asdict
     model, cfg, info = load_run(path, plugins=plugins)
     path = Path(path)
@@ -86,8 +86,9 @@ def export_safetensors(path, out=None, plugins: str = "") -> Path:
         out = run_folder_of(path) / "model.safetensors"
         lock = writing(out.parent)  # into the run folder: not while a training process writes it
     else: out, lock = Path(out), contextlib.nullcontext()
-    with lock: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out),
-                         metadata={"mnist_lab_config": json.dumps(asdict(cfg)), "mnist_lab_data": json.dumps(info)})
+    blob = save({k: v.contiguous() for k, v in model.state_dict().items()},
+                metadata={"mnist_lab_config": json.dumps(asdict(cfg)), "mnist_lab_data": json.dumps(info)})
+    with lock: save_atomic(lambda f: f.write(blob), out)  # mode 0644 less the umask; never through a link
     return out
 
 # %% ../nbs/06_eval.ipynb #56660a7e
@@ -226,8 +227,8 @@ def report(run, data=None, show: bool = True, plugins: str = "", pred=None) -> d
         save_atomic(lambda f: f.write(table.encode() + b"\n"), paths.setdefault("per_class", run_dir / "per_class.txt"))
         for name, plot in plots.items():
             fig = plot()
-            fig.savefig(paths.setdefault(name, run_dir / f"{name}.png"), dpi=80,
-                        pil_kwargs={"compress_level": 1})  # zlib's fastest: the files are small either way
+            save_atomic(lambda f: fig.savefig(f, format="png", dpi=80, pil_kwargs={"compress_level": 1}),
+                        paths.setdefault(name, run_dir / f"{name}.png"))  # zlib's fastest: the files are small
             plt.close(fig)
     if show and in_notebook():
         from IPython.display import Image, display

@@ -12,13 +12,13 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
-import itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, traceback, warnings
+import io, itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, traceback, warnings
 from contextlib import redirect_stdout
 from pathlib import Path
 import pandas as pd
 from .data import project_path
 from .config import TrainConfig, parse_monitor, code_elsewhere
-from .process import start, stop_on_signals, end_with_parent
+from .process import start, stop_on_signals, end_with_parent, open_log
 from .record import run_status, read_history, read_json, write_status, save_atomic
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
@@ -144,7 +144,7 @@ def check_spec(spec: dict, source: str = "spec") -> dict:
     return spec
 
 # %% ../nbs/10_sweep.ipynb #75ed34a5
-SWEEP_OWNS = ("resume", "run_dir", "runs_root", "name")  # where a trial trains is the sweep's to say
+SWEEP_OWNS = ("resume", "run_dir", "runs_root")  # where a trial trains is the sweep's to say
 
 def check_values(spec: dict, source: str):
     """Every key of `spec` of its type; n_jobs, n_trials and seed in range; pruner and executor known; the space
@@ -159,7 +159,7 @@ def check_values(spec: dict, source: str):
         if k in spec and spec[k] not in names:
             raise ValueError(f"{source}: {k}={spec[k]!r}: choose one of {', '.join(names)}")
     space, params = spec.get("space", {}), spec.get("params", {})
-    if bad := sorted(set(space) & {"plugins", *SWEEP_OWNS}):
+    if bad := sorted(set(space) & {"plugins", "name", *SWEEP_OWNS}):
         raise ValueError(f"{source}: space searches {bad}: code and folders are not searched (plugins go in params)")
     if bad := sorted(set(params) & set(SWEEP_OWNS)):
         raise ValueError(f"{source}: params set {bad}: the sweep decides where its trials run (sweep_dir)")
@@ -251,7 +251,7 @@ def train_in_process(trial, params: dict, run_dir: Path, key: str) -> float:
     "Train one trial in this process; returns its best monitored value."
     cfg = TrainConfig.from_params(**params)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "train.log", "a") as log, redirect_stdout(log):
+    with io.TextIOWrapper(open_log(run_dir / "train.log"), line_buffering=True) as log, redirect_stdout(log):
         return fit(cfg, on_epoch=lambda row: report(trial, row, key)).summary["best"]
 
 # %% ../nbs/10_sweep.ipynb #cd2b8dd4

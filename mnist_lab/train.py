@@ -357,6 +357,8 @@ def start_record(rec: Record, cfg: TrainConfig, log):
         from torch.utils.tensorboard import SummaryWriter
         # events logged after the checkpoint (steps > its step) are orphans of the killed session: hide them
         step = rec.state["step"]
+        if (rec.run_dir / "tb").is_symlink():  # TensorBoard writes by path: no link may lead it elsewhere
+            raise OSError(f"{rec.run_dir / 'tb'} is a symbolic link: mnist_lab never writes through one")
         rec.writer = SummaryWriter(str(rec.run_dir / "tb"), purge_step=step + 1 if step else None)
 
 # %% ../nbs/07_train.ipynb #9c05cc97

@@ -559,3 +559,44 @@ def test_a_run_that_cannot_start_keeps_no_lock(tmp_path, monkeypatch):
         T.fit(T.TrainConfig(**TINY, runs_root=str(tmp_path / "runs")))
     (run,) = (tmp_path / "runs" / "run").iterdir()
     assert not R._LOCKS and run_py(f"from mnist_lab.record import lock_run; lock_run({str(run)!r})").returncode == 0
+
+
+# 11. Links planted where a run writes (a shared, group-writable runs/): nothing is written through them
+
+def test_nothing_is_written_through_a_link_in_a_run_folder(tmp_path):
+    """`.lock` and `confusion.png` as links to a file of someone else's: `mnist-lab eval` refuses the first and
+    replaces the second, leaving the target alone. A training run whose folder is swapped for a link to someone
+    else's folder keeps writing into the folder it claimed."""
+    mnist_lab_cli = str(Path(sys.executable).parent / "mnist-lab")
+    victim = tmp_path / "yours"
+    victim.mkdir()
+    (victim / "thesis.txt").write_text("keep")
+    run = T.fit(T.TrainConfig(**{**TINY, "runs_root": str(tmp_path / "runs")})).run_dir
+    (run / ".lock").unlink()
+    (run / ".lock").symlink_to(victim / "thesis.txt")
+    (run / "confusion.png").symlink_to(victim / "thesis.txt")
+    r = subprocess.run([mnist_lab_cli, "eval", str(run)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1 and "never writes through one" in r.stderr, r.stderr[-1500:]
+    (run / ".lock").unlink()
+    r = subprocess.run([mnist_lab_cli, "eval", str(run)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert not (run / "confusion.png").is_symlink() and (run / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert (victim / "thesis.txt").read_text() == "keep"
+    # the folder swapped for a link while the run trains (a paced run: ~4 s of idle wall time)
+    params = {**TINY, "epochs": 8, "steps_per_epoch": 10, "augment": "pace",
+              "plugins": str(pace_plugin(tmp_path, 0.05))}
+    p = subprocess.Popen([mnist_lab_cli, "fit", *[a for k, v in params.items() for a in ("-p", k, str(v))],
+                          "--root", str(tmp_path / "swap")], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not list((tmp_path / "swap").glob("run/*/metrics.jsonl")):
+        assert time.time() < deadline and p.poll() is None, p.communicate()[0][-2000:]
+        time.sleep(0.1)
+    (folder,) = (tmp_path / "swap" / "run").iterdir()
+    folder.rename(folder.with_name("moved"))
+    folder.symlink_to(victim)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 0, out[-2000:]
+    assert sorted(os.listdir(victim)) == ["thesis.txt"] and (victim / "thesis.txt").read_text() == "keep"
+    moved = folder.with_name("moved")
+    assert json.loads((moved / "status.json").read_text())["status"] == "completed" and (moved / "model.pt").is_file()
