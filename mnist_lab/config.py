@@ -4,12 +4,13 @@
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PARAMS', 'DATA_PARAMS', 'PLAIN_TYPES',
-           'CONFIG_CHECKS', 'CHOICES', 'AT_LEAST', 'DEFAULT_DATA', 'RESUME_OVERRIDES', 'adam', 'adamw', 'sgd',
-           'rmsprop', 'adadelta', 'no_schedule', 'step_lr', 'multistep', 'exponential', 'cosine', 'onecycle', 'plateau',
-           'cross_entropy', 'nll_loss', 'balanced_weights', 'parse_monitor', 'parse_ints', 'run_metrics', 'to_bool',
-           'to_dict', 'to_number', 'to_type', 'load_plugins', 'type_needed', 'config_check', 'TrainConfig', 'defaults',
-           'check_choices', 'check_ranges', 'check_model', 'check_strings', 'check_paths', 'edited_cell_message',
-           'model_from_config', 'model_overrides', 'from_record', 'code_elsewhere', 'resume_config']
+           'CONFIG_CHECKS', 'CHOICES', 'AT_LEAST', 'AT_MOST', 'DEFAULT_DATA', 'RESUME_OVERRIDES', 'adam', 'adamw',
+           'sgd', 'rmsprop', 'adadelta', 'no_schedule', 'step_lr', 'multistep', 'exponential', 'cosine', 'onecycle',
+           'plateau', 'cross_entropy', 'nll_loss', 'balanced_weights', 'parse_monitor', 'parse_ints', 'run_metrics',
+           'to_bool', 'to_dict', 'to_number', 'to_type', 'load_plugins', 'type_needed', 'config_check', 'TrainConfig',
+           'defaults', 'check_choices', 'check_ranges', 'check_model', 'check_strings', 'check_paths',
+           'edited_cell_message', 'model_from_config', 'model_overrides', 'from_record', 'code_elsewhere',
+           'resume_config']
 
 # %% ../nbs/05_config.ipynb #7f3126c5
 import dataclasses, difflib, importlib.util, inspect, json, math, re, sys
@@ -341,12 +342,16 @@ def check_choices(cfg) -> list:
 AT_LEAST = {"epochs": 1, "batch_size": 1, "width": 1, "fc1": 1, "fc2": 1, "top_k": 1, "save_period": 1,
             "step_size": 1, "early_stop": 0, "lr_patience": 0, "max_steps": 0, "steps_per_epoch": 0, "threads": 0,
             "seed": 0, "split_seed": 0}
+# what sizes memory has a ceiling: a value beyond it is a typo or a hostile record, not a model for one machine
+AT_MOST = {"width": 1024, "fc1": 65536, "fc2": 65536, "batch_size": 65536, "threads": 1024, "top_k": 1000,
+           "epochs": 1_000_000, "steps_per_epoch": 10_000_000, "max_steps": 1_000_000_000}
 
 @config_check
 def check_ranges(cfg) -> list:
     "Every number is in its range."
     p = [] if math.isfinite(cfg.lr) and cfg.lr > 0 else [f"lr={cfg.lr}: must be a finite number > 0"]
     p += [f"{k}={getattr(cfg, k)}: must be >= {low}" for k, low in AT_LEAST.items() if getattr(cfg, k) < low]
+    p += [f"{k}={getattr(cfg, k)}: must be <= {high:,}" for k, high in AT_MOST.items() if getattr(cfg, k) > high]
     if not 0 < cfg.val_split < 1: p.append(f"val_split={cfg.val_split}: must be in (0, 1)")
     if not 0 < cfg.gamma <= 1: p.append(f"gamma={cfg.gamma}: must be in (0, 1]")
     p += [f"{k}={getattr(cfg, k)}: must be in [0, 1)" for k in ("dropout", "label_smoothing")

@@ -148,7 +148,7 @@ IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 SAMPLE_DIR = Path(str(importlib.resources.files("mnist_lab"))) / "sample"  # 5,000 + 1,000 real digits
 
 # %% ../nbs/02_data.ipynb #3901c200
-MAX_IDX_BYTES = 256 << 20  # 340k images of 28x28: more is a hostile or wrong header, refused before allocating
+MAX_IDX_BYTES = 128 << 20  # 171k images of 28x28 (MNIST's 60k are 47 MB): more is a hostile or wrong header
 
 def read_idx(path) -> torch.Tensor:
     """Read one IDX file of unsigned bytes (optionally `.gz`) into a uint8 tensor, checking its header. It never
@@ -166,14 +166,15 @@ def read_idx(path) -> torch.Tensor:
             if (n := math.prod(dims)) > MAX_IDX_BYTES:
                 raise ValueError(f"{path}: header declares {dims} = {n:,} bytes, more than the {MAX_IDX_BYTES:,} "
                                  "an MNIST-format file may hold; refusing to read it")
-            data = f.read(n + 1)
+            data = bytearray(n)  # read into the tensor's own memory: one copy of the images, not two
+            got, extra = f.readinto(data), f.read(1)
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
         raise ValueError(f"{path}: cannot be read as {kind} ({e})") from None
-    if len(data) != n:
+    if got != n or extra:
         raise ValueError(f"{path}: header says {dims} = {n} bytes, file holds "
-                         f"{'more' if len(data) > n else len(data)} (truncated or corrupt)")
+                         f"{'more' if extra else got} (truncated or corrupt)")
     if not n: return torch.zeros(dims, dtype=torch.uint8)  # frombuffer refuses an empty buffer
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8).reshape(dims)
+    return torch.frombuffer(data, dtype=torch.uint8).reshape(dims)
 
 # %% ../nbs/02_data.ipynb #6db9c17d
 def find_idx_files(name: str, data_dir) -> dict | None:

@@ -16,7 +16,7 @@ from .data import IDX_DATASETS, Data, load_data, normalize, eval_batches, show_i
 from .metrics import Predictions, compute_metrics, per_class
 from .config import TrainConfig, model_from_config, from_record, run_metrics
 from .process import in_notebook
-from .record import (read_model, fit_weights, read_history, read_json, run_folder_of, writing,
+from .record import (read_model, fit_weights, check_fit, read_history, read_json, run_folder_of, writing,
                               save_atomic)
 
 # %% ../nbs/06_eval.ipynb #4e16fb55
@@ -70,6 +70,9 @@ def load_run(path, map_location="cpu", plugins: str = "") -> tuple:
                                  "checkpoint's config), so the model cannot be rebuilt")
     cfg = from_record(cfg, plugins, resume="")
     info = data_info(stored, cfg, path)
+    try:  # the model's shapes alone, no memory: a stored config cannot make us build a huge model for small weights
+        with torch.device("meta"): check_fit(model_from_config(cfg, info).state_dict(), weights, str(path))
+    except (NotImplementedError, RuntimeError): pass  # a model of one's own that cannot be built on "meta"
     model = model_from_config(cfg, info)
     fit_weights(model, weights, str(path))
     return model.eval(), cfg, info

@@ -13,7 +13,7 @@ from pathlib import Path
 import mnist_lab
 from .process import start, identity, recorded, alive, in_notebook, NOTEBOOK_ENV, PAPERMILL
 from .record import (project_path, new_run_dir, next_notebook, run_status, read_history, run_folder_of,
-                              training_pid, read_json, write_json, write_status)
+                              training_pid, read_json, write_json, write_status, read_bounded)
 
 # %% ../nbs/09_launch.ipynb #99992ce7
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
@@ -83,10 +83,9 @@ class Run:
 def notebook_error(run_dir) -> str | None:
     "The error that ended the run folder's newest executed notebook, as `Type: message`, or None."
     names = sorted(Path(run_dir).glob("notebook*.ipynb"), key=lambda p: (len(p.name), p.name))
-    if not names or names[-1].is_symlink(): return None  # a link: a notebook papermill wrote elsewhere
+    if not names: return None
     try:
-        if names[-1].stat().st_size > 50_000_000: return None  # not one papermill wrote for a failed start
-        cells = json.loads(names[-1].read_text())["cells"]
+        cells = json.loads(read_bounded(names[-1], 50 << 20))["cells"]  # not a link: one papermill wrote elsewhere
         return next((f"{o['ename']}: {o['evalue']}" for c in cells for o in c.get("outputs", [])
                      if o.get("output_type") == "error"), None)
     except (OSError, ValueError, KeyError, TypeError, AttributeError): return None

@@ -492,7 +492,7 @@ def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None, retry_failed: bo
     if next_step(study, spec["n_trials"]) == "stop":
         print(f"sweep {study.study_name}: done already (all {spec['n_trials']} trials have run); its trials:", file=out)
     cores = os.cpu_count() or 1
-    n_jobs = n_jobs or cores
+    n_jobs = min(n_jobs or cores, spec["n_trials"])  # a worker more than there are trials would only wait
     threads = max(1, cores // n_jobs)  # workers share the cores instead of oversubscribing them
     done = threading.Event()
     shower = threading.Thread(target=follow, args=(url, study.study_name, spec["n_trials"], done, out),

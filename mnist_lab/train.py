@@ -25,7 +25,7 @@ from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor,
 from .process import kernel_stdin, say
 from .record import (new_run_dir, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, versions, link_notebook,
-                              log_tensorboard, lock_run, unlock_run, run_status, read_json)
+                              log_tensorboard, lock_run, unlock_run, run_status, read_json, read_bounded)
 from .eval import evaluate
 
 # %% ../nbs/07_train.ipynb #fea6c4c4
@@ -165,7 +165,7 @@ def resume_point(cfg: TrainConfig) -> tuple:
     "`(cfg, checkpoint path, checkpoint)` to start from: the saved config (plus allowed overrides) when resuming."
     if not cfg.resume: return cfg, None, None
     path, ckpt = find_resume_checkpoint(cfg.resume)
-    saved = ckpt["config"] if ckpt else json.loads((Path(cfg.resume) / "config.json").read_text())
+    saved = ckpt["config"] if ckpt else json.loads(read_bounded(Path(cfg.resume) / "config.json"))
     return resume_config(cfg, saved), path, ckpt
 
 # %% ../nbs/07_train.ipynb #d4654c6c

@@ -600,3 +600,54 @@ def test_nothing_is_written_through_a_link_in_a_run_folder(tmp_path):
     assert sorted(os.listdir(victim)) == ["thesis.txt"] and (victim / "thesis.txt").read_text() == "keep"
     moved = folder.with_name("moved")
     assert json.loads((moved / "status.json").read_text())["status"] == "completed" and (moved / "model.pt").is_file()
+
+
+# 12. Memory chosen by a file: every record read is bounded; sizes are checked before anything is built
+
+def test_hostile_records_cost_no_memory_and_lose_no_row(tmp_path):
+    """A 2 GB sparse config.json, status.json linked to /dev/zero, a FIFO named status.json, a huge metrics.jsonl:
+    `runs_table` answers at once, in bounded memory, with a row per run naming what is wrong."""
+    good = T.fit(T.TrainConfig(**{**TINY, "runs_root": str(tmp_path / "runs"), "name": "good"})).run_dir
+    for name, plant in [("sparse", lambda d: os.truncate(d / "config.json", 2 << 30)),
+                        ("zero", lambda d: ((d / "status.json").unlink(), (d / "status.json").symlink_to("/dev/zero"))),
+                        ("fifo", lambda d: ((d / "status.json").unlink(), os.mkfifo(d / "status.json"))),
+                        ("history", lambda d: os.truncate(d / "metrics.jsonl", 1 << 30))]:
+        d = tmp_path / "runs" / name / "r"
+        d.parent.mkdir(parents=True)
+        subprocess.run(["cp", "-a", str(good), str(d)], check=True)
+        plant(d)
+    out, mb = growth("from mnist_lab.runs import runs_table\ndf = runs_table(sys.argv[2])\n"
+                     "print(sorted((p.split('/')[-2], s) for p, s in zip(df.path, df.status)))", str(tmp_path / "runs"))
+    assert mb < 150, (out, mb)
+    rows = dict(eval(out.splitlines()[0]))
+    assert rows["good"] == "completed" and rows["zero"] == rows["fifo"] == "damaged", rows
+    assert set(rows) == {"good", "sparse", "zero", "fifo", "history"}, rows
+
+
+def test_sizes_from_files_are_bounded_before_anything_is_built(tmp_path):
+    """Two honest IDX files at the size cap load within 300 MB; a safetensors file whose stored config asks for a
+    huge model is refused before it is built; n_jobs 12 on a 2-trial sweep starts two workers, not twelve."""
+    for part in ("a", "b"):
+        gzip_bomb(tmp_path / f"{part}.gz", bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**11, 2**8, 2**8), gib=0.125)
+    out, mb = growth("import mnist_lab.data as D\nx, y = D.read_idx(sys.argv[2]), D.read_idx(sys.argv[3])\n"
+                     "print(x.shape, y.shape)", str(tmp_path / "a.gz"), str(tmp_path / "b.gz"))
+    assert "torch.Size([2048, 256, 256])" in out and mb < 300, (out, mb)
+    from safetensors.torch import save_file
+    import dataclasses
+    lying = tmp_path / "lying.safetensors"
+    cfg = dataclasses.asdict(T.TrainConfig(model="cnn", width=1024))
+    save_file({"w": torch.zeros(10)}, str(lying), metadata={"mnist_lab_config": json.dumps(cfg),
+                                                           "mnist_lab_data": json.dumps({})})
+    out, mb = growth("from mnist_lab.eval import load_run\ntry: load_run(sys.argv[2])\n"
+                     "except ValueError as e: print('refused:', e)", str(lying))
+    assert "do not fit this model" in out and mb < 100, (out, mb)
+    import mnist_lab.sweep as S
+    started = []
+    spec = S.check_spec({"space": {"lr": [0.01, 0.02]}, "n_jobs": 12, "sweep_dir": str(tmp_path / "sw"),
+                         "params": {"dataset": "mnist_sample", "model": "linear"}})
+    study, url = S.open_study(spec)
+    S.start_workers, real = (lambda url, name, indices, *a: started.extend(indices) or []), S.start_workers
+    S.work, real_work = (lambda *a: None), S.work
+    try: S.run_sweep(study, url, 12)
+    finally: S.start_workers, S.work = real, real_work
+    assert started == [0, 1], started  # a worker per trial, not twelve
