@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['TEMPLATE_FILES', 'PLUGINS_STUB', 'parse_params', 'cmd_train', 'cmd_fit', 'cmd_resume', 'cmd_watch', 'cmd_stop',
-           'foreground', 'remove_unstarted', 'cmd_eval', 'print_runs', 'cmd_runs', 'cmd_sweep', 'new_project',
-           'cmd_new', 'parser', 'main']
+           'foreground', 'remove_unstarted', 'cmd_eval', 'print_runs', 'cmd_runs', 'cmd_sweep', 'cmd_dashboard',
+           'new_project', 'cmd_new', 'parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #dd6cc54e
 import argparse, json, sys, time
@@ -152,6 +152,13 @@ def cmd_sweep(a) -> int:
     unfinished = counts["running"] + counts["waiting"] + counts["not started"]  # the summary says what to do
     return 0 if counts["complete"] and not unfinished else 1
 
+# %% ../nbs/11_cli.ipynb #714fbf04
+def cmd_dashboard(a) -> int:
+    "Serve a sweep's study, read-only and behind a token, until Ctrl-C."
+    from mnist_lab.sweep import serve_dashboard
+    serve_dashboard(a.where, a.port)
+    return 0
+
 # %% ../nbs/11_cli.ipynb #12929c77
 TEMPLATE_FILES = ("nbs/*.ipynb", "nbs/*.md", "tests/*.py", "tests/*.md", "bench/*.py", "bench/*.md",
                   "mnist_lab/*.py", "mnist_lab/sample/*.gz", ".ci/run", ".gitignore", "README.md", "settings.ini",
@@ -259,6 +266,9 @@ def parser() -> argparse.ArgumentParser:
                     "parameters), once their cause is fixed")
     sw.add_argument("--sweep-dir", help="with --join: where this machine keeps the trials' run folders (default: "
                     "the sweep's folder, as on a shared file system)")
+    db = sub.add_parser("dashboard", help="optuna-dashboard of a sweep, read-only and behind a token, on loopback")
+    db.add_argument("where", help="sweep folder (its study.db) or storage URL")
+    db.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
     nw = sub.add_parser("new", help="create a new project from this one (renamed package, no runs or history)")
     nw.add_argument("dest", help="folder to create")
     nw.add_argument("--name", help="package name (default: the folder name)")
@@ -272,7 +282,8 @@ def main(argv=None) -> int:
     # (kill, a scheduler) and SIGHUP (the terminal closed) stop the runs we started the same way
     stop_on_signals()
     try: return {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "runs": cmd_runs, "watch": cmd_watch,
-                 "stop": cmd_stop, "sweep": cmd_sweep, "new": cmd_new, "fit": cmd_fit}[a.cmd](a)
+                 "stop": cmd_stop, "sweep": cmd_sweep, "new": cmd_new, "fit": cmd_fit,
+                 "dashboard": cmd_dashboard}[a.cmd](a)
     except KeyboardInterrupt:
         print("mnist-lab: interrupted", file=sys.stderr)
         return 130

@@ -9,7 +9,8 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'check_spec', 'check_values', 'retry_callback', 'quiet_optuna', 'storage_for', 'study_address', 'load_study',
            'open_study', 'slots', 'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'suggest',
            'next_step', 'keep_traceback', 'work', 'requeue', 'start_workers', 'worker_main', 'stop_workers',
-           'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed']
+           'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed',
+           'read_only_url', 'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
 import io, itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, traceback, warnings
@@ -556,3 +557,39 @@ def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir="runs/seeds", n_jobs: in
     stats = seed_stats(df[df.seed.isin(list(seeds))], metric).iloc[0]
     print(f"{metric}: {stats['mean']:.4f} ± {stats['std']:.4f} over {int(stats['count'])} seeds")
     return stats
+
+# %% ../nbs/10_sweep.ipynb #452dbbf2
+def read_only_url(url: str) -> str:
+    "An SQLite study URL opened read-only (SQLite refuses every write); other databases' URLs as they are."
+    return f"sqlite:///file:{url[len('sqlite:///'):]}?mode=ro&uri=true" if url.startswith("sqlite:///") else url
+
+def dashboard_app(storage, token: str):
+    "optuna-dashboard's WSGI app, answering only requests with `token` (in the link once, then in a cookie)."
+    import http.cookies, secrets, urllib.parse
+    from optuna_dashboard import wsgi
+    app, cookie = wsgi(storage), f"mnist_lab_dashboard={token}; HttpOnly; SameSite=Strict; Path=/"
+    def guarded(environ, start_response):
+        sent = http.cookies.SimpleCookie(environ.get("HTTP_COOKIE", "")).get("mnist_lab_dashboard")
+        if urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("token") == [token]:
+            return app(environ, lambda status, headers, *a: start_response(status, [*headers, ("Set-Cookie", cookie)], *a))
+        if sent is not None and secrets.compare_digest(sent.value, token): return app(environ, start_response)
+        start_response("403 Forbidden", [("Content-Type", "text/plain")])
+        return [b"open the link with the token that mnist-lab dashboard printed\n"]
+    return guarded
+
+# %% ../nbs/10_sweep.ipynb #c81f4e9b
+def serve_dashboard(where: str, port: int = 0):
+    "Serve the study of a sweep folder (or a storage URL) read-only behind a token, on loopback, until Ctrl-C."
+    import optuna, secrets
+    from wsgiref.simple_server import make_server, WSGIRequestHandler
+    url = where if "://" in where else study_address(where)[0]
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        raise FileNotFoundError(f"{url[len('sqlite:///'):]}: no such study database (a sweep's folder holds study.db)")
+    quiet_optuna()
+    storage, token = optuna.storages.RDBStorage(read_only_url(url)), secrets.token_urlsafe(18)
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args): pass  # no line per request
+    with make_server("127.0.0.1", port, dashboard_app(storage, token), handler_class=Quiet) as server:
+        print(f"dashboard of {url}{' (read-only)' if url.startswith('sqlite') else ''}: "
+              f"http://127.0.0.1:{server.server_port}/dashboard?token={token}", flush=True)
+        server.serve_forever()

@@ -269,25 +269,28 @@ def test_new_project_is_renamed_and_passes_its_notebook_tests(tmp_path):
     assert t.returncode == 0 and "'test_my_metric'" in t.stdout, t.stderr[-2000:]
 
 
-def test_optuna_dashboard_serves_the_study(tmp_path, monkeypatch):
-    "README says `optuna-dashboard sqlite:///.../study.db` shows the study: start it and ask its API."
-    import socket, time, urllib.request
+def test_dashboard_serves_the_study_read_only_behind_a_token(tmp_path, monkeypatch):
+    """`mnist-lab dashboard SWEEP_DIR` shows the study in optuna-dashboard; a neighbour on the same machine without
+    the printed link gets 403, and even with it the study cannot be deleted (SQLite opened read-only)."""
+    import re, urllib.request, urllib.error
     from types import SimpleNamespace
     monkeypatch.setattr(S, "fit", lambda cfg, on_epoch=None: SimpleNamespace(summary={"best": cfg.lr}))
     S.sweep({"lr": [1e-3, 1e-2, 1e-1]}, tmp_path / "search", params={"dataset": "mnist_sample"}, study_name="dash")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
-    p = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), f"sqlite:///{tmp_path}/search/study.db",
-                          "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen([MNIST_LAB, "dashboard", str(tmp_path / "search")], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2).read().decode()
-                break
-            except OSError:
-                assert time.time() < deadline and p.poll() is None, "optuna-dashboard did not come up"
-                time.sleep(0.3)
-        assert '"study_name": "dash"' in body or '"study_name":"dash"' in body, body[:500]
+        line = p.stdout.readline()
+        link = re.search(r"(http://127.0.0.1:\d+)/dashboard\?token=(\S+)", line)
+        assert link and "(read-only)" in line, line + (p.stdout.read() if p.poll() is not None else "")
+        base, token = link.groups()
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(f"{base}/api/studies", timeout=10)
+        body = urllib.request.urlopen(f"{base}/api/studies?token={token}", timeout=10).read().decode()
+        assert re.search(r'"study_name": ?"dash"', body), body[:500]
+        study_id = re.search(r'"study_id": ?(\d+)', body).group(1)
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(urllib.request.Request(f"{base}/api/studies/{study_id}?token={token}",
+                                                          method="DELETE"), timeout=10)
+        assert optuna.load_study(study_name="dash", storage=f"sqlite:///{tmp_path}/search/study.db").trials
     finally:
         p.terminate(); p.wait(10)
