@@ -8,9 +8,9 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'check_space', 'grid_sampler', 'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec',
            'check_spec', 'check_values', 'retry_callback', 'quiet_optuna', 'storage_for', 'study_address', 'load_study',
            'open_study', 'slots', 'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'suggest',
-           'next_step', 'keep_traceback', 'work', 'requeue', 'start_workers', 'worker_main', 'stop_workers',
-           'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed',
-           'read_only_url', 'dashboard_app', 'serve_dashboard']
+           'next_step', 'keep_traceback', 'taken_over', 'work', 'requeue', 'start_workers', 'worker_main',
+           'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep',
+           'join', 'multi_seed', 'read_only_url', 'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
 import io, itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, traceback, warnings
@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from .data import project_path
 from .config import TrainConfig, parse_monitor, code_elsewhere
-from .process import start, stop_on_signals, end_with_parent, open_log
+from .process import start, stop_on_signals, end_with_parent, open_log, lock_held
 from .record import run_status, read_history, read_json, write_status, save_atomic
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
@@ -242,9 +242,12 @@ def latest(study, n: int) -> dict:
 
 # %% ../nbs/10_sweep.ipynb #8214652f
 def report(trial, row: dict, key: str):
-    "Tell Optuna the epoch's `key` value; raise `TrialPruned` when the pruner says stop."
+    """Tell Optuna the epoch's `key` value; raise `TrialPruned` when the pruner says stop. A trial another worker
+    has taken over (this one was paused, or its clock ran behind, past the grace period) trains on unreported: its
+    run folder stays whole, and the retry that waits for it finds it done."""
     import optuna
-    trial.report(row[key], row["epoch"])
+    try: trial.report(row[key], row["epoch"])
+    except optuna.exceptions.UpdateFinishedTrialError: return
     if trial.should_prune(): raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
 
 # %% ../nbs/10_sweep.ipynb #03df9143
@@ -296,6 +299,7 @@ def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     here = {"runs_root": str(sweep_dir), "threads": spec["params"].get("threads") or threads, "progress": "epoch"}
+    while lock_held(run_dir / ".lock"): time.sleep(1)  # its earlier worker still trains it (paused, taken over)
     status = (s := run_status(run_dir))["status"]
     if status == "completed": return read_json(run_dir / "summary.json")["best"]
     if status == "damaged": raise RuntimeError(f"trial {k}: left untouched: {s['error']}")
@@ -336,6 +340,12 @@ def keep_traceback(t, sweep_dir: Path) -> str:
         return str(path)
     except OSError: return str(run_dir)
 
+# %% ../nbs/10_sweep.ipynb #d94fbd73
+def taken_over(study, numbers: list) -> bool:
+    "Whether a trial among `numbers` was failed by another worker (its heartbeat looked stale) and queued again."
+    return any({t.system_attrs.get("failed_trial"), *t.system_attrs.get("retry_history", [])} & set(numbers)
+               for t in study.get_trials(deepcopy=False))
+
 # %% ../nbs/10_sweep.ipynb #8d116258
 def work(study, threads: int, seed=None, sweep_dir=None):
     "Run the study's trials in this process until the sweep is done."
@@ -362,6 +372,8 @@ def work(study, threads: int, seed=None, sweep_dir=None):
         except KeyboardInterrupt:
             requeue(study, current)
             raise
+        except ValueError:  # Optuna cannot tell a trial another worker has failed as stale: it was taken over
+            if not taken_over(study, current): raise
         current.clear()
 
 # %% ../nbs/10_sweep.ipynb #df2fbd1c
