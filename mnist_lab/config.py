@@ -13,7 +13,7 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PAR
            'resume_config']
 
 # %% ../nbs/05_config.ipynb #7f3126c5
-import dataclasses, difflib, importlib.util, inspect, json, math, re, sys
+import dataclasses, difflib, importlib.util, inspect, json, math, re, reprlib, sys
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from types import ModuleType
@@ -86,6 +86,8 @@ def cosine(opt, c, n, e):
 @register(SCHEDULERS, "onecycle")
 def onecycle(opt, c, n, e):
     "Warm up to `lr` over the first quarter, then anneal."
+    if n < 5: raise ValueError(f"scheduler='onecycle' needs at least 5 optimizer steps to warm up and anneal, not {n} "
+                               "(epochs x steps per epoch, or max_steps): give more steps or another scheduler")
     return S.OneCycleLR(opt, c.lr, total_steps=n, pct_start=0.25), "step"
 
 @register(SCHEDULERS, "reduce_on_plateau")
@@ -169,8 +171,8 @@ def to_type(name: str, value, typ):
     plain = plain and (typ is dict or not isinstance(value, dict))
     try:
         if plain: return {bool: to_bool, dict: to_dict, str: str}.get(typ, lambda v: to_number(v, typ))(value)
-    except (TypeError, ValueError): pass
-    raise ValueError(f"{name}={value!r}: expected {typ.__name__}") from None
+    except (TypeError, ValueError, RecursionError): pass  # RecursionError: JSON nested 100,000 deep
+    raise ValueError(f"{name}={reprlib.repr(value)}: expected {typ.__name__}") from None
 
 # %% ../nbs/05_config.ipynb #d9061835
 _PLUGINS = {}  # resolved path or module name -> module: each plugin runs once per process
@@ -303,6 +305,8 @@ class TrainConfig:
                and k not in ignore and not callable(v) and not isinstance(v, ModuleType)]
         params = {**{k: ns[k] for k in known if k in ns}, **{k: ns[k] for k in new}}
         given = injected_parameters() if given is ... else given
+        if given is not None and (stray := sorted(set(given) - known)):  # -p _lr 0.5, or -p report 0 (a function)
+            params.update({k: ns.get(k) for k in stray})  # from_params names them, with the closest parameter
         if given is not None:  # headless: what was not given is the default (a resume takes the rest from its run)
             edited = {k: v for k, v in params.items() if k in known and k not in given and v != defaults()[k]}
             if edited and "resume" not in given: raise ValueError(edited_cell_message(edited))
@@ -399,6 +403,8 @@ def check_paths(cfg) -> list:
         return [f"name={cfg.name!r}: use letters, digits, '_', '-', '.' and '/' between folder names; no '..', "
                 "no absolute path"]
     if len(cfg.name) > 100: return [f"name={cfg.name[:20]!r}... ({len(cfg.name)} characters): at most 100"]
+    if len(cfg.run_dir) > 1000 or any(len(part) > 200 for part in Path(cfg.run_dir).parts):
+        return [f"run_dir={cfg.run_dir[:40]!r}... : at most 1000 characters, 200 a folder name"]
     root = project_path(cfg.runs_root).resolve()
     if not (root / cfg.name).resolve().is_relative_to(root):  # an existing symlink on the way out
         return [f"name={cfg.name!r} leads outside runs_root={str(root)!r} through a symlink"]

@@ -113,6 +113,11 @@ def load_spec(path) -> dict:
             if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
                 raise ValueError(f"{path}: YAML anchors and aliases (&name, *name) are not allowed in a sweep spec")
             return super().compose_node(parent, index)
+        def construct_mapping(self, node, deep=False):  # YAML keeps the last of two equal keys, silently
+            keys = [self.construct_object(k, deep=True) for k, _ in node.value]
+            if dup := sorted({str(k) for k in keys if keys.count(k) > 1}):
+                raise ValueError(f"{path}: {dup} given twice (line {node.start_mark.line + 1}); give each key once")
+            return super().construct_mapping(node, deep)
     # YAML 1.1 reads 1e-3 (no dot) as a string; a sweep means the number, as YAML 1.2 and JSON do
     NoAliases.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
                                     list("-+0123456789"))
@@ -550,7 +555,16 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
     """Add `n_jobs` workers on this machine to a sweep started elsewhere. The plugins its trials import must be
     named here: a spec read from a shared database runs none of its code unasked."""
     import optuna
-    study = optuna.load_study(study_name=study_name, storage=storage_for(url))  # storage_for quiets optuna
+    quiet_optuna()
+    if url.startswith("sqlite:///"):  # looked at read-only first: joining never makes tables in another database
+        path = Path(url[len("sqlite:///"):])
+        if not path.is_file(): raise FileNotFoundError(f"{path}: no such study database (a sweep's folder holds study.db)")
+        try: names = [s.study_name for s in optuna.storages.RDBStorage(read_only_url(url)).get_all_studies()]
+        except Exception: names = None  # no Optuna tables: another application's database
+        if study_name not in (names or []):
+            raise ValueError(f"{url} holds no study {study_name!r}" + (f"; its studies: {names}" if names else
+                                                                       ": it is not an Optuna study database"))
+    study = optuna.load_study(study_name=study_name, storage=storage_for(url))
     stored = study.user_attrs.get("spec")
     if not isinstance(stored, dict): raise ValueError(f"study {study_name!r} in {url} is not a mnist_lab sweep")
     wanted = stored.get("params", {}).get("plugins", "") if isinstance(stored.get("params"), dict) else ""

@@ -296,6 +296,9 @@ def init_weights(parts: Parts, path: str):
     trained_on = (f" (trained on {was.get('name', '?')}: {was.get('shape')} images, {len(was.get('classes') or [])} "
                   f"classes; this run's data: {parts.data['shape']}, {len(parts.data['classes'])} classes)"
                   if isinstance(was, dict) and was else "")
+    if bad := [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]:
+        raise ValueError(f"init_from={path!r}: {bad[0]} holds NaN or infinite values ({len(bad)} tensor(s) do): "
+                         "nothing to train from")
     fit_weights(parts.model, weights, f"init_from={path!r}{trained_on}")
 
 # %% ../nbs/07_train.ipynb #e2410205
@@ -583,7 +586,7 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     set_process_options(cfg)
     data = load_data(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size, cfg.channels)  # before any folder
     log(run_header(data, cfg))
-    seed_everything(cfg.seed + D.rank)  # ranks differ in dropout; the sampler is seeded alike on all
+    seed_everything((cfg.seed + D.rank) % 2**32)  # ranks differ in dropout; the sampler is seeded alike on all
     split = Split(*[t.to(dev) for t in split_train_val(data.x_train, data.y_train, cfg.val_split, cfg.split_seed)])
     check_sizes(cfg, ckpt, D, len(split.x_train), info := data.info())
     t = Training(cfg, D, data, split, plan_steps(cfg, len(split.x_train)), log)

@@ -52,18 +52,6 @@ def test_detach_watch_stop_resume(tmp_path):
     assert r.returncode == 0 and "completed: epoch 30/30" in r.stdout, r.stdout
 
 
-def test_headline_command_reports_in_the_terminal(tmp_path):
-    out = tmp_path / "out.ipynb"
-    r = papermill(out, ("dataset", "mnist_sample"), ("model", "linear"), ("epochs", 2), ("tensorboard", False),
-                  cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    (run,) = (tmp_path / "runs" / "run").iterdir()
-    for line in ("dataset: mnist_sample", f"run folder: {run}", "epoch   1/2", "epoch   2/2", "test accuracy"):
-        assert line in r.stdout, line  # papermill without --log-output: the kernel says them on papermill's stdout
-    assert "Unable to parse" not in r.stderr
-    assert not os.path.isabs(os.readlink(run / "notebook.ipynb"))  # a relative link survives moving the project
-
-
 def test_runs_land_in_the_project_runs_folder_from_any_subfolder(tmp_path):
     (tmp_path / "settings.ini").write_text("[DEFAULT]\n")
     (tmp_path / "nbs").mkdir()
@@ -103,15 +91,6 @@ def test_offline_download_is_tried_once_and_leaves_no_folders(tmp_path, monkeypa
     assert r.stdout.count("USING THE BUNDLED SAMPLE") == 1  # a warning would quote its source line: twice
     outputs = json.dumps([c.get("outputs", []) for c in json.loads((tmp_path / "out.ipynb").read_text())["cells"]])
     assert outputs.count("USING THE BUNDLED SAMPLE") == 1
-
-
-def test_train_into_a_named_run_dir(tmp_path):
-    r = cli("train", "-p", "dataset", "mnist_sample", "-p", "model", "linear", "-p", "epochs", "1",
-            "-p", "run_dir", "runs/exact", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads((tmp_path / "runs" / "exact" / "status.json").read_text())["status"] == "completed"
-    r = cli("train", "-p", "run_dir", "runs/exact", cwd=tmp_path)
-    assert r.returncode == 1 and "already holds a run" in r.stderr
 
 
 from mnist_lab.process import alive as running  # exists and is not a zombie
@@ -216,16 +195,20 @@ def test_stop_right_after_detach_stops_the_launched_run(tmp_path):
 
 
 def test_train_in_the_foreground_says_only_its_own_lines(tmp_path):
-    """`mnist-lab train`: the run's lines in the terminal, papermill's log in the run folder, and no warning from the
+    """`mnist-lab train` into a folder named with run_dir (a second run there is refused): the run's lines in the
+    terminal, papermill's log in the run folder, and no warning from the
     kernel about TCP (mnist_lab's kernels listen on loopback, behind a key). A data error before training is one
     line naming the folder, and leaves no run folder behind."""
     r = cli("train", "-p", "dataset", "mnist_sample", "-p", "model", "linear", "-p", "epochs", "1",
-            "-p", "tensorboard", "False", "--name", "fg", cwd=tmp_path)
+            "-p", "tensorboard", "False", "-p", "run_dir", "runs/exact", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    (run,) = (tmp_path / "runs" / "fg").iterdir()
+    run = tmp_path / "runs" / "exact"  # the folder asked for
     assert "epoch   1/1" in r.stdout and "test accuracy" in r.stdout and "Executing" not in r.stdout + r.stderr
     log = (run / "papermill.log").read_text()
     assert "Output Notebook" in log and "without encryption" not in log + r.stderr
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+    r = cli("train", "-p", "run_dir", "runs/exact", cwd=tmp_path)
+    assert r.returncode == 1 and "already holds a run" in r.stderr
     missing = tmp_path / "no-such-images"
     r = cli("train", "-p", "dataset", "image_folder", "-p", "data_dir", str(missing), "--name", "bad", cwd=tmp_path)
     said = [l for l in r.stderr.splitlines() if l.strip()]

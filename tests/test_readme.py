@@ -102,8 +102,9 @@ def test_own_images_command_is_valid():
 
 
 def test_quickstart_command_as_written(tmp_path):
-    "README's training command, run as a user runs it (from a folder with runs/): ~98% on the bundled sample."
-    import json, subprocess, sys
+    """README's training command, run as a user runs it (from a folder with runs/): ~98% on the bundled sample; the
+    terminal shows what README shows, and the run folder links the executed notebook relatively."""
+    import json, os, subprocess, sys
     readme = (ROOT / "README.md").read_text()
     assert "papermill nbs/train.ipynb runs/quick.ipynb -p epochs 3\n" in readme
     (tmp_path / "runs").mkdir()
@@ -112,6 +113,10 @@ def test_quickstart_command_as_written(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     (run,) = (tmp_path / "runs" / "run").iterdir()
+    for line in ("dataset: ", f"run folder: {run}", "epoch   1/3", "epoch   3/3", "test accuracy"):
+        assert line in r.stdout, line  # papermill without --log-output: the kernel says them on papermill's stdout
+    assert "Unable to parse" not in r.stderr
+    assert not os.path.isabs(os.readlink(run / "notebook.ipynb"))  # a relative link survives moving the project
     s = json.loads((run / "summary.json").read_text())
     assert s["dataset"] in ("mnist_sample", "mnist") and s["test_accuracy"] >= 0.97, s["test_accuracy"]
     assert (run / "learning_curves.png").is_file() and (run / "mistakes.png").is_file()

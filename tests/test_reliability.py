@@ -213,7 +213,10 @@ BAD = [("lr", "nan", "lr=nan: must be a finite number > 0"), ("lr", "inf", "lr=i
        ("val_split", 1.5, "val_split=1.5: must be in (0, 1)"),
        ("lrr", 0.1, "'lrr': did you mean 'lr'?"),
        ("name", "../../etc", "name='../../etc': use letters"), ("run_dir", "../../etc", "must be a new folder inside runs_root"),
-       ("name", None, "name=None: expected str"), ("seed", 2**32, "seed=4294967296: must be < 2**32")]
+       ("name", None, "name=None: expected str"), ("seed", 2**32, "seed=4294967296: must be < 2**32"),
+       ("width", 100_000, "width=100000: must be <= 1,024"), ("threads", 4000, "threads=4000: must be <= 1,024"),
+       ("run_dir", "runs/" + "x" * 4083, "at most 1000 characters"), ("run_dir", "runs/" + "y" * 300, "200 a folder"),
+       ("model_args", "[" * 100_000, "model_args='[[[["), ("_lr", 0.5, "'_lr': did you mean 'lr'?")]
 
 
 @pytest.mark.parametrize("name,value,message", BAD, ids=[f"{n}={v}" for n, v, _ in BAD])
@@ -651,3 +654,45 @@ def test_sizes_from_files_are_bounded_before_anything_is_built(tmp_path):
     try: S.run_sweep(study, url, 12)
     finally: S.start_workers, S.work = real, real_work
     assert started == [0, 1], started  # a worker per trial, not twelve
+
+
+
+def test_values_that_pass_validation_then_fail_are_caught_before_a_folder(tmp_path):
+    """max_steps 4 with onecycle, init_from weights holding NaN: one clear error before any folder is made, never a
+    raw ZeroDivisionError or a run that fails at its first step."""
+    root = str(tmp_path / "runs")
+    with pytest.raises(ValueError, match="onecycle' needs at least 5 optimizer steps"):
+        T.fit(T.TrainConfig(**{**TINY, "runs_root": root, "scheduler": "onecycle", "max_steps": 4}))
+    good = T.fit(T.TrainConfig(**{**TINY, "runs_root": root, "name": "good"})).run_dir
+    nan = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+           for k, v in torch.load(good / "model.pt", weights_only=True).items()}
+    R.save_checkpoint(nan, tmp_path / "nan.pt")
+    (tmp_path / "config.json").write_text((good / "config.json").read_text())
+    with pytest.raises(ValueError, match="holds NaN or infinite values"):
+        T.fit(T.TrainConfig(**{**TINY, "runs_root": root, "name": "nan", "init_from": str(tmp_path / "nan.pt")}))
+    assert not (tmp_path / "runs" / "nan").exists() or not any((tmp_path / "runs" / "nan").iterdir())
+
+
+def test_sweep_specs_and_commands_refuse_mistakes_at_once(tmp_path):
+    """A key given twice in a sweep spec; --join of a mistyped path or another application's database; watch and
+    stop of a folder that does not exist; a new project named like an installed package or nested in this one."""
+    import sqlite3
+    mnist_lab_cli = str(Path(sys.executable).parent / "mnist-lab")
+    cli = lambda *a: subprocess.run([mnist_lab_cli, *a], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    (tmp_path / "twice.yaml").write_text("space: {lr: [0.1]}\nspace: {lr: [0.2]}\n")
+    r = cli("sweep", "twice.yaml")
+    assert r.returncode == 1 and "['space'] given twice" in r.stderr, r.stderr
+    r = cli("sweep", "--join", f"sqlite:///{tmp_path}/typo/study.db", "s")
+    assert r.returncode == 1 and "no such study database" in r.stderr and not (tmp_path / "typo").exists(), r.stderr
+    with sqlite3.connect(tmp_path / "app.db") as db: db.execute("create table notes (x text)")
+    r = cli("sweep", "--join", f"sqlite:///{tmp_path}/app.db", "s")
+    assert r.returncode == 1 and "not an Optuna study database" in r.stderr, r.stderr
+    with sqlite3.connect(tmp_path / "app.db") as db:
+        assert [t for (t,) in db.execute("select name from sqlite_master where type='table'")] == ["notes"]
+    for cmd in ("watch", "stop"):
+        r = cli(cmd, "runs/typo")
+        assert r.returncode == 1 and "runs/typo: no such run folder" in r.stderr, (cmd, r.stderr)
+    r = cli("new", str(tmp_path / "torch"))
+    assert r.returncode == 1 and "installed already" in r.stderr, r.stderr
+    r = cli("new", str(ROOT / "nbs" / "sub"))
+    assert r.returncode == 1 and "inside the project" in r.stderr and not (ROOT / "nbs" / "sub").exists(), r.stderr
