@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .data import IDX_DATASETS, Data, load_data, normalize, eval_batches, show_images, decode_file, fit_images
-from .metrics import Predictions, compute_metrics, per_class
+from .metrics import Predictions, compute_metrics, per_class, bootstrap
 from .config import TrainConfig, model_from_config, from_record, run_metrics
 from .process import in_notebook
 from .record import (read_model, fit_weights, check_fit, read_history, read_json, run_folder_of, writing,
@@ -22,10 +22,10 @@ from .record import (read_model, fit_weights, check_fit, read_history, read_json
 # %% ../nbs/06_eval.ipynb #4e16fb55
 @torch.no_grad()
 def evaluate(model, x, y, mean, std, k: int = 3, bs: int = 256, autocast=None, with_pred: bool = False,
-             tta: str = "none", metrics=("accuracy", "top_k")) -> dict:
+             tta: str = "none", metrics=("accuracy", "top_k"), intervals: bool = False) -> dict:
     """Loss and `metrics` (names in `METRICS`) of `model` on uint8 images `x` and labels `y`, normalized with
-    `mean` and `std` (+ `pred`, the classes). `tta="flip"` classifies each image and its mirror image and
-    averages the two probabilities."""
+    `mean` and `std` (+ `pred`, the classes; + `intervals`, each metric's 95% bootstrap interval). `tta="flip"`
+    classifies each image and its mirror image and averages the two probabilities."""
     # batches of 256, not more: their activations stay in the CPU's caches; 1.5-2x the images/s of batches of
     # 1,000 for the bf16 cnns on a 2-core Zen 4 (bench/flops.py)
     model.eval()
@@ -40,6 +40,7 @@ def evaluate(model, x, y, mean, std, k: int = 3, bs: int = 256, autocast=None, w
         scores.append(out)
     p = Predictions(y, torch.cat(scores), k)
     res = {"loss": loss / len(y), **compute_metrics(list(metrics), p)}
+    if intervals: res["intervals"] = bootstrap(p, list(metrics))
     return {**res, "pred": p.pred.cpu()} if with_pred else res
 
 # %% ../nbs/06_eval.ipynb #b234a665

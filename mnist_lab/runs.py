@@ -4,13 +4,14 @@
 
 # %% auto #0
 __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'run_row', 'safe_run_row', 'is_score', 'runs_table', 'varying', 'seed_stats', 'best_run',
-           'plot_metric_vs', 'plot_curves']
+           'plot_metric_vs', 'plot_curves', 'test_predictions', 'compare']
 
 # %% ../nbs/08_runs.ipynb #b80f333a
 import socket, time
 from pathlib import Path
 import pandas as pd
-from .record import project_path, read_json, run_status, read_history
+from .record import project_path, read_json, run_status, read_history, load_weights
+# no torch at import: `mnist-lab runs` reads folders without it (1.2 s); `compare` imports it
 
 # %% ../nbs/08_runs.ipynb #b766b14e
 STALE_AFTER = 600  # seconds: a run writes status.json every epoch and every 30 s within one
@@ -124,3 +125,44 @@ def plot_curves(df: pd.DataFrame, metric: str = "val_accuracy", label: str | Non
     ax.set(xlabel="epoch", ylabel=metric)
     ax.legend(fontsize=7)
     return fig
+
+# %% ../nbs/08_runs.ipynb #3c40382f
+def test_predictions(run):
+    "A run's (a folder's, or a `Result`'s) saved test predictions, as `Predictions` of the predicted class."
+    import torch.nn.functional as F
+    from mnist_lab.metrics import Predictions
+    path = Path(getattr(run, "run_dir", run))
+    if (path / "test_predictions.pt").is_file():
+        d = load_weights(path / "test_predictions.pt")
+        pred, y = d["pred"].long(), d["y"].long()
+    else:  # a run from before they were saved: evaluated again (the same numbers as its summary)
+        from mnist_lab.eval import evaluate_run
+        ev = evaluate_run(path)
+        pred, y = ev["pred"].long(), ev["data"].y_test.long()
+    return Predictions(y, F.one_hot(pred, int(max(pred.max(), y.max())) + 1).float(), k=1)
+
+def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dict:
+    """Whether `a` beats `b` on the test `metric` beyond the noise: runs (folders or `Result`s) by a paired bootstrap
+    over the test images; lists of runs (seeds, folds) by their means, resampling the runs."""
+    import torch
+    from mnist_lab.metrics import METRICS, resample
+    if metric == "top_k" or metric not in METRICS: raise ValueError(f"metric={metric!r}: one of the predicted class, "
+                                                                    f"e.g. {', '.join(m for m in METRICS if m != 'top_k')}")
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(a, (list, tuple)):  # groups: one number per run, from its summary
+        va, vb = ([read_json(Path(getattr(r, "run_dir", r)) / "summary.json")[f"test_{metric}"] for r in runs]
+                  for runs in (a, b))
+        va, vb = torch.tensor(va, dtype=torch.float64), torch.tensor(vb, dtype=torch.float64)
+        pick = lambda v: v[torch.randint(len(v), (len(v),), generator=g)].mean()
+        diffs = torch.stack([pick(va) - pick(vb) for _ in range(n)])
+        ma, mb = va.mean().item(), vb.mean().item()
+    else:
+        pa, pb = test_predictions(a), test_predictions(b)
+        if not torch.equal(pa.y, pb.y): raise ValueError("the two runs were tested on different images: not comparable")
+        fn, m = METRICS[metric], len(pa.y)
+        ma, mb = fn(pa), fn(pb)
+        diffs = torch.tensor([fn(resample(pa, i)) - fn(resample(pb, i))
+                              for i in (torch.randint(m, (m,), generator=g) for _ in range(n))], dtype=torch.float64)
+    lo, hi = torch.quantile(diffs, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    verdict = "a is better" if lo > 0 else "b is better" if hi < 0 else "within the noise"
+    return {"a": ma, "b": mb, "difference": ma - mb, "interval": (lo, hi), "verdict": verdict}

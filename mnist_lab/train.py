@@ -481,29 +481,35 @@ def summarize(t: Training, test: dict, stopped: bool) -> dict:
             "train_seconds": sum(h["epoch_time"] for h in rec.history), **versions()}
 
 # %% ../nbs/07_train.ipynb #4744cbfb
-def test_line(test: dict, k: int) -> str:
-    "'accuracy 0.9770 (top-3 0.9970), f1_macro 0.9761': the test metrics as a run's last line says them."
+def test_line(test: dict, k: int, intervals: dict | None = None) -> str:
+    """'accuracy 0.9770 [0.9740, 0.9800] (top-3 0.9970), f1_macro 0.9761 [...]': the test metrics as a run's last
+    line says them, each with its 95% interval when given."""
+    ci = lambda m: f" [{intervals[m][0]:.4f}, {intervals[m][1]:.4f}]" if intervals and m in intervals else ""
     top = f" (top-{k} {test['top_k']:.4f})" if "top_k" in test else ""
-    more = "".join(f", {m} {v:.4f}" for m, v in test.items() if m not in ("loss", "accuracy", "top_k"))
-    return f"accuracy {test['accuracy']:.4f}{top}{more}"
+    more = "".join(f", {m} {v:.4f}{ci(m)}" for m, v in test.items() if m not in ("loss", "accuracy", "top_k"))
+    return f"accuracy {test['accuracy']:.4f}{ci('accuracy')}{top}{more}"
 
 # %% ../nbs/07_train.ipynb #702a9474
 def finish_run(t: Training, stopped: bool) -> Result:
     "Test the final model, write model.pt and summary.json, mark the run completed; returns the `Result`."
     rec, parts, data, cfg, D, dev = t.rec, t.parts, t.data, t.cfg, t.D, t.split.x_train.device
     test = D.share(evaluate(parts.model, data.x_test.to(dev), data.y_test.to(dev), data.mean, data.std, cfg.top_k,
-                            autocast=parts.autocast(), with_pred=True, tta=cfg.tta, metrics=run_metrics(cfg)))
+                            autocast=parts.autocast(), with_pred=True, tta=cfg.tta, metrics=run_metrics(cfg),
+                            intervals=True))
     pred = test.pop("pred")  # report() plots these: the same numbers as summary.json, not a second evaluation
-    summary = summarize(t, test, stopped)
+    intervals = test.pop("intervals")
+    summary = {**summarize(t, test, stopped), "test_intervals": {k: list(v) for k, v in intervals.items()}}
     if D.main:
         save_checkpoint(parts.model.state_dict(), rec.run_dir / "model.pt")
+        save_checkpoint({"pred": pred.to(torch.int32), "y": data.y_test.to(torch.int32)},  # for `compare`
+                        rec.run_dir / "test_predictions.pt")
         write_json(summary, rec.run_dir / "summary.json")
         if rec.writer:
             hparams = {k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))}
             scores = {"hparam/test_accuracy": test["accuracy"], "hparam/best": rec.state["best"]}
             rec.writer.add_hparams(hparams, scores, run_name=".")
         rec.mark("completed", finished=time.time())
-    t.log(f"test {test_line(test, cfg.top_k)} in {summary['seconds']:.1f}s; run folder {rec.run_dir}")
+    t.log(f"test {test_line(test, cfg.top_k, intervals)} in {summary['seconds']:.1f}s; run folder {rec.run_dir}")
     return Result(rec.run_dir, parts.model, rec.history, summary, data, pred)
 
 # %% ../nbs/07_train.ipynb #e1348389
