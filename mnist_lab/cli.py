@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TEMPLATE_FILES', 'PLUGINS_STUB', 'parse_params', 'cmd_train', 'cmd_fit', 'cmd_resume', 'existing_run', 'cmd_watch',
            'cmd_stop', 'foreground', 'remove_unstarted', 'cmd_eval', 'print_runs', 'cmd_runs', 'cmd_sweep',
-           'cmd_dashboard', 'new_project', 'cmd_new', 'parser', 'main']
+           'cmd_dashboard', 'cmd_reproduce', 'new_project', 'cmd_new', 'parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #dd6cc54e
 import argparse, errno, json, sys, time
@@ -169,6 +169,20 @@ def cmd_dashboard(a) -> int:
     serve_dashboard(a.where, a.port)
     return 0
 
+# %% ../nbs/11_cli.ipynb #7432c166
+def cmd_reproduce(a) -> int:
+    "Train a run's recorded config again; print each metric equal or its difference, and what differs in the setting."
+    from mnist_lab.runs import reproduce
+    r = reproduce(a.run, a.plugins)
+    for k, (was, now) in r["metrics"].items():
+        same = was == now
+        print(f"{k}: {was} -> {now}  " + ("equal" if same else f"differs by {now - was:+.6g}" if None not in (was, now)
+                                          else "missing"))
+    print("setting: " + ("the same (versions, commit, threads, precision, data)" if not r["differs"] else
+                         "; ".join(f"{k} {was!r} -> {now!r}" for k, (was, now) in r["differs"].items())))
+    print(f"the new run: {r['run_dir']}")
+    return 0 if all(was == now for was, now in r["metrics"].values()) else 1
+
 # %% ../nbs/11_cli.ipynb #12929c77
 TEMPLATE_FILES = ("nbs/*.ipynb", "nbs/*.md", "tests/*.py", "tests/*.md", "bench/*.py", "bench/*.md",
                   "mnist_lab/*.py", "mnist_lab/sample/*.gz", ".ci/run", ".gitignore", "README.md", "settings.ini",
@@ -281,6 +295,10 @@ def parser() -> argparse.ArgumentParser:
                     "parameters), once their cause is fixed")
     sw.add_argument("--sweep-dir", help="with --join: where this machine keeps the trials' run folders (default: "
                     "the sweep's folder, as on a shared file system)")
+    rp = sub.add_parser("reproduce", help="train a finished run's recorded config again and compare every number")
+    rp.add_argument("run", help="run folder")
+    rp.add_argument("--plugins", default="", help="the run's plugins, if you trust them (a run's stored plugins are "
+                    "never imported unasked)")
     db = sub.add_parser("dashboard", help="optuna-dashboard of a sweep, read-only and behind a token, on loopback")
     db.add_argument("where", help="sweep folder (its study.db) or storage URL")
     db.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
@@ -298,7 +316,7 @@ def main(argv=None) -> int:
     stop_on_signals()
     try: return {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "runs": cmd_runs, "watch": cmd_watch,
                  "stop": cmd_stop, "sweep": cmd_sweep, "new": cmd_new, "fit": cmd_fit,
-                 "dashboard": cmd_dashboard}[a.cmd](a)
+                 "dashboard": cmd_dashboard, "reproduce": cmd_reproduce}[a.cmd](a)
     except KeyboardInterrupt:
         print("mnist-lab: interrupted", file=sys.stderr)
         return 130

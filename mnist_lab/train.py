@@ -25,7 +25,8 @@ from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor,
 from .process import kernel_stdin, say
 from .record import (new_run_dir, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, versions, link_notebook,
-                              log_tensorboard, lock_run, unlock_run, run_status, read_json, read_bounded)
+                              log_tensorboard, lock_run, unlock_run, run_status, read_json, read_bounded,
+                              record_code)
 from .eval import evaluate
 
 # %% ../nbs/07_train.ipynb #fea6c4c4
@@ -354,6 +355,7 @@ def start_record(rec: Record, cfg: TrainConfig, log):
     write_history(rec.run_dir, rec.history)
     write_json(asdict(cfg), rec.run_dir / "config.json")
     write_json(rec.data, rec.run_dir / "data.json")  # what the model was built for: eval and predict check it
+    record_code(rec.run_dir)  # packages.txt, and code.diff when the checkout has changes: to repeat the run
     if nb := link_notebook(rec.run_dir): log(f"notebook: {nb} (linked from the run folder)")
     rec.mark("running")
     if cfg.tensorboard:

@@ -23,7 +23,7 @@ def test_help_everywhere(tmp_path, capsys):
     r = cli("--help", cwd=tmp_path)
     assert r.returncode == 0 and "usage: mnist-lab" in r.stdout
     from mnist_lab.cli import main
-    for cmd in ("train", "watch", "stop", "fit", "resume", "eval", "runs", "sweep", "new"):
+    for cmd in ("train", "watch", "stop", "fit", "resume", "eval", "runs", "sweep", "new", "dashboard", "reproduce"):
         with pytest.raises(SystemExit) as e: main([cmd, "--help"])
         assert e.value.code == 0 and f"usage: mnist-lab {cmd}" in capsys.readouterr().out, cmd
 
@@ -58,6 +58,10 @@ def test_train_runs_eval_resume(tmp_path):
     assert (run / "notebook-2.ipynb").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 2
     shown = json.dumps(json.loads((run / "notebook-2.ipynb").read_text())["cells"])
     assert "| **model** | `'linear'` |" in shown and "| **epochs** | `2` |" in shown  # the config it trained with
+    assert "git_dirty" in json.loads((run / "summary.json").read_text()) and (run / "packages.txt").is_file()
+    r = cli("reproduce", str(run), cwd=tmp_path)  # the resumed run, trained again from scratch: the same numbers
+    assert r.returncode == 0 and "test_accuracy:" in r.stdout and "differs" not in r.stdout, r.stdout + r.stderr
+    assert "setting: the same" in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("args,message", [
