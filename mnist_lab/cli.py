@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TEMPLATE_FILES', 'PLUGINS_STUB', 'parse_params', 'cmd_train', 'cmd_fit', 'cmd_resume', 'existing_run', 'cmd_watch',
            'cmd_stop', 'foreground', 'remove_unstarted', 'cmd_eval', 'print_runs', 'cmd_runs', 'cmd_sweep',
-           'cmd_dashboard', 'cmd_reproduce', 'new_project', 'cmd_new', 'parser', 'main']
+           'cmd_dashboard', 'cmd_reproduce', 'cmd_report', 'new_project', 'cmd_new', 'parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #dd6cc54e
 import argparse, errno, json, sys, time
@@ -183,6 +183,15 @@ def cmd_reproduce(a) -> int:
     print(f"the new run: {r['run_dir']}")
     return 0 if all(was == now for was, now in r["metrics"].values()) else 1
 
+# %% ../nbs/11_cli.ipynb #0199b15f
+def cmd_report(a) -> int:
+    "Write a run's report.html: summary with intervals, per-class table, plots and its executed notebook, in one file."
+    from mnist_lab.eval import html_report
+    import matplotlib
+    matplotlib.use("Agg")
+    print(f"wrote {html_report(existing_run(a.run), a.plugins)}")
+    return 0
+
 # %% ../nbs/11_cli.ipynb #12929c77
 TEMPLATE_FILES = ("nbs/*.ipynb", "nbs/*.md", "tests/*.py", "tests/*.md", "bench/*.py", "bench/*.md",
                   "mnist_lab/*.py", "mnist_lab/sample/*.gz", ".ci/run", ".gitignore", "README.md", "settings.ini",
@@ -295,6 +304,9 @@ def parser() -> argparse.ArgumentParser:
                     "parameters), once their cause is fixed")
     sw.add_argument("--sweep-dir", help="with --join: where this machine keeps the trials' run folders (default: "
                     "the sweep's folder, as on a shared file system)")
+    hr = sub.add_parser("report", help="write a run's report.html: one self-contained page to share")
+    hr.add_argument("run", help="run folder")
+    hr.add_argument("--plugins", default="", help="the run's plugins, if its plots must be made and need them")
     rp = sub.add_parser("reproduce", help="train a finished run's recorded config again and compare every number")
     rp.add_argument("run", help="run folder")
     rp.add_argument("--plugins", default="", help="the run's plugins, if you trust them (a run's stored plugins are "
@@ -316,7 +328,8 @@ def main(argv=None) -> int:
     stop_on_signals()
     try: return {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "runs": cmd_runs, "watch": cmd_watch,
                  "stop": cmd_stop, "sweep": cmd_sweep, "new": cmd_new, "fit": cmd_fit,
-                 "dashboard": cmd_dashboard, "reproduce": cmd_reproduce}[a.cmd](a)
+                 "dashboard": cmd_dashboard, "reproduce": cmd_reproduce,
+                 "report": cmd_report}[a.cmd](a)
     except KeyboardInterrupt:
         print("mnist-lab: interrupted", file=sys.stderr)
         return 130

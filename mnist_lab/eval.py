@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['evaluate', 'data_info', 'load_run', 'export_safetensors', 'load_safetensors', 'as_images', 'predict',
            'confusion_matrix', 'fits', 'evaluate_run', 'plot_history', 'plot_confusion', 'plot_predictions',
-           'per_class_table', 'report']
+           'per_class_table', 'report', 'html_report']
 
 # %% ../nbs/06_eval.ipynb #272320ca
 import contextlib, json, math
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from .data import IDX_DATASETS, Data, load_data, normalize, eval_batches, show_images, decode_file, fit_images
 from .metrics import Predictions, compute_metrics, per_class, bootstrap
-from .config import TrainConfig, model_from_config, from_record, run_metrics
+from .config import TrainConfig, model_from_config, from_record, run_metrics, defaults
 from .process import in_notebook
 from .record import (read_model, fit_weights, check_fit, read_history, read_json, run_folder_of, writing,
                               save_atomic)
@@ -240,3 +240,31 @@ def report(run, data=None, show: bool = True, plugins: str = "", pred=None) -> d
             if p.suffix == ".png": display(Image(filename=str(p)))
         print(table)
     return paths
+
+# %% ../nbs/06_eval.ipynb #2fcd98a0
+def html_report(run, plugins: str = "") -> Path:
+    "Write `report.html` in a run's folder: summary with intervals, per-class table, plots, its executed notebook."
+    import base64, html, nbformat
+    from nbconvert import HTMLExporter
+    run_dir = run_folder_of(getattr(run, "run_dir", run))
+    if not all((run_dir / f"{n}.png").is_file() for n in ("learning_curves", "confusion", "mistakes")):
+        report(run, show=False, plugins=plugins)  # the plots and per_class.txt, written once
+    summary, cfg = read_json(run_dir / "summary.json"), read_json(run_dir / "config.json")
+    ci = summary.get("test_intervals") or {}
+    rows = "".join(f"| {k[5:]} | {v:.4f} | {' - '.join(f'{b:.4f}' for b in ci.get(k[5:], []))} |\n"
+                   for k, v in summary.items() if k.startswith("test_") and isinstance(v, float))
+    png = lambda n: f"![{n}](data:image/png;base64,{base64.b64encode((run_dir / f'{n}.png').read_bytes()).decode()})"
+    default = defaults()  # what this run set differently is what a reader needs
+    changed = ", ".join(f"{k}={v!r}" for k, v in cfg.items() if k in default and v != default[k]
+                        and k not in ("runs_root", "run_dir", "name", "progress")) or "every parameter at its default"
+    md = nbformat.v4.new_markdown_cell
+    cells = [md(f"# {html.escape(run_dir.name)}\n\nparameters not at their defaults: {html.escape(changed)}\n\n| test metric | value | 95% interval |"
+                f"\n|---|---|---|\n{rows}"),
+             md("## Per class\n\n```\n" + (run_dir / "per_class.txt").read_text() + "```"),
+             md("## Plots\n\n" + "\n\n".join(png(n) for n in ("learning_curves", "confusion", "mistakes")))]
+    executed = sorted(run_dir.glob("notebook*.ipynb"), key=lambda p: (len(p.name), p.name))
+    if executed:  # the notebook papermill wrote (the link's target), its outputs as they were
+        cells += [md("## The executed notebook"), *nbformat.read(executed[-1].resolve(), as_version=4).cells]
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.v4.new_notebook(cells=cells))
+    save_atomic(lambda f: f.write(body.encode()), run_dir / "report.html")
+    return run_dir / "report.html"

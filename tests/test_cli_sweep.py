@@ -23,7 +23,8 @@ def test_help_everywhere(tmp_path, capsys):
     r = cli("--help", cwd=tmp_path)
     assert r.returncode == 0 and "usage: mnist-lab" in r.stdout
     from mnist_lab.cli import main
-    for cmd in ("train", "watch", "stop", "fit", "resume", "eval", "runs", "sweep", "new", "dashboard", "reproduce"):
+    for cmd in ("train", "watch", "stop", "fit", "resume", "eval", "runs", "sweep", "new", "dashboard", "reproduce",
+                "report"):
         with pytest.raises(SystemExit) as e: main([cmd, "--help"])
         assert e.value.code == 0 and f"usage: mnist-lab {cmd}" in capsys.readouterr().out, cmd
 

@@ -229,3 +229,20 @@ def test_detached_run_outlives_browser_and_server_then_is_stopped_resumed_and_wa
     assert detached["test_accuracy"] == fg.summary["test_accuracy"]
     assert [json.loads(l)["val_loss"] for l in (run_dir / "metrics.jsonl").read_text().splitlines()] == \
         [h["val_loss"] for h in fg.history]
+
+
+def test_html_report_opens_in_chromium_with_its_plots(browser, tmp_path):
+    "`mnist-lab report RUN` writes one self-contained page: Chromium shows its plots, decoded, from the file alone."
+    from mnist_lab.train import TrainConfig, fit
+    run = fit(TrainConfig(dataset="mnist_sample", model="linear", epochs=1, steps_per_epoch=5, tensorboard=False,
+                          progress="none", runs_root=str(tmp_path))).run_dir
+    r = subprocess.run([str(Path(sys.executable).parent / "mnist-lab"), "report", str(run)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "report.html" in r.stdout, r.stderr[-2000:]
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto((run / "report.html").as_uri())
+    widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+    assert len(widths) >= 3 and all(w > 100 for w in widths), widths
+    assert "95% interval" in page.inner_text("body")
+    shot(page, "html_report")
+    page.close()
