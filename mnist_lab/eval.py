@@ -250,7 +250,7 @@ def html_report(run, plugins: str = "") -> Path:
     if not all((run_dir / f"{n}.png").is_file() for n in ("learning_curves", "confusion", "mistakes")):
         report(run, show=False, plugins=plugins)  # the plots and per_class.txt, written once
     summary, cfg = read_json(run_dir / "summary.json"), read_json(run_dir / "config.json")
-    ci = summary.get("test_intervals") or {}
+    ci = summary.get("intervals") or {}
     rows = "".join(f"| {k[5:]} | {v:.4f} | {' - '.join(f'{b:.4f}' for b in ci.get(k[5:], []))} |\n"
                    for k, v in summary.items() if k.startswith("test_") and isinstance(v, float))
     png = lambda n: f"![{n}](data:image/png;base64,{base64.b64encode((run_dir / f'{n}.png').read_bytes()).decode()})"

@@ -500,7 +500,7 @@ def finish_run(t: Training, stopped: bool) -> Result:
                             intervals=True))
     pred = test.pop("pred")  # report() plots these: the same numbers as summary.json, not a second evaluation
     intervals = test.pop("intervals")
-    summary = {**summarize(t, test, stopped), "test_intervals": {k: list(v) for k, v in intervals.items()}}
+    summary = {**summarize(t, test, stopped), "intervals": {k: list(v) for k, v in intervals.items()}}
     if D.main:
         save_checkpoint(parts.model.state_dict(), rec.run_dir / "model.pt")
         save_checkpoint({"pred": pred.to(torch.int32), "y": data.y_test.to(torch.int32)},  # for `compare`

@@ -60,9 +60,11 @@ def test_train_runs_eval_resume(tmp_path):
     shown = json.dumps(json.loads((run / "notebook-2.ipynb").read_text())["cells"])
     assert "| **model** | `'linear'` |" in shown and "| **epochs** | `2` |" in shown  # the config it trained with
     assert "git_dirty" in json.loads((run / "summary.json").read_text()) and (run / "packages.txt").is_file()
-    r = cli("reproduce", str(run), cwd=tmp_path)  # the resumed run, trained again from scratch: the same numbers
-    assert r.returncode == 0 and "test_accuracy:" in r.stdout and "differs" not in r.stdout, r.stdout + r.stderr
-    assert "setting: the same" in r.stdout, r.stdout
+    import contextlib, io, mnist_lab.cli
+    with contextlib.redirect_stdout(out := io.StringIO()):  # the resumed run, trained again from scratch
+        assert mnist_lab.cli.main(["reproduce", str(run)]) == 0, out.getvalue()
+    assert "test_accuracy:" in out.getvalue() and "differs" not in out.getvalue(), out.getvalue()
+    assert "setting: the same" in out.getvalue(), out.getvalue()
 
 
 @pytest.mark.parametrize("args,message", [
@@ -161,7 +163,7 @@ def test_median_pruner_prunes_on_a_scripted_objective(tmp_path, monkeypatch):
     assert study.best_params == {"lr": 1e-2}
 
 
-def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatch):
+def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatch, capsys):
     "A study in a shared database names plugins: `--join` refuses to import them unless the joiner names them."
     from types import SimpleNamespace
     canary = tmp_path / "canary"
@@ -173,15 +175,16 @@ def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatc
     assert r.returncode == 1 and "name them yourself (--plugins" in r.stderr, r.stderr
     assert not canary.exists()
     # whoever can write the shared database can rewrite the stored spec: code hidden in the space, or folders
+    import mnist_lab.cli
     study = optuna.load_study(study_name="sw", storage=f"sqlite:///{tmp_path}/sw/study.db")
     spec = study.user_attrs["spec"]
     for change, message in [({"space": {"plugins": [str(tmp_path / "evil.py")]}}, "code and folders are not searched"),
                             ({"space": {"lr": [1e-2], "run_dir": ["/tmp/x"]}}, "code and folders are not searched"),
                             ({"params": {"dataset": "mnist_sample", "resume": "/tmp/x"}}, "the sweep decides where")]:
         study.set_user_attr("spec", {**spec, "params": {"dataset": "mnist_sample"}, **change})
-        for plugins in ([], ["--plugins", str(tmp_path / "evil.py")]):
-            r = cli("sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw", *plugins, cwd=tmp_path)
-            assert r.returncode == 1 and message in r.stderr, (change, r.stderr)
+        for plugins in ([], ["--plugins", str(tmp_path / "evil.py")]):  # in this process: an import would show
+            assert mnist_lab.cli.main(["sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw", *plugins]) == 1
+            assert message in capsys.readouterr().err, change
             assert not canary.exists(), change
 
 

@@ -40,10 +40,10 @@ def free_port() -> int:
 
 class Lab:
     "A JupyterLab server on loopback, serving `root`, with its own config and runtime folders."
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, **env):
         self.root, self.port, self.token = root, free_port(), "t" + os.urandom(8).hex()
         env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / ".jupyter"), "JUPYTER_RUNTIME_DIR": str(root / ".rt"),
-               "JUPYTERLAB_WORKSPACES_DIR": str(root / ".ws")}
+               "JUPYTERLAB_WORKSPACES_DIR": str(root / ".ws"), **env}
         settings = root / ".lab-settings" / "@jupyterlab" / "notebook-extension"
         settings.mkdir(parents=True, exist_ok=True)  # render every cell, so the checks see every output
         (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
@@ -201,7 +201,7 @@ def test_detached_run_outlives_browser_and_server_then_is_stopped_resumed_and_wa
         "s = watch(run, every=0.5)\nstopped['status'], s['status'], s['epoch']")])
     watch_nb.metadata = nb.metadata
     nbformat.write(watch_nb, project / "nbs" / "watch.ipynb")
-    lab = Lab(project)  # the next day: a new server, a new kernel, the same run folder
+    lab = Lab(project, PACE_S="0")  # the next day: a new server, a new kernel, the same run; resumed at full speed
     try:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         open_notebook(page, lab, "nbs/watch.ipynb")
