@@ -36,9 +36,9 @@ def recorded(rec) -> psutil.Process | None:
 
 # %% ../nbs/00_process.ipynb #e846da51
 def lock_held(path) -> bool:
-    "Whether some process holds the lock on `path` (never creating the file nor following a link)."
+    "Whether some process holds the lock on `path` (never creating the file nor following a link: a link is no lock)."
     try: fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError: return False
+    except OSError: return False  # missing, a link (ELOOP), unreadable: not a lock anyone holds for a run
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return False  # we could take it: nobody holds it (closing the descriptor gives it back)
