@@ -44,9 +44,15 @@ def test_commands_that_read_run_folders_start_without_torch(tmp_path):
 
 
 def test_train_runs_eval_resume(tmp_path):
+    """`mnist-lab train` in the foreground: the run's lines in the terminal, papermill's log (without the kernel's TCP
+    warning: mnist_lab's kernels listen on loopback, behind a key) in the run folder; then runs, eval, resume and
+    reproduce of that run."""
     r = cli("train", *FAST, "--name", "cli", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     (run,) = (tmp_path / "runs" / "cli").iterdir()
+    assert "epoch   1/1" in r.stdout and "test accuracy" in r.stdout and "Executing" not in r.stdout + r.stderr
+    log = (run / "papermill.log").read_text()
+    assert "Output Notebook" in log and "without encryption" not in log + r.stderr
     assert (run / "notebook.ipynb").is_file() and not (run / "notebook.ipynb").is_symlink()  # the record itself
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
     r = cli("runs", cwd=tmp_path)

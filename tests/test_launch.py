@@ -131,27 +131,6 @@ def test_a_killed_foreground_command_leaves_nothing_training(tmp_path):
     assert "KeyboardInterrupt" in R.run_status(run("term"))["error"]
 
 
-def test_stop_and_resume_from_a_notebook_train_in_the_same_folder(tmp_path, monkeypatch):
-    "`launch`, `stop`, then `resume(run)` as in a notebook: the run that trains is the stopped run, in its folder."
-    from mnist_lab.launch import launch, resume, stop, watch
-    monkeypatch.chdir(tmp_path)
-    plugins = str(pace_plugin(tmp_path, 0.05))
-    run = launch(dataset="mnist_sample", model="linear", epochs=8, steps_per_epoch=10, scheduler="none",
-                 tensorboard=False, plugins=plugins, augment="pace", runs_root=str(tmp_path / "runs"), name="nb")
-    deadline = time.time() + 120
-    while run.status().get("epoch", 0) < 2:
-        assert time.time() < deadline and run.status()["status"] in ("starting", "running"), run.status()
-        time.sleep(0.3)
-    s = stop(run)
-    assert s["status"] == "stopped" and 2 <= s["epoch"] < 8, s
-    again = resume(run, plugins=plugins)  # a run's plugins are imported only when named again
-    assert again.run_dir == run.run_dir and again.status()["status"] in ("starting", "running")
-    s = watch(again, every=0.5, timeout=180)
-    assert (s["status"], s["epoch"]) == ("completed", 8), s
-    assert [p.name for p in (tmp_path / "runs" / "nb").iterdir()] == [run.run_dir.name]  # no second folder
-    assert (run.run_dir / "notebook-2.ipynb").is_file()  # the resumed session's notebook, beside the first
-
-
 def test_stop_signals_only_the_runs_own_process(tmp_path):
     """A status.json that names -1, 0, a huge number or another live process of ours (a stale or hostile file):
     `mnist-lab stop` signals nothing, says why, and the other process lives on."""
@@ -194,19 +173,12 @@ def test_stop_right_after_detach_stops_the_launched_run(tmp_path):
     assert s["status"] in ("stopped", "failed") and not (run / "model.pt").exists(), s
 
 
-def test_train_in_the_foreground_says_only_its_own_lines(tmp_path):
-    """`mnist-lab train` into a folder named with run_dir (a second run there is refused): the run's lines in the
-    terminal, papermill's log in the run folder, and no warning from the
-    kernel about TCP (mnist_lab's kernels listen on loopback, behind a key). A data error before training is one
-    line naming the folder, and leaves no run folder behind."""
-    r = cli("train", "-p", "dataset", "mnist_sample", "-p", "model", "linear", "-p", "epochs", "1",
-            "-p", "tensorboard", "False", "-p", "run_dir", "runs/exact", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    run = tmp_path / "runs" / "exact"  # the folder asked for
-    assert "epoch   1/1" in r.stdout and "test accuracy" in r.stdout and "Executing" not in r.stdout + r.stderr
-    log = (run / "papermill.log").read_text()
-    assert "Output Notebook" in log and "without encryption" not in log + r.stderr
-    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+def test_train_in_the_foreground_refuses_before_work(tmp_path):
+    """`mnist-lab train` into a run_dir that holds a run is refused before anything starts; a data error before
+    training is one line naming the folder, and leaves no run folder behind. (Its lines in the terminal and its
+    papermill.log: tests/test_cli_sweep.py::test_train_runs_eval_resume.)"""
+    (tmp_path / "runs" / "exact").mkdir(parents=True)
+    (tmp_path / "runs" / "exact" / "status.json").write_text("{}")
     r = cli("train", "-p", "run_dir", "runs/exact", cwd=tmp_path)
     assert r.returncode == 1 and "already holds a run" in r.stderr
     missing = tmp_path / "no-such-images"
