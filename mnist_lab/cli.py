@@ -82,7 +82,8 @@ def foreground(run_dir: Path, params: dict, new: bool) -> int:
         if stop(run_dir, grace=15, papermill=p)["status"] != "running" and new: remove_unstarted(run_dir)
         raise
     s = run_status(run_dir)  # also records a dead kernel as failed
-    if s["status"] == "unknown" or (not new and s.get("updated", 0) < t0):  # it never began training
+    began = s["status"] == "completed" or s["status"] != "unknown" and (new or s.get("updated", 0) >= t0)
+    if not began:  # a failure before training: an earlier session's status, or none (a completed run: nothing to do)
         error = notebook_error(run_dir) or f"papermill failed: see {run_dir / 'papermill.log'}"
         if new: remove_unstarted(run_dir)
         raise RuntimeError(error)
