@@ -73,17 +73,17 @@ def foreground(run_dir: Path, params: dict, new: bool) -> int:
     """Run papermill in the foreground, tied to us: the run's lines here, papermill's log in the run folder. Ctrl-C
     (or SIGTERM, SIGHUP) stops the run so it is recorded. A run that fails before training begins is one error
     line; its folder, if `new`, is removed."""
-    from mnist_lab.launch import start_papermill, stop, notebook_error
+    from mnist_lab.launch import Run, start_papermill, stop, notebook_error
     from mnist_lab.record import run_status
     t0, p = time.time(), start_papermill(run_dir, params, tied=True, foreground=True)
+    run = Run(run_dir, p.pid, t0)
     try: p.wait()
     except KeyboardInterrupt:
         print("interrupting the run...", file=sys.stderr)
         if stop(run_dir, grace=15, papermill=p)["status"] != "running" and new: remove_unstarted(run_dir)
         raise
     s = run_status(run_dir)  # also records a dead kernel as failed
-    began = s["status"] == "completed" or s["status"] != "unknown" and (new or s.get("updated", 0) >= t0)
-    if not began:  # a failure before training: an earlier session's status, or none (a completed run: nothing to do)
+    if not run.began(s):  # a failure before training: an earlier session's status, or none
         error = notebook_error(run_dir) or f"papermill failed: see {run_dir / 'papermill.log'}"
         if new: remove_unstarted(run_dir)
         raise RuntimeError(error)

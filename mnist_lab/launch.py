@@ -11,7 +11,7 @@ import json, os, signal, subprocess, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import mnist_lab
-from .process import start, identity, recorded, alive, in_notebook, NOTEBOOK_ENV, PAPERMILL
+from .process import start, identity, recorded, alive, in_notebook, wait_until, NOTEBOOK_ENV, PAPERMILL
 from .record import (project_path, new_run_dir, next_notebook, run_status, read_history, run_folder_of,
                               training_pid, read_json, write_json, write_status, read_bounded)
 
@@ -57,19 +57,21 @@ class Run:
         except ChildProcessError: pass
         return alive(self.pid)
 
+    def began(self, s: dict) -> bool:
+        "Whether status `s` is this launch's (training began since), or final (a resumed completed run: nothing to do)."
+        return s["status"] == "completed" or s["status"] != "unknown" and s.get("updated", 0) >= self.since
+
     def status(self) -> dict:
         "The run's status.json; `starting` until the kernel begins training, `failed` if papermill ended first."
         s = run_status(self.run_dir)
-        if s["status"] != "unknown" and s.get("updated", 0) >= self.since: return s
+        if self.began(s): return s
         if self.alive(): return {**{k: v for k, v in s.items() if k != "error"}, "status": "starting"}  # not the last session's
-        if s["status"] == "completed": return s  # a resumed completed run: nothing to do, nothing written
         why = notebook_error(self.run_dir) or "papermill ended before training began"
         return {**s, "status": "failed", "error": f"{why}; see {self.run_dir / 'papermill.log'}"}
 
     def wait(self, timeout: float = None) -> dict:
         "Block until the papermill process ends; returns the final status."
-        t0 = time.time()
-        while self.alive() and (timeout is None or time.time() - t0 < timeout): time.sleep(0.2)
+        wait_until(lambda: not self.alive(), timeout)
         return self.status()
 
     def watch(self, every: float = 2.0):
@@ -193,12 +195,10 @@ def stop(run, grace: float = 60.0, papermill: subprocess.Popen | None = None, qu
     else:
         if not quiet: print(f"{run_dir}: {s['status']}, not running: nothing to stop")
         return s
-    deadline = time.time() + grace
-    while (pm_alive() or run_status(run_dir)["status"] == "running") and time.time() < deadline: time.sleep(0.2)
+    wait_until(lambda: not pm_alive() and run_status(run_dir)["status"] != "running", grace)
     if pm_alive():
         os.killpg(pm.pid, signal.SIGKILL)  # its session: papermill; the kernel ends with it (ipykernel's poller)
-        deadline = time.time() + 5
-        while run_status(run_dir)["status"] == "running" and time.time() < deadline: time.sleep(0.2)
+        wait_until(lambda: run_status(run_dir)["status"] != "running", 5)
     if run_status(run_dir)["status"] == "unknown":  # it never began
         write_status(run_dir, "stopped", error="stopped before training began: start it again")
     s = run_status(run_dir)

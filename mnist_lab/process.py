@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['PARENT_ENV', 'NOTEBOOK_ENV', 'PAPERMILL', 'alive', 'identity', 'recorded', 'lock_held', 'holds_lock', 'open_log',
-           'start', 'end_with_parent', 'interrupt', 'stop_on_signals', 'end', 'children', 'papermill_main',
-           'kernel_stdin', 'in_notebook', 'terminal', 'say', 'papermill_output', 'injected_parameters']
+           'start', 'end_with_parent', 'interrupt', 'stop_on_signals', 'end', 'wait_until', 'children',
+           'papermill_main', 'kernel_stdin', 'in_notebook', 'terminal', 'say', 'papermill_output',
+           'injected_parameters']
 
 # %% ../nbs/00_process.ipynb #dc8d1113
 import ast, fcntl, functools, io, os, signal, socket, subprocess, sys, threading, time
@@ -97,6 +98,13 @@ def end(p: subprocess.Popen, grace: float = 15.0) -> int:
         try: os.killpg(p.pid, signal.SIGKILL)
         except ProcessLookupError: pass
         return p.wait()
+
+# %% ../nbs/00_process.ipynb #8e8d4754
+def wait_until(done, timeout: float | None = None, every: float = 0.2) -> bool:
+    "Poll `done()` every `every` s until it is true or `timeout` s have passed (None: no limit); its last answer."
+    deadline = None if timeout is None else time.time() + timeout
+    while not (ok := done()) and (deadline is None or time.time() < deadline): time.sleep(every)
+    return ok
 
 # %% ../nbs/00_process.ipynb #970bc98b
 def children(pid: int) -> list:

@@ -10,7 +10,7 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'open_study', 'slots', 'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'suggest',
            'next_step', 'keep_traceback', 'taken_over', 'work', 'requeue', 'start_workers', 'worker_main',
            'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep',
-           'join', 'multi_seed', 'read_only_url', 'dashboard_app', 'serve_dashboard']
+           'join', 'multi_seed', 'read_only_url', 'read_only_storage', 'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
 import io, itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, traceback, warnings
@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from .data import project_path
 from .config import TrainConfig, parse_monitor, code_elsewhere
-from .process import start, stop_on_signals, end_with_parent, open_log, lock_held
+from .process import start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until
 from .record import run_status, read_history, read_json, write_status, save_atomic
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
@@ -304,7 +304,7 @@ def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     here = {"runs_root": str(sweep_dir), "threads": spec["params"].get("threads") or threads, "progress": "epoch"}
-    while lock_held(run_dir / ".lock"): time.sleep(1)  # its earlier worker still trains it (paused, taken over)
+    wait_until(lambda: not lock_held(run_dir / ".lock"), every=1)  # its earlier worker still trains it (taken over)
     status = (s := run_status(run_dir))["status"]
     if status == "completed": return read_json(run_dir / "summary.json")["best"]
     if status == "damaged": raise RuntimeError(f"trial {k}: left untouched: {s['error']}")
@@ -555,11 +555,9 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
     """Add `n_jobs` workers on this machine to a sweep started elsewhere. The plugins its trials import must be
     named here: a spec read from a shared database runs none of its code unasked."""
     import optuna
-    quiet_optuna()
     if url.startswith("sqlite:///"):  # looked at read-only first: joining never makes tables in another database
-        path = Path(url[len("sqlite:///"):])
-        if not path.is_file(): raise FileNotFoundError(f"{path}: no such study database (a sweep's folder holds study.db)")
-        try: names = [s.study_name for s in optuna.storages.RDBStorage(read_only_url(url)).get_all_studies()]
+        try: names = [s.study_name for s in read_only_storage(url).get_all_studies()]
+        except FileNotFoundError: raise  # a mistyped path
         except Exception: names = None  # no Optuna tables: another application's database
         if study_name not in (names or []):
             raise ValueError(f"{url} holds no study {study_name!r}" + (f"; its studies: {names}" if names else
@@ -589,6 +587,14 @@ def read_only_url(url: str) -> str:
     "An SQLite study URL opened read-only (SQLite refuses every write); other databases' URLs as they are."
     return f"sqlite:///file:{url[len('sqlite:///'):]}?mode=ro&uri=true" if url.startswith("sqlite:///") else url
 
+def read_only_storage(url: str):
+    "An Optuna storage on `url`: an SQLite file that must exist, opened read-only; another database as it is."
+    import optuna
+    quiet_optuna()
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        raise FileNotFoundError(f"{url[len('sqlite:///'):]}: no such study database (a sweep's folder holds study.db)")
+    return optuna.storages.RDBStorage(read_only_url(url))
+
 def dashboard_app(storage, token: str):
     "optuna-dashboard's WSGI app, answering only requests with `token` (in the link once, then in a cookie)."
     import http.cookies, secrets, urllib.parse
@@ -606,13 +612,10 @@ def dashboard_app(storage, token: str):
 # %% ../nbs/10_sweep.ipynb #c81f4e9b
 def serve_dashboard(where: str, port: int = 0):
     "Serve the study of a sweep folder (or a storage URL) read-only behind a token, on loopback, until Ctrl-C."
-    import optuna, secrets
+    import secrets
     from wsgiref.simple_server import make_server, WSGIRequestHandler
     url = where if "://" in where else study_address(where)[0]
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
-        raise FileNotFoundError(f"{url[len('sqlite:///'):]}: no such study database (a sweep's folder holds study.db)")
-    quiet_optuna()
-    storage, token = optuna.storages.RDBStorage(read_only_url(url)), secrets.token_urlsafe(18)
+    storage, token = read_only_storage(url), secrets.token_urlsafe(18)
     class Quiet(WSGIRequestHandler):
         def log_message(self, *args): pass  # no line per request
     with make_server("127.0.0.1", port, dashboard_app(storage, token), handler_class=Quiet) as server:
