@@ -220,7 +220,9 @@ class TrainConfig:
     "Everything a training run depends on, validated on creation."
     lr: float = 1e-2  # learning rate (the peak for onecycle)
     epochs: int = 5  # passes over the training split (max_steps overrides)
-    batch_size: int = 128  # images per optimizer step
+    batch_size: int = 128  # images per batch (an optimizer step takes `accumulate` batches)
+    accumulate: int = 1  # add up the gradients of this many batches before each optimizer step
+    grad_clip: float = 0.0  # scale the gradients down to this total norm before each step (0: off)
     sampler: str = "random"  # random (each image once an epoch), or balanced (each class equally often: oversampling)
     model: str = "cnn"  # a name in MODELS: linear, mlp, lenet, cnn, or your own
     width: int = 16  # cnn: channels of the first stage
@@ -236,6 +238,8 @@ class TrainConfig:
     download: bool = True  # download a missing dataset (needs internet)
     val_split: float = 0.1  # fraction of the training images held out for validation, in (0, 1)
     split_seed: int = 0  # seed of the train/val split, independent of `seed`
+    folds: int = 0  # cross-validation: K stratified folds of the training images, 2 or more (0: off)
+    fold: int = 0  # cross-validation: the fold held out for validation, 0..folds-1
     seed: int = 0  # seeds python, numpy, torch and the batch order
     deterministic: bool = False  # torch.use_deterministic_algorithms (needed for bitwise CUDA runs)
     optimizer: str = "adam"  # adam, adamw, sgd, rmsprop, adadelta
@@ -343,12 +347,12 @@ def check_choices(cfg) -> list:
     return p + (["resume and init_from: give one, not both"] if cfg.resume and cfg.init_from else [])
 
 # %% ../nbs/05_config.ipynb #521cc52b
-AT_LEAST = {"epochs": 1, "batch_size": 1, "width": 1, "fc1": 1, "fc2": 1, "top_k": 1, "save_period": 1,
-            "step_size": 1, "early_stop": 0, "lr_patience": 0, "max_steps": 0, "steps_per_epoch": 0, "threads": 0,
-            "seed": 0, "split_seed": 0}
+AT_LEAST = {"epochs": 1, "batch_size": 1, "accumulate": 1, "width": 1, "fc1": 1, "fc2": 1, "top_k": 1,
+            "save_period": 1, "step_size": 1, "early_stop": 0, "lr_patience": 0, "max_steps": 0, "steps_per_epoch": 0,
+            "threads": 0, "seed": 0, "split_seed": 0, "folds": 0, "fold": 0}
 # what sizes memory has a ceiling: a value beyond it is a typo or a hostile record, not a model for one machine
-AT_MOST = {"width": 1024, "fc1": 65536, "fc2": 65536, "batch_size": 65536, "threads": 1024, "top_k": 1000,
-           "epochs": 1_000_000, "steps_per_epoch": 10_000_000, "max_steps": 1_000_000_000}
+AT_MOST = {"width": 1024, "fc1": 65536, "fc2": 65536, "batch_size": 65536, "accumulate": 1024, "threads": 1024,
+           "top_k": 1000, "epochs": 1_000_000, "steps_per_epoch": 10_000_000, "max_steps": 1_000_000_000, "folds": 100}
 
 @config_check
 def check_ranges(cfg) -> list:
@@ -360,7 +364,9 @@ def check_ranges(cfg) -> list:
     if not 0 < cfg.gamma <= 1: p.append(f"gamma={cfg.gamma}: must be in (0, 1]")
     p += [f"{k}={getattr(cfg, k)}: must be in [0, 1)" for k in ("dropout", "label_smoothing")
           if not 0 <= getattr(cfg, k) < 1]
-    p += [f"{k}={getattr(cfg, k)}: must be a finite number >= 0" for k in ("weight_decay", "momentum")
+    if cfg.folds == 1 or cfg.fold >= max(cfg.folds, 1):
+        p.append(f"folds={cfg.folds}, fold={cfg.fold}: folds is 0 (off) or K >= 2, and fold one of 0..K-1")
+    p += [f"{k}={getattr(cfg, k)}: must be a finite number >= 0" for k in ("weight_decay", "momentum", "grad_clip")
           if not (math.isfinite(getattr(cfg, k)) and getattr(cfg, k) >= 0)]
     if not 0 <= cfg.image_size <= 1024: p.append(f"image_size={cfg.image_size}: must be in 0..1024 (0: as stored)")
     return p + [f"{k}={getattr(cfg, k)}: must be < 2**32" for k in ("seed", "split_seed")  # numpy seeds: 32-bit

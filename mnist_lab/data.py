@@ -552,9 +552,18 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
                 {"cache": str(cache), "key": key}, False, note)
 
 # %% ../nbs/02_data.ipynb #e0cc1613
-def split_train_val(x, y, val_split: float = 0.1, split_seed: int = 0):
-    "Hold out a fixed random `val_split` fraction of (x, y): returns x_tr, y_tr, x_val, y_val."
+def split_train_val(x, y, val_split: float = 0.1, split_seed: int = 0, folds: int = 0, fold: int = 0):
+    """Hold out a fixed random `val_split` fraction of (x, y): returns x_tr, y_tr, x_val, y_val. With `folds` K
+    (>= 2), the held-out part is fold `fold` of K stratified folds instead: each class is dealt round the folds
+    in a random order, so every fold has the class mix of the whole, and the K folds cover every image once."""
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
+    if folds >= 2:
+        rank = torch.empty_like(perm)  # each image's place among the images of its class, in `perm`'s order
+        for c in y.unique(): rank[perm[y[perm] == c]] = torch.arange(int((y == c).sum()))
+        val = rank % folds == fold
+        if val.all() or not val.any():
+            raise ValueError(f"folds={folds}: fold {fold} of {len(x)} images leaves no training or validation image")
+        return x[~val], y[~val], x[val], y[val]
     n_val = round(len(x) * val_split)
     if not 0 < n_val < len(x):
         raise ValueError(f"val_split={val_split}: leaves {n_val} validation and {len(x) - n_val} training images "

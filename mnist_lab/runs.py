@@ -10,7 +10,7 @@ __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'SETTING', 'run_row', 'safe_run_row', '
 import socket, time
 from pathlib import Path
 import pandas as pd
-from .record import project_path, read_json, run_status, read_history, load_weights
+from .record import (project_path, read_json, read_object, recorded_number, run_status, read_history, load_weights)
 # no torch at import: `mnist-lab runs` reads folders without it (1.2 s); `compare` imports it
 
 # %% ../nbs/08_runs.ipynb #b766b14e
@@ -18,7 +18,7 @@ STALE_AFTER = 600  # seconds: a run writes status.json every epoch and every 30 
 
 def run_row(run_dir: Path, root: Path) -> dict:
     "One run as a flat dict: where, status, then the config, then the final or latest metrics."
-    status, summary = run_status(run_dir), read_json(run_dir / "summary.json")
+    status, summary = run_status(run_dir), read_object(run_dir / "summary.json")
     history = read_history(run_dir)
     last = history[-1] if history else {}
     started, updated = status.get("started"), status.get("finished") or status.get("updated")
@@ -29,7 +29,7 @@ def run_row(run_dir: Path, root: Path) -> dict:
         status = {**status, "error": f"no heartbeat from {status.get('host')!r} for {(time.time() - beat) / 3600:.1f} h"}
     return {"run": str(run_dir.relative_to(root)), "status": state,
             # its `progress` (bars or lines) is replaced by epochs done/total:
-            **read_json(run_dir / "config.json"),
+            **read_object(run_dir / "config.json"),
             "progress": f"{status.get('epoch', last.get('epoch', 0))}/{status.get('epochs', '?')}",
             "epoch": last.get("epoch", 0), "best": summary.get("best", status.get("best")),
             **{k: last.get(k) for k in ("train_loss", "val_loss", "val_accuracy")},
@@ -81,9 +81,9 @@ def varying(df: pd.DataFrame) -> list:
 
 # %% ../nbs/08_runs.ipynb #f5c8c1a7
 def seed_stats(df: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
-    "Mean ± std of `metric` over seeds, for each setting of the other varying parameters."
+    "Mean ± std of `metric` over seeds and folds, for each setting of the other varying parameters."
     done = df[df.status == "completed"]
-    by = [c for c in varying(done) if c != "seed"]
+    by = [c for c in varying(done) if c not in ("seed", "fold")]
     g = done.groupby(by) if by else done.assign(all="all").groupby("all")
     return g[metric].agg(["mean", "std", "count"]).sort_values("mean", ascending=False)
 
@@ -150,7 +150,7 @@ def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dic
                                                                     f"e.g. {', '.join(m for m in METRICS if m != 'top_k')}")
     g = torch.Generator().manual_seed(seed)
     if isinstance(a, (list, tuple)):  # groups: one number per run, from its summary
-        va, vb = ([read_json(Path(getattr(r, "run_dir", r)) / "summary.json")[f"test_{metric}"] for r in runs]
+        va, vb = ([recorded_number(Path(getattr(r, "run_dir", r)) / "summary.json", f"test_{metric}") for r in runs]
                   for runs in (a, b))
         va, vb = torch.tensor(va, dtype=torch.float64), torch.tensor(vb, dtype=torch.float64)
         pick = lambda v: v[torch.randint(len(v), (len(v),), generator=g)].mean()
@@ -177,7 +177,7 @@ def reproduce(run, plugins: str = "") -> dict:
     from mnist_lab.config import from_record
     from mnist_lab.train import fit
     path = Path(getattr(run, "run_dir", run))
-    summary, saved = read_json(path / "summary.json"), read_json(path / "config.json")
+    summary, saved = read_object(path / "summary.json"), read_object(path / "config.json")
     if not summary or not saved: raise ValueError(f"{path}: only a completed run (config.json, summary.json) repeats")
     cfg = from_record(saved, plugins, resume="", run_dir="", progress="none", name=f"{saved.get('name', 'run')}-again",
                       threads=saved.get("threads") or summary.get("threads") or 0)

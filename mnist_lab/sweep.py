@@ -6,11 +6,12 @@
 __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', 'EXECUTORS', 'DEFAULT_PRUNER', 'SWEEP_OWNS',
            'HEARTBEAT', 'GRACE', 'STORED', 'RED', 'PLAIN', 'check_shapes', 'check_range', 'settings_to_check',
            'check_space', 'grid_sampler', 'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec',
-           'check_spec', 'check_values', 'retry_callback', 'quiet_optuna', 'storage_for', 'study_address', 'load_study',
-           'open_study', 'slots', 'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'suggest',
-           'next_step', 'keep_traceback', 'taken_over', 'work', 'requeue', 'start_workers', 'worker_main',
-           'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep',
-           'join', 'multi_seed', 'read_only_url', 'read_only_storage', 'dashboard_app', 'serve_dashboard']
+           'check_spec', 'check_values', 'retry_callback', 'quiet_optuna', 'check_sqlite', 'storage_for',
+           'study_address', 'load_study', 'open_study', 'slots', 'latest', 'report', 'train_in_process',
+           'train_papermill', 'objective', 'train_slot', 'suggest', 'next_step', 'keep_traceback', 'taken_over',
+           'storage_failure', 'work', 'requeue', 'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow',
+           'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed', 'cross_validate',
+           'read_only_url', 'read_only_storage', 'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
 import io, itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, traceback, warnings
@@ -19,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 from .data import project_path
 from .config import TrainConfig, parse_monitor, code_elsewhere
-from .process import start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until
-from .record import run_status, read_history, read_json, write_status, save_atomic
+from .process import alive, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until
+from .record import run_status, read_history, recorded_number, write_status, save_atomic
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
 from .runs import runs_table
@@ -127,7 +128,7 @@ def load_spec(path) -> dict:
 
 # %% ../nbs/10_sweep.ipynb #f769f23c
 SPEC_KEYS = {"method": str, "space": dict, "params": dict, "sweep_dir": str, "n_jobs": int, "n_trials": int,
-             "seed": int, "storage": str, "study_name": str, "pruner": str, "executor": str}
+             "seed": int, "storage": str, "study_name": str, "pruner": str, "executor": str, "folds": int}
 EXECUTORS = ("inprocess", "papermill")
 DEFAULT_PRUNER = {"grid": "none", "random": "none", "tpe": "median"}  # a grid or random sweep runs all it lists
 
@@ -158,13 +159,16 @@ def check_values(spec: dict, source: str):
     for k, v in spec.items():
         if not isinstance(v, SPEC_KEYS[k]) or isinstance(v, bool):
             raise ValueError(f"{source}: {k}={v!r}: expected {SPEC_KEYS[k].__name__}")
-    for k, low, high in (("n_jobs", 0, 256), ("n_trials", 1, MAX_TRIALS), ("seed", 0, 2**32 - 1)):
+    for k, low, high in (("n_jobs", 0, 256), ("n_trials", 1, MAX_TRIALS), ("seed", 0, 2**32 - 1), ("folds", 0, 100)):
         if k in spec and not low <= spec[k] <= high:
             raise ValueError(f"{source}: {k}={spec[k]}: must be in [{low}, {high}]")
+    if spec.get("folds") == 1: raise ValueError(f"{source}: folds=1: 0 (no cross-validation) or K >= 2 folds")
     for k, names in (("pruner", PRUNERS), ("executor", EXECUTORS)):
         if k in spec and spec[k] not in names:
             raise ValueError(f"{source}: {k}={spec[k]!r}: choose one of {', '.join(names)}")
     space, params = spec.get("space", {}), spec.get("params", {})
+    if spec.get("folds") and (bad := sorted((set(space) | set(params)) & {"folds", "fold"})):
+        raise ValueError(f"{source}: {bad} in the space or params: the spec's `folds` decides the folds")
     if bad := sorted(set(space) & {"plugins", "name", *SWEEP_OWNS}):
         raise ValueError(f"{source}: space searches {bad}: code and folders are not searched (plugins go in params)")
     if bad := sorted(set(params) & set(SWEEP_OWNS)):
@@ -186,10 +190,21 @@ def quiet_optuna():
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 # %% ../nbs/10_sweep.ipynb #13acc7e0
+def check_sqlite(url: str):
+    "For an SQLite URL, refuse a file that is there but is no SQLite database (SQLite's own error names no file)."
+    if not url.startswith("sqlite:///") or not os.path.isfile(path := url[len("sqlite:///"):]): return
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try: head = os.read(fd, 16)
+    finally: os.close(fd)
+    if head and head != b"SQLite format 3\0":
+        raise ValueError(f"{path}: not an SQLite database (a sweep's study.db is one): it is damaged, or another "
+                         "file; move it away to start the sweep afresh, or name the right storage")
+
 def storage_for(url: str):
     "An Optuna storage for `url` with heartbeats and retries of trials whose worker died."
     import optuna
     quiet_optuna()
+    check_sqlite(url)
     kw = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}  # writers queue
     for attempt in range(5):
         try: return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
@@ -212,7 +227,7 @@ def load_study(sweep_dir="runs/sweep", storage: str | None = None, study_name: s
     return optuna.load_study(study_name=name, storage=url)
 
 # %% ../nbs/10_sweep.ipynb #94edf1d5
-STORED = ("method", "space", "params", "n_trials", "seed", "pruner", "executor")  # what a sweep is; not where
+STORED = ("method", "space", "params", "n_trials", "seed", "pruner", "executor", "folds")  # what a sweep is; not where
 
 def open_study(spec: dict):
     "Create the study of a checked `spec` (or continue it); returns `(study, storage URL)`."
@@ -256,16 +271,16 @@ def report(trial, row: dict, key: str):
     if trial.should_prune(): raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
 
 # %% ../nbs/10_sweep.ipynb #03df9143
-def train_in_process(trial, params: dict, run_dir: Path, key: str) -> float:
-    "Train one trial in this process; returns its best monitored value."
+def train_in_process(params: dict, run_dir: Path, on_row) -> float:
+    "Train one run of a trial in this process, calling `on_row(row)` after each epoch; returns its best monitored value."
     cfg = TrainConfig.from_params(**params)
     run_dir.mkdir(parents=True, exist_ok=True)
     with io.TextIOWrapper(open_log(run_dir / "train.log"), line_buffering=True) as log, redirect_stdout(log):
-        return fit(cfg, on_epoch=lambda row: report(trial, row, key)).summary["best"]
+        return fit(cfg, on_epoch=on_row).summary["best"]
 
 # %% ../nbs/10_sweep.ipynb #cd2b8dd4
-def train_papermill(trial, params: dict, run_dir: Path, key: str) -> float:
-    "Train one trial as a papermill run in `run_dir`; returns its best monitored value."
+def train_papermill(params: dict, run_dir: Path, on_row) -> float:
+    "Train one run of a trial as a papermill run in `run_dir`, calling `on_row(row)` per epoch; returns its best value."
     import optuna
     run_dir.mkdir(parents=True, exist_ok=True)
     p, seen = start_papermill(run_dir, params, tied=True), 0
@@ -273,7 +288,7 @@ def train_papermill(trial, params: dict, run_dir: Path, key: str) -> float:
         while True:
             ended = p.poll() is not None
             rows = read_history(run_dir)
-            for row in rows[seen:]: report(trial, row, key)
+            for row in rows[seen:]: on_row(row)
             seen = len(rows)
             if ended: break
             try: p.wait(0.5)  # returns as soon as papermill ends
@@ -288,11 +303,12 @@ def train_papermill(trial, params: dict, run_dir: Path, key: str) -> float:
     if (s := run_status(run_dir))["status"] != "completed":
         why = s.get("error") or notebook_error(run_dir) or "no error recorded"
         raise RuntimeError(f"{s['status']}: {why}; see {run_dir / 'papermill.log'}")
-    return read_json(run_dir / "summary.json")["best"]
+    return recorded_number(run_dir / "summary.json", "best")
 
 # %% ../nbs/10_sweep.ipynb #c88ddfa4
 def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
-    "One trial of the sweep: the sampler's parameters, trained by the spec's executor into the slot's folder."
+    """One trial of the sweep: the sampler's parameters, trained by the spec's executor into the slot's folder; with
+    `folds` K in the spec, K runs (`fold0`...), one per held-out fold, and the trial's value is their mean."""
     import optuna
     n = spec["n_trials"]
     k = slots(trial.study.get_trials(deepcopy=False))[trial.number]
@@ -304,15 +320,27 @@ def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     here = {"runs_root": str(sweep_dir), "threads": spec["params"].get("threads") or threads, "progress": "epoch"}
+    key = parse_monitor(TrainConfig.from_params(**{**spec["params"], **chosen}).monitor)[1]
+    if not (folds := spec.get("folds", 0)): return train_slot(spec, run_dir, chosen, here, lambda r: report(trial, r, key))
+    # the pruner judges a config by its first fold's epochs; the later folds only add to its mean
+    values = [train_slot(spec, run_dir / f"fold{i}", {**chosen, "folds": folds, "fold": i}, here,
+                         (lambda r: report(trial, r, key)) if i == 0 else (lambda r: None)) for i in range(folds)]
+    trial.set_user_attr("fold_values", values)
+    return sum(values) / folds
+
+def train_slot(spec: dict, run_dir: Path, chosen: dict, here: dict, on_row) -> float:
+    """Train (or resume, or read the result of) the run of a slot in `run_dir`: `chosen` over the spec's params;
+    `on_row(row)` after each epoch. Returns its best monitored value."""
     wait_until(lambda: not lock_held(run_dir / ".lock"), every=1)  # its earlier worker still trains it (taken over)
     status = (s := run_status(run_dir))["status"]
-    if status == "completed": return read_json(run_dir / "summary.json")["best"]
-    if status == "damaged": raise RuntimeError(f"trial {k}: left untouched: {s['error']}")
+    if status == "completed": return recorded_number(run_dir / "summary.json", "best")
+    if status == "damaged": raise RuntimeError(f"{run_dir}: left untouched: {s['error']}")
+    if status == "unknown" and (run_dir / "config.json").is_file(): status = "stopped"  # before its first checkpoint
+    elif status == "unknown": (run_dir / "status.json").unlink(missing_ok=True)  # the empty claim of a start that died
     if status == "unknown": params = {**spec["params"], **chosen, **here, "run_dir": str(run_dir)}
     else: params = {"resume": str(run_dir), "plugins": spec["params"].get("plugins", ""), **here}
-    key = parse_monitor(TrainConfig.from_params(**{**spec["params"], **chosen}).monitor)[1]
     train = train_papermill if spec["executor"] == "papermill" else train_in_process
-    return train(trial, params, run_dir, key)
+    return train(params, run_dir, on_row)
 
 # %% ../nbs/10_sweep.ipynb #ed3c9f7c
 def suggest(trial, name: str, v):
@@ -327,6 +355,14 @@ def next_step(study, n_trials: int) -> str:
     import optuna
     from optuna.trial import TrialState
     optuna.storages.fail_stale_trials(study)  # a dead worker's trial is queued again (WAITING)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        # its worker on this machine is gone, or is this process, between trials (a trial it gave up: the database
+        # refused to record its end): no need to wait for its heartbeat to go stale
+        if host == socket.gethostname() and pid.isdigit() and (int(pid) == os.getpid() or not alive(int(pid))):
+            try: study.tell(t.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError): continue  # another worker did it first
+            requeue(study, [t.number])
     trials = study.get_trials(deepcopy=False)
     if any(t.state == TrialState.WAITING for t in trials) or \
             sum("failed_trial" not in t.system_attrs for t in trials) < n_trials: return "train"
@@ -352,6 +388,18 @@ def taken_over(study, numbers: list) -> bool:
                for t in study.get_trials(deepcopy=False))
 
 # %% ../nbs/10_sweep.ipynb #8d116258
+def storage_failure(e: BaseException, study_name: str) -> RuntimeError | None:
+    """The error to show when `e` comes of the study's database refusing a write (its chain holds Optuna's
+    `StorageInternalError`): the database's own reason, and what to do; None for any other error."""
+    import optuna
+    causes = [e]
+    while (c := causes[-1].__cause__ or causes[-1].__context__) is not None and c not in causes: causes.append(c)
+    if not any(isinstance(c, optuna.exceptions.StorageInternalError) for c in causes): return None
+    why = str(causes[-1]).splitlines()[0]  # SQLite's "database or disk is full", a server's refusal
+    return RuntimeError(f"sweep {study_name}: its study database could not be written ({why}); the sweep stopped. "
+                        "Trained trials keep their folders: make room (or repair the database), then run the sweep "
+                        "again to go on")
+
 def work(study, threads: int, seed=None, sweep_dir=None):
     "Run the study's trials in this process until the sweep is done."
     import optuna
@@ -377,8 +425,11 @@ def work(study, threads: int, seed=None, sweep_dir=None):
         except KeyboardInterrupt:
             requeue(study, current)
             raise
-        except ValueError:  # Optuna cannot tell a trial another worker has failed as stale: it was taken over
-            if not taken_over(study, current): raise
+        except Exception as e:
+            # the database refused a write: Optuna says "exceeding max length" or "Should not reach."
+            if failure := storage_failure(e, study.study_name): raise failure from None
+            # Optuna cannot tell a trial another worker has failed as stale: it was taken over
+            if not isinstance(e, ValueError) or not taken_over(study, current): raise
         current.clear()
 
 # %% ../nbs/10_sweep.ipynb #df2fbd1c
@@ -494,11 +545,12 @@ def summary_line(study, n: int, seconds: float) -> str:
 
 # %% ../nbs/10_sweep.ipynb #51b3852d
 def trials_table(study) -> pd.DataFrame:
-    "The runs table of the sweep's trials: one row per slot, read from `trials/NNNN`."
+    "The runs table of the sweep's trials: one row per slot (per fold of a slot), read from `trials/NNNN`."
     n = study.user_attrs["spec"]["n_trials"]
     root = Path(study.user_attrs["spec"]["sweep_dir"]) / "trials"
     df = runs_table(root)
-    return df[df.run.isin([f"{k:04d}" for k in latest(study, n)])].reset_index(drop=True)
+    slot = df.run.str.split("/").str[0]  # trials/NNNN, or trials/NNNN/foldK for a cross-validated sweep
+    return df[slot.isin([f"{k:04d}" for k in latest(study, n)])].reset_index(drop=True)
 
 # %% ../nbs/10_sweep.ipynb #0d14acf4
 def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None, retry_failed: bool = False) -> dict:
@@ -557,7 +609,7 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
     import optuna
     if url.startswith("sqlite:///"):  # looked at read-only first: joining never makes tables in another database
         try: names = [s.study_name for s in read_only_storage(url).get_all_studies()]
-        except FileNotFoundError: raise  # a mistyped path
+        except (FileNotFoundError, ValueError): raise  # a mistyped path, a damaged file
         except Exception: names = None  # no Optuna tables: another application's database
         if study_name not in (names or []):
             raise ValueError(f"{url} holds no study {study_name!r}" + (f"; its studies: {names}" if names else
@@ -582,6 +634,17 @@ def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir="runs/seeds", n_jobs: in
     print(f"{metric}: {stats['mean']:.4f} ± {stats['std']:.4f} over {int(stats['count'])} seeds")
     return stats
 
+def cross_validate(cfg, folds: int = 5, sweep_dir="runs/cv", n_jobs: int = 1, metric: str = "val_accuracy") -> pd.DataFrame:
+    """Train `cfg` (a `TrainConfig` or a dict of parameters) once per held-out fold of K stratified `folds` of the
+    training images, as a sweep over `fold` (resumable, `n_jobs` at once); prints and returns the runs table."""
+    from mnist_lab.runs import seed_stats
+    params = cfg.changed() if isinstance(cfg, TrainConfig) else dict(cfg)  # what was chosen, not every default
+    params = {k: v for k, v in params.items() if k not in ("resume", "run_dir", "runs_root", "fold", "folds")}
+    df = sweep({"fold": list(range(folds))}, sweep_dir, n_jobs=n_jobs, params={**params, "folds": folds})
+    stats = seed_stats(df, metric).iloc[0]
+    print(f"{metric}: {stats['mean']:.4f} ± {stats['std']:.4f} over {int(stats['count'])} folds")
+    return df
+
 # %% ../nbs/10_sweep.ipynb #452dbbf2
 def read_only_url(url: str) -> str:
     "An SQLite study URL opened read-only (SQLite refuses every write); other databases' URLs as they are."
@@ -593,6 +656,7 @@ def read_only_storage(url: str):
     quiet_optuna()
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
         raise FileNotFoundError(f"{url[len('sqlite:///'):]}: no such study database (a sweep's folder holds study.db)")
+    check_sqlite(url)
     return optuna.storages.RDBStorage(read_only_url(url))
 
 def dashboard_app(storage, token: str):

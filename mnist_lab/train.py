@@ -25,7 +25,7 @@ from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor,
 from .process import kernel_stdin, say
 from .record import (new_run_dir, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, versions, link_notebook,
-                              log_tensorboard, lock_run, unlock_run, run_status, read_json, read_bounded,
+                              log_tensorboard, lock_run, unlock_run, run_status, read_json, read_object,
                               record_code)
 from .eval import evaluate
 
@@ -166,7 +166,7 @@ def resume_point(cfg: TrainConfig) -> tuple:
     "`(cfg, checkpoint path, checkpoint)` to start from: the saved config (plus allowed overrides) when resuming."
     if not cfg.resume: return cfg, None, None
     path, ckpt = find_resume_checkpoint(cfg.resume)
-    saved = ckpt["config"] if ckpt else json.loads(read_bounded(Path(cfg.resume) / "config.json"))
+    saved = ckpt["config"] if ckpt else read_object(Path(cfg.resume) / "config.json")
     return resume_config(cfg, saved), path, ckpt
 
 # %% ../nbs/07_train.ipynb #d4654c6c
@@ -182,8 +182,9 @@ class Plan(NamedTuple):
     epochs: int  # epochs in all (the last one may be short)
 
 def plan_steps(cfg: TrainConfig, n_train: int) -> Plan:
-    "One pass over `n_train` images an epoch, unless `steps_per_epoch` or `max_steps` say otherwise."
-    per_epoch = cfg.steps_per_epoch or n_train // cfg.batch_size
+    """One pass over `n_train` images an epoch (a step takes `accumulate` batches), unless `steps_per_epoch` or
+    `max_steps` say otherwise."""
+    per_epoch = cfg.steps_per_epoch or n_train // (cfg.batch_size * cfg.accumulate)
     total = cfg.max_steps or cfg.epochs * per_epoch
     return Plan(per_epoch, total, math.ceil(total / per_epoch))
 
@@ -378,19 +379,25 @@ def train_epoch(t: Training, n_steps: int) -> tuple:
         from tqdm.auto import tqdm
         steps = tqdm(steps, desc=f"epoch {rec.state['epoch'] + 1}/{rec.epochs}", leave=False)
     for _ in steps:
-        idx = next(parts.sampler)[D.rank::D.world].to(x.device)  # this rank's slice of the global batch
-        xb, yb = normalize(x[idx], *t.norm), y[idx]
-        if parts.augs: xb = augment_batch(xb, parts.augs, parts.sampler.gen)
-        if cfg.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
-        with parts.autocast():
-            out = parts.net(xb)
-            loss = parts.loss_fn(out.float(), yb)
-        if not math.isfinite(loss_value := loss.item()):
-            raise FloatingPointError(f"loss is {loss_value} at epoch {rec.state['epoch'] + 1}, step "
-                                     f"{rec.state['step'] + 1}: training stopped (try a lower lr than {cfg.lr}); "
-                                     "the last checkpoint in the run folder is kept")
         parts.opt.zero_grad(set_to_none=True)
-        parts.scaler.scale(loss).backward()
+        for _ in range(cfg.accumulate):  # the gradients of `accumulate` batches add up to one step's
+            idx = next(parts.sampler)[D.rank::D.world].to(x.device)  # this rank's slice of the global batch
+            xb, yb = normalize(x[idx], *t.norm), y[idx]
+            if parts.augs: xb = augment_batch(xb, parts.augs, parts.sampler.gen)
+            if cfg.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
+            with parts.autocast():
+                out = parts.net(xb)
+                loss = parts.loss_fn(out.float(), yb)
+            if not math.isfinite(loss_value := loss.item()):
+                raise FloatingPointError(f"loss is {loss_value} at epoch {rec.state['epoch'] + 1}, step "
+                                         f"{rec.state['step'] + 1}: training stopped (try a lower lr than {cfg.lr}); "
+                                         "the last checkpoint in the run folder is kept")
+            parts.scaler.scale(loss / cfg.accumulate).backward()  # the mean over the step's batches
+            loss_sum += loss_value * len(yb)
+            correct += (out.argmax(1) == yb).sum().item()
+        if cfg.grad_clip:
+            parts.scaler.unscale_(parts.opt)  # clip the true gradients, not fp16's scaled ones
+            torch.nn.utils.clip_grad_norm_(parts.model.parameters(), cfg.grad_clip)
         parts.scaler.step(parts.opt)
         parts.scaler.update()
         if parts.sched and parts.interval == "step": parts.sched.step()
@@ -398,14 +405,12 @@ def train_epoch(t: Training, n_steps: int) -> tuple:
         if D.main and time.time() - rec.beat > 30:  # heartbeat: a long epoch still shows the run alive
             rec.mark("running", step=rec.state["step"])
             rec.beat = time.time()
-        loss_sum += loss_value * len(yb)
-        correct += (out.argmax(1) == yb).sum().item()
     return loss_sum, correct, xb
 
 # %% ../nbs/07_train.ipynb #637f54e7
 def epoch_row(t: Training, sums: tuple, n_steps: int, val: dict, t0: float) -> dict:
     "One line of metrics.jsonl: epoch, step, lr, training loss/accuracy over the epoch, the validation metrics."
-    n_seen = n_steps * t.cfg.batch_size
+    n_seen = n_steps * t.cfg.batch_size * t.cfg.accumulate
     return {"epoch": t.rec.state["epoch"] + 1, "step": t.rec.state["step"], "lr": t.parts.opt.param_groups[0]["lr"],
             "train_loss": sums[0] / n_seen, "train_accuracy": sums[1] / n_seen,
             **{f"val_{k}": v for k, v in val.items()}, "epoch_time": time.time() - t0}
@@ -427,7 +432,7 @@ def should_stop(state: dict, early_stop: int) -> bool:
 
 # %% ../nbs/07_train.ipynb #f3a72dea
 def save_epoch(t: Training, row: dict, improved: bool, last: bool, xb):
-    """Append `row` to the record, then metrics.jsonl and TensorBoard, then the checkpoints (best.pt when
+    """Append `row` to the record, then TensorBoard and metrics.jsonl, then the checkpoints (best.pt when
     improved, last.pt every `save_period` epochs and at the end), then the status. A checkpoint never points at
     an epoch whose logs were not written; logs past the checkpoint are replaced on resume."""
     rec, parts, cfg, D = t.rec, t.parts, t.cfg, t.D
@@ -436,8 +441,8 @@ def save_epoch(t: Training, row: dict, improved: bool, last: bool, xb):
     save = improved or last or periodic
     rngs = D.gather(get_rng_state()) if save else None  # collective: every rank, the same epochs
     if not D.main: return
-    write_history(rec.run_dir, rec.history)
     if rec.writer: log_tensorboard(rec.writer, row, parts.model, xb if row["epoch"] == 1 or parts.augs else None)
+    write_history(rec.run_dir, rec.history)
     rec.state["seconds"] = rec.seconds()
     ck = {**parts.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "state": dict(rec.state),
           "step": rec.state["step"], "config": asdict(cfg), "data": parts.data, "versions": versions()} if save else None
@@ -546,6 +551,9 @@ def check_sizes(cfg: TrainConfig, ckpt, D, n_train: int, data: dict):
     run keeps its number of processes and its data (`data`: a `Data.info()`). Checked before any folder is made."""
     if cfg.batch_size > n_train:
         raise ValueError(f"batch_size={cfg.batch_size}: larger than the {n_train} training images")
+    if not cfg.steps_per_epoch and cfg.batch_size * cfg.accumulate > n_train:
+        raise ValueError(f"batch_size={cfg.batch_size} x accumulate={cfg.accumulate}: more than the {n_train} training "
+                         "images of an epoch; lower one, or set steps_per_epoch")
     if cfg.batch_size % D.world:
         raise ValueError(f"batch_size={cfg.batch_size}: must be divisible by the {D.world} processes")
     if cfg.top_k > len(data["classes"]):
@@ -595,7 +603,8 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     data = load_data(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size, cfg.channels)  # before any folder
     log(run_header(data, cfg))
     seed_everything((cfg.seed + D.rank) % 2**32)  # ranks differ in dropout; the sampler is seeded alike on all
-    split = Split(*[t.to(dev) for t in split_train_val(data.x_train, data.y_train, cfg.val_split, cfg.split_seed)])
+    split = Split(*[t.to(dev) for t in split_train_val(data.x_train, data.y_train, cfg.val_split, cfg.split_seed,
+                                                            cfg.folds, cfg.fold)])
     check_sizes(cfg, ckpt, D, len(split.x_train), info := data.info())
     t = Training(cfg, D, data, split, plan_steps(cfg, len(split.x_train)), log)
     t.parts = build(cfg, t.plan, split.y_train, info, dev)
@@ -630,6 +639,8 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
         raise
     finally:
         torch.set_num_threads(threads)
-        if rec.writer: rec.writer.close()
+        if rec.writer:
+            try: rec.writer.close()
+            except OSError as e: print(f"warning: TensorBoard's last events in {rec.writer.log_dir} are lost: {e}")
         if D.main: unlock_run(rec.run_dir)
         if D.started: dist.destroy_process_group()

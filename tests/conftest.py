@@ -83,3 +83,7 @@ def exit_codes(pids: list, timeout: float = 120) -> list:
             elif time.time() > deadline: os.kill(pid, signal.SIGKILL)  # reaped on the next round
         time.sleep(0.02)
     return [codes[pid] for pid in pids]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "disk_size(size): the size of the tiny_disk tmpfs (test_reliability.py)")

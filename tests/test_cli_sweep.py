@@ -197,22 +197,25 @@ def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatc
 
 
 def test_both_executors_train_the_same_trials_and_report_every_epoch(tmp_path):
-    "The same 2-point grid in-process and as papermill runs: the same metrics, the same values in the study."
+    """The same cross-validated trial (2 folds) in-process and as papermill runs: the same metrics per fold, the same
+    value in the study (the folds' mean), fold 0's epochs reported to the pruner."""
     base = {"dataset": "mnist_sample", "model": "mlp", "epochs": 2, "steps_per_epoch": 10, "tensorboard": False,
             "threads": 1}  # the same threads in both: bf16 sums split over 1 or 2 threads round differently
     studies = {}
-    for executor, n_jobs in (("inprocess", 1), ("papermill", 2)):  # in-process workers: the grid test has 2
-        S.sweep({"seed": [0, 1]}, tmp_path / executor, n_jobs=n_jobs, params=base, executor=executor)
+    for executor in ("inprocess", "papermill"):
+        S.sweep({"seed": [0]}, tmp_path / executor, params=base, executor=executor, folds=2)
         studies[executor] = optuna.load_study(study_name=executor, storage=f"sqlite:///{tmp_path}/{executor}/study.db")
-    for k in ("0000", "0001"):
+    for fold in ("fold0", "fold1"):
         rows = {e: [{m: v for m, v in r.items() if m != "epoch_time"} for r in
-                    read_history(tmp_path / e / "trials" / k)] for e in studies}
-        assert len(rows["inprocess"]) == 2 and rows["inprocess"] == rows["papermill"], (k, rows)
-    assert (tmp_path / "papermill" / "trials" / "0000" / "notebook.ipynb").is_file()  # each trial's notebook
-    assert (tmp_path / "inprocess" / "trials" / "0000" / "train.log").is_file()
-    values = {e: sorted((t.params["seed"], t.value, tuple(t.intermediate_values.items())) for t in s.trials)
+                    read_history(tmp_path / e / "trials" / "0000" / fold)] for e in studies}
+        assert len(rows["inprocess"]) == 2 and rows["inprocess"] == rows["papermill"], (fold, rows)
+    assert (tmp_path / "papermill" / "trials" / "0000" / "fold1" / "notebook.ipynb").is_file()  # each run's notebook
+    assert (tmp_path / "inprocess" / "trials" / "0000" / "fold0" / "train.log").is_file()
+    values = {e: [(t.value, tuple(t.intermediate_values.items()), t.user_attrs["fold_values"]) for t in s.trials]
               for e, s in studies.items()}
-    assert values["inprocess"] == values["papermill"] and len(values["inprocess"][0][2]) == 2, values
+    assert values["inprocess"] == values["papermill"] and len(values["inprocess"][0][1]) == 2, values
+    (value, _, folds), = values["inprocess"]
+    assert value == sum(folds) / 2 and folds[0] != folds[1], values
 
 
 @pytest.mark.xdist_group("many_processes")  # see conftest.py

@@ -96,18 +96,18 @@ def test_two_workers_in_different_folders_share_one_study(postgres_url, tmp_path
 
 
 def test_a_killed_worker_s_trial_is_resumed_by_another(tmp_path):
-    """SIGKILL a worker mid-trial: its trial stops beating, the next worker queues it again and resumes it from its
-    checkpoint; the trial's final weights equal an uninterrupted run's."""
+    """SIGKILL a worker mid-trial (in the first fold of a cross-validated trial): the next worker queues the trial again
+    and resumes that fold from its checkpoint, then trains the second; the fold's weights equal an uninterrupted run's."""
     import optuna, torch
     import mnist_lab.record as R
     from mnist_lab.train import TrainConfig, fit
     base = {"dataset": "mnist_sample", "model": "cnn", "width": 8, "epochs": 6, "steps_per_epoch": 15,
             "scheduler": "none", "tensorboard": False, "threads": 1}
-    (tmp_path / "sweep.yaml").write_text(json.dumps({"space": {"seed": [0]}, "params": base,
+    (tmp_path / "sweep.yaml").write_text(json.dumps({"space": {"seed": [0]}, "params": base, "folds": 2,
                                                      "sweep_dir": str(tmp_path / "sw")}))
     worker = subprocess.Popen([MNIST_LAB, "sweep", "sweep.yaml"], cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    run = tmp_path / "sw" / "trials" / "0000"
+    run = tmp_path / "sw" / "trials" / "0000" / "fold0"  # a cross-validated trial: killed in its first fold
     wait_for(lambda: R.run_status(run).get("epoch", 0) >= 2, 120, "the trial did not train")
     worker.kill(); worker.wait()
     url = f"sqlite:///{tmp_path}/sw/study.db"
@@ -118,7 +118,7 @@ def test_a_killed_worker_s_trial_is_resumed_by_another(tmp_path):
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"] and trials[1].system_attrs["failed_trial"] == 0
     log = (run / "train.log").read_text()
     assert "resuming" in log and "at epoch 0" not in log, log[-2000:]
-    assert len(R.read_history(run)) == 6
-    again = fit(TrainConfig.from_params(**base, runs_root=str(tmp_path / "plain")))  # the same trial, uninterrupted
+    assert len(R.read_history(run)) == 6 and R.run_status(run.parent / "fold1")["status"] == "completed"
+    again = fit(TrainConfig.from_params(**base, folds=2, fold=0, runs_root=str(tmp_path / "plain")))  # uninterrupted
     resumed = R.load_weights(run / "model.pt")
     assert all(torch.equal(v, resumed[k]) for k, v in again.model.state_dict().items())

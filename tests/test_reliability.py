@@ -11,6 +11,7 @@ import mnist_lab
 import mnist_lab.train as T, mnist_lab.record as R
 from mnist_lab.data import load_data, IDX_STEMS
 from conftest import ROOT, papermill, pace_plugin, in_child, exit_codes
+from mnist_lab.process import lock_held, wait_until
 
 TINY = dict(epochs=2, dataset="mnist_sample", model="linear", batch_size=100, steps_per_epoch=2, scheduler="none",
             tensorboard=False, progress="none")
@@ -62,14 +63,16 @@ def test_sigkill_during_checkpoint_writes_never_leaves_an_unreadable_file(tmp_pa
 # 4. Disk full while saving: a clear error, the previous checkpoint intact
 
 @pytest.fixture
-def tiny_disk(tmp_path):
-    "A real 1 MiB tmpfs (needs root, as on the project's machines and CI)."
+def tiny_disk(tmp_path, request):
+    """A real tmpfs of 1 MiB, or of the size a test's `@pytest.mark.disk_size("4m")` asks for (needs root, as on the
+    project's machines and CI)."""
     d = tmp_path / "tmpfs"
     d.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)]).returncode:
+    size = marker.args[0] if (marker := request.node.get_closest_marker("disk_size")) else "1m"
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)]).returncode:
         pytest.skip("cannot mount a tmpfs here (not root); test_size_limited_file covers disk full instead")
     yield d
-    subprocess.run(["umount", str(d)], check=True)
+    subprocess.run(["umount", "--lazy", str(d)], check=True)  # lazy: a thread of a failed test may still hold a file
 
 
 def test_disk_full_keeps_the_previous_checkpoint(tiny_disk):
@@ -87,6 +90,52 @@ def test_disk_full_during_training_fails_the_run_clearly(tiny_disk):
         T.fit(T.TrainConfig(**{**TINY, "model": "mlp", "runs_root": str(tiny_disk), "run_dir": str(tiny_disk / "r")}))
     s = R.run_status(tiny_disk / "r")
     assert s["status"] == "failed" and "No space left on device" in s["error"]
+
+
+def fill(disk: Path):
+    "Take every free byte of `disk`."
+    with open(disk / "filler", "wb", buffering=0) as f:
+        try:
+            for size in (1 << 16, 1 << 10, 1):
+                while True: f.write(b"x" * size)
+        except OSError: pass
+
+
+def test_disk_full_while_taking_a_run_lock_keeps_no_lock(tiny_disk):
+    "The lock's holder line cannot be written: the error names .lock, and the lock is given back (a resume can run)."
+    (tiny_disk / "r").mkdir()
+    fill(tiny_disk)
+    with pytest.raises(OSError, match=r"cannot write .*/r/\.lock: No space left on device"): R.lock_run(tiny_disk / "r")
+    assert not lock_held(tiny_disk / "r" / ".lock") and R.held_dir(tiny_disk / "r") is None
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # TensorBoard's thread's own
+def test_disk_full_under_tensorboard_fails_the_run_naming_the_folder(tiny_disk):
+    """The disk fills after epoch 1: TensorBoard's writing thread is the first to find no space. The run fails with
+    an error naming TensorBoard's folder, and its status says so (not `killed`, though no new file fits)."""
+    cfg = T.TrainConfig(**{**TINY, "epochs": 3, "tensorboard": True, "runs_root": str(tiny_disk),
+                           "run_dir": str(tiny_disk / "r")})
+    with pytest.raises(OSError, match=r"cannot write TensorBoard's events in .*/r/tb: No space left on device"):
+        T.fit(cfg, on_epoch=lambda row: row["epoch"] == 1 and fill(tiny_disk))
+    s = R.run_status(tiny_disk / "r")
+    assert s["status"] == "failed" and "TensorBoard's events in" in s["error"], s
+    assert [h["epoch"] for h in R.read_history(tiny_disk / "r")] == [1]
+
+
+@pytest.mark.disk_size("4m")  # room for three tiny trials
+def test_disk_full_under_study_db_says_so_and_loses_no_point(tiny_disk, tmp_path):
+    "The disk fills while a sweep runs: it stops saying its database is full; with room again it trains the rest."
+    import mnist_lab.sweep as S
+    params = {**TINY, "augment": "pace", "plugins": str(pace_plugin(tmp_path, 0.2))}
+    def fill_after_trial_0():
+        wait_until(lambda: (tiny_disk / "sw/trials/0000/summary.json").exists(), every=0.05, timeout=60)
+        fill(tiny_disk)
+    threading.Thread(target=fill_after_trial_0, daemon=True).start()
+    with pytest.raises(RuntimeError, match=r"sweep sw: its study database could not be written \(database or disk is full"):
+        S.sweep({"lr": [0.01, 0.02, 0.03]}, tiny_disk / "sw", params=params)
+    (tiny_disk / "filler").unlink()
+    df = S.sweep({"lr": [0.01, 0.02, 0.03]}, tiny_disk / "sw", params=params, retry_failed=True)
+    assert sorted(df.status) == ["completed"] * 3, df[["run", "status", "error"]]
 
 
 def test_size_limited_file(tmp_path):
@@ -539,9 +588,13 @@ def test_damaged_records_are_reported_and_left_untouched(tmp_path):
     (trial / "status.json").write_text('{"status": "runn')  # cut short by a crash
     (trial / "last.pt").write_bytes(b"precious checkpoint")
     before = {p.name: p.read_bytes() for p in trial.iterdir()}
-    S.sweep({"lr": [0.1]}, tmp_path / "runs" / "sweep", params=TINY)  # the sweep comes to that trial
-    (t,) = S.load_study(tmp_path / "runs" / "sweep").trials
+    claimed = trial.parent / "0001"  # the empty status.json that claims a folder, of a start that died at once
+    claimed.mkdir()
+    (claimed / "status.json").touch()
+    S.sweep({"lr": [0.1, 0.2]}, tmp_path / "runs" / "sweep", params=TINY)  # the sweep comes to those trials
+    t, claimed_trial = S.load_study(tmp_path / "runs" / "sweep").trials
     assert t.state.name == "FAIL" and "status.json: not JSON" in t.user_attrs["error"], t.user_attrs
+    assert claimed_trial.state.name == "COMPLETE" and R.run_status(claimed)["status"] == "completed"
     assert {p.name: p.read_bytes() for p in trial.iterdir()} == before
     half = tmp_path / "runs" / "half" / "r"
     half.mkdir(parents=True)
@@ -625,6 +678,52 @@ def test_hostile_records_cost_no_memory_and_lose_no_row(tmp_path):
     rows = dict(eval(out.splitlines()[0]))
     assert rows["good"] == "completed" and rows["zero"] == rows["fifo"] == "damaged", rows
     assert set(rows) == {"good", "sparse", "zero", "fifo", "history"}, rows
+
+
+def test_wrong_records_name_their_file_and_what_is_wrong(tmp_path):
+    """Records that parse but hold the wrong things: each error names the file and what is wrong, the runs table
+    keeps a row per run, a resume says which checkpoint lacks what."""
+    from mnist_lab.eval import load_run
+    from mnist_lab.runs import runs_table
+    import mnist_lab.sweep as S
+    good = T.fit(T.TrainConfig(**TINY, runs_root=str(tmp_path / "runs"), name="good")).run_dir
+    def without(key):
+        def plant(d):
+            ck = torch.load(d / "last.pt", weights_only=True)
+            del ck[key]
+            torch.save(ck, d / "last.pt")
+        return plant
+    plants = {"rows": (lambda d: (d / "metrics.jsonl").write_text('{"epoch": 1, "val_loss": 1}\n{"epoch": 2}\n'),
+                       "metrics.jsonl: damaged (line 2 lacks val_loss)"),
+              "config": (lambda d: (d / "config.json").write_text("[1, 2]"), "config.json: a JSON list"),
+              "pid": (lambda d: (d / "status.json").write_text(json.dumps({"status": "running", "pid": 2**70})),
+                      "status.json: not a status record"),
+              "step": (without("step"), None), "config_key": (without("config"), None)}
+    for name, (plant, _) in plants.items():
+        d = tmp_path / "runs" / name / "r"
+        d.parent.mkdir(parents=True)
+        subprocess.run(["cp", "-a", str(good), str(d)], check=True)
+        plant(d)
+    rows = runs_table(tmp_path / "runs").set_index("run")
+    assert len(rows) == 1 + len(plants)
+    for name, (_, message) in plants.items():
+        if message: assert rows.loc[f"{name}/r", "status"] == "damaged" and message in rows.loc[f"{name}/r", "error"]
+    with pytest.raises(ValueError, match="config.json: a JSON list, not the object expected"):
+        load_run(tmp_path / "runs/config/r")
+    for name, key in (("step", "step"), ("config_key", "config")):  # last.pt lacks it: best.pt takes over, said
+        d = tmp_path / "runs" / name / "r"
+        (d / "best.pt").unlink()
+        with pytest.raises(R.CheckpointError, match=f"last.pt is not a checkpoint training can resume from: {key} "):
+            T.fit(T.TrainConfig(**{**TINY, "epochs": 3}, resume=str(d)))
+    lying = tmp_path / "lying.safetensors"
+    lying.write_bytes(struct.pack("<Q", 2**63) + b"{}")
+    with pytest.raises(R.CheckpointError, match="lying.safetensors is not a readable safetensors file"):
+        load_run(lying)
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "study.db").write_bytes(os.urandom(4096))
+    for open_it in (lambda: S.join(f"sqlite:///{tmp_path}/sw/study.db", "sw"),
+                    lambda: S.sweep({"lr": [0.1]}, tmp_path / "sw", params=TINY)):
+        with pytest.raises(ValueError, match="sw/study.db: not an SQLite database"): open_it()
 
 
 def test_sizes_from_files_are_bounded_before_anything_is_built(tmp_path):

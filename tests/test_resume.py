@@ -12,9 +12,10 @@ from conftest import in_child, exit_codes
 
 # a small run that still uses every source of randomness: dropout (torch RNG), augmentation and batch
 # order (the sampler's generator), a per-step scheduler (onecycle) and Adam's state
-CONFIG = dict(dataset="mnist_sample", model="mlp", fc1=64, fc2=32, dropout=0.2, batch_size=64,
-              steps_per_epoch=8, epochs=4, augment="shift,noise", scheduler="onecycle", lr=3e-3,
+CONFIG = dict(dataset="mnist_sample", model="mlp", fc1=64, fc2=32, dropout=0.2, batch_size=32, accumulate=2,
+              grad_clip=1.0, steps_per_epoch=8, epochs=4, augment="shift,noise", scheduler="onecycle", lr=3e-3,
               tensorboard=True, progress="none", threads=1)
+BATCHES = CONFIG["accumulate"]  # batches drawn per optimizer step: the kill points below count batches
 
 def patched_fit(opts: dict):
     "Train `opts['config']` in this process, SIGKILLing itself where `opts` says (a forked child runs this)."
@@ -87,9 +88,9 @@ def killed_then_resumed(tmp_path, **kill) -> dict:
 
 
 @pytest.mark.parametrize("kill", [
-    {"kill_at_step": 3},    # epoch 1, before the first checkpoint: the same folder starts over
-    {"kill_at_step": 13},   # mid epoch 2
-    {"kill_at_step": 24},   # just after the epoch-3 checkpoint, before epoch 4's first step
+    {"kill_at_step": 3 * BATCHES},  # epoch 1, before the first checkpoint: the same folder starts over
+    {"kill_at_step": 13 * BATCHES + 1},  # mid epoch 2, between the two batches of one step
+    {"kill_at_step": 24 * BATCHES},  # just after the epoch-3 checkpoint, before epoch 4's first step
     {"kill_in_save": 4},    # halfway through writing a checkpoint (epoch 2's last.pt)
 ], ids=lambda k: "-".join(f"{a}={b}" for a, b in k.items()))
 def test_kill_and_resume_is_bitwise_identical(tmp_path, uninterrupted, kill):
@@ -101,7 +102,7 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, uninterrupted, kill):
 
 def test_the_check_bites_when_rng_state_is_not_restored(tmp_path, uninterrupted):
     "Prove the test above can fail: a resume that skips the RNG restore must give different weights."
-    resumed = killed_then_resumed(tmp_path, kill_at_step=13, no_rng_restore=True)
+    resumed = killed_then_resumed(tmp_path, kill_at_step=13 * BATCHES, no_rng_restore=True)
     assert not same_weights(resumed["weights"], uninterrupted["weights"])
 
 
