@@ -27,6 +27,7 @@ if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_require
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+mlflow_requirements = shlex.split(cfg.get('mlflow_requirements', ''))
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -42,7 +43,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={'mnist_lab': ['sample/*.gz']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements, 'mlflow': mlflow_requirements},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),

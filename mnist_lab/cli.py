@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TEMPLATE_FILES', 'PLUGINS_STUB', 'parse_params', 'cmd_train', 'cmd_fit', 'cmd_resume', 'existing_run', 'cmd_watch',
            'cmd_stop', 'foreground', 'remove_unstarted', 'cmd_eval', 'print_runs', 'cmd_runs', 'cmd_sweep',
-           'cmd_dashboard', 'cmd_reproduce', 'cmd_report', 'new_project', 'cmd_new', 'parser', 'main']
+           'cmd_dashboard', 'cmd_reproduce', 'cmd_report', 'cmd_export', 'new_project', 'cmd_new', 'parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #dd6cc54e
 import argparse, errno, json, sys, time
@@ -124,8 +124,11 @@ def print_runs(df, all_columns: bool = False):
     from mnist_lab.runs import varying
     if df.empty: return print("(no run folders yet)")
     vary = varying(df)
+    if "test_accuracy_low" in df:  # the 95% interval beside the number
+        df = df.assign(**{"95% interval": [f"[{lo:.4f}, {hi:.4f}]" if lo == lo else "" for lo, hi in
+                                          zip(df.test_accuracy_low, df.test_accuracy_high)]})
     cols = list(df.columns) if all_columns else ["run", "status", "progress", *vary[:6], "epoch", "val_accuracy",
-                                                 "test_accuracy", "seconds"]
+                                                 "test_accuracy", "95% interval", "seconds"]
     cols = [c for c in cols if c in df]
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", None):
         print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
@@ -186,11 +189,27 @@ def cmd_reproduce(a) -> int:
 
 # %% ../nbs/11_cli.ipynb #0199b15f
 def cmd_report(a) -> int:
-    "Write a run's report.html: summary with intervals, per-class table, plots and its executed notebook, in one file."
+    """Write a run's report.html (summary with intervals, per-class table, plots and its executed notebook), or a
+    sweep's (its configurations compared), in one file."""
     from mnist_lab.eval import html_report
     import matplotlib
     matplotlib.use("Agg")
-    print(f"wrote {html_report(existing_run(a.run), a.plugins)}")
+    if (Path(a.run) / "study.db").is_file():
+        from mnist_lab.sweep import sweep_report
+        print(f"wrote {sweep_report(a.run)}")
+    else: print(f"wrote {html_report(existing_run(a.run), a.plugins)}")
+    return 0
+
+def cmd_export(a) -> int:
+    "Copy run folders into MLflow (the `mlflow` extra): each once, a sweep's runs under one parent."
+    from mnist_lab.runs import export_mlflow, runs_table
+    try: import mlflow  # noqa: F401
+    except ImportError: raise ImportError('MLflow is not installed: pip install -e ".[mlflow]"') from None
+    runs = [existing_run(r) for r in a.runs] if a.runs else runs_table(a.root).path.tolist()
+    ids = export_mlflow(runs, a.uri, a.experiment)
+    new = sum(n for _, n in ids.values())
+    print(f"exported {new} run(s) to {a.uri} (experiment {a.experiment!r}); {len(ids) - new} were there already; "
+          f"look at them with: mlflow ui --backend-store-uri {a.uri}")
     return 0
 
 # %% ../nbs/11_cli.ipynb #12929c77
@@ -305,9 +324,15 @@ def parser() -> argparse.ArgumentParser:
                     "parameters), once their cause is fixed")
     sw.add_argument("--sweep-dir", help="with --join: where this machine keeps the trials' run folders (default: "
                     "the sweep's folder, as on a shared file system)")
-    hr = sub.add_parser("report", help="write a run's report.html: one self-contained page to share")
-    hr.add_argument("run", help="run folder")
+    hr = sub.add_parser("report", help="write a run's (or a sweep's) report.html: one self-contained page to share")
+    hr.add_argument("run", help="run folder, or sweep folder (its configurations compared)")
     hr.add_argument("--plugins", default="", help="the run's plugins, if its plots must be made and need them")
+    ex = sub.add_parser("export", help="copy run folders into MLflow: params, metrics by epoch, plots, weights")
+    ex.add_argument("to", choices=["mlflow"], help="where to: mlflow (pip install -e \".[mlflow]\")")
+    ex.add_argument("runs", nargs="*", help="run folders (default: every finished run under --root)")
+    ex.add_argument("--uri", required=True, help="MLflow tracking URI, e.g. sqlite:///runs/mlflow.db")
+    ex.add_argument("--experiment", default="mnist_lab", help="MLflow experiment (default: mnist_lab)")
+    ex.add_argument("--root", default="runs", help="runs root folder (default: runs)")
     rp = sub.add_parser("reproduce", help="train a finished run's recorded config again and compare every number")
     rp.add_argument("run", help="run folder")
     rp.add_argument("--plugins", default="", help="the run's plugins, if you trust them (a run's stored plugins are "
@@ -330,7 +355,7 @@ def main(argv=None) -> int:
     try: return {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "runs": cmd_runs, "watch": cmd_watch,
                  "stop": cmd_stop, "sweep": cmd_sweep, "new": cmd_new, "fit": cmd_fit,
                  "dashboard": cmd_dashboard, "reproduce": cmd_reproduce,
-                 "report": cmd_report}[a.cmd](a)
+                 "report": cmd_report, "export": cmd_export}[a.cmd](a)
     except KeyboardInterrupt:
         print("mnist-lab: interrupted", file=sys.stderr)
         return 130

@@ -11,7 +11,7 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'train_papermill', 'objective', 'train_slot', 'suggest', 'next_step', 'keep_traceback', 'taken_over',
            'storage_failure', 'work', 'requeue', 'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow',
            'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed', 'cross_validate',
-           'read_only_url', 'read_only_storage', 'dashboard_app', 'serve_dashboard']
+           'sweep_report', 'read_only_url', 'read_only_storage', 'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
 import io, itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, traceback, warnings
@@ -644,6 +644,48 @@ def cross_validate(cfg, folds: int = 5, sweep_dir="runs/cv", n_jobs: int = 1, me
     stats = seed_stats(df, metric).iloc[0]
     print(f"{metric}: {stats['mean']:.4f} ± {stats['std']:.4f} over {int(stats['count'])} folds")
     return df
+
+# %% ../nbs/10_sweep.ipynb #d3f9516a
+def sweep_report(sweep_dir="runs/sweep") -> Path:
+    """Write `report.html` in a sweep's folder: one self-contained page comparing its configurations (their runs'
+    seeds and folds as mean ± std), whether the best beats the second beyond the noise, and the plots."""
+    import base64, html, io, nbformat
+    import matplotlib.pyplot as plt
+    from nbconvert import HTMLExporter
+    from mnist_lab.runs import compare, plot_curves, plot_metric_vs, seed_stats, varying
+    study = load_study(sweep_dir)
+    spec, df = study.user_attrs["spec"], trials_table(study)
+    done = df[df.status == "completed"]
+    if done.empty: raise ValueError(f"{sweep_dir}: no completed trial yet, nothing to compare")
+    mode, key = parse_monitor(TrainConfig.from_params(**spec["params"]).monitor)
+    by = [c for c in varying(done) if c not in ("seed", "fold")]
+    stats = seed_stats(done, key).join(seed_stats(done, "test_accuracy"), rsuffix="_test").sort_values(
+        "mean", ascending=mode == "min")  # best first
+    groups = [g.path.tolist() for _, g in done.groupby(by)] if by else []
+    groups.sort(key=lambda paths: done[done.path.isin(paths)][key].mean(), reverse=mode == "max")
+    verdict = ""
+    if len(groups) >= 2:  # one run each: a paired bootstrap on the test images; several: over their seeds/folds
+        v = compare(*(g if len(g) > 1 else g[0] for g in groups[:2]))
+        lo, hi = v["interval"]
+        verdict = (f"Best against second on test accuracy: {v['a']:.4f} vs {v['b']:.4f}, difference "
+                   f"{v['difference']:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]: **{v['verdict']}**.")
+    def png(fig) -> str:
+        buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=90, bbox_inches="tight"); plt.close(fig)
+        return f"![plot](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+    plots = [png(plot_metric_vs(done, p, "test_accuracy")) for p in by] + [png(plot_curves(done, key))]
+    md = nbformat.v4.new_markdown_cell
+    name = html.escape(Path(spec["sweep_dir"]).name)
+    folds = f", {spec['folds']} folds each" if spec.get("folds") else ""
+    cells = [md(f"# Sweep {name}\n\n{spec['method']} over {html.escape(', '.join(spec['space']))}: {len(done)} "
+                f"completed runs of {spec['n_trials']} trials{folds}; ranked by {key} ({mode}imised), mean ± std "
+                f"over seeds and folds.\n\n{verdict}"),
+             md(stats.to_html(float_format=lambda x: f"{x:.4f}")), md("## Plots\n\n" + "\n\n".join(plots)),
+             md("## Runs\n\n" + df[["run", "status", *by, *[c for c in ("seed", "fold") if c in df], key,
+                                    "test_accuracy"]].to_html(index=False, float_format=lambda x: f"{x:.4f}"))]
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.v4.new_notebook(cells=cells))
+    out = Path(spec["sweep_dir"]) / "report.html"
+    save_atomic(lambda f: f.write(body.encode()), out)
+    return out
 
 # %% ../nbs/10_sweep.ipynb #452dbbf2
 def read_only_url(url: str) -> str:

@@ -246,3 +246,4 @@ def test_html_report_opens_in_chromium_with_its_plots(browser, tmp_path):
     assert "95% interval" in page.inner_text("body")
     shot(page, "html_report")
     page.close()
+

@@ -1,0 +1,67 @@
+"""The MLflow export against a real MLflow server and its UI in Chromium, both on loopback. Needs the `mlflow` extra
+(pip install -e ".[mlflow]"); CI installs it and sets MNIST_LAB_REQUIRE_MLFLOW, so it never skips there."""
+import json, os, signal, subprocess, sys, time, urllib.request
+from pathlib import Path
+import pytest
+from test_jupyterlab import browser, free_port, shot  # noqa: F401 (browser is a fixture)
+
+
+def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path):
+    """`mnist-lab export mlflow` copies a sweep (a parent, its trials as children) and a plain run into MLflow, once;
+    a real `mlflow server` on loopback serves them: params, metrics by epoch, test intervals, artefacts, its UI."""
+    try: import mlflow  # noqa: F401
+    except ImportError:
+        if os.environ.get("MNIST_LAB_REQUIRE_MLFLOW"): pytest.fail("MNIST_LAB_REQUIRE_MLFLOW is set but mlflow is missing")
+        pytest.skip('needs the mlflow extra: pip install -e ".[mlflow]"')
+    from mnist_lab.eval import html_report
+    from mnist_lab.sweep import sweep
+    from mnist_lab.train import TrainConfig, fit
+    tiny = dict(dataset="mnist_sample", model="linear", epochs=2, steps_per_epoch=5, tensorboard=False)
+    sweep({"lr": [1e-3, 1e-2]}, tmp_path / "runs" / "lr", params=tiny)
+    plain = fit(TrainConfig(**tiny, progress="none", runs_root=str(tmp_path / "runs"), name="plain")).run_dir
+    html_report(plain)  # report.html and the plots it draws
+    db, cli = f"sqlite:///{tmp_path}/mlflow.db", str(Path(sys.executable).parent / "mnist-lab")
+    for expected in ("exported 3 run(s)", "exported 0 run(s)"):  # the second export adds nothing
+        r = subprocess.run([cli, "export", "mlflow", "--uri", db, "--root", str(tmp_path / "runs")], capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0 and expected in r.stdout, r.stdout + r.stderr[-2000:]
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", db,
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    try:
+        for _ in range(120):
+            try: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2); break
+            except OSError: time.sleep(0.5)
+        ask = lambda path, body: json.load(urllib.request.urlopen(urllib.request.Request(
+            f"{api}/{path}", json.dumps(body).encode(), {"Content-Type": "application/json"}), timeout=30))
+        exp = json.load(urllib.request.urlopen(f"{api}/experiments/get-by-name?experiment_name=mnist_lab",
+                                               timeout=30))["experiment"]
+        runs = ask("runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
+        names = sorted(r["info"]["run_name"] for r in runs)
+        assert len(runs) == 4 and "lr" in names and plain.name in names, names
+        tags = lambda r: {t["key"]: t["value"] for t in r["data"].get("tags", [])}
+        parent = next(r["info"]["run_id"] for r in runs if r["info"]["run_name"] == "lr")
+        assert sum(tags(r).get("mlflow.parentRunId") == parent for r in runs) == 2
+        mine = next(r for r in runs if r["info"]["run_name"] == plain.name)
+        metrics = {m["key"]: m["value"] for m in mine["data"]["metrics"]}
+        summary = json.loads((plain / "summary.json").read_text())
+        assert metrics["test_accuracy"] == summary["test_accuracy"], metrics
+        assert metrics["test_accuracy_low"] == summary["intervals"]["accuracy"][0]
+        params = {p["key"]: p["value"] for p in mine["data"]["params"]}
+        assert params["model"] == "linear" and params["epochs"] == "2"
+        history = json.load(urllib.request.urlopen(f"{api}/metrics/get-history?run_id={mine['info']['run_id']}"
+                                                   "&metric_key=val_accuracy", timeout=30))["metrics"]
+        assert [m["step"] for m in history] == [1, 2]
+        files = json.load(urllib.request.urlopen(f"{api}/artifacts/list?run_id={mine['info']['run_id']}",
+                                                 timeout=30))["files"]
+        assert {"model.safetensors", "report.html", "confusion.png"} <= {f["path"] for f in files}, files
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/#/experiments/{exp['experiment_id']}/runs")  # its training runs
+        page.wait_for_selector(f"text={plain.name}", timeout=60_000)
+        shot(page, "mlflow_ui")
+        page.close()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
