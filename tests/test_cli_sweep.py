@@ -257,6 +257,39 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_rerun_finishes_it(tmp_path):
     assert sorted(json.loads((d / "config.json").read_text())["seed"] for d in trials.iterdir()) == [0, 1, 2]
 
 
+@pytest.mark.xdist_group("many_processes")  # see conftest.py
+def test_a_paused_worker_s_trial_is_taken_over_and_nothing_is_lost(tmp_path):
+    """SIGSTOP one of two workers mid-trial for longer than the grace period: the other fails its trial as stale and
+    queues it again; the retry waits for the run's lock, the paused worker, continued, finishes the run (its late
+    reports and its end ignored), the retry records it. Both points complete, exit 0, no raw Optuna error."""
+    import signal, time, optuna
+    from mnist_lab.record import read_history, run_status
+    base = {"dataset": "mnist_sample", "model": "linear", "epochs": 6, "steps_per_epoch": 10, "scheduler": "none",
+            "tensorboard": False, "plugins": str(pace_plugin(tmp_path, 0.05)), "augment": "pace"}
+    spec = tmp_path / "sweep.json"
+    spec.write_text(json.dumps({"space": {"seed": [0, 1]}, "params": base, "n_jobs": 2, "sweep_dir": str(tmp_path / "sw")}))
+    p = subprocess.Popen([MNIST_LAB, "sweep", str(spec)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**os.environ, "MNIST_LAB_SWEEP_HEARTBEAT": "1", "MNIST_LAB_SWEEP_GRACE": "2"})
+    url, paused = f"sqlite:///{tmp_path}/sw/study.db", None
+    deadline = time.time() + 120
+    while paused is None and time.time() < deadline:  # the worker of trial 0, once it has trained an epoch
+        try: t = optuna.load_study(study_name="sw", storage=url).trials[0]
+        except Exception: t = None  # no study.db, no study, no trial yet
+        if t and "run_dir" in t.user_attrs and run_status(t.user_attrs["run_dir"]).get("epoch", 0) >= 1:
+            paused, run_dir = int(t.user_attrs["worker"].rsplit(":", 1)[1]), Path(t.user_attrs["run_dir"])
+        time.sleep(0.2)
+    assert paused, "the sweep did not start"
+    os.kill(paused, signal.SIGSTOP)
+    time.sleep(8)  # the other worker ends its trial, then finds trial 0's heartbeat stale
+    os.kill(paused, signal.SIGCONT)
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == 0 and "2 trials: 2 completed, 0 pruned, 0 failed" in out, out + err
+    assert "Cannot tell" not in out + err and "Traceback" not in err, err[-3000:]
+    trials = optuna.load_study(study_name="sw", storage=url).trials
+    assert any(t.system_attrs.get("failed_trial") == 0 for t in trials), [(t.number, t.state) for t in trials]
+    assert run_status(run_dir)["status"] == "completed" and [h["epoch"] for h in read_history(run_dir)] == list(range(1, 7))
+
+
 def test_new_project_is_renamed_and_passes_its_notebook_tests(tmp_path):
     "`mnist-lab new` offline: renamed package, no runs/data/history; its module notebooks pass nbdev_test."
     import os
