@@ -264,7 +264,7 @@ def test_a_paused_worker_s_trial_is_taken_over_and_nothing_is_lost(tmp_path):
     reports and its end ignored), the retry records it. Both points complete, exit 0, no raw Optuna error."""
     import signal, time, optuna
     from mnist_lab.record import read_history, run_status
-    base = {"dataset": "mnist_sample", "model": "linear", "epochs": 6, "steps_per_epoch": 10, "scheduler": "none",
+    base = {"dataset": "mnist_sample", "model": "linear", "epochs": 5, "steps_per_epoch": 10, "scheduler": "none",
             "tensorboard": False, "plugins": str(pace_plugin(tmp_path, 0.05)), "augment": "pace"}
     spec = tmp_path / "sweep.json"
     spec.write_text(json.dumps({"space": {"seed": [0, 1]}, "params": base, "n_jobs": 2, "sweep_dir": str(tmp_path / "sw")}))
@@ -280,14 +280,14 @@ def test_a_paused_worker_s_trial_is_taken_over_and_nothing_is_lost(tmp_path):
         time.sleep(0.2)
     assert paused, "the sweep did not start"
     os.kill(paused, signal.SIGSTOP)
-    time.sleep(8)  # the other worker ends its trial, then finds trial 0's heartbeat stale
+    time.sleep(6)  # the other worker ends its trial (2.5 s), then finds trial 0's heartbeat stale (2 s grace)
     os.kill(paused, signal.SIGCONT)
     out, err = p.communicate(timeout=180)
     assert p.returncode == 0 and "2 trials: 2 completed, 0 pruned, 0 failed" in out, out + err
     assert "Cannot tell" not in out + err and "Traceback" not in err, err[-3000:]
     trials = optuna.load_study(study_name="sw", storage=url).trials
     assert any(t.system_attrs.get("failed_trial") == 0 for t in trials), [(t.number, t.state) for t in trials]
-    assert run_status(run_dir)["status"] == "completed" and [h["epoch"] for h in read_history(run_dir)] == list(range(1, 7))
+    assert run_status(run_dir)["status"] == "completed" and [h["epoch"] for h in read_history(run_dir)] == list(range(1, 6))
 
 
 def test_new_project_is_renamed_and_passes_its_notebook_tests(tmp_path):

@@ -64,7 +64,7 @@ def test_two_workers_in_different_folders_share_one_study(postgres_url, tmp_path
     import optuna
     from mnist_lab.runs import runs_table
     url = postgres_url
-    base = {"dataset": "mnist_sample", "model": "mlp", "epochs": 1, "steps_per_epoch": 120, "tensorboard": False}
+    base = {"dataset": "mnist_sample", "model": "mlp", "epochs": 1, "steps_per_epoch": 60, "tensorboard": False}
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(); b.mkdir()
     (a / "sweep.yaml").write_text(json.dumps({"space": {"lr": [1e-3, 1e-2, 3e-2]}, "params": base, "folds": 2,
