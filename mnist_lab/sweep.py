@@ -636,7 +636,8 @@ def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir="runs/seeds", n_jobs: in
     print(f"{metric}: {stats['mean']:.4f} ± {stats['std']:.4f} over {int(stats['count'])} seeds")
     return stats
 
-def cross_validate(cfg, folds: int = 5, sweep_dir="runs/cv", n_jobs: int = 1, metric: str = "val_accuracy") -> pd.DataFrame:
+def cross_validate(cfg, folds: int = 5, sweep_dir="runs/cv", n_jobs: int = 1,
+                   metric: str = "val_accuracy") -> pd.DataFrame:
     """Train `cfg` (a `TrainConfig` or a dict of parameters) once per held-out fold of K stratified `folds` of the
     training images, as a sweep over `fold` (resumable, `n_jobs` at once); prints and returns the runs table."""
     from mnist_lab.runs import seed_stats
@@ -666,8 +667,9 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
     groups = [g.path.tolist() for _, g in done.groupby(by)] if by else []
     groups.sort(key=lambda paths: done[done.path.isin(paths)][key].mean(), reverse=mode == "max")
     verdict = ""
-    if len(groups) >= 2:  # one run each: a paired bootstrap on the test images; several: over their seeds/folds
-        v = compare(*(g if len(g) > 1 else g[0] for g in groups[:2]))
+    if len(groups) >= 2:  # one run each: a paired bootstrap on the test images; else over their seeds and folds
+        pair = groups[:2]
+        v = compare(*(pair if max(map(len, pair)) > 1 else [g[0] for g in pair]))
         lo, hi = v["interval"]
         verdict = (f"Best against second on test accuracy: {v['a']:.4f} vs {v['b']:.4f}, difference "
                    f"{v['difference']:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]: **{v['verdict']}**.")
