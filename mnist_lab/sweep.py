@@ -8,10 +8,10 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'check_space', 'grid_sampler', 'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec',
            'check_spec', 'check_values', 'retry_callback', 'quiet_optuna', 'check_sqlite', 'storage_for',
            'study_address', 'load_study', 'open_study', 'slots', 'latest', 'report', 'train_in_process',
-           'train_papermill', 'objective', 'train_slot', 'suggest', 'next_step', 'keep_traceback', 'taken_over',
-           'storage_failure', 'work', 'requeue', 'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow',
-           'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed', 'cross_validate',
-           'sweep_report', 'read_only_url', 'read_only_storage', 'dashboard_app', 'serve_dashboard']
+           'train_papermill', 'objective', 'train_slot', 'suggest', 'orphaned', 'next_step', 'keep_traceback',
+           'taken_over', 'storage_failure', 'work', 'requeue', 'start_workers', 'worker_main', 'stop_workers',
+           'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed',
+           'cross_validate', 'sweep_report', 'read_only_url', 'read_only_storage', 'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
 import io, itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, traceback, warnings
@@ -351,16 +351,22 @@ def suggest(trial, name: str, v):
     return trial.suggest_float(name, v["low"], v["high"], log=bool(v.get("log")))
 
 # %% ../nbs/10_sweep.ipynb #bc0a210a
+def orphaned(t) -> bool:
+    """Whether RUNNING trial `t` has no worker left: its worker on this machine is gone, or is this process between
+    trials (a trial it gave up: the database refused to record its end); or it never got as far as naming its
+    worker (which died making it, on a full disk, say) and began GRACE s ago."""
+    host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+    if "worker" not in t.user_attrs:
+        return t.datetime_start is not None and time.time() - t.datetime_start.timestamp() > GRACE
+    return host == socket.gethostname() and pid.isdigit() and (int(pid) == os.getpid() or not alive(int(pid)))
+
 def next_step(study, n_trials: int) -> str:
     "What a worker does next: `train` a trial, `wait` for another worker's running one, or `stop`."
     import optuna
     from optuna.trial import TrialState
     optuna.storages.fail_stale_trials(study)  # a dead worker's trial is queued again (WAITING)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-        # its worker on this machine is gone, or is this process, between trials (a trial it gave up: the database
-        # refused to record its end): no need to wait for its heartbeat to go stale
-        if host == socket.gethostname() and pid.isdigit() and (int(pid) == os.getpid() or not alive(int(pid))):
+        if orphaned(t):  # no need to wait for its heartbeat to go stale
             try: study.tell(t.number, state=TrialState.FAIL)
             except (ValueError, RuntimeError): continue  # another worker did it first
             requeue(study, [t.number])

@@ -123,9 +123,12 @@ def test_disk_full_under_tensorboard_fails_the_run_naming_the_folder(tiny_disk):
 
 
 @pytest.mark.disk_size("4m")  # room for three tiny trials
-def test_disk_full_under_study_db_says_so_and_loses_no_point(tiny_disk, tmp_path):
-    "The disk fills while a sweep runs: it stops saying its database is full; with room again it trains the rest."
+def test_disk_full_under_study_db_says_so_and_loses_no_point(tiny_disk, tmp_path, monkeypatch):
+    """The disk fills while a sweep runs: it stops saying its database is full; with room again it trains the rest,
+    also when the disk filled as a trial was being made (it never got a worker nor a heartbeat: GRACE s later it is
+    queued again; shortened here)."""
     import mnist_lab.sweep as S
+    monkeypatch.setattr(S, "GRACE", 2)
     params = {**TINY, "augment": "pace", "plugins": str(pace_plugin(tmp_path, 0.1))}
     def fill_after_trial_0():
         wait_until(lambda: (tiny_disk / "sw/trials/0000/summary.json").exists(), every=0.05, timeout=60)
