@@ -249,8 +249,8 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
                    if k not in ("epoch", "step")]
         metrics += [Metric(k, float(v), at, 0) for k, v in summary.items() if k.startswith("test_")
                     and isinstance(v, (int, float)) and not isinstance(v, bool)]
-        metrics += [Metric(f"test_{k}_{end}", float(x), at, 0) for k, (lo, hi) in summary.get("intervals", {}).items()
-                    for end, x in (("low", lo), ("high", hi))]
+        metrics += [Metric(f"test_{k}_{end}", float(x), at, 0) for k, iv in intervals(run_dir, summary).items()
+                    for end, x in zip(("low", "high"), iv)]
         for i in range(0, len(params), 100): client.log_batch(run_id, params=params[i:i + 100])  # MLflow's limits
         for i in range(0, len(metrics), 1000): client.log_batch(run_id, metrics=metrics[i:i + 1000])
         for f in [*sorted(run_dir.glob("*.png")), run_dir / "report.html", run_dir / "per_class.txt"]:
