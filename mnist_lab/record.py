@@ -8,11 +8,11 @@ __all__ = ['MAX_RECORD', 'MAX_HISTORY', 'RESUME_KEYS', 'MAX_DIFF', 'project_dir'
            'read_object', 'recorded_number', 'load_weights', 'load_checkpoint', 'read_model', 'read_safetensors',
            'check_fit', 'fit_weights', 'new_run_dir', 'write_status', 'overwrite', 'run_status', 'lock_run',
            'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'read_history', 'write_history',
-           'resumable', 'find_resume_checkpoint', 'git', 'versions', 'record_code', 'next_notebook', 'link_notebook',
-           'log_tensorboard']
+           'resumable', 'find_resume_checkpoint', 'git', 'versions', 'installed_packages', 'record_code',
+           'next_notebook', 'link_notebook', 'log_tensorboard']
 
 # %% ../nbs/01_record.ipynb #ba07da95
-import contextlib, errno, fcntl, functools, io, itertools, json, os, platform, secrets, socket, stat, subprocess, time
+import contextlib, errno, fcntl, functools, io, itertools, json, os, platform, secrets, socket, stat, subprocess, sys, time
 from pathlib import Path
 from .process import alive, holds_lock, papermill_output
 # no torch and no mnist_lab module but `process` at import: `mnist-lab runs`, `watch` and `stop` read run folders
@@ -422,11 +422,18 @@ def versions() -> dict:
 # %% ../nbs/01_record.ipynb #24e50246
 MAX_DIFF = 1 << 20  # bytes of code.diff: a larger change is said, not stored
 
+@functools.lru_cache(maxsize=1)
+def installed_packages(site_stamps: tuple) -> str:
+    """packages.txt: every installed distribution==version, a line each. Reading them all takes 0.4 s: the list is
+    kept while `site_stamps` (each import folder's modification time) is unchanged, as a pip install changes it."""
+    import importlib.metadata
+    metas = (d.metadata for d in importlib.metadata.distributions())  # each parse of a METADATA file costs
+    return "".join(f"{line}\n" for line in sorted({f"{m['Name']}=={m['Version']}" for m in metas if m['Name']}))
+
 def record_code(run_dir: Path):
     "packages.txt (every installed distribution==version) and, for a checkout with changes, code.diff."
-    import importlib.metadata
-    pkgs = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions() if d.metadata['Name']})
-    save_atomic(lambda f: f.write(("\n".join(pkgs) + "\n").encode()), Path(run_dir) / "packages.txt")
+    stamps = tuple((p, os.stat(p).st_mtime_ns) for p in sys.path if os.path.isdir(p))
+    save_atomic(lambda f: f.write(installed_packages(stamps).encode()), Path(run_dir) / "packages.txt")
     if versions()["git_dirty"] and (diff := git("diff", "HEAD")) is not None:
         text = diff if len(diff) <= MAX_DIFF else f"# the diff is {len(diff):,} bytes: not stored\n"
         save_atomic(lambda f: f.write(text.encode()), Path(run_dir) / "code.diff")

@@ -368,7 +368,8 @@ def next_step(study, n_trials: int) -> str:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if orphaned(t):  # no need to wait for its heartbeat to go stale
             try: study.tell(t.number, state=TrialState.FAIL)
-            except (ValueError, RuntimeError): continue  # another worker did it first
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError): continue  # another worker did it first
+            except RuntimeError: pass  # GridSampler's study.stop() outside optimize: failed all the same
             requeue(study, [t.number])
     trials = study.get_trials(deepcopy=False)
     if any(t.state == TrialState.WAITING for t in trials) or \

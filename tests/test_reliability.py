@@ -141,6 +141,33 @@ def test_disk_full_under_study_db_says_so_and_loses_no_point(tiny_disk, tmp_path
     assert sorted(df.status) == ["completed"] * 3, df[["run", "status", "error"]]
 
 
+def test_a_study_db_write_refused_anywhere_loses_no_point(tmp_path, monkeypatch):
+    """The class behind the full disk: the database refuses the k-th write of a sweep and every one after it, for
+    each k from the first to the last (a trial made without its grid point, its parameters, its worker; an end not
+    recorded). Each time the sweep stops saying so, and run again it trains exactly the grid's points."""
+    import optuna
+    import mnist_lab.sweep as S
+    monkeypatch.setattr(S, "GRACE", 1)
+    writes, refuse_from = [0], [None]
+    for name in ("create_new_trial", "set_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
+                 "set_trial_user_attr", "set_trial_system_attr", "record_heartbeat"):
+        def write(self, *a, _write=getattr(optuna.storages.RDBStorage, name), **kw):
+            writes[0] += 1
+            if refuse_from[0] is not None and writes[0] >= refuse_from[0]:
+                raise optuna.exceptions.StorageInternalError("database or disk is full")
+            return _write(self, *a, **kw)
+        monkeypatch.setattr(optuna.storages.RDBStorage, name, write)
+    params, space = {**TINY, "epochs": 1, "steps_per_epoch": 1}, {"lr": [0.01, 0.02]}
+    S.sweep(space, tmp_path / "counted", params=params)
+    for k in range(1, writes[0] + 1):
+        writes[0], refuse_from[0] = 0, k
+        with pytest.raises(RuntimeError, match="its study database could not be written"):
+            S.sweep(space, tmp_path / f"k{k}", params=params)
+        refuse_from[0] = None
+        df = S.sweep(space, tmp_path / f"k{k}", params=params)
+        assert sorted(zip(df.status, df.lr)) == [("completed", 0.01), ("completed", 0.02)], (k, df)
+
+
 def test_size_limited_file(tmp_path):
     "Disk full for any user: RLIMIT_FSIZE makes the kernel refuse writes past 100 kB (EFBIG), in a child process."
     path = tmp_path / "last.pt"
