@@ -143,8 +143,9 @@ def test_disk_full_under_study_db_says_so_and_loses_no_point(tiny_disk, tmp_path
 
 def test_a_study_db_write_refused_anywhere_loses_no_point(tmp_path, monkeypatch):
     """The class behind the full disk: the database refuses the k-th write of a sweep and every one after it, for
-    each k from the first to the last (a trial made without its grid point, its parameters, its worker; an end not
-    recorded). Each time the sweep stops saying so, and run again it trains exactly the grid's points."""
+    each k of a trial's life (a trial made without its grid point, its parameters, its worker; an end not recorded),
+    in the first of two trials (the full-disk test above takes a later one). Each time the sweep stops saying so,
+    and run again it trains exactly the grid's points."""
     import optuna
     import mnist_lab.sweep as S
     monkeypatch.setattr(S, "GRACE", 1)
@@ -158,7 +159,7 @@ def test_a_study_db_write_refused_anywhere_loses_no_point(tmp_path, monkeypatch)
             return _write(self, *a, **kw)
         monkeypatch.setattr(optuna.storages.RDBStorage, name, write)
     params, space = {**TINY, "epochs": 1, "steps_per_epoch": 1}, {"lr": [0.01, 0.02]}
-    S.sweep(space, tmp_path / "counted", params=params)
+    S.sweep({"lr": [0.01]}, tmp_path / "counted", params=params)  # the writes of one trial's life
     for k in range(1, writes[0] + 1):
         writes[0], refuse_from[0] = 0, k
         with pytest.raises(RuntimeError, match="its study database could not be written"):
