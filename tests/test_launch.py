@@ -52,17 +52,6 @@ def test_detach_watch_stop_resume(tmp_path):
     assert r.returncode == 0 and "completed: epoch 30/30" in r.stdout, r.stdout
 
 
-def test_runs_land_in_the_project_runs_folder_from_any_subfolder(tmp_path):
-    (tmp_path / "settings.ini").write_text("[DEFAULT]\n")
-    (tmp_path / "nbs").mkdir()
-    r = papermill(tmp_path / "nbs" / "out.ipynb", ("dataset", "mnist_sample"), ("model", "linear"), ("epochs", 1),
-                  ("tensorboard", False), cwd=tmp_path / "nbs")
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert len(list((tmp_path / "runs" / "run").iterdir())) == 1 and not (tmp_path / "nbs" / "runs").exists()
-    r = cli("runs", cwd=tmp_path / "nbs")
-    assert "completed" in r.stdout and "more columns hidden" in r.stdout
-
-
 def test_offline_download_is_tried_once_and_leaves_no_folders(tmp_path, monkeypatch, capsys):
     import torchvision
     import mnist_lab.data as D

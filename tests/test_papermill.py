@@ -1,5 +1,6 @@
 "train.ipynb run headlessly through papermill's CLI, as a user runs it on a server."
 import ast, gc, inspect, json, re, subprocess, sys
+from pathlib import Path
 from dataclasses import fields
 import nbformat
 from conftest import ROOT, papermill
@@ -46,9 +47,16 @@ def test_help_notebook_lists_every_parameter_with_type_and_no_parse_warning():
 
 
 def test_papermill_end_to_end(tmp_path):
-    out = tmp_path / "out.ipynb"
-    r = papermill(out, *TINY, ("lr", 0.01), cwd=tmp_path)
+    """One papermill run as people type it: from a project's subfolder (nbs/), options before the paths, a relative
+    output. The run lands in the project's runs/ (not nbs/runs/) with its whole record, linked to its notebook, and
+    `mnist-lab runs` from the subfolder lists it."""
+    (tmp_path / "settings.ini").write_text("[DEFAULT]\n")  # the project's root
+    (tmp_path / "nbs").mkdir()
+    options = [a for k, v in (*TINY, ("lr", 0.01)) for a in ("-p", k, str(v))]
+    r = subprocess.run([sys.executable, "-m", "papermill", *options, "--no-progress-bar", str(ROOT / "nbs" / "train.ipynb"),
+                        "out.ipynb"], cwd=tmp_path / "nbs", capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "nbs" / "out.ipynb"
     nb = nbformat.read(out, as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert "lr = 0.01" in injected[0].source
@@ -57,6 +65,7 @@ def test_papermill_end_to_end(tmp_path):
     assert "| lr | `0.01` |" in text  # the resolved config is shown
     assert "it/s" not in text and "s/it" not in text  # per-epoch lines, no per-batch progress bars
     (run,) = (tmp_path / "runs" / "run").iterdir()
+    assert not (tmp_path / "nbs" / "runs").exists()
     for f in ("config.json", "metrics.jsonl", "model.pt", "last.pt", "best.pt", "summary.json",
               "status.json", "learning_curves.png", "confusion.png", "predictions.png", "mistakes.png"):
         assert (run / f).is_file(), f
@@ -67,6 +76,9 @@ def test_papermill_end_to_end(tmp_path):
     assert json.loads((run / "config.json").read_text())["lr"] == 0.01
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    r = subprocess.run([str(Path(sys.executable).parent / "mnist-lab"), "runs"], cwd=tmp_path / "nbs",
+                       capture_output=True, text=True, timeout=120)
+    assert "completed" in r.stdout and "more columns hidden" in r.stdout, r.stdout + r.stderr
 
 
 def test_headless_kernel_freezes_imports_out_of_the_garbage_collector(tmp_path):
@@ -79,16 +91,6 @@ def test_headless_kernel_freezes_imports_out_of_the_garbage_collector(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert gc.get_freeze_count() == 0
 
-
-def test_notebook_linked_whatever_the_argument_order(tmp_path):
-    # options before the paths and a relative output: found by parsing the arguments as papermill does
-    args = [sys.executable, "-m", "papermill", "-p", "epochs", "1"]
-    for k, v in TINY[:2]: args += ["-p", k, str(v)]
-    r = subprocess.run([*args, "--no-progress-bar", str(ROOT / "nbs" / "train.ipynb"), "out.ipynb"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    (run,) = (tmp_path / "runs" / "run").iterdir()
-    assert (run / "notebook.ipynb").resolve() == (tmp_path / "out.ipynb").resolve()
 
 def test_nohup_run_survives_the_terminal_closing(tmp_path):
     "Closing a terminal sends SIGHUP to its processes: a papermill run under nohup finishes anyway."
