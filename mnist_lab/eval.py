@@ -17,7 +17,7 @@ from .metrics import Predictions, compute_metrics, per_class, bootstrap
 from .config import TrainConfig, model_from_config, from_record, run_metrics, defaults
 from .process import in_notebook
 from .record import (read_model, fit_weights, check_fit, read_history, read_json, run_folder_of, writing,
-                              save_atomic)
+                              save_atomic, read_object, recorded_intervals)
 
 # %% ../nbs/06_eval.ipynb #4e16fb55
 @torch.no_grad()
@@ -248,10 +248,10 @@ def html_report(run, plugins: str = "") -> Path:
     import base64, html, nbformat
     from nbconvert import HTMLExporter
     run_dir = run_folder_of(getattr(run, "run_dir", run))
+    summary, cfg = read_object(run_dir / "summary.json"), read_object(run_dir / "config.json")
+    ci = recorded_intervals(run_dir, summary)  # records checked before any work
     if not all((run_dir / f"{n}.png").is_file() for n in ("learning_curves", "confusion", "mistakes")):
         report(run, show=False, plugins=plugins)  # the plots and per_class.txt, written once
-    summary, cfg = read_json(run_dir / "summary.json"), read_json(run_dir / "config.json")
-    ci = summary.get("intervals") or {}
     rows = "".join(f"| {k[5:]} | {v:.4f} | {' - '.join(f'{b:.4f}' for b in ci.get(k[5:], []))} |\n"
                    for k, v in summary.items() if k.startswith("test_") and isinstance(v, float))
     png = lambda n: f"![{n}](data:image/png;base64,{base64.b64encode((run_dir / f'{n}.png').read_bytes()).decode()})"

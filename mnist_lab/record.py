@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['MAX_RECORD', 'MAX_HISTORY', 'RESUME_KEYS', 'MAX_DIFF', 'project_dir', 'project_path', 'CheckpointError', 'discard',
            'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json', 'read_bounded', 'read_json',
-           'read_object', 'recorded_number', 'load_weights', 'load_checkpoint', 'read_model', 'read_safetensors',
-           'check_fit', 'fit_weights', 'new_run_dir', 'write_status', 'overwrite', 'run_status', 'lock_run',
-           'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'read_history', 'write_history',
-           'resumable', 'find_resume_checkpoint', 'git', 'versions', 'installed_packages', 'record_code',
-           'next_notebook', 'link_notebook', 'log_tensorboard']
+           'read_object', 'recorded_number', 'recorded_intervals', 'load_weights', 'load_checkpoint', 'read_model',
+           'read_safetensors', 'check_fit', 'fit_weights', 'new_run_dir', 'write_status', 'overwrite', 'run_status',
+           'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'read_history',
+           'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions', 'installed_packages',
+           'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
 
 # %% ../nbs/01_record.ipynb #ba07da95
 import contextlib, errno, fcntl, functools, io, itertools, json, os, platform, secrets, socket, stat, subprocess, sys, time
@@ -128,6 +128,14 @@ def recorded_number(path, key: str) -> float:
     v = read_object(path).get(key)
     if not isinstance(v, (int, float)) or isinstance(v, bool): raise ValueError(f"{path}: {key} is {v!r}, not a number")
     return v
+
+def recorded_intervals(run_dir: Path, summary: dict) -> dict:
+    "The 95% intervals of a run's test metrics, {metric: [low, high]}, from its summary; an error naming it if odd."
+    iv = summary.get("intervals", {})
+    if not isinstance(iv, dict) or not all(isinstance(v, list) and len(v) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) for v in iv.values()):
+        raise ValueError(f"{Path(run_dir) / 'summary.json'}: intervals is not {{metric: [low, high]}}")
+    return iv
 
 # %% ../nbs/01_record.ipynb #f9640c2f
 def load_weights(path, map_location="cpu"):

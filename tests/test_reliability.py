@@ -729,6 +729,9 @@ def test_wrong_records_name_their_file_and_what_is_wrong(tmp_path):
               "config": (lambda d: (d / "config.json").write_text("[1, 2]"), "config.json: a JSON list"),
               "pid": (lambda d: (d / "status.json").write_text(json.dumps({"status": "running", "pid": 2**70})),
                       "status.json: not a status record"),
+              "intervals": (lambda d: (d / "summary.json").write_text(json.dumps(
+                  {**json.loads((d / "summary.json").read_text()), "intervals": {"accuracy": "high"}})),
+                            "summary.json: intervals is not {metric: [low, high]}"),
               "step": (without("step"), None), "config_key": (without("config"), None)}
     for name, (plant, _) in plants.items():
         d = tmp_path / "runs" / name / "r"
@@ -741,6 +744,9 @@ def test_wrong_records_name_their_file_and_what_is_wrong(tmp_path):
         if message: assert rows.loc[f"{name}/r", "status"] == "damaged" and message in rows.loc[f"{name}/r", "error"]
     with pytest.raises(ValueError, match="config.json: a JSON list, not the object expected"):
         load_run(tmp_path / "runs/config/r")
+    from mnist_lab.eval import html_report
+    with pytest.raises(ValueError, match=r"intervals/r/summary.json: intervals is not"):  # before any plot is drawn
+        html_report(tmp_path / "runs/intervals/r")
     for name, key in (("step", "step"), ("config_key", "config")):  # last.pt lacks it: best.pt takes over, said
         d = tmp_path / "runs" / name / "r"
         (d / "best.pt").unlink()
