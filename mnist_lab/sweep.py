@@ -179,8 +179,14 @@ def check_values(spec: dict, source: str):
 HEARTBEAT, GRACE = (int(os.environ.get(f"MNIST_LAB_SWEEP_{k}", v)) for k, v in (("HEARTBEAT", 5), ("GRACE", 20)))
 
 def retry_callback():
-    "Optuna's callback that queues a failed trial again, with its parameters and user attributes."
-    import optuna; return optuna.storages.RetryHeartbeatStaleTrialCallback()
+    """Optuna's callback that queues a failed trial again, with its parameters and user attributes, once: two workers
+    may both fail the same trial (SQLite lets both writes succeed), and a second retry would train its slot twice."""
+    import optuna
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
+    def once(study, trial):
+        if not any(trial.number in t.system_attrs.get("retry_history", []) for t in study.get_trials(deepcopy=False)):
+            retry(study, trial)
+    return once
 
 # %% ../nbs/10_sweep.ipynb #c07f2d02
 def quiet_optuna():
@@ -361,16 +367,21 @@ def orphaned(t) -> bool:
     return host == socket.gethostname() and pid.isdigit() and (int(pid) == os.getpid() or not alive(int(pid)))
 
 def next_step(study, n_trials: int) -> str:
-    "What a worker does next: `train` a trial, `wait` for another worker's running one, or `stop`."
+    """What a worker does next: `train` a trial, `wait` for another worker's running one, or `stop`. A database that
+    refuses the writes this takes (failing and queueing again trials whose worker is gone) is said, as in `work`."""
     import optuna
     from optuna.trial import TrialState
-    optuna.storages.fail_stale_trials(study)  # a dead worker's trial is queued again (WAITING)
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if orphaned(t):  # no need to wait for its heartbeat to go stale
-            try: study.tell(t.number, state=TrialState.FAIL)
-            except (ValueError, optuna.exceptions.UpdateFinishedTrialError): continue  # another worker did it first
-            except RuntimeError: pass  # GridSampler's study.stop() outside optimize: failed all the same
-            requeue(study, [t.number])
+    try:
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial is queued again (WAITING)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if orphaned(t):  # no need to wait for its heartbeat to go stale
+                try: study.tell(t.number, state=TrialState.FAIL)
+                except (ValueError, optuna.exceptions.UpdateFinishedTrialError): continue  # another worker did it
+                except RuntimeError: pass  # GridSampler's study.stop() outside optimize, raised after the FAIL
+                requeue(study, [t.number])
+    except Exception as e:
+        if failure := storage_failure(e, study.study_name): raise failure from None
+        raise
     trials = study.get_trials(deepcopy=False)
     if any(t.state == TrialState.WAITING for t in trials) or \
             sum("failed_trial" not in t.system_attrs for t in trials) < n_trials: return "train"

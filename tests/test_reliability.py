@@ -141,6 +141,27 @@ def test_disk_full_under_study_db_says_so_and_loses_no_point(tiny_disk, tmp_path
     assert sorted(df.status) == ["completed"] * 3, df[["run", "status", "error"]]
 
 
+def test_an_orphan_holding_the_grid_s_last_point_is_queued_again_once(tmp_path, monkeypatch):
+    """A trial made with the grid's last point whose worker died before naming itself: failing it outside `optimize`
+    makes GridSampler call `study.stop()`, which raises after the FAIL is saved; the trial is still queued again, with
+    its point, and a second worker failing it too (SQLite lets both succeed) adds no second retry."""
+    import optuna
+    import mnist_lab.sweep as S
+    storage = S.storage_for(f"sqlite:///{tmp_path}/study.db")
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.GridSampler({"lr": [0.1, 0.2]}))
+    study.ask()  # trial 0, point 0: its maker died before naming its worker
+    done = study.ask()
+    done.suggest_categorical("lr", [0.1, 0.2])
+    study.tell(done, 1.0)
+    monkeypatch.setattr(S, "GRACE", -1)  # the orphan is old enough at once
+    assert S.next_step(study, 2) == "train"
+    (retry,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert retry.system_attrs["failed_trial"] == 0 and retry.system_attrs["grid_id"] == 0
+    S.retry_callback()(study, study.trials[0])  # the other worker's late callback
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the refused heartbeat thread
 def test_a_study_db_write_refused_anywhere_loses_no_point(tmp_path, monkeypatch):
     """The class behind the full disk: the database refuses the k-th write of a sweep and every one after it, for
     each k of a trial's life (a trial made without its grid point, its parameters, its worker; an end not recorded),
@@ -747,6 +768,7 @@ def test_wrong_records_name_their_file_and_what_is_wrong(tmp_path):
     from mnist_lab.eval import html_report
     with pytest.raises(ValueError, match=r"intervals/r/summary.json: intervals is not"):  # before any plot is drawn
         html_report(tmp_path / "runs/intervals/r")
+    assert not (tmp_path / "runs/intervals/r/confusion.png").exists()
     for name, key in (("step", "step"), ("config_key", "config")):  # last.pt lacks it: best.pt takes over, said
         d = tmp_path / "runs" / name / "r"
         (d / "best.pt").unlink()
