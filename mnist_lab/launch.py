@@ -40,8 +40,15 @@ def start_papermill(run_dir: Path, params: dict, tied: bool = False, foreground:
     return p
 
 def launched(run_dir):
-    "The papermill process that mnist_lab started for `run_dir`, if it still runs (launcher.json, checked), else None."
-    return recorded(read_json(Path(run_dir) / "launcher.json"))
+    """The papermill process that mnist_lab started for `run_dir`, if it still runs, else None: launcher.json names it
+    (pid and start time), and its command writes its notebook into this folder (a planted launcher.json that names
+    another process of yours, another run's papermill say, names none)."""
+    import psutil
+    if (p := recorded(read_json(Path(run_dir) / "launcher.json"))) is None: return None
+    try: args, cwd = p.cmdline(), Path(p.cwd())
+    except psutil.Error: return None  # another user's process: not one we started
+    here = Path(run_dir).resolve()
+    return p if any(a.endswith(".ipynb") and (cwd / a).resolve().parent == here for a in args) else None
 
 # %% ../nbs/09_launch.ipynb #f4e7e9cd
 @dataclass

@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['MAX_RECORD', 'MAX_HISTORY', 'RESUME_KEYS', 'MAX_DIFF', 'project_dir', 'project_path', 'CheckpointError', 'discard',
            'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json', 'read_bounded', 'read_json',
-           'read_object', 'recorded_number', 'recorded_intervals', 'load_weights', 'load_checkpoint', 'read_model',
-           'read_safetensors', 'check_fit', 'fit_weights', 'new_run_dir', 'write_status', 'overwrite', 'run_status',
-           'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'read_history',
-           'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions', 'installed_packages',
-           'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
+           'read_object', 'is_number', 'recorded_number', 'recorded_intervals', 'load_weights', 'load_checkpoint',
+           'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'new_run_dir', 'write_status', 'overwrite',
+           'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of',
+           'read_history', 'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions',
+           'installed_packages', 'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
 
 # %% ../nbs/01_record.ipynb #ba07da95
 import contextlib, errno, fcntl, functools, io, itertools, json, os, platform, secrets, socket, stat, subprocess, sys, time
@@ -123,17 +123,24 @@ def read_object(path) -> dict:
     if not isinstance(obj, dict): raise ValueError(f"{path}: a JSON {type(obj).__name__}, not the object expected")
     return obj
 
+def is_number(v) -> bool:
+    "Whether a value read from JSON is a number a float holds: not a bool, a string, nor an integer like 10**400."
+    if not isinstance(v, (int, float)) or isinstance(v, bool): return False
+    try: float(v)
+    except OverflowError: return False
+    return True
+
 def recorded_number(path, key: str) -> float:
     "The number `key` of the JSON object in `path`; an error naming the file and the key when it is not one."
     v = read_object(path).get(key)
-    if not isinstance(v, (int, float)) or isinstance(v, bool): raise ValueError(f"{path}: {key} is {v!r}, not a number")
+    if not is_number(v): raise ValueError(f"{path}: {key} is {str(v)[:40]}, not a number")
     return v
 
 def recorded_intervals(run_dir: Path, summary: dict) -> dict:
     "The 95% intervals of a run's test metrics, {metric: [low, high]}, from its summary; an error naming it if odd."
     iv = summary.get("intervals", {})
-    if not isinstance(iv, dict) or not all(isinstance(v, list) and len(v) == 2 and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) for v in iv.values()):
+    if not isinstance(iv, dict) or not all(isinstance(v, list) and len(v) == 2 and all(map(is_number, v))
+                                           for v in iv.values()):
         raise ValueError(f"{Path(run_dir) / 'summary.json'}: intervals is not {{metric: [low, high]}}")
     return iv
 
@@ -367,7 +374,7 @@ def read_history(run_dir) -> list:
         if not isinstance(row.get("epoch"), int): raise ValueError(f"{path}: damaged (line {i} has no integer epoch)")
         if missing := [k for k in rows[0] if k not in row]:
             raise ValueError(f"{path}: damaged (line {i} lacks {', '.join(missing)})")
-        if odd := [k for k, v in row.items() if not isinstance(v, (int, float)) or isinstance(v, bool)]:
+        if odd := [k for k, v in row.items() if not is_number(v)]:
             raise ValueError(f"{path}: damaged (line {i}: {odd[0]} is not a number)")
     return rows
 

@@ -11,8 +11,8 @@ __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'SETTING', 'run_row', 'safe_run_row', '
 import socket, time
 from pathlib import Path
 import pandas as pd
-from .record import (project_path, read_json, read_object, recorded_number, recorded_intervals, run_status,
-                              read_history, load_weights)
+from .record import (project_path, read_json, read_object, recorded_number, recorded_intervals, is_number,
+                              run_status, read_history, load_weights)
 # no torch at import: `mnist-lab runs` reads folders without it (1.2 s); `compare` imports it
 
 # %% ../nbs/08_runs.ipynb #b766b14e
@@ -21,6 +21,8 @@ STALE_AFTER = 600  # seconds: a run writes status.json every epoch and every 30 
 def run_row(run_dir: Path, root: Path) -> dict:
     "One run as a flat dict: where, status, then the config, then the final or latest metrics."
     status, summary = run_status(run_dir), read_object(run_dir / "summary.json")
+    if odd := [k for k, v in summary.items() if (k.startswith("test_") or k == "best") and not is_number(v)]:
+        raise ValueError(f"{run_dir / 'summary.json'}: {odd[0]} is {str(summary[odd[0]])[:40]}, not a number")
     history = read_history(run_dir)
     last = history[-1] if history else {}
     started, updated = status.get("started"), status.get("finished") or status.get("updated")
@@ -227,6 +229,12 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
     ids, paths = {}, runs.path if isinstance(runs, pd.DataFrame) else runs
     for run_dir in map(Path, paths):
         if (s := run_status(run_dir))["status"] in ("running", "unknown", "damaged"): continue
+        try:  # every record is checked before MLflow is written to: a damaged run is skipped, and said
+            cfg, summary = read_object(run_dir / "config.json"), read_object(run_dir / "summary.json")
+            history, intervals = read_history(run_dir), recorded_intervals(run_dir, summary)
+        except (OSError, ValueError) as e:
+            print(f"skipped {run_dir}: {e}")
+            continue
         parent = None
         if sweep := sweep_of(run_dir):
             parent, seen = find_or_start(sweep, sweep.name, {"mnist_lab_dir": str(sweep), "mnist_lab_done": "1"})
@@ -236,13 +244,11 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
         run_id, before = find_or_start(run_dir, name, tags, ms(s.get("started")))
         ids[str(run_dir)] = run_id, not before
         if before: continue
-        cfg, summary, at = read_object(run_dir / "config.json"), read_object(run_dir / "summary.json"), ms(time.time())
+        at = ms(time.time())
         params = [Param(k, str(v)[:6000]) for k, v in cfg.items()]
-        metrics = [Metric(k, float(v), at, r["epoch"]) for r in read_history(run_dir) for k, v in r.items()
-                   if k not in ("epoch", "step")]
-        metrics += [Metric(k, float(v), at, 0) for k, v in summary.items() if k.startswith("test_")
-                    and isinstance(v, (int, float)) and not isinstance(v, bool)]
-        metrics += [Metric(f"test_{k}_{end}", float(x), at, 0) for k, iv in recorded_intervals(run_dir, summary).items()
+        metrics = [Metric(k, float(v), at, r["epoch"]) for r in history for k, v in r.items() if k not in ("epoch", "step")]
+        metrics += [Metric(k, float(v), at, 0) for k, v in summary.items() if k.startswith("test_") and is_number(v)]
+        metrics += [Metric(f"test_{k}_{end}", float(x), at, 0) for k, iv in intervals.items()
                     for end, x in zip(("low", "high"), iv)]
         for i in range(0, len(params), 100): client.log_batch(run_id, params=params[i:i + 100])  # MLflow's limits
         for i in range(0, len(metrics), 1000): client.log_batch(run_id, metrics=metrics[i:i + 1000])

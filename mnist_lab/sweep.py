@@ -564,10 +564,11 @@ def summary_line(study, n: int, seconds: float) -> str:
     return line
 
 # %% ../nbs/10_sweep.ipynb #51b3852d
-def trials_table(study) -> pd.DataFrame:
-    "The runs table of the sweep's trials: one row per slot (per fold of a slot), read from `trials/NNNN`."
+def trials_table(study, sweep_dir=None) -> pd.DataFrame:
+    """The runs table of the sweep's trials: one row per slot (per fold of a slot), read from `trials/NNNN` in
+    `sweep_dir` (default: the folder the study names)."""
     n = study.user_attrs["spec"]["n_trials"]
-    root = Path(study.user_attrs["spec"]["sweep_dir"]) / "trials"
+    root = Path(sweep_dir or study.user_attrs["spec"]["sweep_dir"]) / "trials"
     df = runs_table(root)
     slot = df.run.str.split("/").str[0]  # trials/NNNN, or trials/NNNN/foldK for a cross-validated sweep
     return df[slot.isin([f"{k:04d}" for k in latest(study, n)])].reset_index(drop=True)
@@ -674,11 +675,19 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
     import matplotlib.pyplot as plt
     from nbconvert import HTMLExporter
     from mnist_lab.runs import compare, plot_curves, plot_metric_vs, seed_stats, varying
-    study = load_study(sweep_dir)
-    spec, df = study.user_attrs["spec"], trials_table(study)
+    folder, study = project_path(sweep_dir).resolve(), load_study(sweep_dir)
+    # the stored spec is read, never run: anyone who can write a shared study.db chose it (its plugins stay unimported,
+    # its sweep_dir is not where this reads or writes)
+    spec = study.user_attrs.get("spec")
+    if not (isinstance(spec, dict) and isinstance(spec.get("params"), dict) and isinstance(spec.get("space"), dict)
+            and isinstance(spec.get("n_trials"), int)):
+        raise ValueError(f"{sweep_dir}: its study holds no mnist_lab sweep")
+    mode, _, key = str(spec["params"].get("monitor", TrainConfig.monitor)).partition(" ")
+    df = trials_table(study, folder)
     done = df[df.status == "completed"]
     if done.empty: raise ValueError(f"{sweep_dir}: no completed trial yet, nothing to compare")
-    mode, key = parse_monitor(TrainConfig.from_params(**spec["params"]).monitor)
+    if mode not in ("min", "max") or key not in done:
+        raise ValueError(f"{sweep_dir}: its study's monitor {spec['params'].get('monitor')!r} is no column of its runs")
     by = [c for c in varying(done) if c not in ("seed", "fold")]
     stats = seed_stats(done, key).join(seed_stats(done, "test_accuracy"), rsuffix="_test").sort_values(
         "mean", ascending=mode == "min")  # best first
@@ -696,16 +705,17 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
         return f"![plot](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
     plots = [png(plot_metric_vs(done, p, "test_accuracy")) for p in by] + [png(plot_curves(done, key))]
     md = nbformat.v4.new_markdown_cell
-    name = html.escape(Path(spec["sweep_dir"]).name)
-    folds = f", {spec['folds']} folds each" if spec.get("folds") else ""
-    cells = [md(f"# Sweep {name}\n\n{spec['method']} over {html.escape(', '.join(spec['space']))}: {len(done)} "
-                f"completed runs of {spec['n_trials']} trials{folds}; ranked by {key} ({mode}imised), mean ± std "
+    esc = lambda v: html.escape(str(v))
+    folds = f", {esc(spec['folds'])} folds each" if spec.get("folds") else ""
+    over = esc(", ".join(map(str, spec["space"])))
+    cells = [md(f"# Sweep {esc(folder.name)}\n\n{esc(spec.get('method'))} over {over}: {len(done)} completed runs of "
+                f"{esc(spec.get('n_trials'))} trials{folds}; ranked by {esc(key)} ({mode}imised), mean ± std "
                 f"over seeds and folds.\n\n{verdict}"),
              md(stats.to_html(float_format=lambda x: f"{x:.4f}")), md("## Plots\n\n" + "\n\n".join(plots)),
              md("## Runs\n\n" + df[["run", "status", *by, *[c for c in ("seed", "fold") if c in df], key,
                                     "test_accuracy"]].to_html(index=False, float_format=lambda x: f"{x:.4f}"))]
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.v4.new_notebook(cells=cells))
-    out = Path(spec["sweep_dir"]) / "report.html"
+    out = folder / "report.html"
     save_atomic(lambda f: f.write(body.encode()), out)
     return out
 

@@ -21,10 +21,15 @@ def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path):
     sweep({"lr": [1e-3, 1e-2]}, tmp_path / "runs" / "lr", params=tiny)
     plain = fit(TrainConfig(**tiny, progress="none", runs_root=str(tmp_path / "runs"), name="plain")).run_dir
     html_report(plain)  # report.html and the plots it draws
+    damaged = tmp_path / "runs" / "damaged" / plain.name  # a received run with a number no float holds: skipped, said
+    damaged.parent.mkdir()
+    subprocess.run(["cp", "-a", str(plain), str(damaged.parent)], check=True)
+    (damaged / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_accuracy": 10**400}) + "\n")
     db, cli = f"sqlite:///{tmp_path}/mlflow.db", str(Path(sys.executable).parent / "mnist-lab")
     r = subprocess.run([cli, "export", "mlflow", "--uri", db, "--root", str(tmp_path / "runs")], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0 and "exported 3 run(s)" in r.stdout, r.stdout + r.stderr[-2000:]
+    assert f"skipped {damaged}: {damaged}/metrics.jsonl: damaged" in r.stdout, r.stdout
     again = export_mlflow(runs_table(tmp_path / "runs"), db)  # the second export adds nothing
     assert len(again) == 3 and not any(new for _, new in again.values()), again
     port = free_port()

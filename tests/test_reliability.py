@@ -732,6 +732,39 @@ def test_hostile_records_cost_no_memory_and_lose_no_row(tmp_path):
     assert set(rows) == {"good", "sparse", "zero", "fifo", "history"}, rows
 
 
+def test_reports_of_a_received_sweep_or_run_run_no_code_and_embed_no_linked_file(tmp_path, capsys):
+    """`mnist-lab report` of a sweep whose shared study.db was rewritten (its spec names plugins and another folder):
+    no plugin is imported, the report goes in the folder named. Of a run folder whose plots and notebook are links to
+    someone's files (or a FIFO): an error naming the file, and nothing of theirs in a report."""
+    import mnist_lab.cli, optuna
+    import mnist_lab.sweep as S
+    canary, elsewhere = tmp_path / "canary", tmp_path / "elsewhere"
+    (tmp_path / "evil.py").write_text(f"open({str(canary)!r}, 'w').write('ran')\n")
+    S.sweep({"lr": [1e-2]}, tmp_path / "sw", params={**TINY, "epochs": 1})
+    study = optuna.load_study(study_name="sw", storage=f"sqlite:///{tmp_path}/sw/study.db")
+    spec = study.user_attrs["spec"]
+    spec = {**spec, "params": {**spec["params"], "plugins": str(tmp_path / "evil.py")}}
+    for change in ({}, {"sweep_dir": str(elsewhere)}):
+        study.set_user_attr("spec", {**spec, **change})
+        assert mnist_lab.cli.main(["report", str(tmp_path / "sw")]) == 0, capsys.readouterr().err
+        assert not canary.exists() and (tmp_path / "sw" / "report.html").is_file() and not elsewhere.exists()
+    run = next((tmp_path / "sw" / "trials").iterdir())
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the neighbour's secret")
+    from mnist_lab.eval import html_report
+    html_report(run)  # the plots, per_class.txt and report.html, from the run's own files
+    for name in ("confusion.png", "per_class.txt", "notebook.ipynb"):  # (an in-process run has no notebook)
+        own = (run / name).read_bytes() if (run / name).exists() else None
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(secret if own is not None else tmp_path / "fifo")
+        if own is None: os.mkfifo(tmp_path / "fifo")
+        with pytest.raises((OSError, ValueError), match=re.escape(name) if own is not None else "fifo: not a regular"):
+            html_report(run)
+        (run / name).unlink()
+        if own is not None: (run / name).write_bytes(own)
+    assert "neighbour" not in (run / "report.html").read_text()
+
+
 def test_wrong_records_name_their_file_and_what_is_wrong(tmp_path):
     """Records that parse but hold the wrong things: each error names the file and what is wrong, the runs table
     keeps a row per run, a resume says which checkpoint lacks what."""
@@ -750,6 +783,11 @@ def test_wrong_records_name_their_file_and_what_is_wrong(tmp_path):
               "config": (lambda d: (d / "config.json").write_text("[1, 2]"), "config.json: a JSON list"),
               "pid": (lambda d: (d / "status.json").write_text(json.dumps({"status": "running", "pid": 2**70})),
                       "status.json: not a status record"),
+              "test_metric": (lambda d: (d / "summary.json").write_text(json.dumps(
+                  {**json.loads((d / "summary.json").read_text()), "test_accuracy": "high"})),
+                              "summary.json: test_accuracy is high, not a number"),
+              "huge": (lambda d: (d / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_accuracy": 10**400}) + "\n"),
+                       "metrics.jsonl: damaged (line 1: val_accuracy is not a number)"),
               "intervals": (lambda d: (d / "summary.json").write_text(json.dumps(
                   {**json.loads((d / "summary.json").read_text()), "intervals": {"accuracy": "high"}})),
                             "summary.json: intervals is not {metric: [low, high]}"),
