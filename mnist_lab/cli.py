@@ -118,8 +118,9 @@ def cmd_eval(a) -> int:
     return 0
 
 # %% ../nbs/11_cli.ipynb #723e39a6
-def print_runs(df, all_columns: bool = False):
-    "The columns that matter in a terminal (status, what varies between runs, the metrics); says what it hides."
+def print_runs(df, all_columns: bool = False, sort: str | None = None):
+    """The columns that matter in a terminal (status, what varies between runs, the metrics, the test metrics of your
+    own and the `sort` column); says what it hides."""
     import pandas as pd
     from mnist_lab.runs import varying
     if df.empty: return print("(no run folders yet)")
@@ -127,8 +128,11 @@ def print_runs(df, all_columns: bool = False):
     if "test_accuracy_low" in df:  # the 95% interval beside the number
         df = df.assign(**{"95% interval": [f"[{lo:.4f}, {hi:.4f}]" if lo == lo else "" for lo, hi in
                                           zip(df.test_accuracy_low, df.test_accuracy_high)]})
+    own = [c for c in df.columns if c.startswith("test_") and c not in ("test_loss", "test_accuracy", "test_top_k")
+           and not c.endswith(("_low", "_high"))][:4]  # f1_macro, a metric registered in a plugin, ...
     cols = list(df.columns) if all_columns else ["run", "status", "progress", *vary[:6], "epoch", "val_accuracy",
-                                                 "test_accuracy", "95% interval", "seconds"]
+                                                 "test_accuracy", "95% interval", *own, sort, "seconds"]
+    cols = list(dict.fromkeys(c for c in cols if c))  # once each
     cols = [c for c in cols if c in df]
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", None):
         print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
@@ -142,7 +146,7 @@ def cmd_runs(a) -> int:
     from mnist_lab.runs import runs_table
     df = runs_table(a.root, where=dict(f.split("=", 1) for f in a.where or []), sort=a.sort)
     if df.empty: print(f"no runs under {a.root}" + (f" with {' and '.join(a.where)}" if a.where else ""))
-    else: print_runs(df, a.all)
+    else: print_runs(df, a.all, a.sort)
     return 0
 
 # %% ../nbs/11_cli.ipynb #6bfceb46

@@ -222,6 +222,9 @@ def report(run, data=None, show: bool = True, plugins: str = "", pred=None) -> d
         ev = evaluate_run(path, d, plugins)
         d, pred = ev["data"], ev["pred"]
     run_dir, classes = run_folder_of(path), d.classes
+    # another checkpoint than the run's final weights (best.pt, say): its plots go beside the run's own, named by it,
+    # so that the run's report keeps showing what summary.json counts
+    mark = "" if Path(path).is_dir() or Path(path).name == "model.pt" else f"{Path(path).stem}_"
     cm = confusion_matrix(d.y_test, pred, len(classes))
     plots = {"learning_curves": lambda: plot_history(read_history(run_dir)),
              "confusion": lambda: plot_confusion(cm, classes),
@@ -229,11 +232,12 @@ def report(run, data=None, show: bool = True, plugins: str = "", pred=None) -> d
              "mistakes": lambda: plot_predictions(d.x_test, d.y_test, pred, classes, only_wrong=True)}
     paths, table = {}, per_class_table(cm, classes)
     with writing(run_dir):  # not while a training process writes the folder
-        save_atomic(lambda f: f.write(table.encode() + b"\n"), paths.setdefault("per_class", run_dir / "per_class.txt"))
+        table_path = paths.setdefault("per_class", run_dir / f"{mark}per_class.txt")
+        save_atomic(lambda f: f.write(table.encode() + b"\n"), table_path)
         for name, plot in plots.items():
             fig = plot()
-            save_atomic(lambda f: fig.savefig(f, format="png", dpi=80, pil_kwargs={"compress_level": 1}),
-                        paths.setdefault(name, run_dir / f"{name}.png"))  # zlib's fastest: the files are small
+            save_atomic(lambda f: fig.savefig(f, format="png", dpi=80, pil_kwargs={"compress_level": 1}),  # fast zlib
+                        paths.setdefault(name, run_dir / f"{'' if name == 'learning_curves' else mark}{name}.png"))
             plt.close(fig)
     if show and in_notebook():
         from IPython.display import Image, display

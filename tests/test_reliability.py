@@ -528,7 +528,7 @@ def test_loading_a_received_run_never_imports_its_plugins(tmp_path, monkeypatch,
     assert not canary.exists()
     # a model only the plugin registers: the error names the plugin and how to pass it, and still runs nothing
     (run / "config.json").write_text(json.dumps({**cfg, "model": "evil_net"}))
-    with pytest.raises(ValueError, match=re.escape(f"name them yourself (-p plugins {plugins}")):
+    with pytest.raises(ValueError, match=re.escape(f"name them yourself (--plugins {plugins} on the command line")):
         E.load_run(run)
     assert not canary.exists()
 
