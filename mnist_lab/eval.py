@@ -222,9 +222,9 @@ def report(run, data=None, show: bool = True, plugins: str = "", pred=None) -> d
         ev = evaluate_run(path, d, plugins)
         d, pred = ev["data"], ev["pred"]
     run_dir, classes = run_folder_of(path), d.classes
-    # another checkpoint than the run's final weights (best.pt, say): its plots go beside the run's own, named by it,
+    # another checkpoint than the run's own latest weights (best.pt, say): its plots go beside the run's, named by it,
     # so that the run's report keeps showing what summary.json counts
-    mark = "" if Path(path).is_dir() or Path(path).name == "model.pt" else f"{Path(path).stem}_"
+    mark = "" if Path(path).is_dir() or Path(path).name in ("model.pt", "last.pt") else f"{Path(path).stem}_"
     cm = confusion_matrix(d.y_test, pred, len(classes))
     plots = {"learning_curves": lambda: plot_history(read_history(run_dir)),
              "confusion": lambda: plot_confusion(cm, classes),
