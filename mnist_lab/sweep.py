@@ -689,7 +689,7 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
     if mode not in ("min", "max") or key not in done:
         raise ValueError(f"{sweep_dir}: its study's monitor {spec['params'].get('monitor')!r} is no column of its runs")
     by = [c for c in varying(done) if c not in ("seed", "fold")]
-    stats = seed_stats(done, key).join(seed_stats(done, "test_accuracy"), rsuffix="_test").sort_values(
+    stats = seed_stats(done, key).join(seed_stats(done, "test_accuracy").add_suffix("_test")).sort_values(
         "mean", ascending=mode == "min")  # best first
     groups = [g.path.tolist() for _, g in done.groupby(by)] if by else []
     groups.sort(key=lambda paths: done[done.path.isin(paths)][key].mean(), reverse=mode == "max")
