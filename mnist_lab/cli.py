@@ -132,8 +132,7 @@ def print_runs(df, all_columns: bool = False, sort: str | None = None):
            and not c.endswith(("_low", "_high"))][:4]  # f1_macro, a metric registered in a plugin, ...
     cols = list(df.columns) if all_columns else ["run", "status", "progress", *vary[:6], "epoch", "val_accuracy",
                                                  "test_accuracy", "95% interval", *own, sort, "seconds"]
-    cols = list(dict.fromkeys(c for c in cols if c))  # once each
-    cols = [c for c in cols if c in df]
+    cols = [c for c in dict.fromkeys(cols) if c in df]  # once each
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", None):
         print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     if hidden := [c for c in df.columns if c not in cols]:

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MAX_EMBEDDED', 'evaluate', 'data_info', 'load_run', 'export_safetensors', 'load_safetensors', 'as_images', 'predict',
            'confusion_matrix', 'fits', 'evaluate_run', 'plot_history', 'plot_confusion', 'plot_predictions',
-           'per_class_table', 'report', 'html_report']
+           'per_class_table', 'report', 'png_markdown', 'save_page', 'html_report']
 
 # %% ../nbs/06_eval.ipynb #272320ca
 import contextlib, json, math
@@ -249,10 +249,22 @@ def report(run, data=None, show: bool = True, plugins: str = "", pred=None) -> d
 # %% ../nbs/06_eval.ipynb #2fcd98a0
 MAX_EMBEDDED = 64 << 20  # bytes: a plot or an executed notebook put into report.html
 
+def png_markdown(png: bytes, name: str = "plot") -> str:
+    "A PNG as a markdown image carried in the page itself (a data URI): the page needs no other file."
+    import base64
+    return f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+def save_page(cells: list, path: Path) -> Path:
+    "Markdown and notebook `cells` as one self-contained HTML page (JupyterLab's look), written atomically to `path`."
+    import nbformat
+    from nbconvert import HTMLExporter
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.v4.new_notebook(cells=cells))
+    save_atomic(lambda f: f.write(body.encode()), path)
+    return path
+
 def html_report(run, plugins: str = "") -> Path:
     "Write `report.html` in a run's folder: summary with intervals, per-class table, plots, its executed notebook."
-    import base64, html, nbformat
-    from nbconvert import HTMLExporter
+    import html, nbformat
     run_dir = run_folder_of(getattr(run, "run_dir", run))
     summary, cfg = read_object(run_dir / "summary.json"), read_object(run_dir / "config.json")
     ci = recorded_intervals(run_dir, summary)  # records checked before any work
@@ -261,8 +273,7 @@ def html_report(run, plugins: str = "") -> Path:
     rows = "".join(f"| {k[5:]} | {v:.4f} | {' - '.join(f'{b:.4f}' for b in ci.get(k[5:], []))} |\n"
                    for k, v in summary.items() if k.startswith("test_") and isinstance(v, float))
     # the files are read as records are (regular files, not links, bounded): the page may go to someone else
-    embed = lambda n: base64.b64encode(read_bounded(run_dir / f"{n}.png", MAX_EMBEDDED)).decode()
-    png = lambda n: f"![{n}](data:image/png;base64,{embed(n)})"
+    png = lambda n: png_markdown(read_bounded(run_dir / f"{n}.png", MAX_EMBEDDED), n)
     default = defaults()  # what this run set differently is what a reader needs
     changed = ", ".join(f"{k}={v!r}" for k, v in cfg.items() if k in default and v != default[k]
                         and k not in ("runs_root", "run_dir", "name", "progress")) or "every parameter at its default"
@@ -275,6 +286,4 @@ def html_report(run, plugins: str = "") -> Path:
     if executed:  # the notebook papermill wrote (the link's target), its outputs as they were
         text = read_bounded(executed[-1].resolve(), MAX_EMBEDDED).decode()
         cells += [md("## The executed notebook"), *nbformat.reads(text, as_version=4).cells]
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.v4.new_notebook(cells=cells))
-    save_atomic(lambda f: f.write(body.encode()), run_dir / "report.html")
-    return run_dir / "report.html"
+    return save_page(cells, run_dir / "report.html")

@@ -671,9 +671,9 @@ def cross_validate(cfg, folds: int = 5, sweep_dir="runs/cv", n_jobs: int = 1,
 def sweep_report(sweep_dir="runs/sweep") -> Path:
     """Write `report.html` in a sweep's folder: one self-contained page comparing its configurations (their runs'
     seeds and folds as mean ± std), whether the best beats the second beyond the noise, and the plots."""
-    import base64, html, io, nbformat
+    import html, io, nbformat
     import matplotlib.pyplot as plt
-    from nbconvert import HTMLExporter
+    from mnist_lab.eval import png_markdown, save_page
     from mnist_lab.runs import compare, plot_curves, plot_metric_vs, seed_stats, varying
     folder, study = project_path(sweep_dir).resolve(), load_study(sweep_dir)
     # the stored spec is read, never run: anyone who can write a shared study.db chose it (its plugins stay unimported,
@@ -702,7 +702,7 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
                    f"{v['difference']:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]: **{v['verdict']}**.")
     def png(fig) -> str:
         buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=90, bbox_inches="tight"); plt.close(fig)
-        return f"![plot](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+        return png_markdown(buf.getvalue())
     plots = [png(plot_metric_vs(done, p, "test_accuracy")) for p in by] + [png(plot_curves(done, key))]
     md = nbformat.v4.new_markdown_cell
     esc = lambda v: html.escape(str(v))
@@ -714,10 +714,7 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
              md(stats.to_html(float_format=lambda x: f"{x:.4f}")), md("## Plots\n\n" + "\n\n".join(plots)),
              md("## Runs\n\n" + df[["run", "status", *by, *[c for c in ("seed", "fold") if c in df], key,
                                     "test_accuracy"]].to_html(index=False, float_format=lambda x: f"{x:.4f}"))]
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.v4.new_notebook(cells=cells))
-    out = folder / "report.html"
-    save_atomic(lambda f: f.write(body.encode()), out)
-    return out
+    return save_page(cells, folder / "report.html")
 
 # %% ../nbs/10_sweep.ipynb #452dbbf2
 def read_only_url(url: str) -> str:
