@@ -2,7 +2,7 @@
 autocast as `amp=auto` picks, Adam), grouped by operator, and the share of the main groups: convolutions
 (oneDNN), batch norm, max pooling, the optimizer, autocast's weight casts (`aten::_to_copy`), the rest.
 
-    python bench/profile_step.py [--width 16] [--pool-first] [--batch 128] [--steps 50]
+    python bench/profile_step.py [--width 16] [--no-pool-first] [--batch 128] [--steps 50]
 
 A measurement, no target: it names the CPU so that profiles of different CPU kinds can be put side by side."""
 import argparse, warnings
@@ -27,7 +27,7 @@ if __name__ == "__main__":
     warnings.filterwarnings("ignore")
     ap = argparse.ArgumentParser()
     ap.add_argument("--width", type=int, default=16)
-    ap.add_argument("--pool-first", action="store_true")
+    ap.add_argument("--no-pool-first", dest="pool_first", action="store_false", help="the older cnn: pool after ReLU")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=50)
     a = ap.parse_args()
@@ -49,7 +49,7 @@ if __name__ == "__main__":
     total = sum(e.self_cpu_time_total for e in ops)
     shares = {}
     for e in ops: shares[group(e.key)] = shares.get(group(e.key), 0) + e.self_cpu_time_total
-    print(f"cnn width {a.width}{' pool_first' if a.pool_first else ''}, batch {a.batch}, amp {amp}, "
+    print(f"cnn width {a.width}{'' if a.pool_first else ' pool_first False'}, batch {a.batch}, amp {amp}, "
           f"{torch.get_num_threads()} threads: {total / a.steps / 1e3:.2f} ms of operator time a step")
     for g, t in sorted(shares.items(), key=lambda kv: -kv[1]): print(f"  {g:<26} {100 * t / total:5.1f}%")
     top = sorted(ops, key=lambda e: -e.self_cpu_time_total)[:12]

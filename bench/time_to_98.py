@@ -8,14 +8,16 @@ Times are training wall time (test evaluations excluded, for both). mnist_lab's 
 (OneCycle) fixed by its epoch count, so its time to 98% is that of the shortest run (1, 2, 3... epochs)
 that ends at or above 98% on average over the seeds; it trains on 9,000 of the 10,000 digits (1,000 held
 out for validation), the reference (its own seed, 1) on all 10,000. Targets: mnist_lab reaches 98%, and
-TARGET_SPEEDUP times sooner than the reference."""
+TARGET_SPEEDUP times sooner than the reference; on a CPU with AMX, within AMX_TARGET_S seconds of training."""
 import argparse, tempfile, time, warnings
 import torch
 import torch.nn.functional as F
+from mnist_lab.train import cpu_flags
 from common import MNIST10K, ExamplesNet, examples_loaders, torchvision_mnist_root, finish, mean_std
 
 TARGET = 0.98
 TARGET_SPEEDUP = 10
+AMX_TARGET_S = 1.0
 
 
 def reference(max_epochs: int):
@@ -77,6 +79,9 @@ if __name__ == "__main__":
           + (f"{t_ref:.1f}s" if t_ref else f"not reached in {a.max_epochs} epochs"))
     speedup = result["speedup"] = t_ref / m["train_seconds"][0] if t_ref and m["reached"] else None
     if speedup: print(f"speed-up to {TARGET:.0%}: {speedup:.1f}x")
-    finish("time_to_98", result, {f"mnist_lab reaches {TARGET:.0%} (mean of the seeds)": m["reached"],
-                                  f"{TARGET_SPEEDUP}x sooner than the pytorch/examples recipe":
-                                      speedup is not None and speedup >= TARGET_SPEEDUP})
+    targets = {f"mnist_lab reaches {TARGET:.0%} (mean of the seeds)": m["reached"],
+               f"{TARGET_SPEEDUP}x sooner than the pytorch/examples recipe": speedup is not None and speedup >= TARGET_SPEEDUP}
+    if "amx_bf16" in cpu_flags():  # issue #34's goal where the matrix units are: 1 s of training
+        targets[f"{TARGET:.0%} within {AMX_TARGET_S:.0f} s of training (a CPU with AMX)"] = (
+            m["reached"] and m["train_seconds"][0] <= AMX_TARGET_S)
+    finish("time_to_98", result, targets)

@@ -1,7 +1,8 @@
 """Time to 98% on the official MNIST test set as a user waits for it: the whole process, timed from outside.
 mnist_lab: `papermill nbs/train.ipynb` for `--epochs` epochs on the 10k real digits of shared/data/mnist10k
 (kernel start, imports, data, training, test, plots, notebook written), one run per seed and recipe: the default
-recipe, and the same with the cnn's `pool_first` (max pooling before batch norm: a faster step), side by side.
+recipe (the cnn max-pools before batch norm: `pool_first`), and the cnn as it was before that default
+(`-p pool_first False`), side by side.
 Reference: the pytorch/examples mnist recipe (bench/time_to_98.py's `reference`) as its own `python` process,
 stopping at the first epoch whose test accuracy reaches 98% (imports, data, training, per-epoch tests).
 
@@ -15,7 +16,7 @@ from common import ROOT, MNIST10K, finish, mean_std
 from papermill_overhead import write_floor_notebook
 from time_to_98 import TARGET, TARGET_SPEEDUP
 
-RECIPES = {"default": [], "pool_first": ["-p", "model_args", '{"pool_first": true}']}
+RECIPES = {"default": [], "pool_first False": ["-p", "pool_first", "False"]}
 
 
 def timed(args, cwd) -> tuple:
@@ -64,11 +65,10 @@ if __name__ == "__main__":
               f"papermill's floor {floor:.2f}s + {train:.2f}s of training bound it at {bound:.1f}x")
         result[name] = {"params": RECIPES[name], "epochs": a.epochs, "runs": runs, "test_accuracy": acc,
                         "wall": wall, "train_seconds": train, "speedup": ratio, "bound": bound}
-    best = max(result, key=lambda name: result[name]["speedup"])
     finish("whole_process_98", {"mnist_lab": result, "reference": {"wall": ref_wall, "train_seconds": float(ref_train),
                                 "test_accuracy": float(ref_acc), "epochs": int(ref_epochs)},
                                 "floor": floor, "floors": floors},
            {f"mnist_lab reaches {TARGET:.0%} with either recipe (mean of the seeds)":
                 min(r["test_accuracy"][0] for r in result.values()) >= TARGET,
-            f"{TARGET_SPEEDUP}x sooner than the pytorch/examples script, whole process ({best})":
-                result[best]["speedup"] >= TARGET_SPEEDUP})
+            f"{TARGET_SPEEDUP}x sooner than the pytorch/examples script, whole process, default recipe":
+                result["default"]["speedup"] >= TARGET_SPEEDUP})

@@ -9,7 +9,7 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PAR
            'plateau', 'cross_entropy', 'nll_loss', 'balanced_weights', 'parse_monitor', 'parse_ints', 'run_metrics',
            'to_bool', 'to_dict', 'to_number', 'to_type', 'load_plugins', 'type_needed', 'config_check', 'TrainConfig',
            'defaults', 'check_choices', 'check_ranges', 'check_model', 'check_strings', 'check_paths',
-           'edited_cell_message', 'model_from_config', 'model_overrides', 'from_record', 'code_elsewhere',
+           'edited_cell_message', 'model_from_config', 'model_overrides', 'upgraded', 'from_record', 'code_elsewhere',
            'resume_config']
 
 # %% ../nbs/05_config.ipynb #7f3126c5
@@ -117,7 +117,7 @@ def balanced_weights(y: torch.Tensor, n_classes: int) -> torch.Tensor:
 MONITOR_BASE = ("train_loss", "train_accuracy", "val_loss")  # and val_<name> of every metric in METRICS
 
 # first-class model parameters, passed to models that take them
-MODEL_PARAMS = ("width", "fc1", "fc2", "dropout")
+MODEL_PARAMS = ("width", "pool_first", "fc1", "fc2", "dropout")
 DATA_PARAMS = ("in_channels", "image_size", "n_classes")  # what the data gives a model that takes them
 
 def parse_monitor(monitor: str) -> tuple:
@@ -226,6 +226,7 @@ class TrainConfig:
     sampler: str = "random"  # random (each image once an epoch), or balanced (each class equally often: oversampling)
     model: str = "cnn"  # a name in MODELS: linear, mlp, lenet, cnn, or your own
     width: int = 16  # cnn: channels of the first stage
+    pool_first: bool = True  # cnn: max-pool before batch norm (faster); False: the older cnn, pooling after ReLU
     fc1: int = 128  # mlp: first hidden layer size
     fc2: int = 64  # mlp: second hidden layer size
     dropout: float = 0.0  # dropout probability (mlp, lenet, cnn)
@@ -440,8 +441,9 @@ def model_from_config(cfg: TrainConfig, data: dict | None = None) -> torch.nn.Mo
     "The model `cfg` describes, for data of `data['shape']` (C, H, W) and `data['classes']` (a `Data.info()`)."
     data = data or DEFAULT_DATA
     c, h, w = data["shape"]
-    return make_model(cfg.model, strict=cfg.model_args, width=cfg.width, fc1=cfg.fc1, fc2=cfg.fc2,
-                      dropout=cfg.dropout, in_channels=c, image_size=(h, w), n_classes=len(data["classes"]))
+    return make_model(cfg.model, strict=cfg.model_args, width=cfg.width, pool_first=cfg.pool_first, fc1=cfg.fc1,
+                      fc2=cfg.fc2, dropout=cfg.dropout, in_channels=c, image_size=(h, w),
+                      n_classes=len(data["classes"]))
 
 def model_overrides(cfg: TrainConfig) -> list:
     "The model's own defaults that a config parameter replaces with another value, as notes for the run header."
@@ -451,10 +453,19 @@ def model_overrides(cfg: TrainConfig) -> list:
             and own[k].default != getattr(cfg, k)]
 
 # %% ../nbs/05_config.ipynb #28014251
+def upgraded(saved: dict) -> dict:
+    "A stored config in today's parameters: a record without `pool_first` trained the pool-after-ReLU cnn."
+    args = saved.get("model_args", {})
+    if "pool_first" in saved or not isinstance(args, dict): return saved
+    model, args = saved.get("model", "cnn"), dict(args)
+    own = inspect.signature(MODELS[model]).parameters.get("pool_first") if isinstance(model, str) and model in MODELS else None
+    then = False if model == "cnn" else own.default if own is not None and isinstance(own.default, bool) else True
+    return {**saved, "model_args": args, "pool_first": args.pop("pool_first", then)}
+
 def from_record(saved: dict, plugins: str = "", **changes) -> TrainConfig:
     """The config a run stored (config.json, a checkpoint, safetensors metadata), with `changes`, importing only
     `plugins` (the caller's), never the plugins the record names."""
-    stored = saved.get("plugins", "")
+    stored, saved = saved.get("plugins", ""), upgraded(saved)
     try: return TrainConfig.from_params(**{**saved, **changes, "plugins": plugins})
     except ValueError as e:
         if not stored or stored == plugins: raise

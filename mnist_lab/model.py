@@ -73,12 +73,12 @@ def conv_bn(c_in, c_out, pool: bool = False):
 
 # %% ../nbs/03_model.ipynb #f24523db
 @register_model("cnn")
-def cnn(width: int = 16, dropout: float = 0.0, pool_first: bool = False, n_classes: int = 10,
+def cnn(width: int = 16, dropout: float = 0.0, pool_first: bool = True, n_classes: int = 10,
         in_channels: int = 1):
-    """Small fast CNN: three conv-BN-ReLU stages of `width`, 2x`width`, 4x`width` channels, the first two followed
-    by 2x2 max pooling, then a global max pool (so any image of 4x4 pixels or more works). `pool_first` pools
-    right after those two convolutions instead, so batch norm and ReLU work on a quarter of the pixels: a faster
-    step for a slightly different model."""
+    """Small fast CNN: three conv-BN-ReLU stages of `width`, 2x`width`, 4x`width` channels, the first two
+    max-pooled 2x2, then a global max pool (so any image of 4x4 pixels or more works). `pool_first` pools right
+    after those two convolutions, so batch norm and ReLU work on a quarter of the pixels (the faster step);
+    `pool_first=False` pools after the ReLU: the cnn of the runs made before it was a parameter."""
     def stage(c_in, c_out):  # half the height and width
         return [conv_bn(c_in, c_out, pool=True)] if pool_first else [conv_bn(c_in, c_out), nn.MaxPool2d(2)]
     head = nn.Linear(4 * width, n_classes)

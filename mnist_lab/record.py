@@ -213,7 +213,8 @@ def check_fit(own: dict, weights: dict, source: str):
     if missing or extra or shapes:
         raise ValueError(f"{source}: the weights do not fit this model ({len(missing)} missing, {len(extra)} "
                          f"unexpected, {len(shapes)} of another shape or type; e.g. {(shapes + missing + extra)[0]}); "
-                         "use the model, width, fc1, fc2 and data (channels, image size, classes) they were trained with")
+                         "use the model, width, pool_first, fc1, fc2 and data (channels, image size, classes) they were "
+                         "trained with")
 
 def fit_weights(model: "torch.nn.Module", weights: dict, source: str):
     "Load `weights` into `model`, or raise one short error saying how they differ."

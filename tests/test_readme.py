@@ -106,14 +106,14 @@ def test_quickstart_command_as_written(tmp_path):
     terminal shows what README shows, and the run folder links the executed notebook relatively."""
     import json, os, subprocess, sys
     readme = (ROOT / "README.md").read_text()
-    assert "papermill nbs/train.ipynb runs/quick.ipynb -p epochs 3\n" in readme
+    assert "papermill nbs/train.ipynb runs/quick.ipynb -p epochs 4\n" in readme
     (tmp_path / "runs").mkdir()
     (tmp_path / "nbs").symlink_to(ROOT / "nbs")
-    r = subprocess.run([sys.executable, "-m", "papermill", "nbs/train.ipynb", "runs/quick.ipynb", "-p", "epochs", "3"],
+    r = subprocess.run([sys.executable, "-m", "papermill", "nbs/train.ipynb", "runs/quick.ipynb", "-p", "epochs", "4"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     (run,) = (tmp_path / "runs" / "run").iterdir()
-    for line in ("dataset: ", f"run folder: {run}", "epoch   1/3", "epoch   3/3", "test accuracy"):
+    for line in ("dataset: ", f"run folder: {run}", "epoch   1/4", "epoch   4/4", "test accuracy"):
         assert line in r.stdout, line  # papermill without --log-output: the kernel says them on papermill's stdout
     assert "Unable to parse" not in r.stderr
     assert not os.path.isabs(os.readlink(run / "notebook.ipynb"))  # a relative link survives moving the project
