@@ -55,7 +55,7 @@ if __name__ == "__main__":
     top = sorted(ops, key=lambda e: -e.self_cpu_time_total)[:12]
     print("top operators (self time):")
     for e in top: print(f"  {e.key:<44} {100 * e.self_cpu_time_total / total:5.1f}%  {e.count // a.steps} calls/step")
-    finish("profile_step", {"width": a.width, "pool_first": a.pool_first, "batch": a.batch, "amp": amp,
+    finish("profile_step" + ("" if a.pool_first else "-pool_first-false"), {"width": a.width, "pool_first": a.pool_first, "batch": a.batch, "amp": amp,
                             "ms_per_step": total / a.steps / 1e3,
                             "shares": {g: t / total for g, t in shares.items()},
                             "top": [[e.key, e.self_cpu_time_total / total, e.count // a.steps] for e in top]}, {})

@@ -2,7 +2,12 @@
 runs it: channels_last, autocast as `amp=auto` picks, Adam) in variants that alternate in one process, so a
 slow spell of the machine hits all of them alike (median of 7 rounds of 20 steps).
 
-    python bench/step_variants.py [--batch 128]
+    python bench/step_variants.py [--batch 128] [--amp auto|off|bf16]
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python bench/step_variants.py --amp off
+
+The second form runs the same cores with only their AVX2 instructions (oneDNN's and ATen's kernels both), as a
+CPU without AVX-512 runs it (`amp=auto` is off there); its file is named for the ISA it was limited to. It is a
+stand-in, not such a CPU: caches, clocks and memory stay this machine's.
 
 - `default`: the cnn as mnist_lab builds it (max pooling before batch norm: `pool_first`);
 - `pool_first False`: the cnn before that default (pooling after the ReLU), and the same with the ReLU moved
@@ -11,7 +16,7 @@ slow spell of the machine hits all of them alike (median of 7 rounds of 20 steps
 - `fused Adam`: `torch.optim.Adam(fused=True)` (one kernel for all parameters) instead of the foreach default;
 - `fp32`: autocast off (channels_last kept).
 A measurement, no target: it names the CPU so that runs on different CPU kinds can be put side by side."""
-import argparse, statistics, time, warnings
+import argparse, os, statistics, time, warnings
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -38,8 +43,10 @@ if __name__ == "__main__":
     warnings.filterwarnings("ignore")
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto")
     a = ap.parse_args()
-    bf16 = resolve_amp("auto", torch.device("cpu")) == "bf16"
+    bf16 = resolve_amp(a.amp, torch.device("cpu")) == "bf16"
+    limits = {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if k in os.environ}
     x = torch.randn(a.batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (a.batch,))
     torch.manual_seed(0)
@@ -60,9 +67,11 @@ if __name__ == "__main__":
         for name, run in runs.items():
             t = time.perf_counter(); steps(*run, 20); ms[name].append((time.perf_counter() - t) / 20 * 1e3)
     base = statistics.median(ms["default"])
-    result = {"batch": a.batch, "amp": "bf16" if bf16 else "off", "threads": torch.get_num_threads(), "variants": {}}
+    result = {"batch": a.batch, "amp": "bf16" if bf16 else "off", "threads": torch.get_num_threads(), "isa_limits": limits,
+              "variants": {}}
     for name, times in ms.items():
         med = statistics.median(times)
         print(f"{name:<36} {med:6.2f} ms/step ({a.batch / med * 1e3:8,.0f} images/s), {med / base:.2f}x the default's")
         result["variants"][name] = {"ms_per_step": med, "rounds": times, "images_per_s": a.batch / med * 1e3}
-    finish("step_variants", result, {})
+    isa = limits.get("ONEDNN_MAX_CPU_ISA", "").lower()
+    finish("step_variants" + (f"-limited-to-{isa}" if isa else ""), result, {})

@@ -9,11 +9,11 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PAR
            'plateau', 'cross_entropy', 'nll_loss', 'balanced_weights', 'parse_monitor', 'parse_ints', 'run_metrics',
            'to_bool', 'to_dict', 'to_number', 'to_type', 'load_plugins', 'type_needed', 'config_check', 'TrainConfig',
            'defaults', 'check_choices', 'check_ranges', 'check_model', 'check_strings', 'check_paths',
-           'edited_cell_message', 'model_from_config', 'model_overrides', 'upgraded', 'from_record', 'code_elsewhere',
+           'edited_cell_message', 'model_from_config', 'model_overrides', 'from_record', 'code_elsewhere',
            'resume_config']
 
 # %% ../nbs/05_config.ipynb #7f3126c5
-import dataclasses, difflib, importlib.util, inspect, json, math, re, reprlib, sys
+import contextlib, dataclasses, difflib, importlib.util, inspect, json, math, re, reprlib, sys
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +23,7 @@ from .process import injected_parameters
 from .data import DATASETS, AUGMENTATIONS, dataset_names, parse_augment, project_path, register
 from .metrics import METRICS, parse_metrics
 from .model import MODELS, make_model
+from .record import upgraded
 
 # %% ../nbs/05_config.ipynb #ec595b78
 OPTIMIZERS = {}
@@ -453,19 +454,16 @@ def model_overrides(cfg: TrainConfig) -> list:
             and own[k].default != getattr(cfg, k)]
 
 # %% ../nbs/05_config.ipynb #28014251
-def upgraded(saved: dict) -> dict:
-    "A stored config in today's parameters: a record without `pool_first` trained the pool-after-ReLU cnn."
-    args = saved.get("model_args", {})
-    if "pool_first" in saved or not isinstance(args, dict): return saved
-    model, args = saved.get("model", "cnn"), dict(args)
-    own = inspect.signature(MODELS[model]).parameters.get("pool_first") if isinstance(model, str) and model in MODELS else None
-    then = False if model == "cnn" else own.default if own is not None and isinstance(own.default, bool) else True
-    return {**saved, "model_args": args, "pool_first": args.pop("pool_first", then)}
-
 def from_record(saved: dict, plugins: str = "", **changes) -> TrainConfig:
     """The config a run stored (config.json, a checkpoint, safetensors metadata), with `changes`, importing only
     `plugins` (the caller's), never the plugins the record names."""
-    stored, saved = saved.get("plugins", ""), upgraded(saved)
+    if not isinstance(saved, dict): raise ValueError(f"the stored config is a {type(saved).__name__}, not a JSON object")
+    stored = saved.get("plugins", "")
+    if plugins:  # first, so that a plugin model's own default is known to `upgraded`; errors come from TrainConfig
+        with contextlib.suppress(Exception): load_plugins(plugins)
+    model = saved.get("model", "cnn")
+    own = inspect.signature(MODELS[model]).parameters.get("pool_first") if isinstance(model, str) and model in MODELS else None
+    saved = upgraded(saved, own.default if own is not None and isinstance(own.default, bool) else None)
     try: return TrainConfig.from_params(**{**saved, **changes, "plugins": plugins})
     except ValueError as e:
         if not stored or stored == plugins: raise

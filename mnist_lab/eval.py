@@ -17,7 +17,7 @@ from .metrics import Predictions, compute_metrics, per_class, bootstrap
 from .config import TrainConfig, model_from_config, from_record, run_metrics, defaults
 from .process import in_notebook
 from .record import (read_model, fit_weights, check_fit, read_history, read_json, run_folder_of, writing,
-                              save_atomic, read_object, recorded_intervals, read_bounded)
+                              save_atomic, read_object, recorded_intervals, read_bounded, upgraded)
 
 # %% ../nbs/06_eval.ipynb #4e16fb55
 @torch.no_grad()
@@ -266,7 +266,7 @@ def html_report(run, plugins: str = "") -> Path:
     "Write `report.html` in a run's folder: summary with intervals, per-class table, plots, its executed notebook."
     import html, nbformat
     run_dir = run_folder_of(getattr(run, "run_dir", run))
-    summary, cfg = read_object(run_dir / "summary.json"), read_object(run_dir / "config.json")
+    summary, cfg = read_object(run_dir / "summary.json"), upgraded(read_object(run_dir / "config.json"))
     ci = recorded_intervals(run_dir, summary)  # records checked before any work
     if not all((run_dir / f"{n}.png").is_file() for n in ("learning_curves", "confusion", "mistakes")):
         report(run, show=False, plugins=plugins)  # the plots and per_class.txt, written once

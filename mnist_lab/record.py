@@ -6,8 +6,8 @@
 __all__ = ['MAX_RECORD', 'MAX_HISTORY', 'RESUME_KEYS', 'MAX_DIFF', 'project_dir', 'project_path', 'CheckpointError', 'discard',
            'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json', 'read_bounded', 'read_json',
            'read_object', 'is_number', 'recorded_number', 'recorded_intervals', 'load_weights', 'load_checkpoint',
-           'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'new_run_dir', 'write_status', 'overwrite',
-           'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of',
+           'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'new_run_dir', 'write_status',
+           'overwrite', 'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of',
            'read_history', 'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions',
            'installed_packages', 'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
 
@@ -220,6 +220,16 @@ def fit_weights(model: "torch.nn.Module", weights: dict, source: str):
     "Load `weights` into `model`, or raise one short error saying how they differ."
     check_fit(model.state_dict(), weights, source)
     model.load_state_dict(weights)
+
+# %% ../nbs/01_record.ipynb #a8fff3b8
+def upgraded(saved: dict, model_default: bool | None = None) -> dict:
+    """`saved` (a stored config) in today's parameters: without `pool_first`, the cnn pooled after the ReLU unless
+    `model_args` said otherwise; another model got its own default (`model_default`, left unset when None)."""
+    args = saved.get("model_args", {}) if isinstance(saved, dict) else None
+    if not isinstance(args, dict) or "pool_first" in saved: return saved
+    args = dict(args)
+    then = args.pop("pool_first", False if saved.get("model", "cnn") == "cnn" else model_default)
+    return {**saved, "model_args": args, **({} if then is None else {"pool_first": then})}
 
 # %% ../nbs/01_record.ipynb #47bcc5e1
 def new_run_dir(cfg: "TrainConfig") -> Path:

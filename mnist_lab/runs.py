@@ -12,7 +12,7 @@ import socket, time
 from pathlib import Path
 import pandas as pd
 from .record import (project_path, read_json, read_object, recorded_number, recorded_intervals, is_number,
-                              run_status, read_history, load_weights)
+                              run_status, read_history, load_weights, upgraded)
 # no torch at import: `mnist-lab runs` reads folders without it (1.2 s); `compare` imports it
 
 # %% ../nbs/08_runs.ipynb #b766b14e
@@ -33,7 +33,7 @@ def run_row(run_dir: Path, root: Path) -> dict:
         status = {**status, "error": f"no heartbeat from {status.get('host')!r} for {(time.time() - beat) / 3600:.1f} h"}
     return {"run": str(run_dir.relative_to(root)), "status": state,
             # its `progress` (bars or lines) is replaced by epochs done/total:
-            **read_object(run_dir / "config.json"),
+            **upgraded(read_object(run_dir / "config.json")),
             "progress": f"{status.get('epoch', last.get('epoch', 0))}/{status.get('epochs', '?')}",
             "epoch": last.get("epoch", 0), "best": summary.get("best", status.get("best")),
             **{k: last.get(k) for k in ("train_loss", "val_loss", "val_accuracy")},
@@ -230,7 +230,7 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
     for run_dir in map(Path, paths):
         if (s := run_status(run_dir))["status"] in ("running", "unknown", "damaged"): continue
         try:  # every record is checked before MLflow is written to: a damaged run is skipped, and said
-            cfg, summary = read_object(run_dir / "config.json"), read_object(run_dir / "summary.json")
+            cfg, summary = upgraded(read_object(run_dir / "config.json")), read_object(run_dir / "summary.json")
             history, intervals = read_history(run_dir), recorded_intervals(run_dir, summary)
         except (OSError, ValueError) as e:
             print(f"skipped {run_dir}: {e}")

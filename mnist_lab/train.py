@@ -26,7 +26,7 @@ from .process import kernel_stdin, say
 from .record import (new_run_dir, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, versions, link_notebook,
                               log_tensorboard, lock_run, unlock_run, run_status, read_json, read_object,
-                              record_code)
+                              record_code, upgraded)
 from .eval import evaluate
 
 # %% ../nbs/07_train.ipynb #fea6c4c4
@@ -294,14 +294,16 @@ class Training:
 # %% ../nbs/07_train.ipynb #273962aa
 def init_weights(parts: Parts, path: str):
     "Load the weights at `path` into `parts.model` (`init_from`), saying what data they were trained on if they don't fit."
-    weights, _, was = read_model(path)
+    weights, stored, was = read_model(path)
     trained_on = (f" (trained on {was.get('name', '?')}: {was.get('shape')} images, {len(was.get('classes') or [])} "
                   f"classes; this run's data: {parts.data['shape']}, {len(parts.data['classes'])} classes)"
                   if isinstance(was, dict) and was else "")
     if bad := [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]:
         raise ValueError(f"init_from={path!r}: {bad[0]} holds NaN or infinite values ({len(bad)} tensor(s) do): "
                          "nothing to train from")
-    fit_weights(parts.model, weights, f"init_from={path!r}{trained_on}")
+    made = upgraded(stored) if isinstance(stored, dict) else {}  # a run from before pool_first: the older cnn
+    made = ", ".join(f"{k}={made[k]!r}" for k in ("model", "width", "pool_first", "fc1", "fc2") if k in made)
+    fit_weights(parts.model, weights, f"init_from={path!r}{trained_on}{f' (its config: {made})' if made else ''}")
 
 # %% ../nbs/07_train.ipynb #e2410205
 def open_run(t: Training, ckpt_path, ckpt, started: float) -> Record:
