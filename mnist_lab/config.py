@@ -13,7 +13,7 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PAR
            'resume_config']
 
 # %% ../nbs/05_config.ipynb #7f3126c5
-import contextlib, dataclasses, difflib, importlib.util, inspect, json, math, re, reprlib, sys
+import dataclasses, difflib, importlib.util, inspect, json, math, re, reprlib, sys
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from types import ModuleType
@@ -459,8 +459,10 @@ def from_record(saved: dict, plugins: str = "", **changes) -> TrainConfig:
     `plugins` (the caller's), never the plugins the record names."""
     if not isinstance(saved, dict): raise ValueError(f"the stored config is a {type(saved).__name__}, not a JSON object")
     stored = saved.get("plugins", "")
-    if plugins:  # first, so that a plugin model's own default is known to `upgraded`; errors come from TrainConfig
-        with contextlib.suppress(Exception): load_plugins(plugins)
+    if plugins:  # first, so that a plugin model's own default is known to `upgraded` (its error as TrainConfig's)
+        try: load_plugins(plugins)
+        except Exception as e:
+            raise ValueError(f"invalid training parameters:\n  plugins={plugins!r}: {type(e).__name__}: {e}") from None
     model = saved.get("model", "cnn")
     own = inspect.signature(MODELS[model]).parameters.get("pool_first") if isinstance(model, str) and model in MODELS else None
     saved = upgraded(saved, own.default if own is not None and isinstance(own.default, bool) else None)
