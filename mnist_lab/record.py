@@ -226,10 +226,14 @@ def upgraded(saved: dict, model_default: bool | None = None) -> dict:
     """`saved` (a stored config) in today's parameters: without `pool_first`, the cnn pooled after the ReLU unless
     `model_args` said otherwise; another model got its own default (`model_default`, left unset when None)."""
     args = saved.get("model_args", {}) if isinstance(saved, dict) else None
+    if isinstance(args, str):  # a config takes JSON text too
+        try: args = json.loads(args or "{}")
+        except ValueError: return saved  # the config's own check names it
     if not isinstance(args, dict) or "pool_first" in saved: return saved
     args = dict(args)
     then = args.pop("pool_first", False if saved.get("model", "cnn") == "cnn" else model_default)
-    return {**saved, "model_args": args, **({} if then is None else {"pool_first": then})}
+    kept = {"model_args": args} if "model_args" in saved else {}  # as stored: a spec's params compare equal
+    return {**saved, **kept, **({} if then is None else {"pool_first": then})}
 
 # %% ../nbs/01_record.ipynb #47bcc5e1
 def new_run_dir(cfg: "TrainConfig") -> Path:

@@ -4,14 +4,15 @@
 
 # %% auto #0
 __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', 'EXECUTORS', 'DEFAULT_PRUNER', 'SWEEP_OWNS',
-           'HEARTBEAT', 'GRACE', 'STORED', 'RED', 'PLAIN', 'check_shapes', 'check_range', 'settings_to_check',
-           'check_space', 'grid_sampler', 'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec',
-           'check_spec', 'check_values', 'retry_callback', 'quiet_optuna', 'check_sqlite', 'storage_for',
-           'study_address', 'load_study', 'open_study', 'slots', 'latest', 'report', 'train_in_process',
-           'train_papermill', 'objective', 'train_slot', 'suggest', 'orphaned', 'next_step', 'keep_traceback',
-           'taken_over', 'storage_failure', 'work', 'requeue', 'start_workers', 'worker_main', 'stop_workers',
-           'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed',
-           'cross_validate', 'sweep_report', 'read_only_url', 'read_only_storage', 'dashboard_app', 'serve_dashboard']
+           'HEARTBEAT', 'GRACE', 'STORED', 'SPEC_FORMAT', 'RED', 'PLAIN', 'check_shapes', 'check_range',
+           'settings_to_check', 'check_space', 'grid_sampler', 'random_sampler', 'tpe_sampler', 'median_pruner',
+           'no_pruner', 'load_spec', 'check_spec', 'check_values', 'retry_callback', 'quiet_optuna', 'check_sqlite',
+           'storage_for', 'study_address', 'load_study', 'stored_spec', 'open_study', 'slots', 'latest', 'report',
+           'train_in_process', 'train_papermill', 'objective', 'train_slot', 'suggest', 'orphaned', 'next_step',
+           'keep_traceback', 'taken_over', 'storage_failure', 'work', 'requeue', 'start_workers', 'worker_main',
+           'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep',
+           'join', 'multi_seed', 'cross_validate', 'sweep_report', 'read_only_url', 'read_only_storage',
+           'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
 import io, itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, traceback, warnings
@@ -21,7 +22,7 @@ import pandas as pd
 from .data import project_path
 from .config import TrainConfig, parse_monitor, code_elsewhere
 from .process import alive, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until
-from .record import run_status, read_history, recorded_number, write_status, save_atomic
+from .record import run_status, read_history, recorded_number, write_status, save_atomic, upgraded
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
 from .runs import runs_table
@@ -235,6 +236,16 @@ def load_study(sweep_dir="runs/sweep", storage: str | None = None, study_name: s
 
 # %% ../nbs/10_sweep.ipynb #94edf1d5
 STORED = ("method", "space", "params", "n_trials", "seed", "pruner", "executor", "folds")  # what a sweep is; not where
+SPEC_FORMAT = 2  # the study's user attribute "spec_format": 2 since pool_first is a parameter (absent: 1)
+
+def stored_spec(study) -> dict | None:
+    """The spec a study holds, in today's parameters: a study begun before `pool_first` was a parameter trained the
+    cnn pooling after the ReLU, so its params say `pool_first: false` (a space that searches the model: as stored)."""
+    spec = study.user_attrs.get("spec")
+    if study.user_attrs.get("spec_format", 1) >= SPEC_FORMAT or not isinstance(spec, dict): return spec
+    params, space = spec.get("params"), spec.get("space")
+    if not isinstance(params, dict) or not isinstance(space, dict) or {"model", "pool_first"} & set(space): return spec
+    return {**spec, "params": upgraded(params)}
 
 def open_study(spec: dict):
     "Create the study of a checked `spec` (or continue it); returns `(study, storage URL)`."
@@ -246,11 +257,16 @@ def open_study(spec: dict):
     mode = parse_monitor(TrainConfig.from_params(**spec["params"]).monitor)[0]
     study = optuna.create_study(storage=storage_for(url), study_name=name, load_if_exists=True,
                                 direction="maximize" if mode == "max" else "minimize")
-    stored = study.user_attrs.get("spec") or what
+    stored = stored_spec(study) or what
     if differ := sorted(k for k in {*stored, *what} if k != "sweep_dir" and stored.get(k) != what.get(k)):
+        was = stored.get("params", {}).get("pool_first") if isinstance(stored.get("params"), dict) else None
+        hint = (f"; it began before pool_first was a parameter and trained with pool_first={was}: add pool_first: "
+                f"{str(was).lower()} to its params to go on as it began" if was is not None and
+                study.user_attrs.get("spec_format", 1) < SPEC_FORMAT and was != what["params"].get("pool_first") else "")
         raise ValueError(f"study {name!r} in {url} holds another sweep (it differs in {', '.join(differ)}): "
-                         "choose another study_name or sweep_dir")
+                         f"choose another study_name or sweep_dir{hint}")
     if study.user_attrs.get("spec") != what: study.set_user_attr("spec", what)  # new, or the project moved
+    if study.user_attrs.get("spec_format") != SPEC_FORMAT: study.set_user_attr("spec_format", SPEC_FORMAT)
     return study, url
 
 # %% ../nbs/10_sweep.ipynb #e129771c
@@ -422,7 +438,7 @@ def storage_failure(e: BaseException, study_name: str) -> RuntimeError | None:
 def work(study, threads: int, seed=None, sweep_dir=None):
     "Run the study's trials in this process until the sweep is done."
     import optuna
-    spec = study.user_attrs["spec"]
+    spec = stored_spec(study)
     study.sampler = SAMPLERS[spec["method"]](spec["space"], seed)
     study.pruner = PRUNERS[spec["pruner"]]()
     sweep_dir, current = Path(sweep_dir or spec["sweep_dir"]), []
@@ -636,7 +652,7 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
             raise ValueError(f"{url} holds no study {study_name!r}" + (f"; its studies: {names}" if names else
                                                                        ": it is not an Optuna study database"))
     study = optuna.load_study(study_name=study_name, storage=storage_for(url))
-    stored = study.user_attrs.get("spec")
+    stored = stored_spec(study)
     if not isinstance(stored, dict): raise ValueError(f"study {study_name!r} in {url} is not a mnist_lab sweep")
     wanted = stored.get("params", {}).get("plugins", "") if isinstance(stored.get("params"), dict) else ""
     if wanted and wanted != plugins:  # checked before check_spec, which would import them
