@@ -463,8 +463,8 @@ def from_record(saved: dict, plugins: str = "", **changes) -> TrainConfig:
         try: load_plugins(plugins)
         except Exception as e:
             raise ValueError(f"invalid training parameters:\n  plugins={plugins!r}: {type(e).__name__}: {e}") from None
-    model = saved.get("model", "cnn")
-    own = inspect.signature(MODELS[model]).parameters.get("pool_first") if isinstance(model, str) and model in MODELS else None
+    model = saved.get("model", "cnn") if isinstance(saved.get("model", "cnn"), str) else None  # a hostile record: anything
+    own = inspect.signature(MODELS[model]).parameters.get("pool_first") if model in MODELS else None
     saved = upgraded(saved, own.default if own is not None and isinstance(own.default, bool) else None)
     try: return TrainConfig.from_params(**{**saved, **changes, "plugins": plugins})
     except ValueError as e:
