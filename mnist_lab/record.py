@@ -230,10 +230,10 @@ def upgraded(saved: dict, model_default: bool | None = None) -> dict:
         try: args = json.loads(args or "{}")
         except ValueError: return saved  # the config's own check names it
     if not isinstance(args, dict) or "pool_first" in saved: return saved
-    args = dict(args)
-    then = args.pop("pool_first", False if saved.get("model", "cnn") == "cnn" else model_default)
-    kept = {"model_args": args} if "model_args" in saved else {}  # as stored: a spec's params compare equal
-    return {**saved, **kept, **({} if then is None else {"pool_first": then})}
+    if "pool_first" in args:  # moved out of model_args; otherwise model_args stays as stored (a spec compares equal)
+        return {**saved, "model_args": {k: v for k, v in args.items() if k != "pool_first"}, "pool_first": args["pool_first"]}
+    then = False if saved.get("model", "cnn") == "cnn" else model_default
+    return saved if then is None else {**saved, "pool_first": then}
 
 # %% ../nbs/01_record.ipynb #47bcc5e1
 def new_run_dir(cfg: "TrainConfig") -> Path:
@@ -453,12 +453,14 @@ def versions() -> dict:
 MAX_DIFF = 1 << 20  # bytes of code.diff: a larger change is said, not stored
 
 def name_version(meta: str | None) -> str | None:
-    "'name==version' from a distribution's METADATA (or PKG-INFO) text: its Name and Version header lines."
+    """'name==version' from a distribution's METADATA (or PKG-INFO) text, as `importlib.metadata` reads its Name and
+    Version headers (case-insensitive; a missing Version is None); None without a Name."""
     head = {}
-    for line in (meta or "").partition("\n\n")[0].splitlines():
-        key, sep, value = line.partition(": ")
-        if sep and key in ("Name", "Version"): head.setdefault(key, value.strip())
-    return f"{head['Name']}=={head['Version']}" if len(head) == 2 else None
+    for line in (meta or "").replace("\r\n", "\n").partition("\n\n")[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep and not line[:1].isspace() and key.strip().lower() in ("name", "version"):
+            head.setdefault(key.strip().lower(), value.strip())
+    return f"{head['name']}=={head.get('version')}" if head.get("name") else None
 
 @functools.lru_cache(maxsize=1)
 def installed_packages(site_stamps: tuple) -> str:
@@ -468,7 +470,7 @@ def installed_packages(site_stamps: tuple) -> str:
     # two header lines of each METADATA: `dist.metadata` runs the email parser over all of it (0.14 s for 227
     # distributions in a fresh kernel, mnist_lab's largest share of papermill's overhead besides the plots)
     dists = importlib.metadata.distributions()
-    lines = (name_version(d.read_text("METADATA") or d.read_text("PKG-INFO")) for d in dists)
+    lines = (name_version(d.read_text("METADATA") or d.read_text("PKG-INFO") or d.read_text("")) for d in dists)
     return "".join(f"{line}\n" for line in sorted({line for line in lines if line}))
 
 def record_code(run_dir: Path):

@@ -244,7 +244,11 @@ def stored_spec(study) -> dict | None:
     spec = study.user_attrs.get("spec")
     if study.user_attrs.get("spec_format", 1) >= SPEC_FORMAT or not isinstance(spec, dict): return spec
     params, space = spec.get("params"), spec.get("space")
-    if not isinstance(params, dict) or not isinstance(space, dict) or {"model", "pool_first"} & set(space): return spec
+    if not isinstance(params, dict) or not isinstance(space, dict): return spec
+    if "model" in space:  # its cnn trials pooled after the ReLU, its mlp trials take no pool_first: no one setting
+        raise ValueError(f"study {study.study_name!r} began before pool_first was a parameter and searches model: "
+                         "its cnn trials trained the older cnn, so new ones cannot match them all; start a new sweep "
+                         "(another sweep_dir or study_name) with pool_first in its params or space")
     return {**spec, "params": upgraded(params)}
 
 def open_study(spec: dict):
@@ -260,11 +264,15 @@ def open_study(spec: dict):
     stored = stored_spec(study) or what
     if differ := sorted(k for k in {*stored, *what} if k != "sweep_dir" and stored.get(k) != what.get(k)):
         was = stored.get("params", {}).get("pool_first") if isinstance(stored.get("params"), dict) else None
+        older = study.user_attrs.get("spec_format", 1) < SPEC_FORMAT and was is not None
         hint = (f"; it began before pool_first was a parameter and trained with pool_first={was}: add pool_first: "
-                f"{str(was).lower()} to its params to go on as it began" if was is not None and
-                study.user_attrs.get("spec_format", 1) < SPEC_FORMAT and was != what["params"].get("pool_first") else "")
+                f"{str(was).lower()} to its params to go on as it began (\"pool_first\": {was} in Python)"
+                if older and was != what["params"].get("pool_first") else "")
         raise ValueError(f"study {name!r} in {url} holds another sweep (it differs in {', '.join(differ)}): "
                          f"choose another study_name or sweep_dir{hint}")
+    # a new study is marked before its spec is stored, so that no interruption leaves it looking like an old one;
+    # an old one gets its spec first, so that no interruption leaves its old params unread
+    if study.user_attrs.get("spec") is None: study.set_user_attr("spec_format", SPEC_FORMAT)
     if study.user_attrs.get("spec") != what: study.set_user_attr("spec", what)  # new, or the project moved
     if study.user_attrs.get("spec_format") != SPEC_FORMAT: study.set_user_attr("spec_format", SPEC_FORMAT)
     return study, url
