@@ -457,13 +457,15 @@ def model_overrides(cfg: TrainConfig) -> list:
 def from_record(saved: dict, plugins: str = "", **changes) -> TrainConfig:
     """The config a run stored (config.json, a checkpoint, safetensors metadata), with `changes`, importing only
     `plugins` (the caller's), never the plugins the record names."""
-    if not isinstance(saved, dict): raise ValueError(f"the stored config is a {type(saved).__name__}, not a JSON object")
+    if not isinstance(saved, dict):
+        raise ValueError(f"the stored config is a {type(saved).__name__}, not a JSON object")
     stored = saved.get("plugins", "")
     if plugins:  # first, so that a plugin model's own default is known to `upgraded` (its error as TrainConfig's)
         try: load_plugins(plugins)
         except Exception as e:
             raise ValueError(f"invalid training parameters:\n  plugins={plugins!r}: {type(e).__name__}: {e}") from None
-    model = saved.get("model", "cnn") if isinstance(saved.get("model", "cnn"), str) else None  # a hostile record: anything
+    model = saved.get("model", "cnn")
+    model = model if isinstance(model, str) else None  # a hostile record's may be anything
     own = inspect.signature(MODELS[model]).parameters.get("pool_first") if model in MODELS else None
     saved = upgraded(saved, own.default if own is not None and isinstance(own.default, bool) else None)
     try: return TrainConfig.from_params(**{**saved, **changes, "plugins": plugins})

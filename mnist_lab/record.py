@@ -231,7 +231,8 @@ def upgraded(saved: dict, model_default: bool | None = None) -> dict:
         except ValueError: return saved  # the config's own check names it
     if not isinstance(args, dict) or "pool_first" in saved: return saved
     if "pool_first" in args:  # moved out of model_args; otherwise model_args stays as stored (a spec compares equal)
-        return {**saved, "model_args": {k: v for k, v in args.items() if k != "pool_first"}, "pool_first": args["pool_first"]}
+        rest = {k: v for k, v in args.items() if k != "pool_first"}
+        return {**saved, "model_args": rest, "pool_first": args["pool_first"]}
     then = False if saved.get("model", "cnn") == "cnn" else model_default
     return saved if then is None else {**saved, "pool_first": then}
 

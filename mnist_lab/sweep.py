@@ -240,9 +240,9 @@ SPEC_FORMAT = 2  # the study's user attribute "spec_format": 2 since pool_first 
 
 def stored_spec(study) -> dict | None:
     """The spec a study holds, in today's parameters: a study begun before `pool_first` was a parameter trained the
-    cnn pooling after the ReLU, so its params say `pool_first: false` (a space that searches the model: as stored)."""
+    cnn pooling after the ReLU, so its params say `pool_first: false` (one that searches the model is refused)."""
     spec = study.user_attrs.get("spec")
-    if study.user_attrs.get("spec_format", 1) >= SPEC_FORMAT or not isinstance(spec, dict): return spec
+    if study.user_attrs.get("spec_format") == SPEC_FORMAT or not isinstance(spec, dict): return spec
     params, space = spec.get("params"), spec.get("space")
     if not isinstance(params, dict) or not isinstance(space, dict): return spec
     if "model" in space:  # its cnn trials pooled after the ReLU, its mlp trials take no pool_first: no one setting
@@ -264,7 +264,7 @@ def open_study(spec: dict):
     stored = stored_spec(study) or what
     if differ := sorted(k for k in {*stored, *what} if k != "sweep_dir" and stored.get(k) != what.get(k)):
         was = stored.get("params", {}).get("pool_first") if isinstance(stored.get("params"), dict) else None
-        older = study.user_attrs.get("spec_format", 1) < SPEC_FORMAT and was is not None
+        older = study.user_attrs.get("spec_format") != SPEC_FORMAT and was is not None
         hint = (f"; it began before pool_first was a parameter and trained with pool_first={was}: add pool_first: "
                 f"{str(was).lower()} to its params to go on as it began (\"pool_first\": {was} in Python)"
                 if older and was != what["params"].get("pool_first") else "")
