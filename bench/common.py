@@ -41,6 +41,13 @@ class ExamplesNet(nn.Module):
         return F.log_softmax(self.fc2(x), dim=1)
 
 
+
+def train_step(model, opt, x, y, bf16: bool):
+    "One training step as `fit` takes it: the forward pass under bf16 autocast (when `bf16`), cross-entropy, the step."
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = F.cross_entropy(model(x).float(), y)
+    opt.zero_grad(); loss.backward(); opt.step()
+
 def examples_loaders(root: Path, batch_size=64, test_batch_size=1000):
     "pytorch/examples' data pipeline: torchvision MNIST + ToTensor + Normalize + DataLoader."
     from torchvision import datasets, transforms

@@ -8,11 +8,10 @@ of large square matmuls in fp32 and in bf16. Steps run as `fit` runs them (chann
 `amp=auto` picks)."""
 import time, warnings
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from mnist_lab.model import make_model, MODELS
 from mnist_lab.train import resolve_amp
-from common import finish
+from common import finish, train_step
 
 BS = 128
 # every model at its defaults (the cnn max-pools before batch norm: pool_first), the cnn as it was before that
@@ -39,11 +38,7 @@ def step_flops_and_rate(name: str, args: dict, amp: str):
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x = torch.randn(BS, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (BS,))
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float32
-    def step():
-        with torch.autocast("cpu", dtype=dtype, enabled=amp == "bf16"):
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(); loss.backward(); opt.step()
+    step = lambda: train_step(model, opt, x, y, amp == "bf16")
     with FlopCounterMode(display=False) as fc: step()
     for _ in range(3): step()
     n, t = 0, time.perf_counter()

@@ -7,11 +7,10 @@ autocast as `amp=auto` picks, Adam), grouped by operator, and the share of the m
 A measurement, no target: it names the CPU so that profiles of different CPU kinds can be put side by side."""
 import argparse, warnings
 import torch
-import torch.nn.functional as F
 from torch.profiler import profile, ProfilerActivity
 from mnist_lab.model import make_model
 from mnist_lab.train import resolve_amp
-from common import finish
+from common import finish, train_step
 
 GROUPS = {"convolution": ("conv", "mkldnn"), "batch norm": ("batch_norm",), "max pooling": ("max_pool",),
           "optimizer (Adam)": ("_foreach", "adam", "addcdiv", "lerp", "sqrt"), "weight casts (autocast)": ("_to_copy",),
@@ -38,10 +37,7 @@ if __name__ == "__main__":
     x = torch.randn(a.batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (a.batch,))
 
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(); loss.backward(); opt.step()
+    step = lambda: train_step(model, opt, x, y, amp == "bf16")
     for _ in range(10): step()  # oneDNN primitives are created on the first steps: not what a long run pays
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(a.steps): step()

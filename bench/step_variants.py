@@ -19,10 +19,9 @@ A measurement, no target: it names the CPU so that runs on different CPU kinds c
 import argparse, os, statistics, time, warnings
 import torch
 from torch import nn
-import torch.nn.functional as F
 from mnist_lab.model import make_model
 from mnist_lab.train import resolve_amp
-from common import finish
+from common import finish, train_step
 
 
 def relu_after_pool() -> nn.Module:
@@ -56,10 +55,7 @@ if __name__ == "__main__":
         runs[name] = (model, torch.optim.Adam(model.parameters(), 1e-3, **opt_args), autocast and bf16)
 
     def steps(model, opt, amp, n):
-        for _ in range(n):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                loss = F.cross_entropy(model(x).float(), y)
-            opt.zero_grad(); loss.backward(); opt.step()
+        for _ in range(n): train_step(model, opt, x, y, amp)
 
     for run in runs.values(): steps(*run, 10)  # oneDNN primitives are created on the first steps
     ms = {name: [] for name in runs}

@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['MAX_RECORD', 'MAX_HISTORY', 'RESUME_KEYS', 'MAX_DIFF', 'project_dir', 'project_path', 'CheckpointError', 'discard',
            'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json', 'read_bounded', 'read_json',
-           'read_object', 'is_number', 'recorded_number', 'recorded_intervals', 'load_weights', 'load_checkpoint',
-           'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'new_run_dir', 'write_status',
-           'overwrite', 'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of',
-           'read_history', 'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions', 'name_version',
-           'installed_packages', 'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
+           'read_object', 'is_number', 'number_in', 'recorded_number', 'recorded_intervals', 'load_weights',
+           'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'new_run_dir',
+           'write_status', 'overwrite', 'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid',
+           'run_folder_of', 'read_history', 'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions',
+           'name_version', 'installed_packages', 'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
 
 # %% ../nbs/01_record.ipynb #ba07da95
 import contextlib, errno, fcntl, functools, io, itertools, json, os, platform, secrets, socket, stat, subprocess, sys, time
@@ -130,11 +130,15 @@ def is_number(v) -> bool:
     except OverflowError: return False
     return True
 
-def recorded_number(path, key: str) -> float:
-    "The number `key` of the JSON object in `path`; an error naming the file and the key when it is not one."
-    v = read_object(path).get(key)
+def number_in(path, obj: dict, key: str) -> float:
+    "`obj[key]`, of the JSON object read from `path`, if it is a number; else an error naming the file and the key."
+    v = obj.get(key)
     if not is_number(v): raise ValueError(f"{path}: {key} is {str(v)[:40]}, not a number")
     return v
+
+def recorded_number(path, key: str) -> float:
+    "The number `key` of the JSON object in `path`; an error naming the file and the key when it is not one."
+    return number_in(path, read_object(path), key)
 
 def recorded_intervals(run_dir: Path, summary: dict) -> dict:
     "The 95% intervals of a run's test metrics, {metric: [low, high]}, from its summary; an error naming it if odd."

@@ -11,7 +11,7 @@ __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'SETTING', 'run_row', 'safe_run_row', '
 import socket, time
 from pathlib import Path
 import pandas as pd
-from .record import (project_path, read_json, read_object, recorded_number, recorded_intervals, is_number,
+from .record import (project_path, read_json, read_object, recorded_number, recorded_intervals, is_number, number_in,
                               run_status, read_history, load_weights, upgraded)
 # no torch at import: `mnist-lab runs` reads folders without it (1.2 s); `compare` imports it
 
@@ -21,8 +21,8 @@ STALE_AFTER = 600  # seconds: a run writes status.json every epoch and every 30 
 def run_row(run_dir: Path, root: Path) -> dict:
     "One run as a flat dict: where, status, then the config, then the final or latest metrics."
     status, summary = run_status(run_dir), read_object(run_dir / "summary.json")
-    if odd := [k for k, v in summary.items() if (k.startswith("test_") or k == "best") and not is_number(v)]:
-        raise ValueError(f"{run_dir / 'summary.json'}: {odd[0]} is {str(summary[odd[0]])[:40]}, not a number")
+    for k in summary:
+        if k.startswith("test_") or k == "best": number_in(run_dir / "summary.json", summary, k)
     history = read_history(run_dir)
     last = history[-1] if history else {}
     started, updated = status.get("started"), status.get("finished") or status.get("updated")

@@ -241,8 +241,9 @@ SPEC_FORMAT = 2  # the study's user attribute "spec_format": 2 since pool_first 
 def stored_spec(study) -> dict | None:
     """The spec a study holds, in today's parameters: a study begun before `pool_first` was a parameter trained the
     cnn pooling after the ReLU, so its params say `pool_first: false` (one that searches the model is refused)."""
-    spec = study.user_attrs.get("spec")
-    if study.user_attrs.get("spec_format") == SPEC_FORMAT or not isinstance(spec, dict): return spec
+    attrs = study.user_attrs  # one read of the storage
+    spec = attrs.get("spec")
+    if attrs.get("spec_format") == SPEC_FORMAT or not isinstance(spec, dict): return spec
     params, space = spec.get("params"), spec.get("space")
     if not isinstance(params, dict) or not isinstance(space, dict): return spec
     if "model" in space:  # its cnn trials pooled after the ReLU, its mlp trials take no pool_first: no one setting
@@ -591,11 +592,11 @@ def summary_line(study, n: int, seconds: float) -> str:
 def trials_table(study, sweep_dir=None) -> pd.DataFrame:
     """The runs table of the sweep's trials: one row per slot (per fold of a slot), read from `trials/NNNN` in
     `sweep_dir` (default: the folder the study names)."""
-    n = study.user_attrs["spec"]["n_trials"]
-    root = Path(sweep_dir or study.user_attrs["spec"]["sweep_dir"]) / "trials"
+    spec = study.user_attrs["spec"]
+    root = Path(sweep_dir or spec["sweep_dir"]) / "trials"
     df = runs_table(root)
     slot = df.run.str.split("/").str[0]  # trials/NNNN, or trials/NNNN/foldK for a cross-validated sweep
-    return df[slot.isin([f"{k:04d}" for k in latest(study, n)])].reset_index(drop=True)
+    return df[slot.isin([f"{k:04d}" for k in latest(study, spec["n_trials"])])].reset_index(drop=True)
 
 # %% ../nbs/10_sweep.ipynb #0d14acf4
 def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None, retry_failed: bool = False) -> dict:
