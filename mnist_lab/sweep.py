@@ -696,9 +696,9 @@ def cross_validate(cfg, folds: int = 5, sweep_dir="runs/cv", n_jobs: int = 1,
 def sweep_report(sweep_dir="runs/sweep") -> Path:
     """Write `report.html` in a sweep's folder: one self-contained page comparing its configurations (their runs'
     seeds and folds as mean ± std), whether the best beats the second beyond the noise, and the plots."""
-    import html, io, nbformat
+    import io, nbformat
     import matplotlib.pyplot as plt
-    from mnist_lab.eval import png_markdown, save_page
+    from mnist_lab.eval import md_text, png_markdown, save_page
     from mnist_lab.runs import compare, plot_curves, plot_metric_vs, seed_stats, varying
     folder, study = project_path(sweep_dir).resolve(), load_study(sweep_dir)
     # the stored spec is read, never run: anyone who can write a shared study.db chose it (its plugins stay unimported,
@@ -730,15 +730,16 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
         return png_markdown(buf.getvalue())
     plots = [png(plot_metric_vs(done, p, "test_accuracy")) for p in by] + [png(plot_curves(done, key))]
     md = nbformat.v4.new_markdown_cell
-    esc = lambda v: html.escape(str(v))
+    one_block = lambda table: table.replace("\n", " ")  # no blank line ends the HTML block: no value becomes markdown
+    esc = md_text  # the study may be someone else's: what it stores shows as written
     folds = f", {esc(spec['folds'])} folds each" if spec.get("folds") else ""
     over = esc(", ".join(map(str, spec["space"])))
     cells = [md(f"# Sweep {esc(folder.name)}\n\n{esc(spec.get('method'))} over {over}: {len(done)} completed runs of "
                 f"{esc(spec.get('n_trials'))} trials{folds}; ranked by {esc(key)} ({mode}imised), mean ± std "
                 f"over seeds and folds.\n\n{verdict}"),
-             md(stats.to_html(float_format=lambda x: f"{x:.4f}")), md("## Plots\n\n" + "\n\n".join(plots)),
-             md("## Runs\n\n" + df[["run", "status", *by, *[c for c in ("seed", "fold") if c in df], key,
-                                    "test_accuracy"]].to_html(index=False, float_format=lambda x: f"{x:.4f}"))]
+             md(one_block(stats.to_html(float_format=lambda x: f"{x:.4f}"))), md("## Plots\n\n" + "\n\n".join(plots)),
+             md("## Runs\n\n" + one_block(df[["run", "status", *by, *[c for c in ("seed", "fold") if c in df], key,
+                                    "test_accuracy"]].to_html(index=False, float_format=lambda x: f"{x:.4f}")))]
     return save_page(cells, folder / "report.html")
 
 # %% ../nbs/10_sweep.ipynb #452dbbf2
