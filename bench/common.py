@@ -42,6 +42,17 @@ class ExamplesNet(nn.Module):
 
 
 
+def settle_malloc():
+    """Set glibc's malloc thresholds where they stand in `fit` once its data is loaded: glibc raises them as it sees
+    large blocks freed (up to 32 MiB, and twice that for what it keeps free). A loop of steps in a fresh process
+    would otherwise hand its activations back to the kernel and fault them in again every step (about 2,000 page
+    faults a step, see bench/malloc.py), which `fit` does not pay. Nothing elsewhere than glibc."""
+    import ctypes, platform
+    if platform.libc_ver()[0] != "glibc": return
+    libc = ctypes.CDLL(None)
+    libc.mallopt(-3, 32 << 20); libc.mallopt(-1, 64 << 20)  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD (malloc.h)
+
+
 def train_step(model, opt, x, y, bf16: bool):
     "One training step as `fit` takes it: the forward pass under bf16 autocast (when `bf16`), cross-entropy, the step."
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

@@ -11,7 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from mnist_lab.model import make_model, MODELS
 from mnist_lab.train import resolve_amp
-from common import finish, train_step
+from common import finish, settle_malloc, train_step
 
 BS = 128
 # every model at its defaults (the cnn max-pools before batch norm: pool_first), the cnn as it was before that
@@ -60,6 +60,7 @@ def eval_rate(model, amp: str, bs: int, channels_last: bool = False) -> float:
 
 
 if __name__ == "__main__":
+    settle_malloc()  # freed activations stay with the process, as in `fit`
     warnings.filterwarnings("ignore")
     amp = resolve_amp("auto", torch.device("cpu"))
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}

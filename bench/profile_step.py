@@ -10,7 +10,7 @@ import torch
 from torch.profiler import profile, ProfilerActivity
 from mnist_lab.model import make_model
 from mnist_lab.train import resolve_amp
-from common import finish, train_step
+from common import finish, settle_malloc, train_step
 
 GROUPS = {"convolution": ("conv", "mkldnn"), "batch norm": ("batch_norm",), "max pooling": ("max_pool",),
           "optimizer (Adam)": ("_foreach", "adam", "addcdiv", "lerp", "sqrt"), "weight casts (autocast)": ("_to_copy",),
@@ -23,6 +23,7 @@ def group(op: str) -> str:
 
 
 if __name__ == "__main__":
+    settle_malloc()  # freed activations stay with the process, as in `fit`
     warnings.filterwarnings("ignore")
     ap = argparse.ArgumentParser()
     ap.add_argument("--width", type=int, default=16)

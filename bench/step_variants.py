@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from mnist_lab.model import make_model
 from mnist_lab.train import resolve_amp
-from common import finish, train_step
+from common import finish, settle_malloc, train_step
 
 
 def relu_after_pool() -> nn.Module:
@@ -39,6 +39,7 @@ VARIANTS = {"default": (lambda: make_model("cnn"), {}, True),
             "fp32": (lambda: make_model("cnn"), {}, False)}
 
 if __name__ == "__main__":
+    settle_malloc()  # freed activations stay with the process, as in `fit`
     warnings.filterwarnings("ignore")
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=128)
