@@ -8,12 +8,13 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'CIFAR10_RECORD', 'IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MAX_IMAGE_BYTES', 'AUGMENTATIONS', 'register',
            'accepted', 'Data', 'register_dataset', 'channel_stats', 'check_part', 'as_data', 'IdxSpec', 'read_idx',
            'find_idx_files', 'failure_note', 'remember_download_failure', 'download_failed_recently', 'try_download',
-           'download_idx', 'official_md5s', 'md5sum', 'read_dataset', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist',
-           'mnist_sample', 'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file', 'cifar10',
-           'list_images', 'read_image_file', 'image_header', 'decode_file', 'decode_chunk', 'decode_images',
-           'image_cache_key', 'cached_images', 'held_out', 'image_folder', 'split_train_val', 'BatchSampler',
-           'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate',
-           'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
+           'download_idx', 'official_md5s', 'md5sum', 'read_dataset', 'idx_not_found', 'idx_dataset', 'mnist',
+           'fashion_mnist', 'kmnist', 'mnist_sample', 'fit_images', 'fit_data', 'dataset_names', 'load_data',
+           'read_cifar_file', 'cifar10', 'list_images', 'read_image_file', 'image_header', 'decode_file',
+           'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images', 'held_out', 'no_train_folder',
+           'image_folder', 'missing_data', 'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize',
+           'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase',
+           'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
 import gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, zlib
@@ -272,6 +273,14 @@ def read_dataset(name: str, files: dict) -> Data:
                               str(Path(files[IDX_STEMS[0]]).parent.resolve()), md5s, official))
 
 # %% ../nbs/02_data.ipynb #631a4c13
+def idx_not_found(name: str, data_dir, why: str) -> FileNotFoundError:
+    "The error for IDX dataset `name` missing from `data_dir` (and not downloaded, `why`): where it looked, what to do."
+    root = Path(data_dir).resolve()
+    return FileNotFoundError(
+        f"dataset={name!r}: IDX files not found in {root} or {root / IDX_DATASETS[name].tv_name / 'raw'}, "
+        f"and {why}. Put {', '.join(s + '[.gz]' for s in IDX_STEMS)} in one of those folders, "
+        "or set data_dir to where they are.")
+
 def idx_dataset(name: str, data_dir, download: bool = True) -> Data:
     "IDX dataset `name` from `data_dir`, downloaded (md5-checked) when missing and `download` allows."
     data_dir = Path(data_dir)
@@ -279,11 +288,7 @@ def idx_dataset(name: str, data_dir, download: bool = True) -> Data:
     if files is None and download and not (error := try_download(name, lambda: download_idx(name, data_dir))):
         files = find_idx_files(name, data_dir)
     if files is not None: return read_dataset(name, files)
-    root = data_dir.resolve()
-    raise FileNotFoundError(
-        f"dataset={name!r}: IDX files not found in {root} or {root / IDX_DATASETS[name].tv_name / 'raw'}, "
-        f"and {error}. Put {', '.join(s + '[.gz]' for s in IDX_STEMS)} in one of those folders, "
-        "or set data_dir to where they are.")
+    raise idx_not_found(name, data_dir, error)
 
 @register_dataset("mnist")
 def mnist(data_dir, download: bool = True) -> Data:
@@ -524,13 +529,17 @@ def held_out(labels: torch.Tensor, frac: float = 0.2, seed: int = 0) -> torch.Te
     return mask
 
 # %% ../nbs/02_data.ipynb #ac89c2ab
+def no_train_folder(root: Path) -> FileNotFoundError | None:
+    "The error for an image folder `root` without its train/ folder, else None."
+    if (root / "train").is_dir(): return None
+    return FileNotFoundError(f"dataset='image_folder': no folder {root / 'train'}; lay out your images as "
+                             f"{root}/train/<class>/*.png (and {root}/test/<class>/*.png), or set data_dir")
+
 @register_dataset("image_folder")
 def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
     "Images in class folders under `data_dir/train` (and `data_dir/test`), decoded once and cached."
     root = Path(data_dir)
-    if not (root / "train").is_dir():
-        raise FileNotFoundError(f"dataset='image_folder': no folder {root / 'train'}; lay out your images as "
-                                f"{root}/train/<class>/*.png (and {root}/test/<class>/*.png), or set data_dir")
+    if error := no_train_folder(root): raise error
     classes, files, labels = list_images(root / "train")
     has_test = (root / "test").is_dir()
     if has_test:
@@ -550,6 +559,15 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
     note = "" if has_test else "no test/ folder: a fixed, stratified 20% of train/ is the test set"
     return Data(x_train, y_train, x_test, y_test, classes, "image_folder", (), (), str(root.resolve()),
                 {"cache": str(cache), "key": key}, False, note)
+
+# %% ../nbs/02_data.ipynb #febf0792
+def missing_data(dataset: str, data_dir="data", download: bool = True) -> str | None:
+    "Why `load_data(dataset, data_dir)` would find nothing to load, seen without reading an image; None if it may."
+    root = project_path(data_dir)
+    if dataset == "image_folder" and (error := no_train_folder(root)): return str(error)
+    if dataset in IDX_DATASETS and not download and find_idx_files(dataset, root) is None:
+        return str(idx_not_found(dataset, root, "download not allowed (download=False)"))
+    return None
 
 # %% ../nbs/02_data.ipynb #e0cc1613
 def split_train_val(x, y, val_split: float = 0.1, split_seed: int = 0, folds: int = 0, fold: int = 0):

@@ -119,6 +119,7 @@ def resume(run, **changes) -> Run:
 def prepare(**params) -> tuple:
     "Check `params` and make the run folder: `(run_dir, every parameter for papermill)`."
     from mnist_lab.config import TrainConfig, code_elsewhere  # torch: not for watch and stop
+    from mnist_lab.data import missing_data
     cfg = TrainConfig.from_params(**params)  # every mistake is caught here, before a folder exists
     if elsewhere := code_elsewhere(cfg):
         raise ValueError("the run would start a new process that cannot see:\n  " + "\n  ".join(elsewhere))
@@ -127,6 +128,7 @@ def prepare(**params) -> tuple:
         if not (run_dir / "config.json").is_file():
             raise FileNotFoundError(f"resume={cfg.resume!r}: no run folder (with a config.json) there")
         return run_dir, {**params, "resume": str(project_path(cfg.resume))}  # only what changes: the run has the rest
+    if why := missing_data(cfg.dataset, cfg.data_dir, cfg.download): raise FileNotFoundError(why)  # not a kernel later
     run_dir = new_run_dir(cfg) if not cfg.run_dir else project_path(cfg.run_dir)
     if (run_dir / "status.json").exists():
         raise FileExistsError(f"run_dir={cfg.run_dir!r} already holds a run; continue it with "

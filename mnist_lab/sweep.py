@@ -19,7 +19,7 @@ import io, itertools, json, math, os, re, signal, socket, subprocess, sys, threa
 from contextlib import redirect_stdout
 from pathlib import Path
 import pandas as pd
-from .data import project_path
+from .data import missing_data, project_path
 from .config import TrainConfig, parse_monitor, code_elsewhere
 from .process import alive, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until
 from .record import run_status, read_history, recorded_number, write_status, save_atomic, upgraded
@@ -65,14 +65,15 @@ def settings_to_check(space: dict, grid: bool) -> list:
 
 # %% ../nbs/10_sweep.ipynb #b5a2d5f1
 def check_space(space: dict, params: dict, grid: bool, elsewhere: bool = False) -> int:
-    """Check `space` with the fixed `params`; returns the number of grid points (0 for other methods).
-    `elsewhere`: trials train in other processes, so code registered in this notebook is refused."""
+    """Check `space` with the fixed `params` (its data there too); returns the number of grid points (0 for other
+    methods). `elsewhere`: trials train in other processes, so code registered in this notebook is refused."""
     settings = settings_to_check(check_shapes(space, grid), grid)
     for s in settings:
         cfg = TrainConfig.from_params(**{**params, **s})
         if elsewhere and (missing := code_elsewhere(cfg)):
             raise ValueError("this sweep's trials train in other processes (n_jobs > 1 or executor papermill), "
                              "which cannot see:\n  " + "\n  ".join(missing))
+        if why := missing_data(cfg.dataset, cfg.data_dir, cfg.download): raise FileNotFoundError(why)
     return len(settings) if grid else 0
 
 # %% ../nbs/10_sweep.ipynb #025d0fb5

@@ -97,10 +97,18 @@ def test_sweep_specs_are_checked_and_a_sweep_with_no_completed_trial_fails(tmp_p
         spec.write_text(bad)
         assert mnist_lab.cli.main(["sweep", str(spec)]) == 1 and message in capsys.readouterr().err, message
     assert not (tmp_path / "runs").exists()
-    # every trial fails at run time (no data there): the sweep ends, says so, and exits 1
+    # no data there: refused before any trial starts, naming the folder
+    nodata = {"dataset": "mnist", "data_dir": str(tmp_path / "none"), "download": False}
     spec.write_text(json.dumps({"method": "random", "space": {"seed": [0, 1]}, "n_trials": 2,
-                                "sweep_dir": str(tmp_path / "sw"),
-                                "params": {"dataset": "mnist", "data_dir": str(tmp_path / "none"), "download": False}}))
+                                "sweep_dir": str(tmp_path / "sw"), "params": nodata}))
+    assert mnist_lab.cli.main(["sweep", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert f"IDX files not found in {tmp_path / 'none'}" in err and not (tmp_path / "sw" / "trials").exists(), err
+    # every trial fails at run time (the loss blows up): the sweep ends, says so, and exits 1
+    blows_up = {"dataset": "mnist_sample", "model": "mlp", "optimizer": "sgd", "lr": 1e30, "epochs": 1,
+                "steps_per_epoch": 5, "scheduler": "none", "tensorboard": False}
+    spec.write_text(json.dumps({"method": "random", "space": {"seed": [0, 1]}, "n_trials": 2,
+                                "sweep_dir": str(tmp_path / "sw2"), "params": blows_up}))
     assert mnist_lab.cli.main(["sweep", str(spec)]) == 1
     out, err = capsys.readouterr()
     assert "2 trials: 0 completed, 0 pruned, 2 failed" in out and "no trial completed" in err, out + err

@@ -173,8 +173,8 @@ def test_stop_right_after_detach_stops_the_launched_run(tmp_path):
 
 
 def test_train_in_the_foreground_refuses_before_work(tmp_path):
-    """`mnist-lab train` into a run_dir that holds a run is refused before anything starts; a data error before
-    training is one line naming the folder, and leaves no run folder behind. (Its lines in the terminal and its
+    """`mnist-lab train` into a run_dir that holds a run is refused before anything starts; so is a data folder that
+    is not there (`missing_data`): one line naming the folder, and no run folder. (Its lines in the terminal and its
     papermill.log: tests/test_cli_sweep.py::test_train_runs_eval_resume.)"""
     (tmp_path / "runs" / "exact").mkdir(parents=True)
     (tmp_path / "runs" / "exact" / "status.json").write_text("{}")
@@ -184,8 +184,8 @@ def test_train_in_the_foreground_refuses_before_work(tmp_path):
     r = cli("train", "-p", "dataset", "image_folder", "-p", "data_dir", str(missing), "--name", "bad", cwd=tmp_path)
     said = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.returncode == 1 and len(said) == 1 and str(missing) in said[0], r.stderr
-    assert said[0].startswith("mnist-lab train: error: FileNotFoundError"), said
-    assert not (tmp_path / "runs" / "bad").exists() or not any((tmp_path / "runs" / "bad").iterdir())
+    assert said[0].startswith("mnist-lab train: error: dataset='image_folder': no folder"), said
+    assert not (tmp_path / "runs" / "bad").exists()  # refused before a folder, so before papermill started
 
 
 def test_a_signal_in_the_first_seconds_of_train_stops_it(tmp_path):
