@@ -87,3 +87,8 @@ def exit_codes(pids: list, timeout: float = 120) -> list:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "disk_size(size): the size of the tiny_disk tmpfs (test_reliability.py)")
+    # torchvision 0.29 deprecates its image decoders for TorchCodec's, which give the same pixels for PNG and JPEG
+    # here; TorchCodec's PyPI wheels link CUDA libraries, so a CPU-only torch is not known to load them. Until that
+    # is settled, decoding stays with torchvision, whose warning (once per image: about 8,000 a run) is not repeated
+    config.addinivalue_line("filterwarnings", "ignore:The image decoding and encoding capabilities of TorchVision"
+                                              ":DeprecationWarning")
