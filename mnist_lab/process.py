@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PARENT_ENV', 'NOTEBOOK_ENV', 'PAPERMILL', 'alive', 'identity', 'recorded', 'lock_held', 'holds_lock', 'open_log',
            'start', 'end_with_parent', 'interrupt', 'stop_on_signals', 'end', 'wait_until', 'children',
-           'papermill_main', 'kernel_stdin', 'in_notebook', 'terminal', 'say', 'papermill_output',
+           'papermill_main', 'kernel_stdin', 'in_notebook', 'terminal', 'kernel_terminal', 'say', 'papermill_output',
            'injected_parameters']
 
 # %% ../nbs/00_process.ipynb #dc8d1113
@@ -146,12 +146,17 @@ def in_notebook() -> bool:
     return kernel_stdin() is not None
 
 # %% ../nbs/00_process.ipynb #e1c9640c
-@functools.cache  # one stream per process
 def terminal():
     """In a headless kernel, a text stream to the stdout its papermill was started with (a terminal, a log file);
-    else None. ipykernel keeps that descriptor open as the `fileno()` of the stdout it captures."""
+    else None, and None while the caller has redirected stdout (a sweep's trial writes its own log there)."""
     if kernel_stdin() is not False: return None
-    try: return open(sys.stdout.fileno(), "w", buffering=1, closefd=False)
+    from ipykernel.iostream import OutStream
+    return kernel_terminal(sys.stdout) if isinstance(sys.stdout, OutStream) else None
+
+@functools.cache  # one stream per process, opened on the kernel's own stdout: never on a file it was redirected to
+def kernel_terminal(out):
+    "ipykernel keeps the stdout it captures open as the `fileno()` of its stream `out`."
+    try: return open(out.fileno(), "w", buffering=1, closefd=False)
     except (OSError, ValueError, io.UnsupportedOperation): return sys.__stdout__  # not captured: still the terminal
 
 def say(*lines):

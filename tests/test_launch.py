@@ -203,3 +203,21 @@ def test_a_signal_in_the_first_seconds_of_train_stops_it(tmp_path):
     assert not subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout, "trains on"
     runs = list((tmp_path / "runs" / "early").iterdir()) if (tmp_path / "runs" / "early").exists() else []
     assert not runs or R.run_status(runs[0])["status"] == "stopped", (runs, out)
+
+
+def test_say_in_a_headless_kernel_reaches_its_terminal_and_no_file_it_was_redirected_to(tmp_path):
+    """`say` in a papermill kernel prints to the notebook and to papermill's terminal, but not while stdout is
+    redirected (a sweep's in-process trial writes its own train.log); once that log is closed, its descriptor is
+    reused by another file, into which nothing of `say` may go (a sweep's trials failed with EINVAL on it)."""
+    import nbformat
+    code = ("import contextlib\nfrom mnist_lab.process import say\n"
+            "with open('trial.log', 'w') as log, contextlib.redirect_stdout(log): say('inside the trial')\n"
+            "other = open('other.txt', 'w')  # takes the descriptor the log had\n"
+            "say('after the trial')\nother.close()")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)],
+                                            metadata={"kernelspec": {"name": "python3", "display_name": "python3",
+                                                                     "language": "python"}}), tmp_path / "say.ipynb")
+    r = papermill(tmp_path / "out.ipynb", cwd=tmp_path, nb=tmp_path / "say.ipynb", timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("after the trial") == 1 and "inside the trial" not in r.stdout, r.stdout
+    assert (tmp_path / "trial.log").read_text() == "inside the trial\n" and (tmp_path / "other.txt").read_text() == ""
