@@ -61,13 +61,20 @@ def test_reduce_on_plateau_follows_the_monitored_metric(tmp_path, scripted):
     ("multistep", lambda lrs: lrs == pytest.approx([0.1, 0.1, 0.05])),
     ("exponential", lambda lrs: lrs == pytest.approx([0.1, 0.05, 0.025])),
     ("cosine", lambda lrs: lrs[0] > lrs[1] > lrs[2] and lrs[0] < 0.1),  # stepped per batch
-    ("onecycle", lambda lrs: lrs[0] > lrs[2] and max(lrs) <= 0.1),
+    ("onecycle", lambda lrs: lrs[0] > lrs[1] > lrs[2] and max(lrs) <= 0.1),  # the last: its last step's, not past the end
 ])
 def test_schedulers_log_the_current_lr(tmp_path, scheduler, check):
     res = T.fit(cfg(tmp_path, epochs=3, lr=0.1, optimizer="sgd", scheduler=scheduler, gamma=0.5,
                     milestones="2"))
     lrs = [h["lr"] for h in res.history]
     assert check(lrs), lrs
+
+
+def test_the_last_lr_is_the_one_the_last_step_used(tmp_path):
+    "A short onecycle run: the lr shown for the last epoch is its last step's (the lowest), not one past the schedule."
+    res = T.fit(cfg(tmp_path, epochs=3, steps_per_epoch=2, lr=0.1, optimizer="sgd", scheduler="onecycle"))
+    lrs = [h["lr"] for h in res.history]
+    assert lrs[-1] == min(lrs) and lrs[-1] < 1e-3, lrs
 
 
 def test_max_steps_and_steps_per_epoch(tmp_path):
