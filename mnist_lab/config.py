@@ -447,11 +447,12 @@ def model_from_config(cfg: TrainConfig, data: dict | None = None) -> torch.nn.Mo
                       n_classes=len(data["classes"]))
 
 def model_overrides(cfg: TrainConfig) -> list:
-    "The model's own defaults that a config parameter replaces with another value, as notes for the run header."
-    own = inspect.signature(MODELS[cfg.model]).parameters
-    return [f"{k}={getattr(cfg, k)!r} replaces model {cfg.model!r}'s own default {own[k].default!r} "
-            f"(set {k} to choose)" for k in MODEL_PARAMS if k in own and own[k].default is not inspect.Parameter.empty
-            and own[k].default != getattr(cfg, k)]
+    """Notes for the run header: where a parameter the run left at TrainConfig's default replaces another default of
+    the model itself (one the run set is its choice: no note)."""
+    own, chosen = inspect.signature(MODELS[cfg.model]).parameters, cfg.changed()
+    return [f"{k}={getattr(cfg, k)!r}, TrainConfig's default, replaces the default {own[k].default!r} of model "
+            f"{cfg.model!r} (set {k} to choose)" for k in MODEL_PARAMS if k in own and k not in chosen
+            and own[k].default is not inspect.Parameter.empty and own[k].default != getattr(cfg, k)]
 
 # %% ../nbs/05_config.ipynb #28014251
 def from_record(saved: dict, plugins: str = "", **changes) -> TrainConfig:

@@ -83,8 +83,8 @@ def parse_metrics(spec: str) -> list:
     "'f1_macro, top_k' -> ['accuracy', 'f1_macro', 'top_k']: accuracy first, then the named ones, each once."
     names = [m.strip() for m in str(spec).split(",") if m.strip()]
     if bad := [m for m in names if m not in METRICS]:
-        raise ValueError(f"metrics: unknown {bad}; choose from {', '.join(METRICS)} (comma-separated), or "
-                         "register your own (register_metric)")
+        raise ValueError(f"metrics: unknown {bad}; choose from {', '.join(METRICS)} (comma-separated), or register "
+                         "your own (register_metric) in a .py file named in plugins (e.g. -p plugins my_metrics.py)")
     return list(dict.fromkeys(["accuracy", *names]))
 
 def compute_metrics(names: list, p: Predictions) -> dict:
