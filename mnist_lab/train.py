@@ -189,14 +189,14 @@ def plan_steps(cfg: TrainConfig, n_train: int) -> Plan:
     return Plan(per_epoch, total, math.ceil(total / per_epoch))
 
 # %% ../nbs/07_train.ipynb #798d011f
-FEW_STEPS = 50  # optimizer steps in all below which a run is warned that it will hardly train
+FEW_STEPS = 20  # optimizer steps in all below which a run is warned that it will hardly train (1 epoch of the sample: 35)
 
 def few_steps_warning(cfg: TrainConfig, plan: Plan, n_train: int) -> str | None:
     "A warning for a run whose plan has fewer than `FEW_STEPS` steps, naming a batch_size that gives 8 or more an epoch."
     if cfg.steps_per_epoch or cfg.max_steps or plan.total >= FEW_STEPS: return None
     smaller = 2 ** max(0, int(math.log2(max(1, n_train // (8 * cfg.accumulate)))))
     return (f"WARNING: {n_train} training images at batch_size={cfg.batch_size} make {plan.per_epoch} optimizer "
-            f"step{'s' * (plan.per_epoch != 1)} an epoch, {plan.total} in all: too few to train a model. "
+            f"step{'s' * (plan.per_epoch != 1)} an epoch, {plan.total} in all: too few to train a model well. "
             f"Give it more: a smaller batch_size (-p batch_size {min(smaller, cfg.batch_size)}) or more epochs")
 
 # %% ../nbs/07_train.ipynb #f6127c90
