@@ -5,16 +5,16 @@
 # %% auto #0
 __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE_DIR', 'MAX_IDX_BYTES', 'CACHE',
            'DOWNLOAD_FAILED', 'OFFICIAL_MD5S', 'LUMA', 'CIFAR10_CLASSES', 'CIFAR10_FILES', 'CIFAR10_ARCHIVE',
-           'CIFAR10_RECORD', 'IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MAX_IMAGE_BYTES', 'AUGMENTATIONS', 'register',
-           'accepted', 'Data', 'register_dataset', 'channel_stats', 'check_part', 'as_data', 'IdxSpec', 'read_idx',
-           'find_idx_files', 'failure_note', 'remember_download_failure', 'download_failed_recently', 'try_download',
-           'download_idx', 'official_md5s', 'md5sum', 'read_dataset', 'idx_not_found', 'idx_dataset', 'mnist',
-           'fashion_mnist', 'kmnist', 'mnist_sample', 'fit_images', 'fit_data', 'dataset_names', 'load_data',
-           'read_cifar_file', 'cifar10', 'list_images', 'read_image_file', 'image_header', 'decode_file',
-           'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images', 'held_out', 'no_train_folder',
-           'image_folder', 'missing_data', 'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize',
-           'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase',
-           'flip', 'parse_augment', 'augment_batch', 'show_images']
+           'CIFAR10_RECORD', 'IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MAX_IMAGE_BYTES', 'BUILT_IN_DATASETS',
+           'AUGMENTATIONS', 'register', 'accepted', 'Data', 'register_dataset', 'channel_stats', 'check_part',
+           'as_data', 'IdxSpec', 'read_idx', 'find_idx_files', 'failure_note', 'remember_download_failure',
+           'download_failed_recently', 'try_download', 'download_idx', 'official_md5s', 'md5sum', 'read_dataset',
+           'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'fit_images', 'fit_data',
+           'dataset_names', 'load_data', 'read_cifar_file', 'cifar10', 'list_images', 'read_image_file', 'image_header',
+           'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images', 'held_out',
+           'no_train_folder', 'image_folder', 'missing_data', 'split_train_val', 'BatchSampler', 'BalancedSampler',
+           'normalize', 'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise',
+           'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
 import gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, zlib
@@ -561,12 +561,16 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
                 {"cache": str(cache), "key": key}, False, note)
 
 # %% ../nbs/02_data.ipynb #febf0792
+BUILT_IN_DATASETS = dict(DATASETS)  # a plugin may register its own function under one of these names
+
 def missing_data(dataset: str, data_dir="data", download: bool = True) -> str | None:
     "Why `load_data(dataset, data_dir)` would find nothing to load, seen without reading an image; None if it may."
-    root = project_path(data_dir)
+    root, fn = project_path(data_dir), DATASETS.get(dataset)
+    if fn is None or fn is not BUILT_IN_DATASETS.get(dataset): return None  # another function decides
     if dataset == "image_folder" and (error := no_train_folder(root)): return str(error)
-    if dataset in IDX_DATASETS and not download and find_idx_files(dataset, root) is None:
-        return str(idx_not_found(dataset, root, "download not allowed (download=False)"))
+    if dataset in IDX_DATASETS and find_idx_files(dataset, root) is None:  # no download, or one that failed lately
+        why = "download not allowed (download=False)" if not download else download_failed_recently(dataset)
+        if why: return str(idx_not_found(dataset, root, why))
     return None
 
 # %% ../nbs/02_data.ipynb #e0cc1613

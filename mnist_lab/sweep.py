@@ -73,6 +73,9 @@ def check_space(space: dict, params: dict, grid: bool, elsewhere: bool = False) 
         if elsewhere and (missing := code_elsewhere(cfg)):
             raise ValueError("this sweep's trials train in other processes (n_jobs > 1 or executor papermill), "
                              "which cannot see:\n  " + "\n  ".join(missing))
+    data = [k for k in ("dataset", "data_dir", "download") if isinstance(space.get(k), list)]  # every choice of these
+    for values in itertools.product(*(space[k] for k in data)):
+        cfg = TrainConfig.from_params(**{**params, **settings[0], **dict(zip(data, values))})
         if why := missing_data(cfg.dataset, cfg.data_dir, cfg.download): raise FileNotFoundError(why)
     return len(settings) if grid else 0
 

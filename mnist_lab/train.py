@@ -195,9 +195,11 @@ def few_steps_warning(cfg: TrainConfig, plan: Plan, n_train: int) -> str | None:
     "A warning for a run whose plan has fewer than `FEW_STEPS` steps, naming a batch_size that gives 8 or more an epoch."
     if cfg.steps_per_epoch or cfg.max_steps or plan.total >= FEW_STEPS: return None
     smaller = 2 ** max(0, int(math.log2(max(1, n_train // (8 * cfg.accumulate)))))
+    more = (f"a smaller batch_size (-p batch_size {smaller}) or more epochs" if smaller < cfg.batch_size else
+            f"more epochs (-p epochs {math.ceil(FEW_STEPS / plan.per_epoch)} or more)")
     return (f"WARNING: {n_train} training images at batch_size={cfg.batch_size} make {plan.per_epoch} optimizer "
             f"step{'s' * (plan.per_epoch != 1)} an epoch, {plan.total} in all: too few to train a model well. "
-            f"Give it more: a smaller batch_size (-p batch_size {min(smaller, cfg.batch_size)}) or more epochs")
+            f"Give it more steps: {more}")
 
 # %% ../nbs/07_train.ipynb #f6127c90
 @dataclass
@@ -423,7 +425,8 @@ def train_epoch(t: Training, n_steps: int) -> tuple:
 
 # %% ../nbs/07_train.ipynb #637f54e7
 def epoch_row(t: Training, sums: tuple, n_steps: int, val: dict, t0: float) -> dict:
-    "One line of metrics.jsonl: epoch, step, lr, training loss/accuracy over the epoch, the validation metrics."
+    """One line of metrics.jsonl: epoch, step, lr (the one the next step takes; after the last epoch, the one its last
+    step took), training loss/accuracy over the epoch, the validation metrics."""
     n_seen = n_steps * t.cfg.batch_size * t.cfg.accumulate
     return {"epoch": t.rec.state["epoch"] + 1, "step": t.rec.state["step"], "lr": t.parts.opt.param_groups[0]["lr"],
             "train_loss": sums[0] / n_seen, "train_accuracy": sums[1] / n_seen,
@@ -621,13 +624,13 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
                                                             cfg.folds, cfg.fold)])
     check_sizes(cfg, ckpt, D, len(split.x_train), info := data.info())
     t = Training(cfg, D, data, split, plan_steps(cfg, len(split.x_train)), log)
-    if warning := few_steps_warning(cfg, t.plan, len(split.x_train)): log(warning)
     t.parts = build(cfg, t.plan, split.y_train, info, dev)
     t.rec = rec = open_run(t, ckpt_path, ckpt, started)
     t.parts.net = ddp(t.parts.model, D, dev)
     log(f"run folder: {rec.run_dir}\nmodel: {cfg.model}, {n_params(t.parts.model):,} parameters, device {dev}, "
         f"amp {t.parts.amp} ({t.parts.amp_reason})")
     if rec.done: return Result(rec.run_dir, t.parts.model, rec.history, read_json(rec.run_dir / "summary.json"), data)
+    if warning := few_steps_warning(cfg, t.plan, len(split.x_train)): log(warning)
     threads, stopped = torch.get_num_threads(), False  # the caller's threads: `threads=1` must not stay for the next
     if cfg.threads: torch.set_num_threads(cfg.threads)
     try:
