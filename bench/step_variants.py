@@ -13,7 +13,8 @@ stand-in, not such a CPU: caches, clocks and memory stay this machine's.
 - `pool_first False`: the cnn before that default (pooling after the ReLU), and the same with the ReLU moved
   behind the pool (`relu after pool`: max pooling commutes with ReLU, so the same numbers for a quarter of the
   ReLU work);
-- `fused Adam`: `torch.optim.Adam(fused=True)` (one kernel for all parameters) instead of the foreach default;
+- `fused Adam`: `torch.optim.Adam(fused=True)` (one kernel for all parameters) instead of the default on CPU
+  tensors, a loop over the parameters (not foreach);
 - `fp32`: autocast off (channels_last kept).
 A measurement, no target: it names the CPU so that runs on different CPU kinds can be put side by side."""
 import argparse, os, statistics, time, warnings
