@@ -10,11 +10,11 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'as_data', 'IdxSpec', 'read_idx', 'find_idx_files', 'failure_note', 'remember_download_failure',
            'download_failed_recently', 'try_download', 'download_idx', 'official_md5s', 'md5sum', 'read_dataset',
            'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'fit_images', 'fit_data',
-           'dataset_names', 'load_data', 'read_cifar_file', 'cifar10', 'list_images', 'read_image_file', 'image_header',
-           'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images', 'held_out',
-           'no_train_folder', 'image_folder', 'missing_data', 'split_train_val', 'BatchSampler', 'BalancedSampler',
-           'normalize', 'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise',
-           'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
+           'dataset_names', 'load_data', 'read_cifar_file', 'cifar10_not_found', 'cifar10', 'list_images',
+           'read_image_file', 'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key',
+           'cached_images', 'held_out', 'no_train_folder', 'image_folder', 'missing_data', 'split_train_val',
+           'BatchSampler', 'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine',
+           'shift', 'rotate', 'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
 import gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, zlib
@@ -385,6 +385,11 @@ def read_cifar_file(path, max_records: int = 50_000) -> tuple:
     return rec[:, 1:].reshape(-1, 3, 32, 32).clone(), rec[:, 0].long()
 
 # %% ../nbs/02_data.ipynb #70ff2b4c
+def cifar10_not_found(folder: Path, why: str) -> FileNotFoundError:
+    "The error for CIFAR-10's files missing from `folder` (and not downloaded, `why`)."
+    return FileNotFoundError(f"dataset='cifar10': {', '.join(CIFAR10_FILES)} not all found in {folder}, and {why}. "
+                             "Put CIFAR-10's binary version there, or set data_dir.")
+
 @register_dataset("cifar10")
 def cifar10(data_dir, download: bool = True) -> Data:
     "CIFAR-10 from `data_dir/cifar-10-batches-bin/` (the binary version), downloaded (md5-checked) if missing."
@@ -394,9 +399,7 @@ def cifar10(data_dir, download: bool = True) -> Data:
         fetch = lambda: download_and_extract_archive(CIFAR10_ARCHIVE[0], str(data_dir), md5=CIFAR10_ARCHIVE[1])
         error = (try_download("cifar10", fetch, f"{', '.join(CIFAR10_FILES)} (the binary version)") if download
                  else "download not allowed (download=False)")
-        if not all((folder / f).exists() for f in CIFAR10_FILES):
-            raise FileNotFoundError(f"dataset='cifar10': {', '.join(CIFAR10_FILES)} not all found in {folder}, and "
-                                    f"{error}. Put CIFAR-10's binary version there, or set data_dir.")
+        if not all((folder / f).exists() for f in CIFAR10_FILES): raise cifar10_not_found(folder, error)
     parts = [read_cifar_file(folder / f, 10_000) for f in CIFAR10_FILES]
     x_train, y_train = (torch.cat(t) for t in zip(*parts[:5]))
     return Data(x_train, y_train, *parts[5], CIFAR10_CLASSES, "cifar10", (0.4914, 0.4822, 0.4465),
@@ -568,10 +571,13 @@ def missing_data(dataset: str, data_dir="data", download: bool = True) -> str | 
     root, fn = project_path(data_dir), DATASETS.get(dataset)
     if fn is None or fn is not BUILT_IN_DATASETS.get(dataset): return None  # another function decides
     if dataset == "image_folder" and (error := no_train_folder(root)): return str(error)
-    if dataset in IDX_DATASETS and find_idx_files(dataset, root) is None:  # no download, or one that failed lately
-        why = "download not allowed (download=False)" if not download else download_failed_recently(dataset)
-        if why: return str(idx_not_found(dataset, root, why))
-    return None
+    cifar = root / "cifar-10-batches-bin"
+    absent = (dataset in IDX_DATASETS and find_idx_files(dataset, root) is None) or \
+        (dataset == "cifar10" and not all((cifar / f).exists() for f in CIFAR10_FILES))
+    # missing files are refused only where no download will be tried: not allowed, or one failed lately
+    why = absent and ("download not allowed (download=False)" if not download else download_failed_recently(dataset))
+    if not why: return None
+    return str(idx_not_found(dataset, root, why) if dataset in IDX_DATASETS else cifar10_not_found(cifar, why))
 
 # %% ../nbs/02_data.ipynb #e0cc1613
 def split_train_val(x, y, val_split: float = 0.1, split_seed: int = 0, folds: int = 0, fold: int = 0):

@@ -127,6 +127,10 @@ def prepare(**params) -> tuple:
         run_dir = run_folder_of(project_path(cfg.resume))
         if not (run_dir / "config.json").is_file():
             raise FileNotFoundError(f"resume={cfg.resume!r}: no run folder (with a config.json) there")
+        saved = read_json(run_dir / "config.json")  # a resume keeps the run's data: is it still there?
+        data = [saved.get(k) for k in ("dataset", "data_dir")]
+        if all(isinstance(v, str) for v in data) and (why := missing_data(*data, saved.get("download") is not False)):
+            raise FileNotFoundError(f"resume={cfg.resume!r}: {why} (a resumed run reads the data_dir it started with)")
         return run_dir, {**params, "resume": str(project_path(cfg.resume))}  # only what changes: the run has the rest
     if why := missing_data(cfg.dataset, cfg.data_dir, cfg.download): raise FileNotFoundError(why)  # not a kernel later
     run_dir = new_run_dir(cfg) if not cfg.run_dir else project_path(cfg.run_dir)

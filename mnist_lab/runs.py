@@ -11,7 +11,7 @@ __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'SETTING', 'run_row', 'safe_run_row', '
 import socket, time
 from pathlib import Path
 import pandas as pd
-from .record import (project_path, read_json, read_object, recorded_number, recorded_intervals, is_number, number_in,
+from .record import (project_path, read_object, recorded_number, recorded_intervals, is_number, number_in,
                               run_status, read_history, load_weights, upgraded)
 # no torch at import: `mnist-lab runs` reads folders without it (1.2 s); `compare` imports it
 

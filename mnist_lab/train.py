@@ -11,7 +11,7 @@ __all__ = ['NATIVE_BF16', 'FEW_STEPS', 'seed_everything', 'get_rng_state', 'set_
            'record_failure', 'run_header', 'check_sizes', 'set_process_options', 'ddp', 'step_epoch_scheduler', 'fit']
 
 # %% ../nbs/07_train.ipynb #206c8944
-import atexit, datetime, gc, json, math, os, random, sys, time
+import atexit, datetime, gc, math, os, random, sys, time
 from dataclasses import dataclass, field, asdict
 from typing import NamedTuple
 from pathlib import Path
