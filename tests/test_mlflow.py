@@ -25,11 +25,14 @@ def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path):
     damaged.parent.mkdir()
     subprocess.run(["cp", "-a", str(plain), str(damaged.parent)], check=True)
     (damaged / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_accuracy": 10**400}) + "\n")
+    os.mkfifo(plain / "hostile.png")  # a received run's "plots": a FIFO, and a link out of the folder
+    (plain / "link.png").symlink_to(plain / "confusion.png")
     db, cli = f"sqlite:///{tmp_path}/mlflow.db", str(Path(sys.executable).parent / "mnist-lab")
     r = subprocess.run([cli, "export", "mlflow", "--uri", db, "--root", str(tmp_path / "runs")], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0 and "exported 3 run(s)" in r.stdout, r.stdout + r.stderr[-2000:]
     assert f"skipped {damaged}: {damaged}/metrics.jsonl: damaged" in r.stdout, r.stdout
+    assert f"not exported: {plain}/hostile.png: not a regular file" in r.stdout and "link.png" in r.stdout, r.stdout
     again = export_mlflow(runs_table(tmp_path / "runs"), db)  # the second export adds nothing
     assert len(again) == 3 and not any(new for _, new in again.values()), again
     port = free_port()
@@ -64,6 +67,7 @@ def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path):
         files = json.load(urllib.request.urlopen(f"{api}/artifacts/list?run_id={mine['info']['run_id']}",
                                                  timeout=30))["files"]
         assert {"model.safetensors", "report.html", "confusion.png"} <= {f["path"] for f in files}, files
+        assert not {"hostile.png", "link.png"} & {f["path"] for f in files}, files
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"http://127.0.0.1:{port}/#/experiments/{exp['experiment_id']}/runs")  # its training runs
         page.wait_for_selector(f"text={plain.name}", timeout=60_000)
