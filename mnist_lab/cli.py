@@ -10,7 +10,7 @@ __all__ = ['TEMPLATE_FILES', 'PLUGINS_STUB', 'parse_params', 'cmd_train', 'cmd_f
 # %% ../nbs/11_cli.ipynb #dd6cc54e
 import argparse, errno, json, sys, time
 from pathlib import Path
-from .process import stop_on_signals
+from .process import stop_on_signals, printable, PrintableStream
 
 # %% ../nbs/11_cli.ipynb #66836c4a
 def parse_params(pairs: list) -> dict:
@@ -158,7 +158,7 @@ def cmd_sweep(a) -> int:
     if a.join:
         n_jobs = 1 if a.n_jobs is None else a.n_jobs
         counts = join(*a.join, n_jobs=n_jobs, plugins=a.plugins, sweep_dir=a.sweep_dir,
-                      retry_failed=a.retry_failed)
+                      retry_failed=a.retry_failed, data_dir=a.data_dir, init_from=a.init_from)
     else:
         spec = load_spec(a.spec)  # YAML or JSON, no aliases, every key checked
         study, url = open_study(spec)
@@ -326,7 +326,10 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--retry-failed", action="store_true", help="run the sweep's failed trials again (same slots and "
                     "parameters), once their cause is fixed")
     sw.add_argument("--sweep-dir", help="with --join: where this machine keeps the trials' run folders (default: "
-                    "the sweep's folder, as on a shared file system)")
+                    "the sweep's folder, as on a shared file system, if it is yours)")
+    for flag, what in (("--data-dir", "data folder"), ("--init-from", "weights")):
+        sw.add_argument(flag, default="", help=f"with --join: the {what} the sweep's params name (never read "
+                        "because a study names them)")
     hr = sub.add_parser("report", help="write a run's (or a sweep's) report.html: one self-contained page to share")
     hr.add_argument("run", help="run folder, or sweep folder (its configurations compared)")
     hr.add_argument("--plugins", default="", help="the run's plugins, if its plots must be made and need them")
@@ -355,6 +358,10 @@ def main(argv=None) -> int:
     # Ctrl-C must stop us even when started from a shell that ignores SIGINT in background jobs; SIGTERM
     # (kill, a scheduler) and SIGHUP (the terminal closed) stop the runs we started the same way
     stop_on_signals()
+    # what it prints may come from others' files (a status's error, a folder's name, a shared study's trial): control
+    # characters are shown as escapes, never obeyed by the terminal; stderr carries progress bars (\r) and our own
+    # lines, with the error line below made printable itself
+    plain_stdout, sys.stdout = sys.stdout, PrintableStream(sys.stdout)
     try: return {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "runs": cmd_runs, "watch": cmd_watch,
                  "stop": cmd_stop, "sweep": cmd_sweep, "new": cmd_new, "fit": cmd_fit,
                  "dashboard": cmd_dashboard, "reproduce": cmd_reproduce,
@@ -364,8 +371,9 @@ def main(argv=None) -> int:
         return 130
     except Exception as e:  # one clear line, not a traceback
         head, *rest = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
-        print(f"mnist-lab {a.cmd}: error: {head} {'; '.join(rest)}".rstrip(), file=sys.stderr)
+        print(printable(f"mnist-lab {a.cmd}: error: {head} {'; '.join(rest)}".rstrip()), file=sys.stderr)
         return 1
+    finally: sys.stdout = plain_stdout
 
 # %% ../nbs/11_cli.ipynb #d0335ecf
 # python -m mnist_lab.cli (torchrun); not nbdev_test

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .process import say
-from .record import project_path, save_atomic
+from .record import project_path, save_atomic, load_weights
 
 # %% ../nbs/02_data.ipynb #31594d44
 def register(registry: dict, name: str):
@@ -507,7 +507,7 @@ def cached_images(root: Path, key: str, n: int, shape: tuple, decode) -> tuple:
     for p in (d / f"{key}.pt" for d in places):
         try:
             if p.stat().st_size <= n * math.prod(shape) + (1 << 20):  # a file far larger is not our cache
-                x = torch.load(p, weights_only=True)["x"]
+                x = load_weights(p)["x"]  # checked as a checkpoint is: the folder may be shared
                 if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and tuple(x.shape) == (n, *shape):
                     return x, p
         except Exception: pass  # missing, damaged or foreign: decode again

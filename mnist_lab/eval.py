@@ -333,9 +333,11 @@ def html_report(run, plugins: str = "") -> Path:
              md("## Plots\n\n" + "\n\n".join(png(n) for n in ("learning_curves", "confusion", "mistakes")))]
     executed = sorted(run_dir.glob("notebook*.ipynb"), key=lambda p: (len(p.name), p.name))
     if executed:  # the notebook papermill wrote (the link's target), its outputs as they were
-        text = read_bounded(executed[-1].resolve(), MAX_EMBEDDED).decode(errors="replace")
-        try: shown = inert_cells(nbformat.reads(text, as_version=4))
+        try:  # a link in someone else's folder may point at your notebooks: only its owner's file is shown
+            text = read_bounded(executed[-1], MAX_EMBEDDED, follow=True, owner=run_dir.stat().st_uid)
+            shown = inert_cells(nbformat.reads(text.decode(errors="replace"), as_version=4))
         except Exception as e:  # nbformat's errors on a damaged file are of many kinds: the page is written anyway
-            shown = [md(f"(not shown: {md_text(executed[-1].name)} could not be read, {md_text(type(e).__name__)})")]
+            why = str(e) if isinstance(e, (OSError, ValueError)) and str(e) else type(e).__name__
+            shown = [md(f"(not shown: {md_text(executed[-1].name)} could not be read: {md_text(why)})")]
         cells += [md("## The executed notebook"), *shown]
     return save_page(cells, run_dir / "report.html")

@@ -41,14 +41,15 @@ def start_papermill(run_dir: Path, params: dict, tied: bool = False, foreground:
 
 def launched(run_dir):
     """The papermill process that mnist_lab started for `run_dir`, if it still runs, else None: launcher.json names it
-    (pid and start time), and its command writes its notebook into this folder (a planted launcher.json that names
-    another process of yours, another run's papermill say, names none)."""
+    (pid and start time), it is mnist_lab's papermill command, and the notebook it writes (its command and its
+    environment say so, as `start_papermill` made them) is in this folder. A planted launcher.json that names
+    another process of yours (another run's papermill, or anything whose command names a notebook here) names none."""
     import psutil
     if (p := recorded(read_json(Path(run_dir) / "launcher.json"))) is None: return None
-    try: args, cwd = p.cmdline(), Path(p.cwd())
+    try: args, cwd, out = p.cmdline(), Path(p.cwd()), p.environ().get(NOTEBOOK_ENV, "")
     except psutil.Error: return None  # another user's process: not one we started
-    here = Path(run_dir).resolve()
-    return p if any(a.endswith(".ipynb") and (cwd / a).resolve().parent == here for a in args) else None
+    ours = args[1:3] == ["-c", PAPERMILL] and out.endswith(".ipynb") and out in args[3:]
+    return p if ours and (cwd / out).resolve().parent == Path(run_dir).resolve() else None
 
 # %% ../nbs/09_launch.ipynb #f4e7e9cd
 @dataclass

@@ -4,12 +4,13 @@
 
 # %% auto #0
 __all__ = ['MAX_RECORD', 'MAX_HISTORY', 'RESUME_KEYS', 'MAX_DIFF', 'project_dir', 'project_path', 'CheckpointError', 'discard',
-           'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json', 'read_bounded', 'read_json',
-           'read_object', 'is_number', 'number_in', 'recorded_number', 'recorded_intervals', 'load_weights',
-           'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'new_run_dir',
-           'write_status', 'overwrite', 'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid',
-           'run_folder_of', 'read_history', 'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions',
-           'name_version', 'installed_packages', 'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
+           'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json', 'read_bounded', 'loads',
+           'read_json', 'read_object', 'is_number', 'number_in', 'recorded_number', 'recorded_intervals',
+           'check_unpacked_size', 'load_weights', 'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit',
+           'fit_weights', 'upgraded', 'new_run_dir', 'write_status', 'overwrite', 'run_status', 'lock_run',
+           'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'read_history', 'write_history',
+           'resumable', 'find_resume_checkpoint', 'git', 'versions', 'name_version', 'installed_packages',
+           'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
 
 # %% ../nbs/01_record.ipynb #ba07da95
 import contextlib, errno, fcntl, functools, io, itertools, json, os, platform, secrets, socket, stat, subprocess, sys, time
@@ -97,17 +98,25 @@ def write_json(obj, path):
 MAX_RECORD = 4 << 20  # bytes: config, status, summary, data and launcher records are a few KB
 MAX_HISTORY = 64 << 20  # bytes: metrics.jsonl, ~300 bytes an epoch
 
-def read_bounded(path, limit: int = MAX_RECORD) -> bytes:
-    "The bytes of the regular file `path` (not a link, a FIFO or a device), at most `limit` of them, else an error."
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO opens at once, then is refused
+def read_bounded(path, limit: int = MAX_RECORD, follow: bool = False, owner: int | None = None) -> bytes:
+    """The bytes of the regular file `path` (not a link unless `follow`, nor a FIFO or a device), at most `limit` of
+    them, else an error. `owner`: a uid the file must belong to (a link's target in someone else's folder)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))  # a FIFO opens, then is refused
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode): raise ValueError(f"{path}: not a regular file")
+        if owner is not None and st.st_uid != owner:
+            raise PermissionError(errno.EACCES, f"{path} belongs to another user (uid {st.st_uid}) than its folder")
         if st.st_size > limit: raise ValueError(f"{path}: {st.st_size:,} bytes, more than the {limit:,} bytes it may hold")
         with open(fd, "rb", closefd=False) as f: data = f.read(limit + 1)
         if len(data) > limit: raise ValueError(f"{path}: more than the {limit:,} bytes it may hold")
         return data
     finally: os.close(fd)
+
+def loads(text):
+    "`json.loads`, where nesting too deep for Python's parser is damage like any other (a ValueError)."
+    try: return json.loads(text)
+    except RecursionError: raise ValueError("nested too deeply") from None
 
 def read_json(path) -> dict:
     "A JSON object from a file, or {} when it is missing, unreadable, too big, damaged or not an object."
@@ -117,7 +126,7 @@ def read_json(path) -> dict:
 def read_object(path) -> dict:
     "A JSON object from a file, or {} when it is missing; an error naming the file and what is wrong with it else."
     if not os.path.lexists(path): return {}
-    try: obj = json.loads(read_bounded(path))
+    try: obj = loads(read_bounded(path))
     except OSError as e: raise OSError(e.errno, f"{path}: cannot be read ({e.strerror})") from None  # a link, no access
     except ValueError as e: raise ValueError(f"{path}: not JSON ({e})" if "bytes" not in str(e) else str(e)) from None
     if not isinstance(obj, dict): raise ValueError(f"{path}: a JSON {type(obj).__name__}, not the object expected")
@@ -149,6 +158,21 @@ def recorded_intervals(run_dir: Path, summary: dict) -> dict:
     return iv
 
 # %% ../nbs/01_record.ipynb #f9640c2f
+def check_unpacked_size(f, path):
+    """Refuse a checkpoint (open as `f`) that would take more memory than the file's own size: torch.save writes its
+    zip entries uncompressed, so a compressed entry (1 MB that unpacks to gigabytes) or sizes that add up to more
+    than the file are not from it; nor is a file larger than the memory left (a sparse one costs no disk)."""
+    import zipfile, psutil
+    size, free = os.fstat(f.fileno()).st_size, psutil.virtual_memory().available
+    if size > free: raise CheckpointError(f"{path}: {size:,} bytes, more than the {free:,} bytes of memory available")
+    if zipfile.is_zipfile(f):  # else torch's format before 1.6: tensors are read from the file as they are
+        f.seek(0)
+        with zipfile.ZipFile(f) as z: entries = z.infolist()
+        if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > size:
+            raise CheckpointError(f"{path}: its entries unpack to more than the file holds (compressed, or sizes "
+                                  "that do not add up): not a file torch.save wrote")
+    f.seek(0)
+
 def load_weights(path, map_location="cpu"):
     "`torch.load` with `weights_only=True` only; any damage gives one clear error naming the file."
     import torch
@@ -158,7 +182,10 @@ def load_weights(path, map_location="cpu"):
     except OSError as e:  # permission denied is not damage: resume must not fall back and overwrite it
         raise OSError(e.errno, f"cannot read {path}: {e.strerror}; the file is left as it is") from None
     try:
-        with f: return torch.load(f, map_location=map_location, weights_only=True)
+        with f:
+            check_unpacked_size(f, path)
+            return torch.load(f, map_location=map_location, weights_only=True)
+    except CheckpointError: raise
     except Exception as e:  # truncated zip, garbage, or a pickle that wants to run code
         # `from None` drops torch's own advice, which suggests loading with weights_only=False: never do that
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}): it is empty, "
@@ -198,12 +225,14 @@ def read_safetensors(path, map_location="cpu") -> tuple:
     try:
         with safe_open(str(path), "pt", device=str(map_location)) as f:
             meta = f.metadata() or {}
+            cfg, data = (loads(meta.get(k, "{}")) for k in ("mnist_lab_config", "mnist_lab_data"))
+            if not isinstance(cfg, dict) or not isinstance(data, dict):  # before any tensor is read
+                raise CheckpointError(f"{path}: its mnist_lab_config and mnist_lab_data metadata must be JSON objects")
+            with open(path, "rb") as raw: check_unpacked_size(raw, path)  # not a zip: the memory check
             weights = {k: f.get_tensor(k) for k in f.keys()}
-            cfg, data = (json.loads(meta.get(k, "{}")) for k in ("mnist_lab_config", "mnist_lab_data"))
+    except CheckpointError: raise
     except Exception as e:  # safetensors' own error (a header that lies about its length, say) is no OSError
         raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
-    if not isinstance(cfg, dict) or not isinstance(data, dict):
-        raise CheckpointError(f"{path}: its mnist_lab_config and mnist_lab_data metadata must be JSON objects")
     return weights, cfg, data
 
 # %% ../nbs/01_record.ipynb #21119cea
@@ -231,7 +260,7 @@ def upgraded(saved: dict, model_default: bool | None = None) -> dict:
     `model_args` said otherwise; another model got its own default (`model_default`, left unset when None)."""
     args = saved.get("model_args", {}) if isinstance(saved, dict) else None
     if isinstance(args, str):  # a config takes JSON text too
-        try: args = json.loads(args or "{}")
+        try: args = loads(args or "{}")
         except ValueError: return saved  # the config's own check names it
     if not isinstance(args, dict) or "pool_first" in saved: return saved
     if "pool_first" in args:  # moved out of model_args; otherwise model_args stays as stored (a spec compares equal)
@@ -297,7 +326,7 @@ def run_status(run_dir) -> dict:
     except OSError as e: return {"status": "damaged", "error": f"{path}: {e.strerror or e}"}  # a link, no access
     except ValueError as e: return {"status": "damaged", "error": str(e)}  # huge, a FIFO, a device
     if not text.strip(): return {"status": "unknown"}
-    try: s = json.loads(text)
+    try: s = loads(text)
     except ValueError as e: return {"status": "damaged", "error": f"{path}: not JSON ({e})"}  # also not UTF-8
     if not isinstance(s, dict) or not isinstance(s.get("status"), str) or not isinstance(s.get("pid", 1), int) \
             or not 0 < s.get("pid", 1) < 2**31:  # a pid_t
@@ -319,7 +348,9 @@ def lock_run(run_dir, hold: bool = True) -> Path:
         " (a symbolic link: mnist_lab never writes through one)" if e.errno in (errno.ELOOP, errno.ENOTDIR) else ""))
     try: dir_fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as e: raise link(e, run_dir) from None
-    try: fd = os.open(".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+    try:  # only its owner may open it: anyone who can open a file can flock it, and so keep every writer out
+        fd = os.open(".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+        if os.fstat(fd).st_uid == os.geteuid(): os.fchmod(fd, 0o600)  # one made 0644 before
     except OSError as e:
         os.close(dir_fd)
         raise link(e, run_dir / ".lock") from None
@@ -387,7 +418,7 @@ def read_history(run_dir) -> list:
     if not os.path.lexists(path): return []
     try: text = read_bounded(path, MAX_HISTORY)
     except OSError as e: raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
-    try: rows = [json.loads(l) for l in text.splitlines() if l.strip()]
+    try: rows = [loads(l) for l in text.splitlines() if l.strip()]
     except ValueError as e: raise ValueError(f"{path}: damaged ({e})") from None  # a half-written line, not UTF-8
     for i, row in enumerate(rows, 1):  # every row has the first row's keys, an epoch, and numbers only
         if not isinstance(row, dict): raise ValueError(f"{path}: damaged (line {i} is not a JSON object)")

@@ -22,7 +22,7 @@ import pandas as pd
 from .data import missing_data, project_path
 from .config import TrainConfig, parse_monitor, code_elsewhere
 from .process import alive, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until
-from .record import run_status, read_history, recorded_number, write_status, save_atomic, upgraded
+from .record import run_status, read_history, recorded_number, write_status, save_atomic, upgraded, read_bounded
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
 from .runs import runs_table
@@ -112,8 +112,8 @@ def load_spec(path) -> dict:
     "A sweep spec from a YAML or JSON file: at most 1 MiB, no anchors or aliases, checked by `check_spec`."
     import yaml
     path = Path(path)
-    if path.stat().st_size > MAX_SPEC_BYTES:
-        raise ValueError(f"{path}: {path.stat().st_size:,} bytes; a sweep spec is at most {MAX_SPEC_BYTES:,}")
+    try: text = read_bounded(path, MAX_SPEC_BYTES, follow=True).decode()  # a file of yours, link or not; no FIFO
+    except UnicodeDecodeError: raise ValueError(f"{path}: not UTF-8 text") from None
     class NoAliases(yaml.SafeLoader):
         def compose_node(self, parent, index):
             if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
@@ -127,7 +127,8 @@ def load_spec(path) -> dict:
     # YAML 1.1 reads 1e-3 (no dot) as a string; a sweep means the number, as YAML 1.2 and JSON do
     NoAliases.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
                                     list("-+0123456789"))
-    spec = yaml.load(path.read_text(), NoAliases)
+    try: spec = yaml.load(text, NoAliases)
+    except RecursionError: raise ValueError(f"{path}: nested too deeply for a sweep spec") from None
     if not isinstance(spec, dict): raise ValueError(f"{path}: a sweep spec is a mapping (method, space, params, ...)")
     return check_spec(spec, str(path))
 
@@ -653,9 +654,10 @@ def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_jobs: int
 
 # %% ../nbs/10_sweep.ipynb #856c663f
 def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_dir=None,
-         retry_failed: bool = False) -> dict:
-    """Add `n_jobs` workers on this machine to a sweep started elsewhere. The plugins its trials import must be
-    named here: a spec read from a shared database runs none of its code unasked."""
+         retry_failed: bool = False, data_dir: str = "", init_from: str = "") -> dict:
+    """Add `n_jobs` workers on this machine to a sweep started elsewhere. A spec read from a shared database runs
+    none of its code, reads none of your files and keeps no result in another user's folder unasked: the plugins,
+    `data_dir` and `init_from` its params name must be named here too, and its `sweep_dir` be yours (or give one)."""
     import optuna
     if url.startswith("sqlite:///"):  # looked at read-only first: joining never makes tables in another database
         try: names = [s.study_name for s in read_only_storage(url).get_all_studies()]
@@ -671,6 +673,20 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
     if wanted and wanted != plugins:  # checked before check_spec, which would import them
         raise ValueError(f"study {study_name!r} trains with plugins={wanted!r}: to run its trials here, name them "
                          f"yourself (--plugins {wanted!r})")
+    params, space = (stored.get(k) if isinstance(stored.get(k), dict) else {} for k in ("params", "space"))
+    if searched := sorted(set(space) & {"data_dir", "init_from"}):
+        raise ValueError(f"study {study_name!r} searches {', '.join(searched)}: a joined sweep reads only the files "
+                         "you name; run it where it was started")
+    for k, yours in (("data_dir", data_dir), ("init_from", init_from)):
+        if params.get(k) and params[k] != yours:
+            raise ValueError(f"study {study_name!r} trains on {k}={params[k]!r}: to let its trials read it here, name "
+                             f"it yourself (--{k.replace('_', '-')} {params[k]!r})")
+    if sweep_dir is None and isinstance(stored.get("sweep_dir"), str):  # the folder, or where it would be made
+        folder = project_path(stored["sweep_dir"])
+        while not folder.exists() and folder != folder.parent: folder = folder.parent
+        if (uid := folder.stat().st_uid) not in (os.geteuid(), 0):
+            raise ValueError(f"study {study_name!r} keeps its trials in {stored['sweep_dir']}, a folder of another "
+                             f"user's (uid {uid}): keep this machine's in a folder of yours (--sweep-dir DIR)")
     check_spec(stored, f"study {study_name!r}")
     return run_sweep(study, url, n_jobs, sweep_dir, retry_failed)
 

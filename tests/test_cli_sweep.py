@@ -196,12 +196,21 @@ def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatc
     spec = study.user_attrs["spec"]
     for change, message in [({"space": {"plugins": [str(tmp_path / "evil.py")]}}, "code and folders are not searched"),
                             ({"space": {"lr": [1e-2], "run_dir": ["/tmp/x"]}}, "code and folders are not searched"),
-                            ({"params": {"dataset": "mnist_sample", "resume": "/tmp/x"}}, "the sweep decides where")]:
+                            ({"params": {"dataset": "mnist_sample", "resume": "/tmp/x"}}, "the sweep decides where"),
+                            # nor files of the joiner's that the study chooses: they must name them too
+                            ({"params": {"dataset": "image_folder", "data_dir": "/home/you/private"}},
+                             "name it yourself (--data-dir '/home/you/private')"),
+                            ({"space": {"lr": [1e-2], "init_from": ["/home/you/model.pt"]}}, "searches init_from")]:
         study.set_user_attr("spec", {**spec, "params": {"dataset": "mnist_sample"}, **change})
         for plugins in ([], ["--plugins", str(tmp_path / "evil.py")]):  # in this process: an import would show
             assert mnist_lab.cli.main(["sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw", *plugins]) == 1
             assert message in capsys.readouterr().err, change
             assert not canary.exists(), change
+    if os.geteuid() == 0:  # the study's sweep_dir is another user's folder: a joiner's results are not kept there
+        study.set_user_attr("spec", {**spec, "params": {"dataset": "mnist_sample"}})
+        os.chown(tmp_path / "sw", 65534, 65534)
+        assert mnist_lab.cli.main(["sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw"]) == 1
+        assert "a folder of another user's (uid 65534): keep this machine's in a folder of yours" in capsys.readouterr().err
 
 
 def test_both_executors_train_the_same_trials_and_report_every_epoch(tmp_path):

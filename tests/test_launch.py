@@ -144,10 +144,11 @@ def test_stop_signals_only_the_runs_own_process(tmp_path):
         assert r.returncode == 1 and "does not hold the run's lock" in r.stderr, r.stderr
         assert victim.poll() is None and holder.poll() is None
         holder.kill()
-        # a run not training, whose launcher.json names a live session of ours (another run's papermill, say): the
-        # record is exact (pid, start time), but that process writes no notebook into this folder: left alone
+        # a run not training, whose launcher.json names a live session of ours whose command even names a notebook
+        # in this folder: the record is exact (pid, start time), but it is not mnist_lab's papermill: left alone
         from mnist_lab.process import identity
-        leader = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        leader = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(run / "view.ipynb")],
+                                  start_new_session=True)
         (run / "status.json").write_text(json.dumps({"status": "stopped", "host": socket.gethostname()}))
         (run / "launcher.json").write_text(json.dumps(identity(leader.pid)))
         r = cli("stop", str(run), cwd=tmp_path)
