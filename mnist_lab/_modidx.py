@@ -412,4 +412,5 @@ d = { 'settings': { 'branch': 'main',
                                  'mnist_lab.train.summarize': ('train.html#summarize', 'mnist_lab/train.py'),
                                  'mnist_lab.train.test_line': ('train.html#test_line', 'mnist_lab/train.py'),
                                  'mnist_lab.train.track_best': ('train.html#track_best', 'mnist_lab/train.py'),
-                                 'mnist_lab.train.train_epoch': ('train.html#train_epoch', 'mnist_lab/train.py')}}}
+                                 'mnist_lab.train.train_epoch': ('train.html#train_epoch', 'mnist_lab/train.py'),
+                                 'mnist_lab.train.unseen_in_validation': ('train.html#unseen_in_validation', 'mnist_lab/train.py')}}}

@@ -119,8 +119,8 @@ def cmd_eval(a) -> int:
 
 # %% ../nbs/11_cli.ipynb #723e39a6
 def print_runs(df, all_columns: bool = False, sort: str | None = None):
-    """The columns that matter in a terminal (status, what varies between runs, the metrics, the test metrics of your
-    own and the `sort` column); says what it hides."""
+    """The columns that matter in a terminal (status, what varies between runs, the metrics, the monitored one, the
+    test metrics of your own and the `sort` column); says what it hides."""
     import pandas as pd
     from mnist_lab.runs import varying
     if df.empty: return print("(no run folders yet)")
@@ -130,8 +130,10 @@ def print_runs(df, all_columns: bool = False, sort: str | None = None):
                                           zip(df.test_accuracy_low, df.test_accuracy_high)]})
     own = [c for c in df.columns if c.startswith("test_") and c not in ("test_loss", "test_accuracy", "test_top_k")
            and not c.endswith(("_low", "_high"))][:4]  # f1_macro, a metric registered in a plugin, ...
+    # the metric each run chose its best epoch by (monitor "max val_f1_macro": val_f1_macro)
+    monitored = [str(m).split()[-1] for m in df["monitor"].dropna().unique() if str(m).split()][:3] if "monitor" in df else []
     cols = list(df.columns) if all_columns else ["run", "status", "progress", *vary[:6], "epoch", "val_accuracy",
-                                                 "test_accuracy", "95% interval", *own, sort, "seconds"]
+                                                 *monitored, "test_accuracy", "95% interval", *own, sort, "seconds"]
     cols = [c for c in dict.fromkeys(cols) if c in df]  # once each
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", None):
         print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))

@@ -5,16 +5,17 @@
 # %% auto #0
 __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE_DIR', 'MAX_IDX_BYTES', 'CACHE',
            'DOWNLOAD_FAILED', 'OFFICIAL_MD5S', 'LUMA', 'CIFAR10_CLASSES', 'CIFAR10_FILES', 'CIFAR10_ARCHIVE',
-           'CIFAR10_RECORD', 'IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MAX_IMAGE_BYTES', 'BUILT_IN_DATASETS',
-           'AUGMENTATIONS', 'register', 'accepted', 'Data', 'register_dataset', 'channel_stats', 'check_part',
-           'as_data', 'IdxSpec', 'read_idx', 'find_idx_files', 'failure_note', 'remember_download_failure',
-           'download_failed_recently', 'try_download', 'download_idx', 'official_md5s', 'md5sum', 'read_dataset',
-           'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'fit_images', 'fit_data',
-           'dataset_names', 'load_data', 'read_cifar_file', 'cifar10_not_found', 'cifar10', 'list_images',
-           'read_image_file', 'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key',
-           'cached_images', 'held_out', 'no_train_folder', 'image_folder', 'missing_data', 'split_train_val',
-           'BatchSampler', 'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine',
-           'shift', 'rotate', 'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
+           'CIFAR10_RECORD', 'IMAGE_EXTENSIONS', 'OTHER_IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MAX_IMAGE_BYTES',
+           'BUILT_IN_DATASETS', 'AUGMENTATIONS', 'register', 'accepted', 'Data', 'register_dataset', 'channel_stats',
+           'check_part', 'as_data', 'IdxSpec', 'read_idx', 'find_idx_files', 'failure_note',
+           'remember_download_failure', 'download_failed_recently', 'try_download', 'download_idx', 'official_md5s',
+           'md5sum', 'read_dataset', 'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample',
+           'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file', 'cifar10_not_found', 'cifar10',
+           'list_images', 'read_image_file', 'image_header', 'decode_file', 'decode_chunk', 'decode_images',
+           'image_cache_key', 'cached_images', 'held_out', 'no_train_folder', 'image_folder', 'missing_data',
+           'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation',
+           'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch',
+           'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
 import gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, zlib
@@ -407,6 +408,7 @@ def cifar10(data_dir, download: bool = True) -> Data:
 
 # %% ../nbs/02_data.ipynb #98cec1b8
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".webp")  # what torchvision.io.decode_image reads
+OTHER_IMAGE_EXTENSIONS = (".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".heic", ".avif")  # skipped, and said
 MAX_IMAGE_PIXELS = 4096 * 4096  # per image: a larger header is a decompression bomb, or not a dataset image
 MAX_IMAGE_BYTES = 64 << 20  # per file
 
@@ -419,12 +421,17 @@ def list_images(root: Path, classes=None) -> tuple:
     if classes is not None and (unknown := [c for c in found if c not in classes]):
         raise ValueError(f"{root}: class folders {unknown} are not in train/ ({', '.join(classes)})")
     classes = classes or found
-    files, labels = [], []
+    files, labels, skipped = [], [], {}
     for c in found:  # os.walk does not follow links to folders: a link loop cannot trap it
-        here = sorted(os.path.join(d, f) for d, _, names in os.walk(root / c) for f in names
-                      if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+        names = [os.path.join(d, f) for d, _, names in os.walk(root / c) for f in names if not f.startswith(".")]
+        here = sorted(f for f in names if f.lower().endswith(IMAGE_EXTENSIONS))
+        for f in names:  # images in a format the decoders do not read are said; a notes.txt or Thumbs.db is not
+            if (ext := os.path.splitext(f)[1].lower()) in OTHER_IMAGE_EXTENSIONS: skipped[ext] = skipped.get(ext, 0) + 1
         if not here: raise FileNotFoundError(f"{root / c}: a class folder without images ({', '.join(IMAGE_EXTENSIONS)})")
         files += here; labels += [classes.index(c)] * len(here)
+    if skipped:
+        say(f"note: {root}: skipped the images in a format not read here "
+            f"({', '.join(f'{n} {e}' for e, n in sorted(skipped.items()))}): convert them to PNG to use them")
     return tuple(classes), files, torch.tensor(labels)
 
 # %% ../nbs/02_data.ipynb #bdf245ef
@@ -451,9 +458,12 @@ def decode_file(path, channels: int, size: tuple, resize: bool) -> torch.Tensor:
         data = read_image_file(path)
         w, h, _ = image_header(data)
         if w * h > MAX_IMAGE_PIXELS: raise ValueError(f"{w}x{h} pixels, more than {MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
+        own_mode = data[:3] == b"GIF" or data[8:12] == b"WEBP"  # their decoders give RGB whatever mode is asked
         x = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                         mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
+                         mode=ImageReadMode.GRAY if channels == 1 and not own_mode else ImageReadMode.RGB)
     except Exception as e: raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    if x.ndim == 4: x = x[0]  # an animated GIF: its first frame
+    if x.shape[0] != channels: x = fit_images(x[None], channels=channels)[0]  # grey from RGB as PIL makes it
     if x.shape[-2:] != size:
         if not resize: raise ValueError(f"{path}: {w}x{h} pixels, the first image {size[1]}x{size[0]}; set image_size "
                                         "to resize them all to one square size")
@@ -535,6 +545,12 @@ def held_out(labels: torch.Tensor, frac: float = 0.2, seed: int = 0) -> torch.Te
 def no_train_folder(root: Path) -> FileNotFoundError | None:
     "The error for an image folder `root` without its train/ folder, else None."
     if (root / "train").is_dir(): return None
+    try: flat = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError: flat = []
+    if flat:  # class folders right in data_dir: the commonest first layout
+        return FileNotFoundError(f"dataset='image_folder': {root} holds class folders ({', '.join(flat[:5])}"
+                                 f"{', ...' if len(flat) > 5 else ''}) but no train/ folder: move them into "
+                                 f"{root / 'train'} (a test/ folder beside it is optional)")
     return FileNotFoundError(f"dataset='image_folder': no folder {root / 'train'}; lay out your images as "
                              f"{root}/train/<class>/*.png (and {root}/test/<class>/*.png), or set data_dir")
 
