@@ -516,7 +516,8 @@ def cached_images(root: Path, key: str, n: int, shape: tuple, decode) -> tuple:
     places = [root / ".mnist_lab_cache", CACHE / "mnist_lab" / "image_folder"]
     for p in (d / f"{key}.pt" for d in places):
         try:
-            if p.stat().st_size <= n * math.prod(shape) + (1 << 20):  # a file far larger is not our cache
+            st = p.stat()  # ours only: in a folder others can write, a planted file would become training images
+            if st.st_uid == os.geteuid() and st.st_size <= n * math.prod(shape) + (1 << 20):  # larger: not our cache
                 x = load_weights(p)["x"]  # checked as a checkpoint is: the folder may be shared
                 if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and tuple(x.shape) == (n, *shape):
                     return x, p

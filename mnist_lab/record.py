@@ -386,7 +386,7 @@ def unlock_run(run_dir):
 @contextlib.contextmanager
 def writing(run_dir):
     "Hold the writer lock for a block (eval's plots, an export); the lock this process already holds stays."
-    mine = Path(run_dir).resolve() not in _LOCKS
+    mine = held_dir(run_dir) is None  # by any name of the folder: a link to it, or a relative path
     lock_run(run_dir)
     try: yield
     finally:
