@@ -131,7 +131,7 @@ def print_runs(df, all_columns: bool = False, sort: str | None = None):
     own = [c for c in df.columns if c.startswith("test_") and c not in ("test_loss", "test_accuracy", "test_top_k")
            and not c.endswith(("_low", "_high"))][:4]  # f1_macro, a metric registered in a plugin, ...
     # the metric each run chose its best epoch by (monitor "max val_f1_macro": val_f1_macro)
-    monitored = [str(m).split()[-1] for m in df["monitor"].dropna().unique() if str(m).split()][:3] if "monitor" in df else []
+    monitored = list(dict.fromkeys(m.split()[-1] for m in df.get("monitor", []) if isinstance(m, str) and m.split()))[:3]
     cols = list(df.columns) if all_columns else ["run", "status", "progress", *vary[:6], "epoch", "val_accuracy",
                                                  *monitored, "test_accuracy", "95% interval", *own, sort, "seconds"]
     cols = [c for c in dict.fromkeys(cols) if c in df]  # once each
@@ -156,6 +156,8 @@ def cmd_sweep(a) -> int:
     or points are left untrained."""
     from mnist_lab.sweep import load_spec, open_study, run_sweep, join, trials_table
     if bool(a.spec) == bool(a.join): raise ValueError("give a spec file, or --join STORAGE STUDY (not both)")
+    if not a.join and (a.data_dir or a.init_from):
+        raise ValueError("--data-dir and --init-from go with --join (a spec file names its own params)")
     if a.n_jobs is not None and not 0 <= a.n_jobs <= 256: raise ValueError(f"--n-jobs {a.n_jobs}: 0 to 256")
     if a.join:
         n_jobs = 1 if a.n_jobs is None else a.n_jobs

@@ -448,7 +448,10 @@ def image_header(data: bytes) -> tuple:
         w, h = struct.unpack(">II", data[16:24])
         return w, h, {0: 1, 4: 2}.get(data[25], 3)  # colour type 0 grey, 4 grey + alpha; else colour
     from PIL import Image
-    with Image.open(io.BytesIO(data)) as im: return (*im.size, len(im.getbands()))
+    with Image.open(io.BytesIO(data)) as im:
+        if im.mode not in ("P", "PA"): return (*im.size, len(im.getbands()))
+        pal = im.getpalette() or []  # a GIF is a palette: grey if every colour in it is
+        return (*im.size, 1 if all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3)) else 3)
 
 def decode_file(path, channels: int, size: tuple, resize: bool) -> torch.Tensor:
     """One image file as uint8 (channels, *size) with torchvision's decoder, its header checked first; `resize`:
@@ -546,8 +549,12 @@ def held_out(labels: torch.Tensor, frac: float = 0.2, seed: int = 0) -> torch.Te
 def no_train_folder(root: Path) -> FileNotFoundError | None:
     "The error for an image folder `root` without its train/ folder, else None."
     if (root / "train").is_dir(): return None
-    try: flat = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError: flat = []
+    try: found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError: found = []
+    if cased := [n for n in found if n.lower() == "train"]:
+        return FileNotFoundError(f"dataset='image_folder': no folder {root / 'train'}, but {root / cased[0]}: "
+                                 "rename it train/ (and a test/ beside it, lowercase too)")
+    flat = [n for n in found if n.lower() not in ("test", "val", "valid", "validation")]
     if flat:  # class folders right in data_dir: the commonest first layout
         return FileNotFoundError(f"dataset='image_folder': {root} holds class folders ({', '.join(flat[:5])}"
                                  f"{', ...' if len(flat) > 5 else ''}) but no train/ folder: move them into "

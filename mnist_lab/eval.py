@@ -322,22 +322,27 @@ def html_report(run, plugins: str = "") -> Path:
                    for k, v in summary.items() if k.startswith("test_") and isinstance(v, float))
     # the files are read as records are (regular files, not links, bounded) and their text is escaped: the folder may be
     # someone else's, and the page may go to someone else
-    png = lambda n: png_markdown(read_bounded(run_dir / f"{n}.png", MAX_EMBEDDED), n)
+    owner = run_dir.stat().st_uid  # a file of another user's in the folder (a hard link to theirs) is not put in the page
+    png = lambda n: png_markdown(read_bounded(run_dir / f"{n}.png", MAX_EMBEDDED, owner=owner), n)
     default = defaults()  # what this run set differently is what a reader needs
     changed = ", ".join(f"{k}={v!r}" for k, v in cfg.items() if k in default and v != default[k]
                         and k not in ("runs_root", "run_dir", "name", "progress")) or "every parameter at its default"
     md = nbformat.v4.new_markdown_cell
     cells = [md(f"# {md_text(run_dir.name)}\n\nparameters not at their defaults: {md_text(changed)}\n\n| test metric | value | 95% interval |"
                 f"\n|---|---|---|\n{rows}"),
-             md("## Per class\n\n<pre>" + html.escape(read_bounded(run_dir / "per_class.txt").decode(errors="replace")) + "</pre>"),
+             md("## Per class\n\n<pre>" + html.escape(read_bounded(run_dir / "per_class.txt", owner=owner).decode(errors="replace")) + "</pre>"),
              md("## Plots\n\n" + "\n\n".join(png(n) for n in ("learning_curves", "confusion", "mistakes")))]
     executed = sorted(run_dir.glob("notebook*.ipynb"), key=lambda p: (len(p.name), p.name))
     if executed:  # the notebook papermill wrote (the link's target), its outputs as they were
         try:  # a link in someone else's folder may point at your notebooks: only its owner's file is shown
-            text = read_bounded(executed[-1], MAX_EMBEDDED, follow=True, owner=run_dir.stat().st_uid)
-            shown = inert_cells(nbformat.reads(text.decode(errors="replace"), as_version=4))
-        except Exception as e:  # nbformat's errors on a damaged file are of many kinds: the page is written anyway
-            why = str(e) if isinstance(e, (OSError, ValueError)) and str(e) else type(e).__name__
+            text = read_bounded(executed[-1], MAX_EMBEDDED, follow=True, owner=owner).decode(errors="replace")
+            why = None
+        except OSError as e: why = e.strerror or type(e).__name__
+        except ValueError as e: why = str(e)  # a FIFO, too large
+        if why is None:
+            try: shown = inert_cells(nbformat.reads(text, as_version=4))
+            except Exception as e: why = f"not a notebook ({type(e).__name__})"  # nbformat's errors are of many kinds
+        if why is not None:  # the page is written anyway, saying why
             shown = [md(f"(not shown: {md_text(executed[-1].name)} could not be read: {md_text(why)})")]
         cells += [md("## The executed notebook"), *shown]
     return save_page(cells, run_dir / "report.html")

@@ -106,7 +106,7 @@ def read_bounded(path, limit: int = MAX_RECORD, follow: bool = False, owner: int
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode): raise ValueError(f"{path}: not a regular file")
         if owner is not None and st.st_uid != owner:
-            raise PermissionError(errno.EACCES, f"{path} belongs to another user (uid {st.st_uid}) than its folder")
+            raise PermissionError(errno.EACCES, f"{path}: owned by uid {st.st_uid}, not by its folder's owner")
         if st.st_size > limit: raise ValueError(f"{path}: {st.st_size:,} bytes, more than the {limit:,} bytes it may hold")
         with open(fd, "rb", closefd=False) as f: data = f.read(limit + 1)
         if len(data) > limit: raise ValueError(f"{path}: more than the {limit:,} bytes it may hold")
@@ -161,11 +161,13 @@ def recorded_intervals(run_dir: Path, summary: dict) -> dict:
 def check_unpacked_size(f, path):
     """Refuse a checkpoint (open as `f`) that would take more memory than the file's own size: torch.save writes its
     zip entries uncompressed, so a compressed entry (1 MB that unpacks to gigabytes) or sizes that add up to more
-    than the file are not from it; nor is a file larger than the memory left (a sparse one costs no disk)."""
+    than the file are not from it (a `CheckpointError`). A file larger than the memory and swap left is a
+    `MemoryError`, not damage: a resume does not pass over it (a sparse file costs no disk, and is refused too)."""
     import zipfile, psutil
-    size, free = os.fstat(f.fileno()).st_size, psutil.virtual_memory().available
-    if size > free: raise CheckpointError(f"{path}: {size:,} bytes, more than the {free:,} bytes of memory available")
-    if zipfile.is_zipfile(f):  # else torch's format before 1.6: tensors are read from the file as they are
+    size = os.fstat(f.fileno()).st_size
+    if size > (free := psutil.virtual_memory().available + psutil.swap_memory().free):
+        raise MemoryError(f"{path}: {size:,} bytes, more than the {free:,} bytes of memory (and swap) free now")
+    if f.read(4) == b"PK\x03\x04":  # a zip, as torch checks; else torch's format before 1.6, read as it is
         f.seek(0)
         with zipfile.ZipFile(f) as z: entries = z.infolist()
         if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > size:
@@ -185,7 +187,7 @@ def load_weights(path, map_location="cpu"):
         with f:
             check_unpacked_size(f, path)
             return torch.load(f, map_location=map_location, weights_only=True)
-    except CheckpointError: raise
+    except (CheckpointError, MemoryError): raise  # our own words already
     except Exception as e:  # truncated zip, garbage, or a pickle that wants to run code
         # `from None` drops torch's own advice, which suggests loading with weights_only=False: never do that
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}): it is empty, "
@@ -230,7 +232,7 @@ def read_safetensors(path, map_location="cpu") -> tuple:
                 raise CheckpointError(f"{path}: its mnist_lab_config and mnist_lab_data metadata must be JSON objects")
             with open(path, "rb") as raw: check_unpacked_size(raw, path)  # not a zip: the memory check
             weights = {k: f.get_tensor(k) for k in f.keys()}
-    except CheckpointError: raise
+    except (CheckpointError, MemoryError): raise  # our own words already
     except Exception as e:  # safetensors' own error (a header that lies about its length, say) is no OSError
         raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
     return weights, cfg, data

@@ -61,7 +61,7 @@ def is_score(column: str) -> bool:
 # %% ../nbs/08_runs.ipynb #b21e5b17
 def sortable(column: pd.Series) -> pd.Series:
     "A column as it sorts: numbers as numbers (a value that is none, a string in `lr` say, last), else as text."
-    numbers = pd.to_numeric(column, errors="coerce")
+    numbers = column.map(lambda v: float(v) if is_number(v) else float("nan"))  # not 10**400, not a bool
     return numbers if numbers.notna().any() else column.astype(str).where(column.notna())
 
 def runs_table(root="runs", where: dict | None = None, sort: str | None = None) -> pd.DataFrame:
@@ -261,7 +261,7 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
         for i in range(0, len(metrics), 1000): client.log_batch(run_id, metrics=metrics[i:i + 1000])
         with tempfile.TemporaryDirectory() as tmp:  # copies read as records are: no link, FIFO or giant goes on
             for f in [*sorted(run_dir.glob("*.png")), run_dir / "report.html", run_dir / "per_class.txt"]:
-                try: Path(tmp, f.name).write_bytes(read_bounded(f, MAX_ARTEFACT))
+                try: Path(tmp, f.name).write_bytes(read_bounded(f, MAX_ARTEFACT, owner=run_dir.stat().st_uid))
                 except FileNotFoundError: continue  # report.html is written only when asked for
                 except (OSError, ValueError) as e:
                     print(f"not exported: {e}")

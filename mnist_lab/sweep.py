@@ -15,7 +15,7 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
-import io, itertools, json, math, os, re, signal, socket, subprocess, sys, threading, time, traceback, warnings
+import io, itertools, json, math, os, re, signal, socket, stat, subprocess, sys, threading, time, traceback, warnings
 from contextlib import redirect_stdout
 from pathlib import Path
 import pandas as pd
@@ -112,7 +112,12 @@ def load_spec(path) -> dict:
     "A sweep spec from a YAML or JSON file: at most 1 MiB, no anchors or aliases, checked by `check_spec`."
     import yaml
     path = Path(path)
-    try: text = read_bounded(path, MAX_SPEC_BYTES, follow=True).decode()  # a file of yours, link or not; no FIFO
+    with open(path, "rb") as f:  # a file of yours, or a pipe you name (/dev/stdin); never a device such as /dev/zero
+        if not stat.S_ISREG(mode := os.fstat(f.fileno()).st_mode) and not stat.S_ISFIFO(mode):
+            raise ValueError(f"{path}: not a file or a pipe")
+        data = f.read(MAX_SPEC_BYTES + 1)
+    if len(data) > MAX_SPEC_BYTES: raise ValueError(f"{path}: more than {MAX_SPEC_BYTES:,} bytes; a sweep spec is smaller")
+    try: text = data.decode()
     except UnicodeDecodeError: raise ValueError(f"{path}: not UTF-8 text") from None
     class NoAliases(yaml.SafeLoader):
         def compose_node(self, parent, index):
@@ -677,17 +682,20 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
     if searched := sorted(set(space) & {"data_dir", "init_from"}):
         raise ValueError(f"study {study_name!r} searches {', '.join(searched)}: a joined sweep reads only the files "
                          "you name; run it where it was started")
+    same = lambda a, b: isinstance(a, str) and bool(b) and project_path(a).resolve() == project_path(b).resolve()
     for k, yours in (("data_dir", data_dir), ("init_from", init_from)):
-        if params.get(k) and params[k] != yours:
+        if params.get(k) and not same(params[k], yours):
             raise ValueError(f"study {study_name!r} trains on {k}={params[k]!r}: to let its trials read it here, name "
                              f"it yourself (--{k.replace('_', '-')} {params[k]!r})")
-    if sweep_dir is None and isinstance(stored.get("sweep_dir"), str):  # the folder, or where it would be made
-        folder = project_path(stored["sweep_dir"])
-        while not folder.exists() and folder != folder.parent: folder = folder.parent
-        if (uid := folder.stat().st_uid) not in (os.geteuid(), 0):
-            raise ValueError(f"study {study_name!r} keeps its trials in {stored['sweep_dir']}, a folder of another "
-                             f"user's (uid {uid}): keep this machine's in a folder of yours (--sweep-dir DIR)")
-    check_spec(stored, f"study {study_name!r}")
+    spec = check_spec(stored, f"study {study_name!r}")
+    if sweep_dir is None:  # the study's folder, if it is yours: no folder that anyone may write, nor another's
+        sweep_dir = folder = project_path(spec["sweep_dir"]).resolve()  # resolved once, for the check and the trials
+        while not folder.exists() and folder != folder.parent: folder = folder.parent  # where it would be made
+        st = folder.stat()
+        whose = "writable by anyone" if st.st_mode & 0o002 else f"another user's (uid {st.st_uid})"
+        if st.st_uid != os.geteuid() or st.st_mode & 0o002:
+            raise ValueError(f"study {study_name!r} keeps its trials in {sweep_dir}; {folder} is {whose}: keep this "
+                             "machine's trials in a folder of yours (--sweep-dir DIR)")
     return run_sweep(study, url, n_jobs, sweep_dir, retry_failed)
 
 # %% ../nbs/10_sweep.ipynb #1a8274a4

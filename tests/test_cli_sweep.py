@@ -210,7 +210,7 @@ def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatc
         study.set_user_attr("spec", {**spec, "params": {"dataset": "mnist_sample"}})
         os.chown(tmp_path / "sw", 65534, 65534)
         assert mnist_lab.cli.main(["sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw"]) == 1
-        assert "a folder of another user's (uid 65534): keep this machine's in a folder of yours" in capsys.readouterr().err
+        assert "is another user's (uid 65534): keep this machine's trials in a folder of yours" in capsys.readouterr().err
 
 
 def test_both_executors_train_the_same_trials_and_report_every_epoch(tmp_path):
