@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PARENT_ENV', 'UNPRINTABLE', 'NOTEBOOK_ENV', 'PAPERMILL', 'alive', 'identity', 'recorded', 'lock_held', 'holds_lock',
            'open_log', 'start', 'end_with_parent', 'interrupt', 'stop_on_signals', 'end', 'wait_until', 'children',
-           'printable', 'PrintableStream', 'papermill_main', 'kernel_stdin', 'in_notebook', 'terminal',
+           'printable', 'PrintableStream', 'papermill_main', 'kernel_stdin', 'in_notebook', 'progress_bar', 'terminal',
            'kernel_terminal', 'say', 'papermill_output', 'injected_parameters']
 
 # %% ../nbs/00_process.ipynb #dc8d1113
@@ -170,6 +170,23 @@ def kernel_stdin():
 def in_notebook() -> bool:
     "Whether we run inside a Jupyter kernel (JupyterLab, papermill), where figures and widgets can be shown."
     return kernel_stdin() is not None
+
+# %% ../nbs/00_process.ipynb #62ae030d
+def progress_bar(iterable=None, leave: bool = False, **kwargs):
+    "tqdm's bar (`tqdm.auto`); in JupyterLab a widget whose output becomes text (`leave`) or nothing when it closes."
+    from tqdm.auto import tqdm
+    from tqdm.notebook import tqdm as widget_bar
+    if not (in_notebook() and issubclass(tqdm, widget_bar)): return tqdm(iterable, leave=leave, **kwargs)
+    from IPython.display import Pretty, display
+
+    class Bar(widget_bar):
+        def close(self):
+            was_shown = not self.disable  # closing disables it
+            super().close()
+            if was_shown: handle.update(Pretty(str(self) if leave else ""))
+    bar = Bar(iterable, leave=leave, display=False, **kwargs)
+    handle = None if bar.disable else display(bar.container, display_id=True)
+    return bar
 
 # %% ../nbs/00_process.ipynb #e1c9640c
 def terminal():

@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 from .data import missing_data, project_path
 from .config import TrainConfig, parse_monitor, code_elsewhere
-from .process import alive, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until
+from .process import (alive, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until,
+                               progress_bar)
 from .record import run_status, read_history, recorded_number, write_status, save_atomic, upgraded, read_bounded
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
@@ -551,11 +552,10 @@ def follow(url: str, study_name: str, n: int, done: threading.Event, out, every:
     """Print a line per newly finished trial and move the bar, until `done` is set (then once more). The bar counts
     the trials that ran to an end (completed or pruned): with failures it stops short of 100%, in red, saying so."""
     import optuna
-    from tqdm.auto import tqdm
     from optuna.trial import TrialState
     study = optuna.load_study(study_name=study_name, storage=storage_for(url))
     person = show_bars("auto")
-    bar, shown, failed = tqdm(total=n, desc=study_name, unit="trial", disable=not person), set(), 0
+    bar, shown, failed = progress_bar(total=n, desc=study_name, unit="trial", disable=not person, leave=True), set(), 0
     while True:
         last = done.is_set()
         for k, t in sorted(latest(study, n).items()):

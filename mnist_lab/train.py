@@ -23,7 +23,7 @@ from .data import BatchSampler, BalancedSampler, load_data, split_train_val, nor
 from .model import n_params
 from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor, model_from_config,
                               resume_config, balanced_weights, model_overrides, run_metrics)
-from .process import kernel_stdin, say
+from .process import kernel_stdin, say, progress_bar
 from .record import (new_run_dir, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, versions, link_notebook,
                               log_tensorboard, lock_run, unlock_run, run_status, read_json, read_object,
@@ -400,8 +400,7 @@ def train_epoch(t: Training, n_steps: int) -> tuple:
     loss_sum = correct = 0.0
     steps = range(n_steps)
     if show_bars(cfg.progress):
-        from tqdm.auto import tqdm
-        steps = tqdm(steps, desc=f"epoch {rec.state['epoch'] + 1}/{rec.epochs}", leave=False)
+        steps = progress_bar(steps, desc=f"epoch {rec.state['epoch'] + 1}/{rec.epochs}")  # gone when done
     for _ in steps:
         parts.opt.zero_grad(set_to_none=True)
         for _ in range(cfg.accumulate):  # the gradients of `accumulate` batches add up to one step's

@@ -156,8 +156,18 @@ def test_tutorial_and_train_notebook_run_all_twice_in_jupyterlab(browser, projec
             assert outputs(page, "application/vnd.jupyter.error") == [], f"run {attempt}"
             assert outputs(page, "application/vnd.jupyter.stderr") == [], f"run {attempt}"
             assert page.locator(f"{PANEL} .jp-RenderedImage img").count() >= 4
+            assert page.locator(f"{PANEL} .widget-hprogress").count() == 0  # each bar's output went when it closed
         page.locator(f"{PANEL} .jp-RenderedImage img").first.scroll_into_view_if_needed()
         shot(page, "train_results")
+        saved_before = (project / "nbs" / "train.ipynb").stat().st_mtime
+        page.keyboard.press("Control+s")  # saved, then reopened tomorrow: no bar's widget that cannot be found
+        for _ in range(100):
+            if (project / "nbs" / "train.ipynb").stat().st_mtime != saved_before: break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        saved = nbformat.read(project / "nbs" / "train.ipynb", as_version=4)
+        mimes = [m for c in saved.cells for o in c.get("outputs", []) for m in o.get("data", {})]
+        assert "image/png" in mimes and "application/vnd.jupyter.widget-view+json" not in mimes, mimes
         runs = sorted((project / "runs" / "run").iterdir())
         assert len(runs) == 2 and not (project / "nbs" / "runs").exists()  # the project's runs/, not nbs/runs/
         assert all(json.loads((r / "status.json").read_text())["status"] == "completed" for r in runs)
