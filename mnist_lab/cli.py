@@ -131,7 +131,8 @@ def print_runs(df, all_columns: bool = False, sort: str | None = None):
     own = [c for c in df.columns if c.startswith("test_") and c not in ("test_loss", "test_accuracy", "test_top_k")
            and not c.endswith(("_low", "_high"))][:4]  # f1_macro, a metric registered in a plugin, ...
     # the metric each run chose its best epoch by (monitor "max val_f1_macro": val_f1_macro)
-    monitored = list(dict.fromkeys(m.split()[-1] for m in df.get("monitor", []) if isinstance(m, str) and m.split()))[:3]
+    monitors = [m.split()[-1] for m in df.get("monitor", []) if isinstance(m, str) and m.split()]
+    monitored = list(dict.fromkeys(monitors))[:3]
     cols = list(df.columns) if all_columns else ["run", "status", "progress", *vary[:6], "epoch", "val_accuracy",
                                                  *monitored, "test_accuracy", "95% interval", *own, sort, "seconds"]
     cols = [c for c in dict.fromkeys(cols) if c in df]  # once each

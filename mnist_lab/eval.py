@@ -322,7 +322,7 @@ def html_report(run, plugins: str = "") -> Path:
                    for k, v in summary.items() if k.startswith("test_") and isinstance(v, float))
     # the files are read as records are (regular files, not links, bounded) and their text is escaped: the folder may be
     # someone else's, and the page may go to someone else
-    owner = run_dir.stat().st_uid  # a file of another user's in the folder (a hard link to theirs) is not put in the page
+    owner = run_dir.stat().st_uid  # a file of another user's in the folder (a hard link to theirs) stays out of the page
     png = lambda n: png_markdown(read_bounded(run_dir / f"{n}.png", MAX_EMBEDDED, owner=owner), n)
     default = defaults()  # what this run set differently is what a reader needs
     changed = ", ".join(f"{k}={v!r}" for k, v in cfg.items() if k in default and v != default[k]
@@ -330,7 +330,8 @@ def html_report(run, plugins: str = "") -> Path:
     md = nbformat.v4.new_markdown_cell
     cells = [md(f"# {md_text(run_dir.name)}\n\nparameters not at their defaults: {md_text(changed)}\n\n| test metric | value | 95% interval |"
                 f"\n|---|---|---|\n{rows}"),
-             md("## Per class\n\n<pre>" + html.escape(read_bounded(run_dir / "per_class.txt", owner=owner).decode(errors="replace")) + "</pre>"),
+             md("## Per class\n\n<pre>" + html.escape(read_bounded(run_dir / "per_class.txt", owner=owner)
+                                                      .decode(errors="replace")) + "</pre>"),
              md("## Plots\n\n" + "\n\n".join(png(n) for n in ("learning_curves", "confusion", "mistakes")))]
     executed = sorted(run_dir.glob("notebook*.ipynb"), key=lambda p: (len(p.name), p.name))
     if executed:  # the notebook papermill wrote (the link's target), its outputs as they were

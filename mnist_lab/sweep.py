@@ -117,7 +117,7 @@ def load_spec(path) -> dict:
         if not stat.S_ISREG(mode := os.fstat(f.fileno()).st_mode) and not stat.S_ISFIFO(mode):
             raise ValueError(f"{path}: not a file or a pipe")
         data = f.read(MAX_SPEC_BYTES + 1)
-    if len(data) > MAX_SPEC_BYTES: raise ValueError(f"{path}: more than {MAX_SPEC_BYTES:,} bytes; a sweep spec is smaller")
+    if len(data) > MAX_SPEC_BYTES: raise ValueError(f"{path}: more than {MAX_SPEC_BYTES:,} bytes, a sweep spec's most")
     try: text = data.decode()
     except UnicodeDecodeError: raise ValueError(f"{path}: not UTF-8 text") from None
     class NoAliases(yaml.SafeLoader):

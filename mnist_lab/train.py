@@ -198,12 +198,13 @@ def few_steps_warning(cfg: TrainConfig, plan: Plan, n_train: int) -> str | None:
     smaller = 2 ** max(0, int(math.log2(max(1, n_train // (8 * cfg.accumulate)))))
     more = (f"a smaller batch_size (-p batch_size {smaller}) or more epochs" if smaller < cfg.batch_size else
             f"more epochs (-p epochs {math.ceil(FEW_STEPS / plan.per_epoch)} or more)")
-    return (f"WARNING: {n_train} training images (after the validation split) at batch_size={cfg.batch_size} make {plan.per_epoch} optimizer "
-            f"step{'s' * (plan.per_epoch != 1)} an epoch, {plan.total} in all: too few to train a model well. "
+    return (f"WARNING: {n_train} training images (after the validation split) at batch_size={cfg.batch_size} make "
+            f"{plan.per_epoch} optimizer step{'s' * (plan.per_epoch != 1)} an epoch, {plan.total} in all: too few to "
+            "train a model well. "
             f"Give it more steps: {more}")
 
 def unseen_in_validation(classes, y_val: torch.Tensor) -> str | None:
-    "A warning naming the classes of which the validation split holds no image: its metrics, and the monitor, miss them."
+    "A warning naming the classes the validation split holds no image of: its metrics, and the monitor, miss them."
     counts = torch.bincount(y_val.cpu(), minlength=len(classes)).tolist()
     if not (none := [repr(c) for c, n in zip(classes, counts) if n == 0]): return None
     return (f"WARNING: the validation split holds no image of {', '.join(none[:5])}"
@@ -638,8 +639,8 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     log(f"run folder: {rec.run_dir}\nmodel: {cfg.model}, {n_params(t.parts.model):,} parameters, device {dev}, "
         f"amp {t.parts.amp} ({t.parts.amp_reason})")
     if rec.done: return Result(rec.run_dir, t.parts.model, rec.history, read_json(rec.run_dir / "summary.json"), data)
-    for warning in (few_steps_warning(cfg, t.plan, len(split.x_train)), unseen_in_validation(data.classes, split.y_val)):
-        if warning: log(warning)
+    cautions = few_steps_warning(cfg, t.plan, len(split.x_train)), unseen_in_validation(data.classes, split.y_val)
+    for warning in filter(None, cautions): log(warning)
     threads, stopped = torch.get_num_threads(), False  # the caller's threads: `threads=1` must not stay for the next
     if cfg.threads: torch.set_num_threads(cfg.threads)
     try:
