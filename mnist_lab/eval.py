@@ -196,6 +196,11 @@ def plot_confusion(cm, classes):
 def plot_predictions(x, y, pred, classes, n: int = 32, only_wrong: bool = False):
     "A grid of digits titled 'predicted (true)', the first `n` (or the first `n` mistakes)."
     idx = torch.nonzero(pred != y).flatten()[:n] if only_wrong else torch.arange(min(n, len(y)))
+    if not len(idx):  # every test image right (an easy dataset of one's own): a figure that says so
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(4, 0.8))
+        ax.axis("off"); ax.text(0.5, 0.5, f"no mistakes: all {len(y):,} test images right", ha="center", va="center")
+        return fig
     titles = [f"{classes[pred[i]]}" + ("" if pred[i] == y[i] else f" ({classes[y[i]]})") for i in idx]
     return show_images(x[idx], titles=titles)
 

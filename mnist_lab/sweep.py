@@ -4,15 +4,15 @@
 
 # %% auto #0
 __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', 'EXECUTORS', 'DEFAULT_PRUNER', 'SWEEP_OWNS',
-           'HEARTBEAT', 'GRACE', 'STORED', 'SPEC_FORMAT', 'RED', 'PLAIN', 'check_shapes', 'check_range',
+           'HEARTBEAT', 'GRACE', 'STORED', 'SPEC_FORMAT', 'STORAGE_ENV', 'RED', 'PLAIN', 'check_shapes', 'check_range',
            'settings_to_check', 'check_space', 'grid_sampler', 'random_sampler', 'tpe_sampler', 'median_pruner',
            'no_pruner', 'load_spec', 'check_spec', 'check_values', 'retry_callback', 'quiet_optuna', 'check_sqlite',
-           'storage_for', 'study_address', 'load_study', 'stored_spec', 'open_study', 'slots', 'latest', 'report',
-           'train_in_process', 'train_papermill', 'objective', 'train_slot', 'suggest', 'orphaned', 'next_step',
-           'keep_traceback', 'taken_over', 'storage_failure', 'work', 'requeue', 'start_workers', 'worker_main',
-           'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep',
-           'join', 'multi_seed', 'cross_validate', 'sweep_report', 'read_only_url', 'read_only_storage',
-           'dashboard_app', 'serve_dashboard']
+           'storage_for', 'study_address', 'load_study', 'spec_digest', 'shown_url', 'stored_spec', 'open_study',
+           'slots', 'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'train_slot', 'suggest',
+           'orphaned', 'next_step', 'keep_traceback', 'taken_over', 'storage_failure', 'work', 'requeue',
+           'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line',
+           'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed', 'cross_validate', 'sweep_report',
+           'read_only_url', 'read_only_storage', 'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
 import io, itertools, json, math, os, re, signal, socket, stat, subprocess, sys, threading, time, traceback, warnings
@@ -249,6 +249,17 @@ def load_study(sweep_dir="runs/sweep", storage: str | None = None, study_name: s
 STORED = ("method", "space", "params", "n_trials", "seed", "pruner", "executor", "folds")  # what a sweep is; not where
 SPEC_FORMAT = 2  # the study's user attribute "spec_format": 2 since pool_first is a parameter (absent: 1)
 
+def spec_digest(spec) -> str:
+    "A short fingerprint of a spec: a worker checks that the spec it reads is the one its sweep checked."
+    import hashlib
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+def shown_url(url: str) -> str:
+    "A storage URL as it may be printed: its password hidden."
+    from sqlalchemy.engine import make_url
+    try: return make_url(url).render_as_string(hide_password=True)
+    except Exception: return url.split("://")[0] + "://..."  # not a URL sqlalchemy reads: say no more of it
+
 def stored_spec(study) -> dict | None:
     """The spec a study holds, in today's parameters: a study begun before `pool_first` was a parameter trained the
     cnn pooling after the ReLU, so its params say `pool_first: false` (one that searches the model is refused)."""
@@ -280,7 +291,7 @@ def open_study(spec: dict):
         hint = (f"; it began before pool_first was a parameter and trained with pool_first={was}: add pool_first: "
                 f"{str(was).lower()} to its params to go on as it began (\"pool_first\": {was} in Python)"
                 if older and was != what["params"].get("pool_first") else "")
-        raise ValueError(f"study {name!r} in {url} holds another sweep (it differs in {', '.join(differ)}): "
+        raise ValueError(f"study {name!r} in {shown_url(url)} holds another sweep (it differs in {', '.join(differ)}): "
                          f"choose another study_name or sweep_dir{hint}")
     # a new study is marked before its spec is stored, so that no interruption leaves it looking like an old one;
     # an old one gets its spec first, so that no interruption leaves its old params unread
@@ -455,10 +466,14 @@ def storage_failure(e: BaseException, study_name: str) -> RuntimeError | None:
                         "Trained trials keep their folders: make room (or repair the database), then run the sweep "
                         "again to go on")
 
-def work(study, threads: int, seed=None, sweep_dir=None):
-    "Run the study's trials in this process until the sweep is done."
+def work(study, threads: int, seed=None, sweep_dir=None, expect: str | None = None):
+    """Run the study's trials in this process until the sweep is done. `expect`: the digest of the spec the sweep
+    checked; a spec changed since (by anyone who can write the database) is refused before any trial."""
     import optuna
     spec = stored_spec(study)
+    if expect and spec_digest(spec) != expect:
+        raise RuntimeError(f"study {study.study_name!r}: its spec changed after the sweep checked it; no trial run "
+                           "(run or join it again to check the new one)")
     study.sampler = SAMPLERS[spec["method"]](spec["space"], seed)
     study.pruner = PRUNERS[spec["pruner"]]()
     sweep_dir, current = Path(sweep_dir or spec["sweep_dir"]), []
@@ -496,22 +511,25 @@ def requeue(study, numbers: list):
         if t.number in numbers: retry_callback()(study, t)
 
 # %% ../nbs/10_sweep.ipynb #7ebd8fc9
-def start_workers(url: str, study_name: str, indices, threads: int, sweep_dir=None) -> list:
-    "Start a worker process per index (it seeds the sampler) on the study, tied to us; Ctrl-C reaches them through us."
+STORAGE_ENV = "MNIST_LAB_STORAGE"  # a worker's storage URL: in its environment, which only its user can read
+
+def start_workers(url: str, study_name: str, indices, threads: int, sweep_dir=None, expect: str = "") -> list:
+    """Start a worker process per index (it seeds the sampler) on the study, tied to us; Ctrl-C reaches them through
+    us. The URL, which may hold a database password, goes in the environment, not in the command line others see."""
     code = "import sys; from mnist_lab.sweep import worker_main; worker_main(*sys.argv[1:])"
-    return [start([sys.executable, "-c", code, url, study_name, str(threads), str(i), str(sweep_dir or "")], tied=True)
-            for i in indices]
+    return [start([sys.executable, "-c", code, study_name, str(threads), str(i), str(sweep_dir or ""), expect],
+                  tied=True, env={STORAGE_ENV: url}) for i in indices]
 
 # %% ../nbs/10_sweep.ipynb #77ed5315
-def worker_main(url: str, study_name: str, threads: str, index: str, sweep_dir: str = ""):
+def worker_main(study_name: str, threads: str, index: str, sweep_dir: str = "", expect: str = ""):
     "A worker process: SIGTERM and SIGHUP act as Ctrl-C, SIGUSR1 prints its stacks; then `work` on the study."
     import faulthandler, optuna
     end_with_parent()
     stop_on_signals()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # where a worker that will not stop is stuck
-    study = optuna.load_study(study_name=study_name, storage=storage_for(url))
+    study = optuna.load_study(study_name=study_name, storage=storage_for(os.environ[STORAGE_ENV]))
     seed = study.user_attrs["spec"].get("seed")
-    try: work(study, int(threads), None if seed is None else seed + int(index), sweep_dir or None)
+    try: work(study, int(threads), None if seed is None else seed + int(index), sweep_dir or None, expect or None)
     except KeyboardInterrupt: sys.exit(130)
 
 # %% ../nbs/10_sweep.ipynb #e2856f7f
@@ -609,10 +627,12 @@ def trials_table(study, sweep_dir=None) -> pd.DataFrame:
     return df[slot.isin([f"{k:04d}" for k in latest(study, spec["n_trials"])])].reset_index(drop=True)
 
 # %% ../nbs/10_sweep.ipynb #0d14acf4
-def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None, retry_failed: bool = False) -> dict:
+def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None, retry_failed: bool = False,
+              expect: str | None = None) -> dict:
     """Work on `study` with `n_jobs` workers until the sweep is done; prints progress; returns the counts.
     `retry_failed`: the failed trials run again first (same slots and parameters)."""
     spec, t0, out = study.user_attrs["spec"], time.time(), sys.stdout
+    expect = expect or spec_digest(stored_spec(study))  # what every worker must find (`join` passes what it checked)
     if retry_failed: requeue(study, [t.number for t in latest(study, spec["n_trials"]).values()
                                      if t.state.name == "FAIL"])
     if next_step(study, spec["n_trials"]) == "stop":
@@ -630,8 +650,8 @@ def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None, retry_failed: bo
     workers = []
     try:
         if next_step(study, spec["n_trials"]) != "stop":  # a finished sweep run again starts no process
-            workers = start_workers(url, study.study_name, range(int(here), n_jobs), threads, sweep_dir)
-        if here: work(study, threads, spec.get("seed"), sweep_dir)
+            workers = start_workers(url, study.study_name, range(int(here), n_jobs), threads, sweep_dir, expect)
+        if here: work(study, threads, spec.get("seed"), sweep_dir, expect)
         for w in workers: w.wait()
     except KeyboardInterrupt:
         for w in workers: w.send_signal(signal.SIGINT)
@@ -669,11 +689,11 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
         except (FileNotFoundError, ValueError): raise  # a mistyped path, a damaged file
         except Exception: names = None  # no Optuna tables: another application's database
         if study_name not in (names or []):
-            raise ValueError(f"{url} holds no study {study_name!r}" + (f"; its studies: {names}" if names else
+            raise ValueError(f"{shown_url(url)} holds no study {study_name!r}" + (f"; its studies: {names}" if names else
                                                                        ": it is not an Optuna study database"))
     study = optuna.load_study(study_name=study_name, storage=storage_for(url))
     stored = stored_spec(study)
-    if not isinstance(stored, dict): raise ValueError(f"study {study_name!r} in {url} is not a mnist_lab sweep")
+    if not isinstance(stored, dict): raise ValueError(f"study {study_name!r} in {shown_url(url)} is not a mnist_lab sweep")
     wanted = stored.get("params", {}).get("plugins", "") if isinstance(stored.get("params"), dict) else ""
     if wanted and wanted != plugins:  # checked before check_spec, which would import them
         raise ValueError(f"study {study_name!r} trains with plugins={wanted!r}: to run its trials here, name them "
@@ -696,7 +716,7 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
         if st.st_uid != os.geteuid() or st.st_mode & 0o002:
             raise ValueError(f"study {study_name!r} keeps its trials in {sweep_dir}; {folder} is {whose}: keep this "
                              "machine's trials in a folder of yours (--sweep-dir DIR)")
-    return run_sweep(study, url, n_jobs, sweep_dir, retry_failed)
+    return run_sweep(study, url, n_jobs, sweep_dir, retry_failed, expect=spec_digest(stored))
 
 # %% ../nbs/10_sweep.ipynb #1a8274a4
 def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir="runs/seeds", n_jobs: int = 1,
@@ -773,7 +793,9 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
 # %% ../nbs/10_sweep.ipynb #452dbbf2
 def read_only_url(url: str) -> str:
     "An SQLite study URL opened read-only (SQLite refuses every write); other databases' URLs as they are."
-    return f"sqlite:///file:{url[len('sqlite:///'):]}?mode=ro&uri=true" if url.startswith("sqlite:///") else url
+    import urllib.parse  # the path quoted: a folder named "s.db?mode=rw&" must not add options of its own
+    if not url.startswith("sqlite:///"): return url
+    return f"sqlite:///file:{urllib.parse.quote(url[len('sqlite:///'):])}?mode=ro&uri=true"
 
 def read_only_storage(url: str):
     "An Optuna storage on `url`: an SQLite file that must exist, opened read-only; another database as it is."
@@ -782,7 +804,10 @@ def read_only_storage(url: str):
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
         raise FileNotFoundError(f"{url[len('sqlite:///'):]}: no such study database (a sweep's folder holds study.db)")
     check_sqlite(url)
-    return optuna.storages.RDBStorage(read_only_url(url))
+    # PostgreSQL: every transaction of these connections is read-only, so the server refuses each write
+    kw = {"engine_kwargs": {"connect_args": {"options": "-c default_transaction_read_only=on"}}} \
+        if url.startswith("postgresql") else {}
+    return optuna.storages.RDBStorage(read_only_url(url), **kw)
 
 def dashboard_app(storage, token: str):
     "optuna-dashboard's WSGI app, answering only requests with `token` (in the link once, then in a cookie)."
@@ -808,6 +833,6 @@ def serve_dashboard(where: str, port: int = 0):
     class Quiet(WSGIRequestHandler):
         def log_message(self, *args): pass  # no line per request
     with make_server("127.0.0.1", port, dashboard_app(storage, token), handler_class=Quiet) as server:
-        print(f"dashboard of {url}{' (read-only)' if url.startswith('sqlite') else ''}: "
+        print(f"dashboard of {shown_url(url)} (read-only): "
               f"http://127.0.0.1:{server.server_port}/dashboard?token={token}", flush=True)
         server.serve_forever()

@@ -206,6 +206,8 @@ def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatc
             assert mnist_lab.cli.main(["sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw", *plugins]) == 1
             assert message in capsys.readouterr().err, change
             assert not canary.exists(), change
+    with pytest.raises(RuntimeError, match="its spec changed after the sweep checked it"):  # changed after the check
+        S.work(study, 1, expect="0" * 16)
     if os.geteuid() == 0:  # the study's sweep_dir is another user's folder: a joiner's results are not kept there
         study.set_user_attr("spec", {**spec, "params": {"dataset": "mnist_sample"}})
         os.chown(tmp_path / "sw", 65534, 65534)

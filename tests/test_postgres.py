@@ -94,6 +94,11 @@ def test_two_workers_in_different_folders_share_one_study(postgres_url, tmp_path
     means = table.groupby("lr").best.mean()
     assert means.max() == pytest.approx(study.best_value) and means.idxmax() == study.best_params["lr"]
     assert not (a / "runs").exists() and not (b / "runs").exists()  # run folders went to the sweep's folder
+    from mnist_lab.sweep import read_only_storage  # the dashboard's storage: the server refuses its writes
+    with pytest.raises(Exception) as refused:
+        read_only_storage(url).create_new_study([optuna.study.StudyDirection.MAXIMIZE], "intruder")
+    assert "read-only transaction" in f"{refused.value} {refused.value.__cause__}", refused.value
+    assert "intruder" not in [s.study_name for s in optuna.get_all_study_summaries(url)]
 
 
 def test_a_killed_worker_s_trial_is_resumed_by_another(tmp_path):
