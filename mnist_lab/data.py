@@ -519,8 +519,8 @@ def cached_images(root: Path, key: str, n: int, shape: tuple, decode) -> tuple:
     places = [root / ".mnist_lab_cache", CACHE / "mnist_lab" / "image_folder"]
     for p in (d / f"{key}.pt" for d in places):
         try:
-            st = p.stat()  # ours only: in a folder others can write, a planted file would become training images
-            if st.st_uid == os.geteuid() and st.st_size <= n * math.prod(shape) + (1 << 20):  # larger: not our cache
+            st = p.lstat()  # ours only, no link: in a folder others can write, a planted file would be training images
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_size <= n * math.prod(shape) + (1 << 20):
                 x = load_weights(p)["x"]  # checked as a checkpoint is: the folder may be shared
                 if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and tuple(x.shape) == (n, *shape):
                     return x, p
@@ -528,9 +528,9 @@ def cached_images(root: Path, key: str, n: int, shape: tuple, decode) -> tuple:
     x = decode()
     for d in places:  # the data folder may be read-only: then the user's cache folder
         try:
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)  # the images may be readable by few: so is their copy
             buf = io.BytesIO(); torch.save({"x": x}, buf)
-            save_atomic(lambda f: f.write(buf.getbuffer()), d / f"{key}.pt")
+            save_atomic(lambda f: f.write(buf.getbuffer()), d / f"{key}.pt", mode=0o600)
             return x, d / f"{key}.pt"
         except OSError: continue
     return x, None

@@ -13,7 +13,8 @@ from pathlib import Path
 import mnist_lab
 from .process import start, identity, recorded, alive, in_notebook, wait_until, NOTEBOOK_ENV, PAPERMILL
 from .record import (project_path, new_run_dir, next_notebook, run_status, read_history, run_folder_of,
-                              training_pid, read_json, write_json, write_status, read_bounded)
+                              training_pid, read_json, write_json, write_status, read_bounded,
+                              is_number)
 
 # %% ../nbs/09_launch.ipynb #99992ce7
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
@@ -144,13 +145,15 @@ def prepare(**params) -> tuple:
 # %% ../nbs/09_launch.ipynb #a58c9604
 def progress_line(status: dict, history: list) -> str:
     "One line about a run: status, epoch x/y, the last validation accuracy, elapsed time and ETA."
-    s, done, total = status.get("status", "unknown"), status.get("epoch", 0), status.get("epochs")
-    line = f"{s}: epoch {done}/{total or '?'}"
+    num = lambda k: float(status[k]) if is_number(status.get(k)) else None  # a record's numbers, or none
+    s, done, total = status.get("status", "unknown"), int(num("epoch") or 0), num("epochs")
+    if s == "unknown" and not history: return "no status yet: the run is starting (or this is no run folder)"
+    line = f"{s}: epoch {done}/{int(total) if total else '?'}"
     if history:
         last = history[-1]
         line += f" | val_accuracy {last['val_accuracy']:.4f} | val_loss {last['val_loss']:.4f}"
-    if status.get("started"):
-        line += f" | {(status.get('finished') or status.get('updated', time.time())) - status['started']:.0f}s"
+    if started := num("started"):
+        line += f" | {(num('finished') or num('updated') or time.time()) - started:.0f}s"
     if s == "running" and history and total:
         eta = sum(h["epoch_time"] for h in history) / len(history) * (total - done)
         line += f" | ETA {eta:.0f}s"

@@ -203,8 +203,9 @@ def kernel_terminal(out):
     except (OSError, ValueError, io.UnsupportedOperation): return sys.__stdout__  # not captured: still the terminal
 
 def say(*lines):
-    "Print to the notebook and, in a headless kernel, to its terminal too: a papermill run says where it runs."
-    text = " ".join(map(str, lines))
+    """Print to the notebook and, in a headless kernel, to its terminal too: a papermill run says where it runs.
+    Made `printable`: a line may carry names from files (class folders, a record's error)."""
+    text = printable(" ".join(map(str, lines)))
     print(text, flush=True)
     if (tty := terminal()) is not None: tty.write(text + "\n")
 

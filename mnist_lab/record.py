@@ -56,15 +56,16 @@ def held_dir(path) -> int | None:
     return next((dfd for _, dfd in _LOCKS.values() if same(dfd)), None)
 
 # %% ../nbs/01_record.ipynb #7b86ba9e
-def save_atomic(write, path):
-    "Call `write(f)` on a new temp file beside `path`, fsync, then atomically replace `path` (a link: itself)."
+def save_atomic(write, path, mode: int = 0o644):
+    """Call `write(f)` on a new temp file beside `path`, fsync, then atomically replace `path` (a link: itself).
+    `mode`: the new file's permissions, less the umask (0o600 for what only its user may read)."""
     path = Path(path)
     held = held_dir(path.parent)
     try: dir_fd = held if held is not None else os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e: raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
     tmp = f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
         with open(fd, "wb") as f:
             write(f)
             f.flush()
@@ -211,6 +212,8 @@ def read_model(path, map_location="cpu") -> tuple:
     if p.is_dir():
         found = [p / n for n in ("model.pt", "last.pt", "best.pt") if (p / n).is_file()]
         if not found: raise FileNotFoundError(f"{path}: a folder without model.pt, last.pt or best.pt")
+        if found[0].is_symlink() or found[0].stat().st_uid != p.stat().st_uid:  # a run writes its own, never links
+            raise CheckpointError(f"{found[0]}: a link, or a file of another user's than the folder's: not read")
         return read_model(found[0], map_location)[0], read_object(p / "config.json"), read_object(p / "data.json")
     if p.suffix == ".safetensors": return read_safetensors(p, map_location)
     w = load_weights(p, map_location)

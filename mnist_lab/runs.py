@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'SETTING', 'MAX_ARTEFACT', 'run_row', 'safe_run_row', 'is_score', 'sortable',
-           'runs_table', 'varying', 'seed_stats', 'best_run', 'plot_metric_vs', 'plot_curves', 'test_predictions',
-           'compare', 'reproduce', 'sweep_of', 'export_mlflow']
+           'status_files', 'runs_table', 'varying', 'seed_stats', 'best_run', 'plot_metric_vs', 'plot_curves',
+           'test_predictions', 'compare', 'reproduce', 'sweep_of', 'export_mlflow']
 
 # %% ../nbs/08_runs.ipynb #b80f333a
-import socket, time
+import os, socket, time
 from pathlib import Path
 import pandas as pd
 from .record import (project_path, read_object, recorded_number, recorded_intervals, is_number, number_in,
@@ -33,7 +33,7 @@ def run_row(run_dir: Path, root: Path) -> dict:
         status = {**status, "error": f"no heartbeat from {status.get('host')!r} for {(time.time() - beat) / 3600:.1f} h"}
     return {"run": str(run_dir.relative_to(root)), "status": state,
             # its `progress` (bars or lines) is replaced by epochs done/total:
-            **upgraded(read_object(run_dir / "config.json")),
+            **{k: v for k, v in upgraded(read_object(run_dir / "config.json")).items() if k not in ("run", "status")},
             "progress": f"{status.get('epoch', last.get('epoch', 0))}/{status.get('epochs', '?')}",
             "epoch": last.get("epoch", 0), "best": summary.get("best", status.get("best")),
             **{k: last.get(k) for k in ("train_loss", "val_loss", "val_accuracy")},
@@ -64,11 +64,20 @@ def sortable(column: pd.Series) -> pd.Series:
     numbers = column.map(lambda v: float(v) if is_number(v) else float("nan"))  # not 10**400, not a bool
     return numbers if numbers.notna().any() else column.astype(str).where(column.notna())
 
+def status_files(root: Path):
+    "Every status.json under `root`: a walk with a stack of its own (any depth of folders), following no link."
+    folders = [root]
+    while folders:
+        try: entries = list(os.scandir(folders.pop()))
+        except OSError: continue  # unreadable, or gone meanwhile
+        folders += [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+        yield from (Path(e.path) for e in entries if e.name == "status.json")
+
 def runs_table(root="runs", where: dict | None = None, sort: str | None = None) -> pd.DataFrame:
     """Every run folder (a folder with a status.json) under `root` (relative: to the project), newest first;
     `where={"status": "running"}` keeps matching rows, `sort="val_accuracy"` puts the best first."""
     root = project_path(root)
-    rows = [safe_run_row(p.parent, root) for p in root.rglob("status.json")]
+    rows = [safe_run_row(p.parent, root) for p in sorted(status_files(root))]
     if not rows: return pd.DataFrame(columns=["run", "status", "progress"])
     df = pd.DataFrame(rows).sort_values("started", ascending=False, na_position="last")
     for col, value in (where or {}).items():
@@ -111,6 +120,7 @@ def plot_metric_vs(df: pd.DataFrame, param: str, metric: str = "val_accuracy", c
     axis, ticked at the values tried."""
     import matplotlib.pyplot as plt
     done = df[df.status == "completed"]
+    if any(map(is_number, done[param])): done = done[done[param].map(is_number)]  # a damaged record's "abc" left out
     color = color or next((c for c in varying(done) if c != param), None)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     bars = f"{metric}_low" in done and f"{metric}_high" in done  # a test metric's 95% intervals
@@ -118,7 +128,7 @@ def plot_metric_vs(df: pd.DataFrame, param: str, metric: str = "val_accuracy", c
         err = [g[metric] - g[f"{metric}_low"], g[f"{metric}_high"] - g[metric]] if bars else None
         ax.errorbar(g[param], g[metric], yerr=err, fmt="o", capsize=3, alpha=0.8,
                     label=f"{color}={value}" if color else None)
-    if param in ("lr", "weight_decay") and (done[param] > 0).all():
+    if param in ("lr", "weight_decay") and all(is_number(v) and v > 0 for v in done[param]):
         ax.set_xscale("log")
         ax.minorticks_off()  # tick the values tried, written as numbers: 0.001, 0.003, not 10^-3
         ax.set_xticks(sorted(done[param].unique()), [f"{v:g}" for v in sorted(done[param].unique())])
@@ -189,10 +199,12 @@ def reproduce(run, plugins: str = "") -> dict:
     """Train the recorded config of a completed `run` (a folder or a `Result`) again, into a new folder; returns
     its folder, {metric: (recorded, again)} and {what differs in the setting: (recorded, now)}."""
     from mnist_lab.config import from_record
+    from mnist_lab.eval import others_paths
     from mnist_lab.train import fit
     path = Path(getattr(run, "run_dir", run))
     summary, saved = read_object(path / "summary.json"), read_object(path / "config.json")
     if not summary or not saved: raise ValueError(f"{path}: only a completed run (config.json, summary.json) repeats")
+    others_paths(path, saved)  # its data_dir, init_from and runs_root, used as yours
     cfg = from_record(saved, plugins, resume="", run_dir="", progress="none", name=f"{saved.get('name', 'run')}-again",
                       threads=saved.get("threads") or summary.get("threads") or 0)
     res = fit(cfg)
@@ -251,29 +263,33 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
         run_id, before = find_or_start(run_dir, name, tags, ms(s.get("started")))
         ids[str(run_dir)] = run_id, not before
         if before: continue
-        at = ms(time.time())
-        params = [Param(k, str(v)[:6000]) for k, v in cfg.items()]
-        metrics = [Metric(k, float(v), at, r["epoch"]) for r in history for k, v in r.items() if k not in ("epoch", "step")]
-        metrics += [Metric(k, float(v), at, 0) for k, v in summary.items() if k.startswith("test_") and is_number(v)]
-        metrics += [Metric(f"test_{k}_{end}", float(x), at, 0) for k, iv in intervals.items()
-                    for end, x in zip(("low", "high"), iv)]
-        for i in range(0, len(params), 100): client.log_batch(run_id, params=params[i:i + 100])  # MLflow's limits
-        for i in range(0, len(metrics), 1000): client.log_batch(run_id, metrics=metrics[i:i + 1000])
-        with tempfile.TemporaryDirectory() as tmp:  # copies read as records are: no link, FIFO or giant goes on
-            for f in [*sorted(run_dir.glob("*.png")), run_dir / "report.html", run_dir / "per_class.txt"]:
-                try: Path(tmp, f.name).write_bytes(read_bounded(f, MAX_ARTEFACT, owner=run_dir.stat().st_uid))
-                except FileNotFoundError: continue  # report.html is written only when asked for
-                except (OSError, ValueError) as e:
-                    print(f"not exported: {e}")
-                    continue
-                client.log_artifact(run_id, f"{tmp}/{f.name}")
-        if s["status"] == "completed":
-            weights, cfg, info = read_model(run_dir)  # tensors only: no model is built, no plugin imported
-            with tempfile.TemporaryDirectory() as tmp:
-                save_file({k: v.contiguous() for k, v in weights.items()}, f"{tmp}/model.safetensors",
-                          metadata={"mnist_lab_config": json.dumps(cfg), "mnist_lab_data": json.dumps(info)})
-                client.log_artifact(run_id, f"{tmp}/model.safetensors")
-        client.set_tag(run_id, "mnist_lab_done", "1")  # last: a run without it is exported again
-        client.set_terminated(run_id, {"completed": "FINISHED", "stopped": "KILLED"}.get(s["status"], "FAILED"),
-                              ms(s.get("finished") or s.get("updated")))
+        try:  # what MLflow refuses (a key it does not take, say) skips this run, said; the next export tries again
+            at = ms(time.time())
+            params = [Param(k, str(v)[:6000]) for k, v in cfg.items()]
+            metrics = [Metric(k, float(v), at, r["epoch"]) for r in history for k, v in r.items() if k not in ("epoch", "step")]
+            metrics += [Metric(k, float(v), at, 0) for k, v in summary.items() if k.startswith("test_") and is_number(v)]
+            metrics += [Metric(f"test_{k}_{end}", float(x), at, 0) for k, iv in intervals.items()
+                        for end, x in zip(("low", "high"), iv)]
+            for i in range(0, len(params), 100): client.log_batch(run_id, params=params[i:i + 100])  # MLflow's limits
+            for i in range(0, len(metrics), 1000): client.log_batch(run_id, metrics=metrics[i:i + 1000])
+            with tempfile.TemporaryDirectory() as tmp:  # copies read as records are: no link, FIFO or giant goes on
+                for f in [*sorted(run_dir.glob("*.png")), run_dir / "report.html", run_dir / "per_class.txt"]:
+                    try: Path(tmp, f.name).write_bytes(read_bounded(f, MAX_ARTEFACT, owner=run_dir.stat().st_uid))
+                    except FileNotFoundError: continue  # report.html is written only when asked for
+                    except (OSError, ValueError) as e:
+                        print(f"not exported: {e}")
+                        continue
+                    client.log_artifact(run_id, f"{tmp}/{f.name}")
+            if s["status"] == "completed":
+                weights, cfg, info = read_model(run_dir)  # tensors only: no model is built, no plugin imported
+                with tempfile.TemporaryDirectory() as tmp:
+                    save_file({k: v.contiguous() for k, v in weights.items()}, f"{tmp}/model.safetensors",
+                              metadata={"mnist_lab_config": json.dumps(cfg), "mnist_lab_data": json.dumps(info)})
+                    client.log_artifact(run_id, f"{tmp}/model.safetensors")
+            client.set_tag(run_id, "mnist_lab_done", "1")  # last: a run without it is exported again
+            client.set_terminated(run_id, {"completed": "FINISHED", "stopped": "KILLED"}.get(s["status"], "FAILED"),
+                                  ms(s.get("finished") or s.get("updated")))
+        except Exception as e:
+            print(f"skipped {run_dir}: MLflow refused it ({type(e).__name__}: {str(e)[:300]})")
+            ids[str(run_dir)] = run_id, False
     return ids

@@ -903,3 +903,6 @@ def test_sweep_specs_and_commands_refuse_mistakes_at_once(tmp_path, capsys):
     assert r.returncode == 1 and "installed already" in r.stderr, r.stderr
     r = cli("new", str(ROOT / "nbs" / "sub"))
     assert r.returncode == 1 and "inside the project" in r.stderr and not (ROOT / "nbs" / "sub").exists(), r.stderr
+    (tmp_path / "shared").mkdir(); (tmp_path / "shared").chmod(0o777)  # anyone could plant links in it first
+    r = cli("new", str(tmp_path / "shared"))
+    assert r.returncode == 1 and "writable by anyone" in r.stderr and not any((tmp_path / "shared").iterdir()), r.stderr
