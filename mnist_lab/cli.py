@@ -11,6 +11,7 @@ __all__ = ['TEMPLATE_FILES', 'PLUGINS_STUB', 'parse_params', 'cmd_train', 'cmd_f
 import argparse, errno, json, os, sys, time
 from pathlib import Path
 from .process import stop_on_signals, printable, PrintableStream
+from .record import project_dir
 
 # %% ../nbs/11_cli.ipynb #66836c4a
 def parse_params(pairs: list) -> dict:
@@ -373,6 +374,9 @@ def main(argv=None) -> int:
     # characters are shown as escapes, never obeyed by the terminal; stderr carries progress bars (\r) and our own
     # lines, with the error line below made printable itself
     plain_stdout, sys.stdout = sys.stdout, PrintableStream(sys.stdout)
+    if a.cmd not in ("new", "dashboard") and not (project_dir() / "settings.ini").is_file():  # said, not guessed
+        print(f"mnist-lab: note: no project here (no settings.ini in {Path.cwd()} or above): relative paths (runs/, "
+              "data/, plugins) are taken from this folder", file=sys.stderr)
     try: return {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "runs": cmd_runs, "watch": cmd_watch,
                  "stop": cmd_stop, "sweep": cmd_sweep, "new": cmd_new, "fit": cmd_fit,
                  "dashboard": cmd_dashboard, "reproduce": cmd_reproduce,

@@ -583,7 +583,10 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
     else:
         test = held_out(labels)
         x_train, y_train, x_test, y_test = x[~test], labels[~test], x[test], labels[test]
-    note = "" if has_test else "no test/ folder: a fixed, stratified 20% of train/ is the test set"
+    notes = [] if has_test else ["no test/ folder: a fixed, stratified 20% of train/ is the test set"]
+    notes += [f"{v}/ is not read: validation is val_split of train/ (move its class folders into train/ to use them)"
+              for v in ("val", "valid", "validation") if (root / v).is_dir()]
+    note = "; ".join(notes)
     return Data(x_train, y_train, x_test, y_test, classes, "image_folder", (), (), str(root.resolve()),
                 {"cache": str(cache), "key": key}, False, note)
 

@@ -7,7 +7,7 @@ __all__ = ['TRAIN_NOTEBOOK', 'papermill_args', 'start_papermill', 'launched', 'R
            'prepare', 'progress_line', 'run_folder', 'watch', 'show_progress', 'stop']
 
 # %% ../nbs/09_launch.ipynb #5a8cd943
-import json, os, signal, subprocess, sys, time
+import json, os, shlex, signal, subprocess, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import mnist_lab
@@ -219,7 +219,8 @@ def stop(run, grace: float = 60.0, papermill: subprocess.Popen | None = None, qu
     if run_status(run_dir)["status"] == "unknown":  # it never began
         write_status(run_dir, "stopped", error="stopped before training began: start it again")
     s = run_status(run_dir)
+    how = f"resume({str(run_dir)!r})" if in_notebook() else f"mnist-lab resume {shlex.quote(str(run_dir))}"
     if not quiet: print(f"{run_dir}: {s['status']}" + (f" ({s['error']})" if s.get("error") else "")
-          + (f"; continue it with resume({str(run_dir)!r})" if s["status"] in ("stopped", "failed")
+          + (f"; continue it with {how}" if s["status"] in ("stopped", "failed")
              and (run_dir / "config.json").is_file() else ""))
     return s

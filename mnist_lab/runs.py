@@ -8,7 +8,7 @@ __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'SETTING', 'MAX_ARTEFACT', 'run_row', '
            'test_predictions', 'compare', 'reproduce', 'sweep_of', 'export_mlflow']
 
 # %% ../nbs/08_runs.ipynb #b80f333a
-import os, socket, time
+import json, os, socket, time
 from pathlib import Path
 import pandas as pd
 from .record import (project_path, read_object, recorded_number, recorded_intervals, is_number, number_in,
@@ -33,7 +33,9 @@ def run_row(run_dir: Path, root: Path) -> dict:
         status = {**status, "error": f"no heartbeat from {status.get('host')!r} for {(time.time() - beat) / 3600:.1f} h"}
     return {"run": str(run_dir.relative_to(root)), "status": state,
             # its `progress` (bars or lines) is replaced by epochs done/total:
-            **{k: v for k, v in upgraded(read_object(run_dir / "config.json")).items() if k not in ("run", "status")},
+            # a mapping (model_args) as its JSON text: a column of them groups, compares and prints as any other
+            **{k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+               for k, v in upgraded(read_object(run_dir / "config.json")).items() if k not in ("run", "status")},
             "progress": f"{status.get('epoch', last.get('epoch', 0))}/{status.get('epochs', '?')}",
             "epoch": last.get("epoch", 0), "best": summary.get("best", status.get("best")),
             **{k: last.get(k) for k in ("train_loss", "val_loss", "val_accuracy")},

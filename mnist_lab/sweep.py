@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', 'EXECUTORS', 'DEFAULT_PRUNER', 'SWEEP_OWNS',
            'HEARTBEAT', 'GRACE', 'STORED', 'SPEC_FORMAT', 'STORAGE_ENV', 'RED', 'PLAIN', 'check_shapes', 'check_range',
-           'settings_to_check', 'check_space', 'grid_sampler', 'random_sampler', 'tpe_sampler', 'median_pruner',
-           'no_pruner', 'load_spec', 'check_spec', 'check_values', 'retry_callback', 'quiet_optuna', 'check_sqlite',
-           'storage_for', 'study_address', 'load_study', 'spec_digest', 'shown_url', 'stored_spec', 'open_study',
-           'slots', 'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'train_slot', 'suggest',
-           'orphaned', 'next_step', 'keep_traceback', 'taken_over', 'storage_failure', 'work', 'requeue',
+           'settings_to_check', 'trial_params', 'check_space', 'grid_sampler', 'random_sampler', 'tpe_sampler',
+           'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'check_values', 'retry_callback', 'quiet_optuna',
+           'check_sqlite', 'storage_for', 'study_address', 'load_study', 'spec_digest', 'shown_url', 'stored_spec',
+           'open_study', 'slots', 'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'train_slot',
+           'suggest', 'orphaned', 'next_step', 'keep_traceback', 'taken_over', 'storage_failure', 'work', 'requeue',
            'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line',
            'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed', 'cross_validate', 'sweep_report',
            'read_only_url', 'read_only_storage', 'dashboard_app', 'serve_dashboard']
@@ -65,18 +65,31 @@ def settings_to_check(space: dict, grid: bool) -> list:
     return ends if any(isinstance(v, dict) for v in space.values()) else ends[:1]
 
 # %% ../nbs/10_sweep.ipynb #b5a2d5f1
+def trial_params(params: dict, chosen: dict) -> dict:
+    """`params` with the values `chosen` for a trial; `model_args.<name>` sets one argument of your own model
+    (`space: {model_args.base: [8, 16]}`) inside the params' `model_args`."""
+    own = {k[len("model_args."):]: v for k, v in chosen.items() if k.startswith("model_args.")}
+    if not own: return {**params, **chosen}
+    args = params.get("model_args") or {}
+    if isinstance(args, str):  # a config takes JSON text too
+        try: args = json.loads(args or "{}")
+        except ValueError: raise ValueError(f"params: model_args={args!r} is not JSON") from None
+    if not isinstance(args, dict): raise ValueError(f"params: model_args={args!r}: a mapping of argument names")
+    rest = {k: v for k, v in chosen.items() if not k.startswith("model_args.")}
+    return {**params, **rest, "model_args": {**args, **own}}
+
 def check_space(space: dict, params: dict, grid: bool, elsewhere: bool = False) -> int:
     """Check `space` with the fixed `params` (its data there too); returns the number of grid points (0 for other
     methods). `elsewhere`: trials train in other processes, so code registered in this notebook is refused."""
     settings = settings_to_check(check_shapes(space, grid), grid)
     for s in settings:
-        cfg = TrainConfig.from_params(**{**params, **s})
+        cfg = TrainConfig.from_params(**trial_params(params, s))
         if elsewhere and (missing := code_elsewhere(cfg)):
             raise ValueError("this sweep's trials train in other processes (n_jobs > 1 or executor papermill), "
                              "which cannot see:\n  " + "\n  ".join(missing))
     data = [k for k in ("dataset", "data_dir", "download") if isinstance(space.get(k), list)]  # every choice of these
     for values in itertools.product(*(space[k] for k in data)):
-        cfg = TrainConfig.from_params(**{**params, **settings[0], **dict(zip(data, values))})
+        cfg = TrainConfig.from_params(**trial_params(params, {**settings[0], **dict(zip(data, values))}))
         if why := missing_data(cfg.dataset, cfg.data_dir, cfg.download): raise FileNotFoundError(why)
     return len(settings) if grid else 0
 
@@ -374,7 +387,7 @@ def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     here = {"runs_root": str(sweep_dir), "threads": spec["params"].get("threads") or threads, "progress": "epoch"}
-    key = parse_monitor(TrainConfig.from_params(**{**spec["params"], **chosen}).monitor)[1]
+    key = parse_monitor(TrainConfig.from_params(**trial_params(spec["params"], chosen)).monitor)[1]
     if not (folds := spec.get("folds", 0)): return train_slot(spec, run_dir, chosen, here, lambda r: report(trial, r, key))
     # the pruner judges a config by its first fold's epochs; the later folds only add to its mean
     values = [train_slot(spec, run_dir / f"fold{i}", {**chosen, "folds": folds, "fold": i}, here,
@@ -391,7 +404,7 @@ def train_slot(spec: dict, run_dir: Path, chosen: dict, here: dict, on_row) -> f
     if status == "damaged": raise RuntimeError(f"{run_dir}: left untouched: {s['error']}")
     if status == "unknown" and (run_dir / "config.json").is_file(): status = "stopped"  # before its first checkpoint
     elif status == "unknown": (run_dir / "status.json").unlink(missing_ok=True)  # the empty claim of a start that died
-    if status == "unknown": params = {**spec["params"], **chosen, **here, "run_dir": str(run_dir)}
+    if status == "unknown": params = {**trial_params(spec["params"], chosen), **here, "run_dir": str(run_dir)}
     else: params = {"resume": str(run_dir), "plugins": spec["params"].get("plugins", ""), **here}
     train = train_papermill if spec["executor"] == "papermill" else train_in_process
     return train(params, run_dir, on_row)
