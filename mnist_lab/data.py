@@ -559,7 +559,8 @@ def no_train_folder(root: Path) -> FileNotFoundError | None:
         return FileNotFoundError(f"dataset='image_folder': {root} holds class folders ({', '.join(flat[:5])}"
                                  f"{', ...' if len(flat) > 5 else ''}) but no train/ folder: move them into "
                                  f"{root / 'train'} (a test/ folder beside it is optional)")
-    return FileNotFoundError(f"dataset='image_folder': no folder {root / 'train'}; lay out your images as "
+    spaced = " (a name in data_dir begins or ends with a space)" if any(p != p.strip() for p in root.parts) else ""
+    return FileNotFoundError(f"dataset='image_folder': no folder {root / 'train'}{spaced}; lay out your images as "
                              f"{root}/train/<class>/*.png (and {root}/test/<class>/*.png), or set data_dir")
 
 @register_dataset("image_folder")

@@ -286,13 +286,15 @@ PAGE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}"""
 
-def save_page(cells: list, path: Path) -> Path:
-    "Markdown and notebook `cells` as one self-contained HTML page (JupyterLab's look), written atomically to `path`."
+def save_page(cells: list, path: Path, title: str = "") -> Path:
+    """Markdown and notebook `cells` as one self-contained HTML page (JupyterLab's look), written atomically to `path`;
+    `title` (escaped by nbconvert's template) names the browser's tab."""
     import jinja2, nbformat
     from nbconvert import HTMLExporter
     exporter = HTMLExporter(template_name="lab", template_file="page.html.j2",
                             extra_loaders=[jinja2.DictLoader({"page.html.j2": PAGE_TEMPLATE})])
-    body, _ = exporter.from_notebook_node(nbformat.v4.new_notebook(cells=cells))
+    nb = nbformat.v4.new_notebook(cells=cells, metadata={"title": title or path.parent.name})
+    body, _ = exporter.from_notebook_node(nb)
     save_atomic(lambda f: f.write(body.encode()), path)
     return path
 
@@ -365,4 +367,5 @@ def html_report(run, plugins: str = "") -> Path:
         if why is not None:  # the page is written anyway, saying why
             shown = [md(f"(not shown: {md_text(executed[-1].name)} could not be read: {md_text(why)})")]
         cells += [md("## The executed notebook"), *shown]
-    return save_page(cells, run_dir / "report.html")
+    name = cfg.get("name") if isinstance(cfg.get("name"), str) else ""
+    return save_page(cells, run_dir / "report.html", f"{name} {run_dir.name}".strip())

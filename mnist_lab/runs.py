@@ -43,7 +43,7 @@ def run_row(run_dir: Path, root: Path) -> dict:
             **{k: summary.get(k) for k in ("test_accuracy", "test_top_k")},
             **{k: v for k, v in summary.items() if k.startswith("test_")},
             **{f"test_{k}_{end}": x for k, iv in recorded_intervals(run_dir, summary).items() for end, x in zip(("low", "high"), iv)},
-            **{k: summary.get(k) for k in ("dataset", "git_sha")},
+            **{k: summary[k] for k in ("dataset", "git_sha") if k in summary},  # else (not finished) its config's
             "seconds": (updated - started) if started and updated else None,
             "started": pd.Timestamp(started, unit="s") if started else None,
             "error": status.get("error"), "path": str(run_dir)}

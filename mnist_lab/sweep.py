@@ -7,12 +7,12 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'HEARTBEAT', 'GRACE', 'STORED', 'SPEC_FORMAT', 'STORAGE_ENV', 'RED', 'PLAIN', 'check_shapes', 'check_range',
            'settings_to_check', 'trial_params', 'check_space', 'grid_sampler', 'random_sampler', 'tpe_sampler',
            'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'check_values', 'retry_callback', 'quiet_optuna',
-           'check_sqlite', 'storage_for', 'study_address', 'load_study', 'spec_digest', 'shown_url', 'stored_spec',
-           'open_study', 'slots', 'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'train_slot',
-           'suggest', 'orphaned', 'next_step', 'keep_traceback', 'taken_over', 'storage_failure', 'work', 'requeue',
-           'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line',
-           'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed', 'cross_validate', 'sweep_report',
-           'read_only_url', 'read_only_storage', 'dashboard_app', 'serve_dashboard']
+           'check_sqlite', 'storage_for', 'read_only_url', 'read_only_storage', 'study_address', 'load_study',
+           'spec_digest', 'shown_url', 'stored_spec', 'open_study', 'slots', 'latest', 'report', 'train_in_process',
+           'train_papermill', 'objective', 'train_slot', 'suggest', 'orphaned', 'next_step', 'keep_traceback',
+           'taken_over', 'storage_failure', 'work', 'requeue', 'start_workers', 'worker_main', 'stop_workers',
+           'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed',
+           'cross_validate', 'sweep_report', 'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
 import io, itertools, json, math, os, re, signal, socket, stat, subprocess, sys, threading, time, traceback, warnings
@@ -245,6 +245,25 @@ def storage_for(url: str):
             if "already exists" not in str(e) or attempt == 4: raise
             time.sleep(1 + attempt)
 
+# %% ../nbs/10_sweep.ipynb #3b49a371
+def read_only_url(url: str) -> str:
+    "An SQLite study URL opened read-only (SQLite refuses every write); other databases' URLs as they are."
+    import urllib.parse  # the path quoted: a folder named "s.db?mode=rw&" must not add options of its own
+    if not url.startswith("sqlite:///"): return url
+    return f"sqlite:///file:{urllib.parse.quote(url[len('sqlite:///'):])}?mode=ro&uri=true"
+
+def read_only_storage(url: str):
+    "An Optuna storage on `url`: an SQLite file that must exist, opened read-only; another database as it is."
+    import optuna
+    quiet_optuna()
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        raise FileNotFoundError(f"{url[len('sqlite:///'):]}: no such study database (a sweep's folder holds study.db)")
+    check_sqlite(url)
+    # PostgreSQL: every transaction of these connections is read-only, so the server refuses each write
+    kw = {"engine_kwargs": {"connect_args": {"options": "-c default_transaction_read_only=on"}}} \
+        if url.startswith("postgresql") else {}
+    return optuna.storages.RDBStorage(read_only_url(url), **kw)
+
 # %% ../nbs/10_sweep.ipynb #5595c94d
 def study_address(sweep_dir, storage: str | None = None, study_name: str | None = None) -> tuple:
     "`(storage URL, study name)` of a sweep: SQLite in its folder and the folder's name, unless told otherwise."
@@ -253,10 +272,11 @@ def study_address(sweep_dir, storage: str | None = None, study_name: str | None 
 
 # %% ../nbs/10_sweep.ipynb #0ff529ca
 def load_study(sweep_dir="runs/sweep", storage: str | None = None, study_name: str | None = None):
-    "The Optuna study of a sweep, to look at (`trials_dataframe`, `best_params`, optuna's plots)."
+    """The Optuna study of a sweep, to look at (`trials_dataframe`, `best_params`, optuna's plots): read-only, so a
+    study.db of someone else's is not changed by looking (no tables made, no schema migrated)."""
     import optuna
     url, name = study_address(sweep_dir, storage, study_name)
-    return optuna.load_study(study_name=name, storage=url)
+    return optuna.load_study(study_name=name, storage=read_only_storage(url))
 
 # %% ../nbs/10_sweep.ipynb #94edf1d5
 STORED = ("method", "space", "params", "n_trials", "seed", "pruner", "executor", "folds")  # what a sweep is; not where
@@ -804,24 +824,6 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
     return save_page(cells, folder / "report.html")
 
 # %% ../nbs/10_sweep.ipynb #452dbbf2
-def read_only_url(url: str) -> str:
-    "An SQLite study URL opened read-only (SQLite refuses every write); other databases' URLs as they are."
-    import urllib.parse  # the path quoted: a folder named "s.db?mode=rw&" must not add options of its own
-    if not url.startswith("sqlite:///"): return url
-    return f"sqlite:///file:{urllib.parse.quote(url[len('sqlite:///'):])}?mode=ro&uri=true"
-
-def read_only_storage(url: str):
-    "An Optuna storage on `url`: an SQLite file that must exist, opened read-only; another database as it is."
-    import optuna
-    quiet_optuna()
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
-        raise FileNotFoundError(f"{url[len('sqlite:///'):]}: no such study database (a sweep's folder holds study.db)")
-    check_sqlite(url)
-    # PostgreSQL: every transaction of these connections is read-only, so the server refuses each write
-    kw = {"engine_kwargs": {"connect_args": {"options": "-c default_transaction_read_only=on"}}} \
-        if url.startswith("postgresql") else {}
-    return optuna.storages.RDBStorage(read_only_url(url), **kw)
-
 def dashboard_app(storage, token: str):
     "optuna-dashboard's WSGI app, answering only requests with `token` (in the link once, then in a cookie)."
     import http.cookies, secrets, urllib.parse
