@@ -374,9 +374,6 @@ def main(argv=None) -> int:
     # characters are shown as escapes, never obeyed by the terminal; stderr carries progress bars (\r) and our own
     # lines, with the error line below made printable itself
     plain_stdout, sys.stdout = sys.stdout, PrintableStream(sys.stdout)
-    if a.cmd not in ("new", "dashboard") and not (project_dir() / "settings.ini").is_file():  # said, not guessed
-        print(f"mnist-lab: note: no project here (no settings.ini in {Path.cwd()} or above): relative paths (runs/, "
-              "data/, plugins) are taken from this folder", file=sys.stderr)
     try: return {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "runs": cmd_runs, "watch": cmd_watch,
                  "stop": cmd_stop, "sweep": cmd_sweep, "new": cmd_new, "fit": cmd_fit,
                  "dashboard": cmd_dashboard, "reproduce": cmd_reproduce,
@@ -386,7 +383,10 @@ def main(argv=None) -> int:
         return 130
     except Exception as e:  # one clear line, not a traceback
         head, *rest = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
-        print(printable(f"mnist-lab {a.cmd}: error: {head} {'; '.join(rest)}".rstrip()), file=sys.stderr)
+        # run outside a project, relative paths (runs/, data/) are from here: an error says so, in its one line
+        where = "" if (project_dir() / "settings.ini").is_file() else \
+            f" (no project here, no settings.ini: relative paths are taken from {Path.cwd()})"
+        print(printable(f"mnist-lab {a.cmd}: error: {head} {'; '.join(rest)}".rstrip() + where), file=sys.stderr)
         return 1
     finally: sys.stdout = plain_stdout
 

@@ -84,6 +84,7 @@ def test_train_runs_eval_resume(tmp_path):
 def test_errors_are_one_line_and_non_zero(tmp_path, args, message):
     r = cli(*args, cwd=tmp_path)
     assert r.returncode != 0 and r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
+    assert f"(no project here, no settings.ini: relative paths are taken from {tmp_path})" in r.stderr, r.stderr
     assert not (tmp_path / "runs").exists()
 
 

@@ -183,7 +183,7 @@ def test_train_in_the_foreground_refuses_before_work(tmp_path):
     assert r.returncode == 1 and "already holds a run" in r.stderr
     missing = tmp_path / "no-such-images"
     r = cli("train", "-p", "dataset", "image_folder", "-p", "data_dir", str(missing), "--name", "bad", cwd=tmp_path)
-    said = [l for l in r.stderr.splitlines() if l.strip() and not l.startswith("mnist-lab: note: no project")]
+    said = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.returncode == 1 and len(said) == 1 and str(missing) in said[0], r.stderr
     assert said[0].startswith("mnist-lab train: error: dataset='image_folder': no folder"), said
     assert not (tmp_path / "runs" / "bad").exists()  # refused before a folder, so before papermill started
