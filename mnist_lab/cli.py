@@ -169,7 +169,7 @@ def cmd_sweep(a) -> int:
         spec = load_spec(a.spec)  # YAML or JSON, no aliases, every key checked
         study, url = open_study(spec)
         counts = run_sweep(study, url, a.n_jobs if a.n_jobs is not None else spec["n_jobs"],
-                           retry_failed=a.retry_failed)
+                           retry_failed=a.retry_failed, checked=spec)
         print_runs(trials_table(study))
     if not counts["complete"]: print("sweep: no trial completed", file=sys.stderr)
     unfinished = counts["running"] + counts["waiting"] + counts["not started"]  # the summary says what to do

@@ -155,11 +155,12 @@ def others_paths(path, saved: dict):
 def evaluate_run(path, data=None, plugins: str = "") -> dict:
     """Test-set loss and metrics, confusion matrix, per-class table and predictions of a saved run (folder or
     checkpoint), computed as training did (its metrics, test-time augmentation and autocast): the same numbers."""
+    from dataclasses import asdict
     model, cfg, info = load_run(path, plugins=plugins)
     summary = read_json(run_folder_of(path) / "summary.json")
     summary = summary if isinstance(summary, dict) else {}
     if data is None:
-        others_paths(path, read_json(run_folder_of(path) / "config.json"))  # its data_dir, read as yours
+        others_paths(path, asdict(cfg))  # the config it was loaded with (a checkpoint's own too): its data_dir
         name = summary.get("dataset") if isinstance(summary.get("dataset"), str) else cfg.dataset
         data = load_data(name, cfg.data_dir, False, cfg.image_size, cfg.channels)
     fits(data, info, path)

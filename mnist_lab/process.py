@@ -113,13 +113,13 @@ def children(pid: int) -> list:
     except (psutil.Error, ValueError, OverflowError): return []
 
 # %% ../nbs/00_process.ipynb #92c4f30e
-# C0 and C1 control characters but newline, tab and carriage return (a progress line rewritten), and the marks
+# C0 and C1 control characters but newline and tab (a \r in a name would rewrite the line before it), and the marks
 # that reverse the direction text is shown in;
 # mnist_lab's own red and plain codes (see sweep.RED) pass whole
-UNPRINTABLE = re.compile("\x1b\\[(?:31|0)m|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+UNPRINTABLE = re.compile("\x1b\\[(?:31|0)m|[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 def printable(text: str) -> str:
-    "`text` safe to print to a terminal: control characters shown as Python escapes (`\\x1b`), newlines, tabs, \\r kept."
+    "`text` safe to print to a terminal: control characters shown as Python escapes (`\\x1b`), newlines and tabs kept."
     return UNPRINTABLE.sub(lambda m: m[0] if len(m[0]) > 1 else m[0].encode("unicode_escape").decode(), text)
 
 class PrintableStream(io.TextIOBase):

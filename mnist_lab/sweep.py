@@ -194,6 +194,8 @@ def check_values(spec: dict, source: str):
     space, params = spec.get("space", {}), spec.get("params", {})
     if spec.get("folds") and (bad := sorted((set(space) | set(params)) & {"folds", "fold"})):
         raise ValueError(f"{source}: {bad} in the space or params: the spec's `folds` decides the folds")
+    if "model_args" in space and any(k.startswith("model_args.") for k in space):
+        raise ValueError(f"{source}: space searches model_args and model_args.<name>: search one or the other")
     if bad := sorted(set(space) & {"plugins", "name", *SWEEP_OWNS}):
         raise ValueError(f"{source}: space searches {bad}: code and folders are not searched (plugins go in params)")
     if bad := sorted(set(params) & set(SWEEP_OWNS)):
@@ -223,8 +225,13 @@ def quiet_optuna():
 
 # %% ../nbs/10_sweep.ipynb #13acc7e0
 def check_sqlite(url: str):
-    "For an SQLite URL, refuse a file that is there but is no SQLite database (SQLite's own error names no file)."
-    if not url.startswith("sqlite:///") or not os.path.isfile(path := url[len("sqlite:///"):]): return
+    """For an SQLite URL, refuse a path a URL would misread (a folder named "a?b" or "a#b": SQLAlchemy would open
+    the file "a"), and a file that is there but is no SQLite database (SQLite's own error names no file)."""
+    if not url.startswith("sqlite:///"): return
+    if odd := set("?#%") & set(path := url[len("sqlite:///"):]):
+        raise ValueError(f"{path}: a study's path with {' or '.join(sorted(odd))} in it is misread as a URL; rename "
+                         "the folder (or give a storage URL of your own)")
+    if not os.path.isfile(path): return
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try: head = os.read(fd, 16)
     finally: os.close(fd)
@@ -250,7 +257,9 @@ def read_only_url(url: str) -> str:
     "An SQLite study URL opened read-only (SQLite refuses every write); other databases' URLs as they are."
     import urllib.parse  # the path quoted: a folder named "s.db?mode=rw&" must not add options of its own
     if not url.startswith("sqlite:///"): return url
-    return f"sqlite:///file:{urllib.parse.quote(url[len('sqlite:///'):])}?mode=ro&uri=true"
+    quoted = urllib.parse.quote(urllib.parse.quote(url[len("sqlite:///"):]))  # SQLAlchemy unquotes once, SQLite once
+    # (check_sqlite refuses such paths first; quoted anyway: this URL must open that file and no other, read-only)
+    return f"sqlite:///file:{quoted}?mode=ro&uri=true"
 
 def read_only_storage(url: str):
     "An Optuna storage on `url`: an SQLite file that must exist, opened read-only; another database as it is."
@@ -282,10 +291,12 @@ def load_study(sweep_dir="runs/sweep", storage: str | None = None, study_name: s
 STORED = ("method", "space", "params", "n_trials", "seed", "pruner", "executor", "folds")  # what a sweep is; not where
 SPEC_FORMAT = 2  # the study's user attribute "spec_format": 2 since pool_first is a parameter (absent: 1)
 
-def spec_digest(spec) -> str:
-    "A short fingerprint of a spec: a worker checks that the spec it reads is the one its sweep checked."
+def spec_digest(spec: dict) -> str:
+    """A short fingerprint of what a spec trains (its `STORED` keys, not where: each machine keeps its sweep_dir): a
+    worker checks that the spec it reads is the one its sweep checked."""
     import hashlib
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    what = json.dumps({k: spec[k] for k in STORED if k in spec}, sort_keys=True, default=str)
+    return hashlib.sha256(what.encode()).hexdigest()[:16]
 
 def shown_url(url: str) -> str:
     "A storage URL as it may be printed: its password hidden."
@@ -560,7 +571,8 @@ def worker_main(study_name: str, threads: str, index: str, sweep_dir: str = "", 
     end_with_parent()
     stop_on_signals()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # where a worker that will not stop is stuck
-    study = optuna.load_study(study_name=study_name, storage=storage_for(os.environ[STORAGE_ENV]))
+    url = os.environ.pop(STORAGE_ENV)  # not handed on to the kernels and plugins this worker starts
+    study = optuna.load_study(study_name=study_name, storage=storage_for(url))
     seed = study.user_attrs["spec"].get("seed")
     try: work(study, int(threads), None if seed is None else seed + int(index), sweep_dir or None, expect or None)
     except KeyboardInterrupt: sys.exit(130)
@@ -661,11 +673,13 @@ def trials_table(study, sweep_dir=None) -> pd.DataFrame:
 
 # %% ../nbs/10_sweep.ipynb #0d14acf4
 def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None, retry_failed: bool = False,
-              expect: str | None = None) -> dict:
+              checked: dict | None = None) -> dict:
     """Work on `study` with `n_jobs` workers until the sweep is done; prints progress; returns the counts.
-    `retry_failed`: the failed trials run again first (same slots and parameters)."""
-    spec, t0, out = study.user_attrs["spec"], time.time(), sys.stdout
-    expect = expect or spec_digest(stored_spec(study))  # what every worker must find (`join` passes what it checked)
+    `retry_failed`: the failed trials run again first (same slots and parameters). `checked`: the spec the caller
+    checked; every worker must find it in the study (rewritten since, it is refused), and trains in its sweep_dir."""
+    spec, t0, out = checked or stored_spec(study), time.time(), sys.stdout  # read once: what the workers must find
+    expect = spec_digest(spec)
+    sweep_dir = project_path(sweep_dir or spec["sweep_dir"]).resolve()  # never read back from the database
     if retry_failed: requeue(study, [t.number for t in latest(study, spec["n_trials"]).values()
                                      if t.state.name == "FAIL"])
     if next_step(study, spec["n_trials"]) == "stop":
@@ -707,7 +721,7 @@ def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_jobs: int
     spec = check_spec({"space": space, "sweep_dir": str(sweep_dir), "method": method, "n_jobs": n_jobs,
                        "params": params or {}, **spec})  # everything is checked before anything is made
     study, url = open_study(spec)
-    run_sweep(study, url, spec["n_jobs"], retry_failed=retry_failed)
+    run_sweep(study, url, spec["n_jobs"], retry_failed=retry_failed, checked=spec)
     return trials_table(study)
 
 # %% ../nbs/10_sweep.ipynb #856c663f
@@ -749,7 +763,7 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
         if st.st_uid != os.geteuid() or st.st_mode & 0o002:
             raise ValueError(f"study {study_name!r} keeps its trials in {sweep_dir}; {folder} is {whose}: keep this "
                              "machine's trials in a folder of yours (--sweep-dir DIR)")
-    return run_sweep(study, url, n_jobs, sweep_dir, retry_failed, expect=spec_digest(stored))
+    return run_sweep(study, url, n_jobs, sweep_dir, retry_failed, checked=stored)
 
 # %% ../nbs/10_sweep.ipynb #1a8274a4
 def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir="runs/seeds", n_jobs: int = 1,
