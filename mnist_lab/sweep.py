@@ -225,10 +225,10 @@ def quiet_optuna():
 
 # %% ../nbs/10_sweep.ipynb #13acc7e0
 def check_sqlite(url: str):
-    """For an SQLite URL, refuse a path a URL would misread (a folder named "a?b" or "a#b": SQLAlchemy would open
-    the file "a"), and a file that is there but is no SQLite database (SQLite's own error names no file)."""
+    """For an SQLite URL, refuse a path a URL would misread (a folder named "a?b": SQLAlchemy would open the file "a";
+    "a%41": it would open "aA"), and a file that is there but is no SQLite database (SQLite's own error names none)."""
     if not url.startswith("sqlite:///"): return
-    if odd := set("?#%") & set(path := url[len("sqlite:///"):]):
+    if odd := set("?%") & set(path := url[len("sqlite:///"):]):
         raise ValueError(f"{path}: a study's path with {' or '.join(sorted(odd))} in it is misread as a URL; rename "
                          "the folder (or give a storage URL of your own)")
     if not os.path.isfile(path): return
