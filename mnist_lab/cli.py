@@ -8,10 +8,10 @@ __all__ = ['TEMPLATE_FILES', 'PLUGINS_STUB', 'parse_params', 'cmd_train', 'cmd_f
            'cmd_dashboard', 'cmd_reproduce', 'cmd_report', 'cmd_export', 'new_project', 'cmd_new', 'parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #dd6cc54e
-import argparse, errno, json, os, sys, time
+import argparse, errno, json, sys, time
 from pathlib import Path
 from .process import stop_on_signals, printable, PrintableStream
-from .record import project_dir
+from .record import project_dir, not_yours_alone
 
 # %% ../nbs/11_cli.ipynb #66836c4a
 def parse_params(pairs: list) -> dict:
@@ -243,9 +243,7 @@ def new_project(dest, name: str | None = None) -> Path:
         raise ValueError(f"{dest}: inside the project {inside}; create the new project outside it")
     if not (src / "settings.ini").is_file(): raise FileNotFoundError(f"{src} is not a source checkout")
     if dest.exists():  # an empty folder of yours that only you write: nobody can put a link where a file will go
-        st = dest.stat()
-        whose = "writable by anyone" if st.st_mode & 0o002 else "another user's"
-        if st.st_uid != os.geteuid() or st.st_mode & 0o002:
+        if whose := not_yours_alone(dest):
             raise PermissionError(f"{dest}: {whose}; give a path for a new folder, or an empty one of yours")
     else: dest.mkdir(parents=True)  # made here, so ours
     for pattern in TEMPLATE_FILES:

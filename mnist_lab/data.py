@@ -6,16 +6,16 @@
 __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE_DIR', 'MAX_IDX_BYTES', 'CACHE',
            'DOWNLOAD_FAILED', 'OFFICIAL_MD5S', 'LUMA', 'CIFAR10_CLASSES', 'CIFAR10_FILES', 'CIFAR10_ARCHIVE',
            'CIFAR10_RECORD', 'IMAGE_EXTENSIONS', 'OTHER_IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MAX_IMAGE_BYTES',
-           'BUILT_IN_DATASETS', 'AUGMENTATIONS', 'register', 'accepted', 'Data', 'register_dataset', 'channel_stats',
-           'check_part', 'as_data', 'IdxSpec', 'read_idx', 'find_idx_files', 'failure_note',
+           'VAL_FOLDERS', 'BUILT_IN_DATASETS', 'AUGMENTATIONS', 'register', 'accepted', 'Data', 'register_dataset',
+           'channel_stats', 'check_part', 'as_data', 'IdxSpec', 'read_idx', 'find_idx_files', 'failure_note',
            'remember_download_failure', 'download_failed_recently', 'try_download', 'download_idx', 'official_md5s',
            'md5sum', 'read_dataset', 'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample',
-           'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file', 'cifar10_not_found', 'cifar10',
-           'list_images', 'read_image_file', 'image_header', 'decode_file', 'decode_chunk', 'decode_images',
-           'image_cache_key', 'cached_images', 'held_out', 'no_train_folder', 'image_folder', 'missing_data',
-           'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation',
-           'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch',
-           'show_images']
+           'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file', 'has_cifar10',
+           'cifar10_not_found', 'cifar10', 'list_images', 'read_image_file', 'image_header', 'decode_file',
+           'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images', 'held_out', 'no_train_folder',
+           'image_folder', 'missing_data', 'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize',
+           'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase',
+           'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
 import gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, zlib
@@ -386,6 +386,10 @@ def read_cifar_file(path, max_records: int = 50_000) -> tuple:
     return rec[:, 1:].reshape(-1, 3, 32, 32).clone(), rec[:, 0].long()
 
 # %% ../nbs/02_data.ipynb #70ff2b4c
+def has_cifar10(folder: Path) -> bool:
+    "Whether all of CIFAR-10's binary files are in `folder`."
+    return all((folder / f).exists() for f in CIFAR10_FILES)
+
 def cifar10_not_found(folder: Path, why: str) -> FileNotFoundError:
     "The error for CIFAR-10's files missing from `folder` (and not downloaded, `why`)."
     return FileNotFoundError(f"dataset='cifar10': {', '.join(CIFAR10_FILES)} not all found in {folder}, and {why}. "
@@ -395,12 +399,12 @@ def cifar10_not_found(folder: Path, why: str) -> FileNotFoundError:
 def cifar10(data_dir, download: bool = True) -> Data:
     "CIFAR-10 from `data_dir/cifar-10-batches-bin/` (the binary version), downloaded (md5-checked) if missing."
     folder = Path(data_dir) / "cifar-10-batches-bin"
-    if not all((folder / f).exists() for f in CIFAR10_FILES):
+    if not has_cifar10(folder):
         from torchvision.datasets.utils import download_and_extract_archive
         fetch = lambda: download_and_extract_archive(CIFAR10_ARCHIVE[0], str(data_dir), md5=CIFAR10_ARCHIVE[1])
         error = (try_download("cifar10", fetch, f"{', '.join(CIFAR10_FILES)} (the binary version)") if download
                  else "download not allowed (download=False)")
-        if not all((folder / f).exists() for f in CIFAR10_FILES): raise cifar10_not_found(folder, error)
+        if not has_cifar10(folder): raise cifar10_not_found(folder, error)
     parts = [read_cifar_file(folder / f, 10_000) for f in CIFAR10_FILES]
     x_train, y_train = (torch.cat(t) for t in zip(*parts[:5]))
     return Data(x_train, y_train, *parts[5], CIFAR10_CLASSES, "cifar10", (0.4914, 0.4822, 0.4465),
@@ -546,6 +550,8 @@ def held_out(labels: torch.Tensor, frac: float = 0.2, seed: int = 0) -> torch.Te
     return mask
 
 # %% ../nbs/02_data.ipynb #ac89c2ab
+VAL_FOLDERS = ("val", "valid", "validation")  # a layout's validation folder: not read (validation is val_split)
+
 def no_train_folder(root: Path) -> FileNotFoundError | None:
     "The error for an image folder `root` without its train/ folder, else None."
     if (root / "train").is_dir(): return None
@@ -554,7 +560,7 @@ def no_train_folder(root: Path) -> FileNotFoundError | None:
     if cased := [n for n in found if n.lower() == "train"]:
         return FileNotFoundError(f"dataset='image_folder': no folder {root / 'train'}, but {root / cased[0]}: "
                                  "rename it train/ (and a test/ beside it, lowercase too)")
-    flat = [n for n in found if n.lower() not in ("test", "val", "valid", "validation")]
+    flat = [n for n in found if n.lower() not in ("test", *VAL_FOLDERS)]
     if flat:  # class folders right in data_dir: the commonest first layout
         return FileNotFoundError(f"dataset='image_folder': {root} holds class folders ({', '.join(flat[:5])}"
                                  f"{', ...' if len(flat) > 5 else ''}) but no train/ folder: move them into "
@@ -586,7 +592,7 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
         x_train, y_train, x_test, y_test = x[~test], labels[~test], x[test], labels[test]
     notes = [] if has_test else ["no test/ folder: a fixed, stratified 20% of train/ is the test set"]
     notes += [f"{v}/ is not read: validation is val_split of train/ (move its class folders into train/ to use them)"
-              for v in ("val", "valid", "validation") if (root / v).is_dir()]
+              for v in VAL_FOLDERS if (root / v).is_dir()]
     note = "; ".join(notes)
     return Data(x_train, y_train, x_test, y_test, classes, "image_folder", (), (), str(root.resolve()),
                 {"cache": str(cache), "key": key}, False, note)
@@ -601,7 +607,7 @@ def missing_data(dataset: str, data_dir="data", download: bool = True) -> str | 
     if dataset == "image_folder" and (error := no_train_folder(root)): return str(error)
     cifar = root / "cifar-10-batches-bin"
     absent = (dataset in IDX_DATASETS and find_idx_files(dataset, root) is None) or \
-        (dataset == "cifar10" and not all((cifar / f).exists() for f in CIFAR10_FILES))
+        (dataset == "cifar10" and not has_cifar10(cifar))
     # missing files are refused only where no download will be tried: not allowed, or one failed lately
     why = absent and ("download not allowed (download=False)" if not download else download_failed_recently(dataset))
     if not why: return None

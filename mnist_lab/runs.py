@@ -265,7 +265,7 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
         run_id, before = find_or_start(run_dir, name, tags, ms(s.get("started")))
         ids[str(run_dir)] = run_id, not before
         if before: continue
-        try:  # what MLflow refuses (a key it does not take, say) skips this run, said; the next export tries again
+        try:  # what fails (a key MLflow does not take, a damaged checkpoint) skips this run, said; the next export retries
             at = ms(time.time())
             params = [Param(k, str(v)[:6000]) for k, v in cfg.items()]
             metrics = [Metric(k, float(v), at, r["epoch"]) for r in history for k, v in r.items() if k not in ("epoch", "step")]
@@ -275,8 +275,9 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
             for i in range(0, len(params), 100): client.log_batch(run_id, params=params[i:i + 100])  # MLflow's limits
             for i in range(0, len(metrics), 1000): client.log_batch(run_id, metrics=metrics[i:i + 1000])
             with tempfile.TemporaryDirectory() as tmp:  # copies read as records are: no link, FIFO or giant goes on
+                owner = run_dir.stat().st_uid  # a file of another user's (a hard link to theirs) is not copied out
                 for f in [*sorted(run_dir.glob("*.png")), run_dir / "report.html", run_dir / "per_class.txt"]:
-                    try: Path(tmp, f.name).write_bytes(read_bounded(f, MAX_ARTEFACT, owner=run_dir.stat().st_uid))
+                    try: Path(tmp, f.name).write_bytes(read_bounded(f, MAX_ARTEFACT, owner=owner))
                     except FileNotFoundError: continue  # report.html is written only when asked for
                     except (OSError, ValueError) as e:
                         print(f"not exported: {e}")
@@ -292,6 +293,6 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
             client.set_terminated(run_id, {"completed": "FINISHED", "stopped": "KILLED"}.get(s["status"], "FAILED"),
                                   ms(s.get("finished") or s.get("updated")))
         except Exception as e:
-            print(f"skipped {run_dir}: MLflow refused it ({type(e).__name__}: {str(e)[:300]})")
+            print(f"skipped {run_dir}: not exported ({type(e).__name__}: {str(e)[:300]})")
             ids[str(run_dir)] = run_id, False
     return ids

@@ -20,10 +20,11 @@ from contextlib import redirect_stdout
 from pathlib import Path
 import pandas as pd
 from .data import missing_data, project_path
-from .config import TrainConfig, parse_monitor, code_elsewhere
+from .config import TrainConfig, parse_monitor, code_elsewhere, to_dict
 from .process import (alive, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until,
                                progress_bar)
-from .record import run_status, read_history, recorded_number, write_status, save_atomic, upgraded, read_bounded
+from .record import (run_status, read_history, recorded_number, write_status, save_atomic, upgraded,
+                              not_yours_alone)
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
 from .runs import runs_table
@@ -70,11 +71,9 @@ def trial_params(params: dict, chosen: dict) -> dict:
     (`space: {model_args.base: [8, 16]}`) inside the params' `model_args`."""
     own = {k[len("model_args."):]: v for k, v in chosen.items() if k.startswith("model_args.")}
     if not own: return {**params, **chosen}
-    args = params.get("model_args") or {}
-    if isinstance(args, str):  # a config takes JSON text too
-        try: args = json.loads(args or "{}")
-        except ValueError: raise ValueError(f"params: model_args={args!r} is not JSON") from None
-    if not isinstance(args, dict): raise ValueError(f"params: model_args={args!r}: a mapping of argument names")
+    try: args = to_dict(params.get("model_args") or {})  # a config takes JSON text too
+    except ValueError: raise ValueError(f"params: model_args={params['model_args']!r}: a mapping of argument names, "
+                                        "or its JSON text") from None
     rest = {k: v for k, v in chosen.items() if not k.startswith("model_args.")}
     return {**params, **rest, "model_args": {**args, **own}}
 
@@ -758,9 +757,7 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
     if sweep_dir is None:  # the study's folder, if it is yours: no folder that anyone may write, nor another's
         sweep_dir = folder = project_path(spec["sweep_dir"]).resolve()  # resolved once, for the check and the trials
         while not folder.exists() and folder != folder.parent: folder = folder.parent  # where it would be made
-        st = folder.stat()
-        whose = "writable by anyone" if st.st_mode & 0o002 else f"another user's (uid {st.st_uid})"
-        if st.st_uid != os.geteuid() or st.st_mode & 0o002:
+        if whose := not_yours_alone(folder):
             raise ValueError(f"study {study_name!r} keeps its trials in {sweep_dir}; {folder} is {whose}: keep this "
                              "machine's trials in a folder of yours (--sweep-dir DIR)")
     return run_sweep(study, url, n_jobs, sweep_dir, retry_failed, checked=stored)

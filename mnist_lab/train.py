@@ -200,8 +200,7 @@ def few_steps_warning(cfg: TrainConfig, plan: Plan, n_train: int) -> str | None:
             f"more epochs (-p epochs {math.ceil(FEW_STEPS / plan.per_epoch)} or more)")
     return (f"WARNING: {n_train} training images (after the validation split) at batch_size={cfg.batch_size} make "
             f"{plan.per_epoch} optimizer step{'s' * (plan.per_epoch != 1)} an epoch, {plan.total} in all: too few to "
-            "train a model well. "
-            f"Give it more steps: {more}")
+            f"train a model well. Give it more steps: {more}")
 
 def unseen_in_validation(classes, y_val: torch.Tensor) -> str | None:
     "A warning naming the classes the validation split holds no image of: its metrics, and the monitor, miss them."
