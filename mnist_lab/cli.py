@@ -32,7 +32,7 @@ def cmd_train(a) -> int:
         return 0
     new = "run_dir" not in params  # a folder of ours, not one the user named
     run_dir, params = prepare(**params, runs_root=a.root, name=a.name)  # checked before anything runs
-    print(f"run folder: {run_dir}", flush=True)
+    print(f"starting a kernel for {run_dir}", flush=True)  # at once: the kernel says the rest (its run folder too)
     return foreground(run_dir, params, new)
 
 # %% ../nbs/11_cli.ipynb #9a4cb1f4

@@ -143,15 +143,16 @@ def prepare(**params) -> tuple:
     return run_dir, {**asdict(cfg), "run_dir": str(run_dir)}
 
 # %% ../nbs/09_launch.ipynb #a58c9604
-def progress_line(status: dict, history: list) -> str:
-    "One line about a run: status, epoch x/y, the last validation accuracy, elapsed time and ETA."
+def progress_line(status: dict, history: list, monitor: str = "") -> str:
+    """One line about a run: status, epoch x/y, the last validation accuracy and loss (and the metric of `monitor`,
+    the run's "max val_f1_macro" say), elapsed time and ETA."""
     num = lambda k: float(status[k]) if is_number(status.get(k)) else None  # a record's numbers, or none
     s, done, total = status.get("status", "unknown"), int(num("epoch") or 0), num("epochs")
     if s == "unknown" and not history: return "no status yet: the run is starting (or this is no run folder)"
     line = f"{s}: epoch {done}/{int(total) if total else '?'}"
     if history:
-        last = history[-1]
-        line += f" | val_accuracy {last['val_accuracy']:.4f} | val_loss {last['val_loss']:.4f}"
+        last, key = history[-1], monitor.split()[-1] if isinstance(monitor, str) and monitor.split() else ""
+        line += "".join(f" | {k} {last[k]:.4f}" for k in dict.fromkeys(["val_accuracy", "val_loss", key]) if k in last)
     if started := num("started"):
         line += f" | {(num('finished') or num('updated') or time.time()) - started:.0f}s"
     if s == "running" and history and total:
@@ -172,7 +173,7 @@ def watch(run, every: float = 2.0, timeout: float = None) -> dict:
         while True:
             s = run.status() if isinstance(run, Run) else run_status(run_dir)
             h = read_history(run_dir)
-            line = progress_line(s, h)
+            line = progress_line(s, h, read_json(run_dir / "config.json").get("monitor", ""))  # once it is written
             if (line, len(h)) != shown:
                 handles = show_progress(line, h, handles) if in_notebook() else print(line, flush=True)
                 shown = (line, len(h))

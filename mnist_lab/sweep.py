@@ -806,8 +806,10 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
     if mode not in ("min", "max") or key not in done:
         raise ValueError(f"{sweep_dir}: its study's monitor {spec['params'].get('monitor')!r} is no column of its runs")
     by = [c for c in varying(done) if c not in ("seed", "fold")]
-    stats = seed_stats(done, key).join(seed_stats(done, "test_accuracy").add_suffix("_test")).sort_values(
-        "mean", ascending=mode == "min")  # best first
+    repeats = ["seed", "fold"] if spec.get("folds") else ["seed"]  # a sweep without folds: no column of 0s
+    stats = (seed_stats(done, key).add_prefix(f"{key} ").rename(columns={f"{key} count": "runs"})  # headers that
+             .join(seed_stats(done, "test_accuracy")[["mean", "std"]].add_prefix("test_accuracy "))  # name the metric
+             .sort_values(f"{key} mean", ascending=mode == "min"))  # best first
     groups = [g.path.tolist() for _, g in done.groupby(by)] if by else []
     groups.sort(key=lambda paths: done[done.path.isin(paths)][key].mean(), reverse=mode == "max")
     verdict = ""
@@ -830,7 +832,7 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
                 f"{esc(spec.get('n_trials'))} trials{folds}; ranked by {esc(key)} ({mode}imised), mean ± std "
                 f"over seeds and folds.\n\n{verdict}"),
              md(one_block(stats.to_html(float_format=lambda x: f"{x:.4f}"))), md("## Plots\n\n" + "\n\n".join(plots)),
-             md("## Runs\n\n" + one_block(df[["run", "status", *by, *[c for c in ("seed", "fold") if c in df], key,
+             md("## Runs\n\n" + one_block(df[["run", "status", *by, *[c for c in repeats if c in df], key,
                                     "test_accuracy"]].to_html(index=False, float_format=lambda x: f"{x:.4f}")))]
     return save_page(cells, folder / "report.html")
 
@@ -840,11 +842,13 @@ def dashboard_app(storage, token: str):
     import http.cookies, secrets, urllib.parse
     from optuna_dashboard import wsgi
     app, cookie = wsgi(storage), f"mnist_lab_dashboard={token}; HttpOnly; SameSite=Strict; Path=/"
+    def is_token(sent) -> bool:  # in constant time, so the token can't be guessed a character at a time
+        return sent is not None and secrets.compare_digest(str(sent).encode(), token.encode())
     def guarded(environ, start_response):
-        sent = http.cookies.SimpleCookie(environ.get("HTTP_COOKIE", "")).get("mnist_lab_dashboard")
-        if urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("token") == [token]:
+        cookie_sent = http.cookies.SimpleCookie(environ.get("HTTP_COOKIE", "")).get("mnist_lab_dashboard")
+        if is_token(urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("token", [None])[-1]):
             return app(environ, lambda status, headers, *a: start_response(status, [*headers, ("Set-Cookie", cookie)], *a))
-        if sent is not None and secrets.compare_digest(sent.value, token): return app(environ, start_response)
+        if is_token(cookie_sent and cookie_sent.value): return app(environ, start_response)
         start_response("403 Forbidden", [("Content-Type", "text/plain")])
         return [b"open the link with the token that mnist-lab dashboard printed\n"]
     return guarded

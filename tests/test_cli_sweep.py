@@ -51,6 +51,7 @@ def test_train_runs_eval_resume(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     (run,) = (tmp_path / "runs" / "cli").iterdir()
     assert "epoch   1/1" in r.stdout and "test accuracy" in r.stdout and "Executing" not in r.stdout + r.stderr
+    assert r.stdout.count(f"run folder: {run}") == 1 and f"starting a kernel for {run}" in r.stdout, r.stdout
     log = (run / "papermill.log").read_text()
     assert "Output Notebook" in log and "without encryption" not in log + r.stderr
     assert (run / "notebook.ipynb").is_file() and not (run / "notebook.ipynb").is_symlink()  # the record itself
