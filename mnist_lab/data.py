@@ -7,15 +7,15 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'DOWNLOAD_FAILED', 'OFFICIAL_MD5S', 'LUMA', 'CIFAR10_CLASSES', 'CIFAR10_FILES', 'CIFAR10_ARCHIVE',
            'CIFAR10_RECORD', 'IMAGE_EXTENSIONS', 'OTHER_IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MAX_IMAGE_BYTES',
            'VAL_FOLDERS', 'BUILT_IN_DATASETS', 'AUGMENTATIONS', 'register', 'accepted', 'Data', 'register_dataset',
-           'channel_stats', 'check_part', 'as_data', 'IdxSpec', 'read_idx', 'find_idx_files', 'failure_note',
-           'remember_download_failure', 'download_failed_recently', 'try_download', 'download_idx', 'official_md5s',
-           'md5sum', 'read_dataset', 'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample',
-           'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file', 'has_cifar10',
-           'cifar10_not_found', 'cifar10', 'list_images', 'read_image_file', 'image_header', 'decode_file',
-           'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images', 'held_out', 'no_train_folder',
-           'image_folder', 'missing_data', 'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize',
-           'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase',
-           'flip', 'parse_augment', 'augment_batch', 'show_images']
+           'channel_stats', 'check_part', 'as_data', 'IdxSpec', 'open_regular', 'read_idx', 'find_idx_files',
+           'failure_note', 'remember_download_failure', 'download_failed_recently', 'try_download', 'download_idx',
+           'official_md5s', 'md5sum', 'read_dataset', 'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist',
+           'kmnist', 'mnist_sample', 'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file',
+           'has_cifar10', 'cifar10_not_found', 'cifar10', 'list_images', 'read_image_file', 'gif_frames',
+           'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images',
+           'held_out', 'no_train_folder', 'image_folder', 'missing_data', 'split_train_val', 'BatchSampler',
+           'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate',
+           'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
 import gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, zlib
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .process import say
+from .process import say, literal_text
 from .record import project_path, save_atomic, load_weights
 
 # %% ../nbs/02_data.ipynb #31594d44
@@ -152,12 +152,21 @@ SAMPLE_DIR = Path(str(importlib.resources.files("mnist_lab"))) / "sample"  # 5,0
 # %% ../nbs/02_data.ipynb #3901c200
 MAX_IDX_BYTES = 128 << 20  # 171k images of 28x28 (MNIST's 60k are 47 MB): more is a hostile or wrong header
 
+def open_regular(path):
+    """`path` opened for reading if it is a regular file (a link is followed); a FIFO or a device is refused, never
+    waited on, even one put in its place after a check of the name."""
+    f = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")  # a FIFO opens at once (and is then refused)
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        f.close()
+        raise ValueError(f"{path}: not a regular file")
+    return f
+
 def read_idx(path) -> torch.Tensor:
     """Read one IDX file of unsigned bytes (optionally `.gz`) into a uint8 tensor, checking its header. It never
     reads (or inflates) more than the header declares, plus one byte to detect extra data."""
     path, kind = Path(path), "gzip" if Path(path).suffix == ".gz" else "IDX"
     try:
-        with (gzip.open if kind == "gzip" else open)(path, "rb") as f:
+        with open_regular(path) as raw, (gzip.GzipFile(fileobj=raw) if kind == "gzip" else raw) as f:
             magic = f.read(4)
             if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or not 1 <= magic[3] <= 3:
                 raise ValueError(f"{path}: wrong magic number {magic.hex()!r}; an IDX file of unsigned bytes "
@@ -258,7 +267,7 @@ def official_md5s(name: str) -> set:
 # %% ../nbs/02_data.ipynb #9a2d1ce6
 def md5sum(path) -> str:
     "Hex md5 of a file, as torchvision's list of official files gives it."
-    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+    with open_regular(path) as f: return hashlib.file_digest(f, "md5").hexdigest()
 
 # %% ../nbs/02_data.ipynb #b91566c7
 def read_dataset(name: str, files: dict) -> Data:
@@ -374,14 +383,14 @@ CIFAR10_RECORD = 1 + 3 * 32 * 32  # label byte, then the red, green and blue 32x
 def read_cifar_file(path, max_records: int = 50_000) -> tuple:
     "Images (N, 3, 32, 32) and labels (N,) of one CIFAR-10 binary batch file, its size checked before reading."
     path = Path(path)
-    try: st = path.stat()
+    try: f = open_regular(path)
     except OSError as e: raise ValueError(f"{path}: cannot be read ({e.strerror})") from None
-    if not stat.S_ISREG(st.st_mode) or not st.st_size or st.st_size % CIFAR10_RECORD or \
-            st.st_size > max_records * CIFAR10_RECORD:
-        raise ValueError(f"{path}: {st.st_size:,} bytes is not a regular file of 1 to {max_records:,} CIFAR-10 "
-                         f"records of {CIFAR10_RECORD:,} bytes")
-    with path.open("rb") as f: raw = f.read(st.st_size + 1)
-    if len(raw) != st.st_size: raise ValueError(f"{path}: changed while it was read")
+    with f:
+        if not (size := os.fstat(f.fileno()).st_size) or size % CIFAR10_RECORD or size > max_records * CIFAR10_RECORD:
+            raise ValueError(f"{path}: {size:,} bytes is not a file of 1 to {max_records:,} CIFAR-10 records of "
+                             f"{CIFAR10_RECORD:,} bytes")
+        raw = f.read(size + 1)
+    if len(raw) != size: raise ValueError(f"{path}: changed while it was read")
     rec = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, CIFAR10_RECORD)
     return rec[:, 1:].reshape(-1, 3, 32, 32).clone(), rec[:, 0].long()
 
@@ -441,10 +450,15 @@ def list_images(root: Path, classes=None) -> tuple:
 # %% ../nbs/02_data.ipynb #bdf245ef
 def read_image_file(path) -> bytes:
     "The bytes of an image file: a regular file (a link is followed) of at most `MAX_IMAGE_BYTES`."
-    st = os.stat(path)  # a link loop is an OSError
-    if not stat.S_ISREG(st.st_mode): raise ValueError("not a regular file")
-    if st.st_size > MAX_IMAGE_BYTES: raise ValueError(f"{st.st_size:,} bytes, more than {MAX_IMAGE_BYTES:,}")
-    with open(path, "rb") as f: return f.read(MAX_IMAGE_BYTES + 1)
+    with open_regular(path) as f:  # a link loop is an OSError
+        if (size := os.fstat(f.fileno()).st_size) > MAX_IMAGE_BYTES:
+            raise ValueError(f"{size:,} bytes, more than {MAX_IMAGE_BYTES:,}")
+        return f.read(MAX_IMAGE_BYTES + 1)
+
+def gif_frames(data: bytes) -> int:
+    "How many frames a GIF holds (torchvision's decoder decodes them all), counted by PIL without decoding one."
+    from PIL import Image
+    with Image.open(io.BytesIO(data)) as im: return getattr(im, "n_frames", 1)
 
 def image_header(data: bytes) -> tuple:
     "`(width, height, bands)` from an image's header, before any pixel is decoded (a PNG's IHDR, else PIL's)."
@@ -465,6 +479,8 @@ def decode_file(path, channels: int, size: tuple, resize: bool) -> torch.Tensor:
         data = read_image_file(path)
         w, h, _ = image_header(data)
         if w * h > MAX_IMAGE_PIXELS: raise ValueError(f"{w}x{h} pixels, more than {MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
+        if data[:3] == b"GIF" and (n := gif_frames(data)) * w * h > MAX_IMAGE_PIXELS:  # each frame is w x h
+            raise ValueError(f"{n:,} frames of {w}x{h} pixels, more than {MAX_IMAGE_PIXELS:,} in all (a decompression bomb?)")
         own_mode = data[:3] == b"GIF" or data[8:12] == b"WEBP"  # their decoders give RGB whatever mode is asked
         x = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
                          mode=ImageReadMode.GRAY if channels == 1 and not own_mode else ImageReadMode.RGB)
@@ -753,6 +769,7 @@ def augment_batch(x, fns, gen):
     return x
 
 # %% ../nbs/02_data.ipynb #3cf41625
+@literal_text  # titles are class names: a folder named $...$ is no formula
 def show_images(x, titles=None, ncols: int = 8, size: float = 1.2, cmap="gray_r"):
     """Plot images (B, H, W) or (B, C, H, W) as a grid (C = 3: colour; otherwise the first channel, grey) on one
     brightness scale for the whole grid, so a darker or paler image looks it; returns the figure."""

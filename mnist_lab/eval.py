@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .data import IDX_DATASETS, Data, load_data, normalize, eval_batches, show_images, decode_file, fit_images
 from .metrics import Predictions, compute_metrics, per_class, bootstrap
 from .config import TrainConfig, model_from_config, from_record, run_metrics, defaults
-from .process import in_notebook
+from .process import in_notebook, literal_text
 from .record import (read_model, fit_weights, check_fit, read_history, read_json, run_folder_of, writing,
                               save_atomic, read_object, recorded_intervals, read_bounded, upgraded)
 
@@ -172,6 +172,7 @@ def evaluate_run(path, data=None, plugins: str = "") -> dict:
     return {**ev, "k": cfg.top_k, "confusion": cm, "per_class": per_class(cm), "data": data}
 
 # %% ../nbs/06_eval.ipynb #6d63bb72
+@literal_text
 def plot_history(history: list):
     "Loss, accuracy and learning rate per epoch."
     import matplotlib.pyplot as plt
@@ -189,6 +190,7 @@ def plot_history(history: list):
     return fig
 
 # %% ../nbs/06_eval.ipynb #0ad263a1
+@literal_text
 def plot_confusion(cm, classes):
     "Confusion matrix, with counts up to 25 classes; the diagonal is what the model got right. Readable to ~50."
     import matplotlib.pyplot as plt

@@ -14,7 +14,7 @@ import mnist_lab
 from .process import start, identity, recorded, alive, in_notebook, wait_until, NOTEBOOK_ENV, PAPERMILL
 from .record import (project_path, new_run_dir, next_notebook, run_status, read_history, run_folder_of,
                               training_pid, read_json, write_json, write_status, read_bounded,
-                              is_number)
+                              is_number, check_yours_alone)
 
 # %% ../nbs/09_launch.ipynb #99992ce7
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
@@ -129,6 +129,7 @@ def prepare(**params) -> tuple:
         run_dir = run_folder_of(project_path(cfg.resume))
         if not (run_dir / "config.json").is_file():
             raise FileNotFoundError(f"resume={cfg.resume!r}: no run folder (with a config.json) there")
+        check_yours_alone(run_dir, f"resume={cfg.resume!r}")  # before its config is read (the kernel checks again)
         saved = read_json(run_dir / "config.json")  # a resume keeps the run's data: is it still there?
         data = [saved.get(k) for k in ("dataset", "data_dir")]
         if all(isinstance(v, str) for v in data) and (why := missing_data(*data, saved.get("download") is not False)):
@@ -140,6 +141,7 @@ def prepare(**params) -> tuple:
         raise FileExistsError(f"run_dir={cfg.run_dir!r} already holds a run; continue it with "
                               f"resume={cfg.run_dir!r} or choose another")
     run_dir.mkdir(parents=True, exist_ok=True)  # the kernel claims it (status.json) when training starts
+    check_yours_alone(run_dir, f"run_dir={cfg.run_dir!r}")
     return run_dir, {**asdict(cfg), "run_dir": str(run_dir)}
 
 # %% ../nbs/09_launch.ipynb #a58c9604

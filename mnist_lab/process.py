@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['PARENT_ENV', 'UNPRINTABLE', 'NOTEBOOK_ENV', 'PAPERMILL', 'alive', 'identity', 'recorded', 'lock_held', 'holds_lock',
            'open_log', 'start', 'end_with_parent', 'interrupt', 'stop_on_signals', 'end', 'wait_until', 'children',
-           'printable', 'PrintableStream', 'papermill_main', 'kernel_stdin', 'in_notebook', 'progress_bar', 'terminal',
-           'kernel_terminal', 'say', 'papermill_output', 'injected_parameters']
+           'printable', 'PrintableStream', 'literal_text', 'papermill_main', 'kernel_stdin', 'in_notebook',
+           'progress_bar', 'terminal', 'kernel_terminal', 'say', 'papermill_output', 'injected_parameters']
 
 # %% ../nbs/00_process.ipynb #dc8d1113
 import ast, fcntl, functools, io, os, re, signal, socket, stat, subprocess, sys, threading, time
@@ -137,6 +137,19 @@ class PrintableStream(io.TextIOBase):
     def fileno(self) -> int: return self.stream.fileno()
     @property
     def encoding(self): return self.stream.encoding
+
+# %% ../nbs/00_process.ipynb #7f34e2f8
+def literal_text(plot):
+    "`plot` (a function that draws a figure), drawing every text as written: no `$...$` is parsed as a formula."
+    @functools.wraps(plot)
+    def as_written(*args, **kwargs):
+        import matplotlib
+        # this one setting, not plt.rc_context: leaving that restores every setting, and in a notebook the figures
+        # drawn after it were no longer shown
+        before, matplotlib.rcParams["text.parse_math"] = matplotlib.rcParams["text.parse_math"], False
+        try: return plot(*args, **kwargs)  # each text reads the setting when it is made
+        finally: matplotlib.rcParams["text.parse_math"] = before
+    return as_written
 
 # %% ../nbs/00_process.ipynb #1d062fb2
 NOTEBOOK_ENV = "MNIST_LAB_NOTEBOOK"  # the executed notebook papermill writes, for the kernel (see papermill_output)

@@ -11,6 +11,7 @@ __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'SETTING', 'MAX_ARTEFACT', 'run_row', '
 import json, os, socket, time
 from pathlib import Path
 import pandas as pd
+from .process import literal_text
 from .record import (project_path, read_object, recorded_number, recorded_intervals, is_number, number_in,
                               run_status, read_history, load_weights, upgraded, read_bounded)
 # no torch at import: `mnist-lab runs` reads folders without it (1.2 s); `compare` imports it
@@ -116,6 +117,7 @@ def best_run(df: pd.DataFrame, metric: str = "val_accuracy", mode: str = "max") 
     return done.loc[done[metric].idxmax() if mode == "max" else done[metric].idxmin()]
 
 # %% ../nbs/08_runs.ipynb #73b4f373
+@literal_text  # parameter values and names in labels and legends
 def plot_metric_vs(df: pd.DataFrame, param: str, metric: str = "val_accuracy", color: str | None = None):
     """Each completed run as a point: `metric` against `param`, coloured by `color` (default: the first other
     parameter that varies), a test metric with its 95% interval as an error bar. lr-like parameters get a log
@@ -139,6 +141,7 @@ def plot_metric_vs(df: pd.DataFrame, param: str, metric: str = "val_accuracy", c
     return fig
 
 # %% ../nbs/08_runs.ipynb #2c3628dd
+@literal_text  # parameter values and names in labels and legends
 def plot_curves(df: pd.DataFrame, metric: str = "val_accuracy", label: str | None = None):
     "Learning curves of the given runs, overlaid, each labelled with what varies (or the `label` column)."
     import matplotlib.pyplot as plt

@@ -679,6 +679,9 @@ def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None, retry_failed: bo
     spec, t0, out = checked or stored_spec(study), time.time(), sys.stdout  # read once: what the workers must find
     expect = spec_digest(spec)
     sweep_dir = project_path(sweep_dir or spec["sweep_dir"]).resolve()  # never read back from the database
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if whose := not_yours_alone(sweep_dir):  # checked before, and now that it is made: no one else's in between
+        raise PermissionError(f"sweep_dir {sweep_dir} is {whose}: keep a sweep in a folder of yours")
     if retry_failed: requeue(study, [t.number for t in latest(study, spec["n_trials"]).values()
                                      if t.state.name == "FAIL"])
     if next_step(study, spec["n_trials"]) == "stop":
@@ -719,6 +722,8 @@ def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_jobs: int
     continues where it stopped, or shows it is done; `retry_failed` runs its failed trials again."""
     spec = check_spec({"space": space, "sweep_dir": str(sweep_dir), "method": method, "n_jobs": n_jobs,
                        "params": params or {}, **spec})  # everything is checked before anything is made
+    if whose := not_yours_alone(project_path(spec["sweep_dir"]).resolve()):  # its study, its trials: resumed, read
+        raise PermissionError(f"sweep_dir={spec['sweep_dir']!r} is {whose}: keep a sweep in a folder of yours")
     study, url = open_study(spec)
     run_sweep(study, url, spec["n_jobs"], retry_failed=retry_failed, checked=spec)
     return trials_table(study)
@@ -754,11 +759,10 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
             raise ValueError(f"study {study_name!r} trains on {k}={params[k]!r}: to let its trials read it here, name "
                              f"it yourself (--{k.replace('_', '-')} {params[k]!r})")
     spec = check_spec(stored, f"study {study_name!r}")
-    if sweep_dir is None:  # the study's folder, if it is yours: no folder that anyone may write, nor another's
-        sweep_dir = folder = project_path(spec["sweep_dir"]).resolve()  # resolved once, for the check and the trials
-        while not folder.exists() and folder != folder.parent: folder = folder.parent  # where it would be made
-        if whose := not_yours_alone(folder):
-            raise ValueError(f"study {study_name!r} keeps its trials in {sweep_dir}; {folder} is {whose}: keep this "
+    if sweep_dir is None:  # the study's folder, if it is yours alone (not made yet: made in folders that are)
+        sweep_dir = project_path(spec["sweep_dir"]).resolve()  # resolved once, for the check and the trials
+        if whose := not_yours_alone(sweep_dir):
+            raise ValueError(f"study {study_name!r} keeps its trials in {sweep_dir}, which is {whose}: keep this "
                              "machine's trials in a folder of yours (--sweep-dir DIR)")
     return run_sweep(study, url, n_jobs, sweep_dir, retry_failed, checked=stored)
 
@@ -856,13 +860,16 @@ def dashboard_app(storage, token: str):
 # %% ../nbs/10_sweep.ipynb #c81f4e9b
 def serve_dashboard(where: str, port: int = 0):
     "Serve the study of a sweep folder (or a storage URL) read-only behind a token, on loopback, until Ctrl-C."
-    import secrets
-    from wsgiref.simple_server import make_server, WSGIRequestHandler
+    import secrets, socketserver
+    from wsgiref.simple_server import make_server, WSGIRequestHandler, WSGIServer
     url = where if "://" in where else study_address(where)[0]
     storage, token = read_only_storage(url), secrets.token_urlsafe(18)
+    class Threads(socketserver.ThreadingMixIn, WSGIServer):  # a connection that sends nothing blocks no other
+        daemon_threads = True
     class Quiet(WSGIRequestHandler):
+        timeout = 30  # seconds a connection may stay silent
         def log_message(self, *args): pass  # no line per request
-    with make_server("127.0.0.1", port, dashboard_app(storage, token), handler_class=Quiet) as server:
+    with make_server("127.0.0.1", port, dashboard_app(storage, token), Threads, Quiet) as server:
         print(f"dashboard of {shown_url(url)} (read-only): "
               f"http://127.0.0.1:{server.server_port}/dashboard?token={token}", flush=True)
         server.serve_forever()

@@ -188,6 +188,10 @@ def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatc
     (tmp_path / "evil.py").write_text(f"open({str(canary)!r}, 'w').write('ran')\n")
     monkeypatch.setattr(S, "fit", lambda cfg, on_epoch=None: SimpleNamespace(summary={"best": 0.5}))
     S.sweep({"lr": [1e-2]}, tmp_path / "sw", params={"dataset": "mnist_sample", "plugins": str(tmp_path / "evil.py")})
+    shared = tmp_path / "shared"; shared.mkdir(); shared.chmod(0o777)  # anyone could plant a study or trials there
+    with pytest.raises(PermissionError, match=f"sweep_dir='{shared}/sw2' is inside {shared}, which anyone may write"):
+        S.sweep({"lr": [1e-2]}, shared / "sw2", params={"dataset": "mnist_sample"})
+    assert not (shared / "sw2").exists()
     canary.unlink()  # the owner named the plugin: it ran for them; a joiner must not run it unasked
     r = cli("sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw", cwd=tmp_path)
     assert r.returncode == 1 and "name them yourself (--plugins" in r.stderr, r.stderr
@@ -215,6 +219,8 @@ def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatc
         os.chown(tmp_path / "sw", 65534, 65534)
         assert mnist_lab.cli.main(["sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw"]) == 1
         assert "is another user's (uid 65534): keep this machine's trials in a folder of yours" in capsys.readouterr().err
+        with pytest.raises(PermissionError, match="is another user's"):  # nor a sweep of yours there: its trials are
+            S.sweep({"lr": [1e-2]}, tmp_path / "sw", params={"dataset": "mnist_sample"})  # resumed, their results read
 
 
 def test_both_executors_train_the_same_trials_and_report_every_epoch(tmp_path):
@@ -354,6 +360,8 @@ def test_dashboard_serves_the_study_read_only_behind_a_token(tmp_path, monkeypat
         link = re.search(r"(http://127.0.0.1:\d+)/dashboard\?token=(\S+)", line)
         assert link and "(read-only)" in line, line + (p.stdout.read() if p.poll() is not None else "")
         base, token = link.groups()
+        import socket  # a neighbour's connection that sends nothing keeps no one else waiting
+        idle = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])))
         with pytest.raises(urllib.error.HTTPError, match="403"):
             urllib.request.urlopen(f"{base}/api/studies", timeout=10)
         body = urllib.request.urlopen(f"{base}/api/studies?token={token}", timeout=10).read().decode()
@@ -363,5 +371,6 @@ def test_dashboard_serves_the_study_read_only_behind_a_token(tmp_path, monkeypat
             urllib.request.urlopen(urllib.request.Request(f"{base}/api/studies/{study_id}?token={token}",
                                                           method="DELETE"), timeout=10)
         assert optuna.load_study(study_name="dash", storage=f"sqlite:///{tmp_path}/search/study.db").trials
+        idle.close()
     finally:
         p.terminate(); p.wait(10)

@@ -138,6 +138,10 @@ def write_bad(root: Path, kind: str) -> Path:
         chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
         bad.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(1000)))
                         + chunk(b"IEND", b""))
+    elif kind == "gif frames":  # 2,000 frames of 1 pixel on a 4096x4096 screen: 46 KB on disk, 100 GB decoded
+        frame = b"\x21\xf9\x04\x00\x00\x00\x00\x00\x2c" + struct.pack("<4H", 0, 0, 1, 1) + b"\x00\x02\x02\x44\x01\x00"
+        bad.write_bytes(b"GIF89a" + struct.pack("<HH", 4096, 4096) + bytes([0xF0, 0, 0, 0, 0, 0, 255, 255, 255])
+                        + frame * 2000 + b"\x3b")
     elif kind == "symlink loop": bad.symlink_to(bad)
     elif kind == "fifo": os.mkfifo(bad)
     elif kind == "empty class":
@@ -145,7 +149,7 @@ def write_bad(root: Path, kind: str) -> Path:
     return bad
 
 
-@pytest.mark.parametrize("kind", ["truncated", "not an image", "bomb", "symlink loop", "fifo", "empty class"])
+@pytest.mark.parametrize("kind", ["truncated", "not an image", "bomb", "gif frames", "symlink loop", "fifo", "empty class"])
 def test_hostile_image_files_are_named_with_bounded_memory(folder, tmp_path, kind):
     "Each broken or hostile file gives one error naming it, in a child whose memory stays bounded; nothing hangs."
     import shutil
