@@ -7,10 +7,10 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PAR
            'CONFIG_CHECKS', 'CHOICES', 'AT_LEAST', 'AT_MOST', 'DEFAULT_DATA', 'RESUME_OVERRIDES', 'adam', 'adamw',
            'sgd', 'rmsprop', 'adadelta', 'no_schedule', 'step_lr', 'multistep', 'exponential', 'cosine', 'onecycle',
            'plateau', 'cross_entropy', 'nll_loss', 'balanced_weights', 'parse_monitor', 'parse_ints', 'run_metrics',
-           'to_bool', 'to_dict', 'to_number', 'to_type', 'load_plugins', 'type_needed', 'config_check', 'TrainConfig',
-           'defaults', 'check_choices', 'check_ranges', 'check_model', 'check_strings', 'check_paths',
-           'edited_cell_message', 'model_from_config', 'model_overrides', 'from_record', 'code_elsewhere',
-           'resume_config']
+           'to_bool', 'to_dict', 'to_number', 'to_type', 'plugin_key', 'load_plugins', 'plugin_sources',
+           'plugins_digest', 'type_needed', 'config_check', 'TrainConfig', 'defaults', 'check_choices', 'check_ranges',
+           'check_model', 'check_strings', 'check_paths', 'edited_cell_message', 'model_from_config', 'model_overrides',
+           'from_record', 'code_elsewhere', 'resume_config']
 
 # %% ../nbs/05_config.ipynb #7f3126c5
 import dataclasses, difflib, importlib.util, inspect, json, math, re, reprlib, sys
@@ -176,7 +176,12 @@ def to_type(name: str, value, typ):
     raise ValueError(f"{name}={reprlib.repr(value)}: expected {typ.__name__}") from None
 
 # %% ../nbs/05_config.ipynb #d9061835
-_PLUGINS = {}  # resolved path or module name -> module: each plugin runs once per process
+_PLUGINS = {}  # resolved path or module name -> (module, the source that ran): each plugin runs once per process
+
+def plugin_key(item: str) -> tuple:
+    "`(key in _PLUGINS, path)` of one plugin: a .py file (relative: to the project) by its resolved path, or a module."
+    path = project_path(item) if item.endswith(".py") else None
+    return (str(path.resolve()) if path else item), path
 
 def load_plugins(spec: str) -> list:
     """Import each comma-separated `.py` file (relative: to the project, like `runs_root` and `data_dir`) or module
@@ -184,18 +189,33 @@ def load_plugins(spec: str) -> list:
     to `train.ipynb` under papermill (`-p plugins my_plugins.py`)."""
     mods = []
     for item in (s.strip() for s in spec.split(",") if s.strip()):
-        path = project_path(item) if item.endswith(".py") else None
-        key = str(path.resolve()) if path else item
+        key, path = plugin_key(item)
         if key not in _PLUGINS:
             if path:
                 if not path.is_file(): raise FileNotFoundError(f"no such file {path.resolve()}")
+                source = path.read_bytes()  # the code that runs is the code a run keeps (plugin_sources)
                 spec_ = importlib.util.spec_from_file_location(f"mnist_lab_plugin_{path.stem}", path)
                 mod = importlib.util.module_from_spec(spec_)
-                spec_.loader.exec_module(mod)
-            else: mod = importlib.import_module(item)
-            _PLUGINS[key] = mod
-        mods.append(_PLUGINS[key])
+                exec(compile(source, str(path), "exec"), mod.__dict__)
+            else:
+                mod = importlib.import_module(item)
+                source = Path(mod.__file__).read_bytes() if getattr(mod, "__file__", None) else b""
+            _PLUGINS[key] = mod, source
+        mods.append(_PLUGINS[key][0])
     return mods
+
+def plugin_sources(spec: str) -> dict:
+    """{file name: source} of the plugins `spec` names, as they were imported in this process (a file edited since
+    runs only after a restart): a run keeps them beside its config, `plugins_digest` in its summary."""
+    load_plugins(spec)
+    items = [_PLUGINS[plugin_key(s.strip())[0]] for s in spec.split(",") if s.strip()]
+    return {Path(getattr(mod, "__file__", None) or mod.__name__).name: source for mod, source in items}
+
+def plugins_digest(spec: str) -> str | None:
+    "The first 16 hex digits of a sha256 of the plugins' sources; None without plugins: `reproduce` compares them."
+    import hashlib
+    sources = plugin_sources(spec)
+    return hashlib.sha256(b"".join(n.encode() + b"\0" + s for n, s in sources.items())).hexdigest()[:16] if sources else None
 
 # %% ../nbs/05_config.ipynb #b2746932
 PLAIN_TYPES = {"bool": bool, "int": int, "float": float, "str": str}

@@ -222,7 +222,10 @@ def stop(run, grace: float = 60.0, papermill: subprocess.Popen | None = None, qu
     if run_status(run_dir)["status"] == "unknown":  # it never began
         write_status(run_dir, "stopped", error="stopped before training began: start it again")
     s = run_status(run_dir)
-    how = f"resume({str(run_dir)!r})" if in_notebook() else f"mnist-lab resume {shlex.quote(str(run_dir))}"
+    plugins = read_json(run_dir / "config.json").get("plugins")  # never imported unasked: the hint names them
+    plugins = plugins if isinstance(plugins, str) and plugins else ""
+    how = (f"resume({str(run_dir)!r}{f', plugins={plugins!r}' * bool(plugins)})" if in_notebook() else
+           f"mnist-lab resume {shlex.quote(str(run_dir))}{f' --plugins {shlex.quote(plugins)}' * bool(plugins)}")
     if not quiet: print(f"{run_dir}: {s['status']}" + (f" ({s['error']})" if s.get("error") else "")
           + (f"; continue it with {how}" if s["status"] in ("stopped", "failed")
              and (run_dir / "config.json").is_file() else ""))

@@ -197,8 +197,8 @@ def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dic
     return {"a": ma, "b": mb, "difference": ma - mb, "interval": (lo, hi), "verdict": verdict}
 
 # %% ../nbs/08_runs.ipynb #0c59f678
-SETTING = ("python", "torch", "torchvision", "mnist_lab", "git_sha", "git_dirty", "threads", "amp", "device",
-           "processes", "dataset", "data_files")
+SETTING = ("python", "torch", "torchvision", "mnist_lab", "git_sha", "git_dirty", "plugins_sha256", "threads", "amp",
+           "device", "processes", "dataset", "data_files")
 
 def reproduce(run, plugins: str = "") -> dict:
     """Train the recorded config of a completed `run` (a folder or a `Result`) again, into a new folder; returns

@@ -22,12 +22,13 @@ import torch.distributed as dist
 from .data import BatchSampler, BalancedSampler, load_data, split_train_val, normalize, parse_augment, augment_batch
 from .model import n_params
 from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor, model_from_config,
-                              resume_config, balanced_weights, model_overrides, run_metrics)
+                              resume_config, balanced_weights, model_overrides, run_metrics, plugin_sources,
+                              plugins_digest)
 from .process import kernel_stdin, say, progress_bar
 from .record import (new_run_dir, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, versions, link_notebook,
                               log_tensorboard, lock_run, unlock_run, run_status, read_json, read_object,
-                              record_code, upgraded)
+                              record_code, upgraded, save_atomic)
 from .eval import evaluate
 
 # %% ../nbs/07_train.ipynb #fea6c4c4
@@ -381,6 +382,8 @@ def start_record(rec: Record, cfg: TrainConfig, log):
     write_json(asdict(cfg), rec.run_dir / "config.json")
     write_json(rec.data, rec.run_dir / "data.json")  # what the model was built for: eval and predict check it
     record_code(rec.run_dir)  # packages.txt, and code.diff when the checkout has changes: to repeat the run
+    for name, source in plugin_sources(cfg.plugins).items():  # your own models, metrics, datasets: as they ran
+        save_atomic(lambda f, source=source: f.write(source), rec.run_dir / f"plugin-{name}")
     if nb := link_notebook(rec.run_dir): log(f"notebook: {nb} (linked from the run folder)")
     rec.mark("running")
     if cfg.tensorboard:
@@ -510,7 +513,8 @@ def summarize(t: Training, test: dict, stopped: bool) -> dict:
             "n_params": n_params(parts.model), "device": str(split.x_train.device), "amp": parts.amp,
             "amp_reason": parts.amp_reason,
             "processes": t.D.world, "threads": torch.get_num_threads(), "seconds": rec.seconds(),
-            "train_seconds": sum(h["epoch_time"] for h in rec.history), **versions()}
+            "train_seconds": sum(h["epoch_time"] for h in rec.history), **versions(),
+            "plugins_sha256": plugins_digest(t.cfg.plugins)}
 
 # %% ../nbs/07_train.ipynb #4744cbfb
 def test_line(test: dict, k: int, intervals: dict | None = None) -> str:

@@ -346,6 +346,23 @@ def test_new_project_is_renamed_and_passes_its_notebook_tests(tmp_path):
     assert t.returncode == 0 and "'test_my_metric'" in t.stdout, t.stderr[-2000:]
 
 
+def test_a_run_keeps_its_plugins_code_and_reproduce_says_when_it_changed(tmp_path):
+    """A run keeps the source of its plugins as they ran (plugin-NAME beside its config, a digest in its summary):
+    reproducing it with an edited model says the plugins differ, instead of "the same setting"."""
+    plugin = tmp_path / "mine.py"
+    plugin.write_text("from torch import nn\nfrom mnist_lab.model import register_model\n@register_model('mine')\n"
+                      "def mine(n_classes=10, in_channels=1, image_size=(28, 28)):\n"
+                      "    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size[0] * image_size[1], n_classes))\n")
+    r = cli("fit", *FAST, "-p", "model", "mine", "--plugins", str(plugin), "-p", "progress", "none", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run,) = (tmp_path / "runs" / "run").iterdir()
+    assert (run / "plugin-mine.py").read_text() == plugin.read_text()
+    assert len(json.loads((run / "summary.json").read_text())["plugins_sha256"]) == 16
+    plugin.write_text(plugin.read_text().replace("nn.Flatten(), ", "nn.Flatten(), nn.Dropout(0.5), "))
+    r = cli("reproduce", str(run), "--plugins", str(plugin), cwd=tmp_path)
+    assert "setting: plugins_sha256" in r.stdout and "the same" not in r.stdout, r.stdout + r.stderr
+
+
 def test_dashboard_serves_the_study_read_only_behind_a_token(tmp_path, monkeypatch):
     """`mnist-lab dashboard SWEEP_DIR` shows the study in optuna-dashboard; a neighbour on the same machine without
     the printed link gets 403, and even with it the study cannot be deleted (SQLite opened read-only)."""
