@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['PATH_PARAMS', 'MAX_EMBEDDED', 'PAGE_TEMPLATE', 'SAFE_OUTPUTS', 'evaluate', 'data_info', 'load_run',
-           'export_safetensors', 'load_safetensors', 'as_images', 'predict', 'confusion_matrix', 'fits', 'others_paths',
-           'evaluate_run', 'plot_history', 'plot_confusion', 'plot_predictions', 'per_class_table', 'report',
-           'png_markdown', 'md_text', 'save_page', 'inert_cells', 'html_report']
+           'export_safetensors', 'load_safetensors', 'as_images', 'predict', 'confusion_matrix', 'fits', 'data_changed',
+           'others_paths', 'evaluate_run', 'plot_history', 'plot_confusion', 'plot_predictions', 'per_class_table',
+           'report', 'png_markdown', 'md_text', 'save_page', 'inert_cells', 'html_report']
 
 # %% ../nbs/06_eval.ipynb #272320ca
 import contextlib, html, json, math, re
@@ -18,7 +18,8 @@ from .metrics import Predictions, compute_metrics, per_class, bootstrap
 from .config import TrainConfig, model_from_config, from_record, run_metrics, defaults
 from .process import in_notebook, literal_text
 from .record import (read_model, fit_weights, check_fit, read_history, read_json, run_folder_of, writing,
-                              save_atomic, read_object, recorded_intervals, read_bounded, upgraded)
+                              save_atomic, read_object, recorded_intervals, read_bounded, upgraded,
+                              is_number)
 
 # %% ../nbs/06_eval.ipynb #4e16fb55
 @torch.no_grad()
@@ -139,6 +140,20 @@ def fits(data: Data, info: dict, what) -> Data:
                          f"classes); this data is {data.name} ({list(data.shape)}, {len(data.classes)} classes)")
     return data
 
+def data_changed(info: dict, summary: dict, data: Data) -> str | None:
+    """What differs between the data a run recorded (its data info and summary) and `data`: the images per class,
+    the pixel statistics of the training images, the number of test images; None if nothing does."""
+    import math
+    now = data.info()
+    if info.get("train_counts") not in (None, now["train_counts"]):
+        return f"training images per class {info['train_counts']} -> {now['train_counts']}"
+    if is_number(summary.get("n_test")) and summary["n_test"] != len(data.y_test):
+        return f"{summary['n_test']} test images -> {len(data.y_test)}"
+    stats = [(a, b) for k in ("mean", "std") for a, b in zip(info.get(k) or [], now[k]) if is_number(a)]
+    if any(not math.isclose(a, b, rel_tol=1e-6) for a, b in stats):
+        return f"pixel mean {info.get('mean')} -> {now['mean']}"
+    return None
+
 PATH_PARAMS = ("data_dir", "init_from", "runs_root")  # what a config names that is read or written where it says
 
 def others_paths(path, saved: dict):
@@ -163,6 +178,10 @@ def evaluate_run(path, data=None, plugins: str = "") -> dict:
         others_paths(path, asdict(cfg))  # the config it was loaded with (a checkpoint's own too): its data_dir
         name = summary.get("dataset") if isinstance(summary.get("dataset"), str) else cfg.dataset
         data = load_data(name, cfg.data_dir, False, cfg.image_size, cfg.channels)
+        if changed := data_changed(info, summary, data):  # a folder of images grown or edited since
+            raise ValueError(f"{path}: its data has changed since it was tested ({changed}): eval would not give the "
+                             "run's numbers, and would replace its plots. Restore the data, or test it on the data as "
+                             "it is now in Python: evaluate_run(path, data=load_data(...))")
     fits(data, info, path)
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if summary.get("amp") == "bf16" else None
     if cfg.channels_last: model = model.to(memory_format=torch.channels_last)  # as it was trained and tested

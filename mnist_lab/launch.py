@@ -120,7 +120,7 @@ def resume(run, **changes) -> Run:
 # %% ../nbs/09_launch.ipynb #8f08ae8a
 def prepare(**params) -> tuple:
     "Check `params` and make the run folder: `(run_dir, every parameter for papermill)`."
-    from mnist_lab.config import TrainConfig, code_elsewhere  # torch: not for watch and stop
+    from mnist_lab.config import TrainConfig, code_elsewhere, defaults  # torch: not for watch and stop
     from mnist_lab.data import missing_data
     cfg = TrainConfig.from_params(**params)  # every mistake is caught here, before a folder exists
     if elsewhere := code_elsewhere(cfg):
@@ -142,7 +142,10 @@ def prepare(**params) -> tuple:
                               f"resume={cfg.run_dir!r} or choose another")
     run_dir.mkdir(parents=True, exist_ok=True)  # the kernel claims it (status.json) when training starts
     check_yours_alone(run_dir, f"run_dir={cfg.run_dir!r}")
-    return run_dir, {**asdict(cfg), "run_dir": str(run_dir)}
+    # what was given (checked, typed) and what differs from the defaults: the notebook's parameters cell holds the
+    # rest, so a cell saved with an edit is refused there, as plain papermill refuses it, instead of overridden
+    given = {k: v for k, v in asdict(cfg).items() if k in params or v != defaults()[k]}
+    return run_dir, {**given, "run_dir": str(run_dir)}
 
 # %% ../nbs/09_launch.ipynb #a58c9604
 def progress_line(status: dict, history: list, monitor: str = "") -> str:

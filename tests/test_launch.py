@@ -34,9 +34,11 @@ def test_detach_watch_stop_resume(tmp_path):
         if s.get("epoch", 0) >= 2: break
         time.sleep(0.3)
     else: pytest.fail(f"the detached run did not train: {(run / 'papermill.log').read_text()[-2000:]}")
-    nb = json.loads((run / "notebook.ipynb").read_text())  # every parameter is injected: no template default leaks in
-    injected = next(c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
-    assert len([l for l in "".join(injected["source"]).splitlines() if " = " in l]) == len(fields(TrainConfig))
+    nb = json.loads((run / "notebook.ipynb").read_text())  # what was given is injected; the parameters cell holds
+    injected = next(c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", []))  # the rest,
+    lines = [l for l in "".join(injected["source"]).splitlines() if " = " in l]  # which the kernel checks are the
+    assert "epochs = 30" in lines and any(l.startswith("run_dir = ") for l in lines)  # defaults (a saved edit: refused)
+    assert len(lines) < len(fields(TrainConfig)), lines
     r = cli("runs", cwd=tmp_path)
     assert "running" in r.stdout and "/30" in r.stdout, r.stdout  # live runs show their progress
     r = cli("stop", str(run), cwd=tmp_path, timeout=120)

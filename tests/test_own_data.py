@@ -73,6 +73,28 @@ def test_image_folder_through_papermill_f1_monitor_and_eval(folder, tmp_path):
     assert "fashion 9" in e.stdout and "precision" in e.stdout and (run / "per_class.txt").is_file()
 
 
+def test_eval_refuses_a_folder_that_changed_since_the_run_was_tested(folder, tmp_path):
+    """A folder without test/ (20% of train/ held out): images added, or one edited, change the test set or the
+    pixels; eval says so instead of giving other numbers as the run's (and replacing its plots)."""
+    import shutil
+    from mnist_lab.train import TrainConfig, fit
+    from mnist_lab.eval import evaluate_run
+    root = tmp_path / "images"
+    shutil.copytree(folder[0] / "train", root / "train")
+    run = fit(TrainConfig(dataset="image_folder", data_dir=str(root), model="linear", epochs=1, tensorboard=False,
+                          progress="none", runs_root=str(tmp_path / "runs"))).run_dir
+    assert evaluate_run(run)["accuracy"] == json.loads((run / "summary.json").read_text())["test_accuracy"]
+    one = sorted((root / "train" / "digit 3").iterdir())[0]
+    shutil.copy(one, one.with_name("copy.png"))  # a grown folder: more images, another 20% held out
+    with pytest.raises(ValueError, match="its data has changed since it was tested .training images per class"):
+        evaluate_run(run)
+    one.with_name("copy.png").unlink()
+    from torchvision.io import read_image, write_png
+    write_png(255 - read_image(str(one)), str(one))  # the same files and counts, one image edited
+    with pytest.raises(ValueError, match="its data has changed since it was tested .pixel mean"):
+        evaluate_run(run)
+
+
 def test_plugin_dataset_resumes_bitwise_with_balanced_sampler(folder, tmp_path):
     """A dataset registered in a plugin file (RGB 32x32, 20 classes), trained with the balanced sampler and class
     weights, stopped after its first epoch and resumed: the weights equal an uninterrupted run's."""

@@ -116,9 +116,9 @@ if __name__ == "__main__":  # rewrite the parameters cell from TrainConfig
 
 
 def test_one_rule_for_defaults_a_saved_edit_of_the_parameters_cell(tmp_path):
-    """A parameters cell saved with lr edited (a JupyterLab autosave): plain papermill refuses it before any work,
-    naming the way out, as launch, the CLI and sweeps would never see it; a run given every value (as those pass
-    them: here in this process) is then resumed through the edited notebook, which compares only what it is given."""
+    """A parameters cell saved with lr edited (a JupyterLab autosave): papermill refuses it before any work, naming
+    the way out (launch, the CLI and sweeps pass only what they are given, so the kernel refuses it for them too); a
+    run trained here is then resumed through the edited notebook, which compares only what it is given."""
     nb = nbformat.read(ROOT / "nbs" / "train.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     cell.source = cell.source.replace("lr: float = 1e-2", "lr: float = 0.05")
