@@ -577,6 +577,9 @@ def no_train_folder(root: Path) -> FileNotFoundError | None:
         return FileNotFoundError(f"dataset='image_folder': no folder {root / 'train'}, but {root / cased[0]}: "
                                  "rename it train/ (and a test/ beside it, lowercase too)")
     flat = [n for n in found if n.lower() not in ("test", *VAL_FOLDERS)]
+    if flat and root.name.lower() in ("train", "training") and (root.parent / "train").is_dir():  # data_dir/train given
+        return FileNotFoundError(f"dataset='image_folder': {root} is the train/ folder itself: set data_dir to the "
+                                 f"folder that holds it, {root.parent}")
     if flat:  # class folders right in data_dir: the commonest first layout
         return FileNotFoundError(f"dataset='image_folder': {root} holds class folders ({', '.join(flat[:5])}"
                                  f"{', ...' if len(flat) > 5 else ''}) but no train/ folder: move them into "

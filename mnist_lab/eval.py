@@ -124,8 +124,13 @@ def predict(model, images, data="mnist", bs: int = 256) -> torch.Tensor:
     else: info = data if isinstance(data, dict) else data_info({}, TrainConfig(dataset=data), data)
     x, model = as_images(images, info["shape"]), model.eval()
     dev = next(model.parameters()).device
-    return torch.cat([model(normalize(xb.to(dev), info["mean"], info["std"])).softmax(1).cpu()
-                      for xb, _ in eval_batches(x, x, bs)])
+    try: return torch.cat([model(normalize(xb.to(dev), info["mean"], info["std"])).softmax(1).cpu()
+                           for xb, _ in eval_batches(x, x, bs)])
+    except RuntimeError as e:  # a shape mismatch, most often: data= is not what the model was trained on
+        raise ValueError(f"predict: the model fails on images shaped as {info.get('name')!r}'s {info['shape']} (data="
+                         f"{data if isinstance(data, str) else 'the info given'}); pass data= what it was trained on, as "
+                         f"load_run returns it: model, cfg, info = load_run(run); predict(model, files, info) "
+                         f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 # %% ../nbs/06_eval.ipynb #29cd827c
 def confusion_matrix(y, pred, n: int = 10) -> torch.Tensor:
