@@ -598,9 +598,19 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
     if has_test:
         _, test_files, test_labels = list_images(root / "test", classes)
         files, labels, n_train = files + test_files, torch.cat([labels, test_labels]), len(files)
-    try: w, h, bands = image_header(read_image_file(files[0]))  # the first image decides what "as they are" means
-    except Exception as e: raise ValueError(f"{files[0]}: not a readable image ({type(e).__name__}: {e})") from None
-    channels = channels or (1 if bands <= 2 else 3)  # grey (with alpha) as grey; RGBA and palettes as RGB
+    def header(f):
+        try: return image_header(read_image_file(f))
+        except Exception as e: raise ValueError(f"{f}: not a readable image ({type(e).__name__}: {e})") from None
+    w, h, bands = header(files[0])  # the first image's size is what "as they are" means
+    mixed = ""
+    if not channels:  # colour if the first image of any class is (grey with alpha is grey; RGBA, palettes colour):
+        firsts = {}  # one stray grey scan first makes no colour dataset grey
+        for f, y in zip(files, labels.tolist()): firsts.setdefault(y, f)
+        colour = [f for f in firsts.values() if header(f)[2] > 2]
+        channels = 3 if bands > 2 or colour else 1
+        if colour and bands <= 2:
+            mixed = (f"grey and colour images ({Path(files[0]).name} grey, {Path(colour[0]).name} colour): all are read as colour; "
+                     "channels=1 reads them grey")
     size = (image_size, image_size) if image_size else (h, w)
     key = image_cache_key(root, files, labels, channels, size)
     x, cache = cached_images(root, key, len(files), (channels, *size), lambda: decode_images(
@@ -609,7 +619,7 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
     else:
         test = held_out(labels)
         x_train, y_train, x_test, y_test = x[~test], labels[~test], x[test], labels[test]
-    notes = [] if has_test else ["no test/ folder: a fixed, stratified 20% of train/ is the test set"]
+    notes = ([] if has_test else ["no test/ folder: a fixed, stratified 20% of train/ is the test set"]) + [mixed] * bool(mixed)
     notes += [f"{v}/ is not read: validation is val_split of train/ (move its class folders into train/ to use them)"
               for v in VAL_FOLDERS if (root / v).is_dir()]
     note = "; ".join(notes)
