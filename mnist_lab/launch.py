@@ -72,9 +72,9 @@ class Run:
 
     def status(self) -> dict:
         "The run's status.json; `starting` until the kernel begins training, `failed` if papermill ended first."
-        s = run_status(self.run_dir)
-        if self.began(s): return s
-        if self.alive(): return {**{k: v for k, v in s.items() if k != "error"}, "status": "starting"}  # not the last session's
+        s, running = run_status(self.run_dir), self.alive()  # alive() also reaps our papermill once it ended
+        if self.began(s): return s  # (else it stayed a zombie under the kernel that launched it)
+        if running: return {**{k: v for k, v in s.items() if k != "error"}, "status": "starting"}  # not the last session's
         why = notebook_error(self.run_dir) or "papermill ended before training began"
         return {**s, "status": "failed", "error": f"{why}; see {self.run_dir / 'papermill.log'}"}
 

@@ -152,6 +152,7 @@ def plot_curves(df: pd.DataFrame, metric: str = "val_accuracy", label: str | Non
         ax.plot([x["epoch"] for x in h], [x[metric] for x in h], marker="o",
                 label=" ".join(f"{c}={r[c]}" for c in cols) if not label else str(r[label]))
     ax.set(xlabel="epoch", ylabel=metric)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     ax.legend(fontsize=7)
     return fig
 
@@ -175,8 +176,11 @@ def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dic
     over the test images; lists of runs (seeds, folds) by their means, resampling the runs."""
     import torch
     from mnist_lab.metrics import METRICS, resample
-    if metric == "top_k" or metric not in METRICS: raise ValueError(f"metric={metric!r}: one of the predicted class, "
-                                                                    f"e.g. {', '.join(m for m in METRICS if m != 'top_k')}")
+    if not isinstance(a, (list, tuple)) and (metric == "top_k" or metric not in METRICS):  # groups: recorded numbers
+        raise ValueError(f"metric={metric!r}: two runs are compared on their saved predicted classes, so the metric must "
+                         f"be one of the predicted class registered here ({', '.join(m for m in METRICS if m != 'top_k')}"
+                         "; a plugin's once its plugins are loaded); groups of runs (seeds, folds) are compared on any "
+                         "test metric they recorded")
     g = torch.Generator().manual_seed(seed)
     if isinstance(a, (list, tuple)):  # groups: one number per run, from its summary
         va, vb = ([recorded_number(Path(getattr(r, "run_dir", r)) / "summary.json", f"test_{metric}") for r in runs]

@@ -809,13 +809,16 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
     if done.empty: raise ValueError(f"{sweep_dir}: no completed trial yet, nothing to compare")
     if mode not in ("min", "max") or key not in done:
         raise ValueError(f"{sweep_dir}: its study's monitor {spec['params'].get('monitor')!r} is no column of its runs")
-    by = [c for c in varying(done) if c not in ("seed", "fold")]
+    score = f"best {key}"  # each run's best epoch, as the study saw it (its last epoch's value may be lower)
+    best_of = lambda t: pd.to_numeric(t["best"], errors="coerce") if "best" in t else t[key]
+    done, df = done.assign(**{score: best_of(done)}), df.assign(**{score: best_of(df)})
+    by = [c for c in varying(done) if c not in ("seed", "fold", score)]
     repeats = ["seed", "fold"] if spec.get("folds") else ["seed"]  # a sweep without folds: no column of 0s
-    stats = (seed_stats(done, key).add_prefix(f"{key} ").rename(columns={f"{key} count": "runs"})  # headers that
+    stats = (seed_stats(done, score).add_prefix(f"{score} ").rename(columns={f"{score} count": "runs"})  # headers
              .join(seed_stats(done, "test_accuracy")[["mean", "std"]].add_prefix("test_accuracy "))  # name the metric
-             .sort_values(f"{key} mean", ascending=mode == "min"))  # best first
+             .sort_values(f"{score} mean", ascending=mode == "min"))  # best first
     groups = [g.path.tolist() for _, g in done.groupby(by)] if by else []
-    groups.sort(key=lambda paths: done[done.path.isin(paths)][key].mean(), reverse=mode == "max")
+    groups.sort(key=lambda paths: done[done.path.isin(paths)][score].mean(), reverse=mode == "max")
     verdict = ""
     if len(groups) >= 2:  # one run each: a paired bootstrap on the test images; else over their seeds and folds
         pair = groups[:2]
@@ -833,10 +836,10 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
     folds = f", {esc(spec['folds'])} folds each" if spec.get("folds") else ""
     over = esc(", ".join(map(str, spec["space"])))
     cells = [md(f"# Sweep {esc(folder.name)}\n\n{esc(spec.get('method'))} over {over}: {len(done)} completed runs of "
-                f"{esc(spec.get('n_trials'))} trials{folds}; ranked by {esc(key)} ({mode}imised), mean ± std "
-                f"over seeds and folds.\n\n{verdict}"),
+                f"{esc(spec.get('n_trials'))} trials{folds}; ranked by each run's best {esc(key)} ({mode}imised, the value "
+                f"the study optimised), mean ± std over seeds and folds.\n\n{verdict}"),
              md(one_block(stats.to_html(float_format=lambda x: f"{x:.4f}"))), md("## Plots\n\n" + "\n\n".join(plots)),
-             md("## Runs\n\n" + one_block(df[["run", "status", *by, *[c for c in repeats if c in df], key,
+             md("## Runs\n\n" + one_block(df[["run", "status", *by, *[c for c in repeats if c in df], score, key,
                                     "test_accuracy"]].to_html(index=False, float_format=lambda x: f"{x:.4f}")))]
     return save_page(cells, folder / "report.html")
 
