@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['TEMPLATE_FILES', 'PLUGINS_STUB', 'parse_params', 'train_params', 'cmd_train', 'cmd_fit', 'cmd_resume', 'existing_run',
-           'cmd_watch', 'cmd_stop', 'foreground', 'remove_unstarted', 'cmd_eval', 'print_runs', 'cmd_runs', 'cmd_sweep',
-           'cmd_dashboard', 'cmd_reproduce', 'cmd_report', 'cmd_export', 'new_project', 'cmd_new', 'parser', 'main']
+           'cmd_watch', 'cmd_stop', 'foreground', 'remove_unstarted', 'cmd_eval', 'cmd_predict', 'print_runs',
+           'cmd_runs', 'cmd_sweep', 'cmd_dashboard', 'cmd_reproduce', 'cmd_report', 'cmd_export', 'new_project',
+           'cmd_new', 'parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #dd6cc54e
 import argparse, errno, json, sys, time
@@ -124,6 +125,18 @@ def cmd_eval(a) -> int:
         print(f"plots not written: {e.strerror} ({a.run} is read-only: reading it needs no lock)", file=sys.stderr)
         return 0
     print(f"wrote {', '.join(p.name for p in paths.values())} in {Path(next(iter(paths.values()))).parent}")
+    return 0
+
+# %% ../nbs/11_cli.ipynb #746dab22
+def cmd_predict(a) -> int:
+    "The `--top` most likely classes a run's model gives each image file, with their probabilities."
+    from mnist_lab.eval import load_run, predict
+    if a.top < 1: raise ValueError(f"--top {a.top}: at least 1")
+    model, cfg, info = load_run(a.run, plugins=a.plugins)
+    probs = predict(model, [Path(f) for f in a.files], info)  # a file that is no image: an error naming it
+    for f, p in zip(a.files, probs):
+        top = p.topk(min(a.top, len(p)))
+        print(f"{f}: " + ", ".join(f"{info['classes'][i]} {v:.3f}" for v, i in zip(top.values.tolist(), top.indices.tolist())))
     return 0
 
 # %% ../nbs/11_cli.ipynb #723e39a6
@@ -335,6 +348,11 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run folder or checkpoint file")
     e.add_argument("--plugins", default="", help="your .py files or modules that register the run's model: a run's "
                    "stored plugins are never imported")
+    pr = sub.add_parser("predict", help="the classes a run's model gives image files of yours")
+    pr.add_argument("run", help="run folder or checkpoint file")
+    pr.add_argument("files", nargs="+", help="image files (PNG, JPEG, GIF, WebP), fitted to the run's size and colour")
+    pr.add_argument("--top", type=int, default=3, help="classes shown per file, most likely first (default 3)")
+    pr.add_argument("--plugins", default="", help="your .py files or modules that register the run's model")
     ls = sub.add_parser("runs", help="table of all runs")
     ls.add_argument("--root", default="runs")
     ls.add_argument("--sort", help="column to sort by, best first for metrics (e.g. val_accuracy)")
@@ -385,8 +403,8 @@ def main(argv=None) -> int:
     # characters are shown as escapes, never obeyed by the terminal; stderr carries progress bars (\r) and our own
     # lines, with the error line below made printable itself
     plain_stdout, sys.stdout = sys.stdout, PrintableStream(sys.stdout)
-    try: return {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "runs": cmd_runs, "watch": cmd_watch,
-                 "stop": cmd_stop, "sweep": cmd_sweep, "new": cmd_new, "fit": cmd_fit,
+    try: return {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "predict": cmd_predict, "runs": cmd_runs,
+                 "watch": cmd_watch, "stop": cmd_stop, "sweep": cmd_sweep, "new": cmd_new, "fit": cmd_fit,
                  "dashboard": cmd_dashboard, "reproduce": cmd_reproduce,
                  "report": cmd_report, "export": cmd_export}[a.cmd](a)
     except KeyboardInterrupt:

@@ -23,8 +23,8 @@ def test_help_everywhere(tmp_path, capsys):
     r = cli("--help", cwd=tmp_path)
     assert r.returncode == 0 and "usage: mnist-lab" in r.stdout
     from mnist_lab.cli import main
-    for cmd in ("train", "watch", "stop", "fit", "resume", "eval", "runs", "sweep", "new", "dashboard", "reproduce",
-                "report"):
+    for cmd in ("train", "watch", "stop", "fit", "resume", "eval", "predict", "runs", "sweep", "new", "dashboard",
+                "reproduce", "report"):
         with pytest.raises(SystemExit) as e: main([cmd, "--help"])
         assert e.value.code == 0 and f"usage: mnist-lab {cmd}" in capsys.readouterr().out, cmd
 
@@ -61,6 +61,15 @@ def test_train_runs_eval_resume(tmp_path):
     r = cli("eval", str(run), cwd=tmp_path)
     assert r.returncode == 0 and json.loads(r.stdout[r.stdout.index("{"):r.stdout.rindex("}") + 1])["accuracy"] > 0.3
     assert (run / "confusion.png").is_file() and f"confusion.png, predictions.png, mistakes.png in {run}" in r.stdout
+    from mnist_lab.data import load_data  # a digit of the test set as a colour JPEG twice the size: fitted, classified
+    from torchvision.io import write_jpeg
+    from mnist_lab.data import fit_images
+    digit = load_data("mnist_sample").x_test[:1]
+    write_jpeg(fit_images(digit, channels=3, size=56)[0], str(tmp_path / "mine.jpg"))
+    r = cli("predict", str(run), str(tmp_path / "mine.jpg"), "--top", "2", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith(f"{tmp_path / 'mine.jpg'}: ") and len(r.stdout.split(": ", 1)[1].split(", ")) == 2, r
+    r = cli("predict", str(run), str(tmp_path / "runs"), cwd=tmp_path)  # a folder is no image: named
+    assert r.returncode == 1 and f"{tmp_path / 'runs'}: not a readable image" in r.stderr, r.stderr
     r = cli("resume", str(run), "-p", "epochs", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / "notebook-2.ipynb").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 2
