@@ -39,8 +39,10 @@ def others_write(st: os.stat_result) -> str | None:
     if not st.st_mode & 0o020: return None
     try: group, me = grp.getgrgid(st.st_gid), pwd.getpwuid(os.geteuid()).pw_name
     except KeyError: return f"group {st.st_gid}"
-    private = group.gr_name == me and set(group.gr_mem) <= {me}  # your user private group (umask 002): only you
-    return None if private else f"group {group.gr_name}"
+    # its members, and the users whose own group it is: only you in a user private group (umask 002), or in a
+    # container's one user (Jupyter's images make the home folder writable by the group `users`)
+    members = set(group.gr_mem) | {u.pw_name for u in pwd.getpwall() if u.pw_gid == st.st_gid}
+    return None if members <= {me} else f"group {group.gr_name}"
 
 def not_yours_alone(folder) -> str | None:
     """Why someone else could change what `folder` holds (it is another user's, or others may write it), or put a
