@@ -266,10 +266,12 @@ def new_project(dest, name: str | None = None) -> Path:
     if (inside := project_dir(dest.absolute().parent)) and (inside / "settings.ini").is_file():
         raise ValueError(f"{dest}: inside the project {inside}; create the new project outside it")
     if not (src / "settings.ini").is_file(): raise FileNotFoundError(f"{src} is not a source checkout")
-    if dest.exists():  # an empty folder of yours that only you write: nobody can put a link where a file will go
+    def yours_alone():  # an empty folder of yours, or one made in folders only you can change: no link in its place
         if whose := not_yours_alone(dest):
             raise PermissionError(f"{dest}: {whose}; give a path for a new folder, or an empty one of yours")
-    else: dest.mkdir(parents=True)  # made here, so ours
+    yours_alone()
+    dest.mkdir(parents=True, exist_ok=True)
+    yours_alone()  # made: by you, not by someone in between
     for pattern in TEMPLATE_FILES:
         for f in sorted(src.glob(pattern)):
             rel = f.relative_to(src).as_posix()

@@ -206,16 +206,23 @@ def load_plugins(spec: str) -> list:
 
 def plugin_sources(spec: str) -> dict:
     """{file name: source} of the plugins `spec` names, as they were imported in this process (a file edited since
-    runs only after a restart): a run keeps them beside its config, `plugins_digest` in its summary."""
+    runs only after a restart): a run keeps them beside its config, `plugins_digest` in its summary. Two of one name
+    (a/p.py, b/p.py) are told apart by their place in `spec` (p.py, 2-p.py)."""
     load_plugins(spec)
-    items = [_PLUGINS[plugin_key(s.strip())[0]] for s in spec.split(",") if s.strip()]
-    return {Path(getattr(mod, "__file__", None) or mod.__name__).name: source for mod, source in items}
+    out = {}
+    for i, item in enumerate((s.strip() for s in spec.split(",") if s.strip()), 1):
+        mod, source = _PLUGINS[plugin_key(item)[0]]
+        name = Path(getattr(mod, "__file__", None) or mod.__name__).name
+        out[f"{i}-{name}" if name in out else name] = source
+    return out
 
 def plugins_digest(spec: str) -> str | None:
-    "The first 16 hex digits of a sha256 of the plugins' sources; None without plugins: `reproduce` compares them."
+    "The first 16 hex digits of a sha256 of the plugins' names and sources; None without plugins: `reproduce` compares them."
     import hashlib
-    sources = plugin_sources(spec)
-    return hashlib.sha256(b"".join(n.encode() + b"\0" + s for n, s in sources.items())).hexdigest()[:16] if sources else None
+    if not (sources := plugin_sources(spec)): return None
+    h = hashlib.sha256()
+    for name, source in sources.items(): h.update(f"{len(name)}:{name}{len(source)}:".encode() + source)  # unambiguous
+    return h.hexdigest()[:16]
 
 # %% ../nbs/05_config.ipynb #b2746932
 PLAIN_TYPES = {"bool": bool, "int": int, "float": float, "str": str}

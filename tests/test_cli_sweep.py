@@ -329,6 +329,9 @@ def test_a_paused_worker_s_trial_is_taken_over_and_nothing_is_lost(tmp_path):
 def test_new_project_is_renamed_and_passes_its_notebook_tests(tmp_path):
     "`mnist-lab new` offline: renamed package, no runs/data/history; its module notebooks pass nbdev_test."
     import os
+    shared = tmp_path / "shared"; shared.mkdir(); shared.chmod(0o777)  # anyone could swap the new folder for a link
+    r = cli("new", str(shared / "my_lab"), cwd=tmp_path)
+    assert r.returncode == 1 and f"which anyone may write" in r.stderr and not (shared / "my_lab").exists(), r.stderr
     r = cli("new", str(tmp_path / "my_lab"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     new = tmp_path / "my_lab"
