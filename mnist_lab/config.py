@@ -499,9 +499,9 @@ def from_record(saved: dict, plugins: str = "", **changes) -> TrainConfig:
     try: return TrainConfig.from_params(**{**saved, **changes, "plugins": plugins})
     except ValueError as e:
         if not stored or stored == plugins: raise
-        raise ValueError(f"{e}\n  the run was trained with plugins={stored!r}; a stored config never imports code: "
-                         f"if you trust them, name them yourself (--plugins {stored} on the command line, -p plugins {stored} "
-                         f"with papermill, plugins={stored!r} in Python)") from None
+        raise ValueError(f"the run was trained with plugins={stored!r}, and a stored config never imports code: if you "
+                         f"trust them, name them yourself (--plugins {stored} on the command line, -p plugins {stored} "
+                         f"with papermill, plugins={stored!r} in Python). Without them:\n{e}") from None
 
 # %% ../nbs/05_config.ipynb #d14edbc4
 def code_elsewhere(cfg: TrainConfig) -> list:

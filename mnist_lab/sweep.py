@@ -809,23 +809,25 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
     if done.empty: raise ValueError(f"{sweep_dir}: no completed trial yet, nothing to compare")
     if mode not in ("min", "max") or key not in done:
         raise ValueError(f"{sweep_dir}: its study's monitor {spec['params'].get('monitor')!r} is no column of its runs")
-    score = f"best {key}"  # each run's best epoch, as the study saw it (its last epoch's value may be lower)
-    best_of = lambda t: pd.to_numeric(t["best"], errors="coerce") if "best" in t else t[key]
-    done, df = done.assign(**{score: best_of(done)}), df.assign(**{score: best_of(df)})
-    by = [c for c in varying(done) if c not in ("seed", "fold", score)]
+    # each run's best epoch, as the study saw it (its last epoch's value may be lower): the "best" column, which
+    # varying() knows for a metric (a column of its own would become a setting to group by)
+    score, best_of = f"best {key}", lambda t: pd.to_numeric(t["best"], errors="coerce") if "best" in t else t[key]
+    done, df = done.assign(best=best_of(done)), df.assign(best=best_of(df))
+    by = [c for c in varying(done) if c not in ("seed", "fold")]
     repeats = ["seed", "fold"] if spec.get("folds") else ["seed"]  # a sweep without folds: no column of 0s
-    stats = (seed_stats(done, score).add_prefix(f"{score} ").rename(columns={f"{score} count": "runs"})  # headers
+    stats = (seed_stats(done, "best").add_prefix(f"{score} ").rename(columns={f"{score} count": "runs"})  # headers
              .join(seed_stats(done, "test_accuracy")[["mean", "std"]].add_prefix("test_accuracy "))  # name the metric
              .sort_values(f"{score} mean", ascending=mode == "min"))  # best first
     groups = [g.path.tolist() for _, g in done.groupby(by)] if by else []
-    groups.sort(key=lambda paths: done[done.path.isin(paths)][score].mean(), reverse=mode == "max")
+    groups.sort(key=lambda paths: done[done.path.isin(paths)]["best"].mean(), reverse=mode == "max")
     verdict = ""
     if len(groups) >= 2:  # one run each: a paired bootstrap on the test images; else over their seeds and folds
         pair = groups[:2]
         v = compare(*(pair if max(map(len, pair)) > 1 else [g[0] for g in pair]))
         lo, hi = v["interval"]
-        verdict = (f"Best against second on test accuracy: {v['a']:.4f} vs {v['b']:.4f}, difference "
-                   f"{v['difference']:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]: **{v['verdict']}**.")
+        said = {"a is better": "the best is better", "b is better": "the second is better"}.get(v["verdict"], v["verdict"])
+        verdict = (f"The best configuration against the second, on test accuracy: {v['a']:.4f} vs {v['b']:.4f}, "
+                   f"difference {v['difference']:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]: **{said}**.")
     def png(fig) -> str:
         buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=90, bbox_inches="tight"); plt.close(fig)
         return png_markdown(buf.getvalue())
@@ -839,8 +841,8 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
                 f"{esc(spec.get('n_trials'))} trials{folds}; ranked by each run's best {esc(key)} ({mode}imised, the value "
                 f"the study optimised), mean ± std over seeds and folds.\n\n{verdict}"),
              md(one_block(stats.to_html(float_format=lambda x: f"{x:.4f}"))), md("## Plots\n\n" + "\n\n".join(plots)),
-             md("## Runs\n\n" + one_block(df[["run", "status", *by, *[c for c in repeats if c in df], score, key,
-                                    "test_accuracy"]].to_html(index=False, float_format=lambda x: f"{x:.4f}")))]
+             md("## Runs\n\n" + one_block(df[["run", "status", *by, *[c for c in repeats if c in df], "best", key,
+                                    "test_accuracy"]].rename(columns={"best": score}).to_html(index=False, float_format=lambda x: f"{x:.4f}")))]
     return save_page(cells, folder / "report.html")
 
 # %% ../nbs/10_sweep.ipynb #452dbbf2
