@@ -119,6 +119,8 @@ def test_quickstart_command_as_written(tmp_path):
     assert not os.path.isabs(os.readlink(run / "notebook.ipynb"))  # a relative link survives moving the project
     s = json.loads((run / "summary.json").read_text())
     assert s["dataset"] in ("mnist_sample", "mnist") and s["test_accuracy"] >= 0.97, s["test_accuracy"]
+    if s["dataset"] == "mnist_sample":  # offline, as README shows it: said loudly, with the sample's classes
+        assert "USING THE BUNDLED SAMPLE" in r.stdout and "training images per class: 0 479, 1 563" in r.stdout
     assert (run / "learning_curves.png").is_file() and (run / "mistakes.png").is_file()
 
 
