@@ -11,7 +11,7 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'failure_note', 'remember_download_failure', 'download_failed_recently', 'try_download', 'download_idx',
            'official_md5s', 'md5sum', 'read_dataset', 'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist',
            'kmnist', 'mnist_sample', 'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file',
-           'has_cifar10', 'cifar10_not_found', 'cifar10', 'list_images', 'read_image_file', 'gif_frames',
+           'has_cifar10', 'cifar10_not_found', 'cifar10', 'list_images', 'read_image_file', 'gif_first_frame',
            'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images',
            'held_out', 'no_train_folder', 'image_folder', 'missing_data', 'split_train_val', 'BatchSampler',
            'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate',
@@ -267,7 +267,10 @@ def official_md5s(name: str) -> set:
 # %% ../nbs/02_data.ipynb #9a2d1ce6
 def md5sum(path) -> str:
     "Hex md5 of a file, as torchvision's list of official files gives it."
-    with open_regular(path) as f: return hashlib.file_digest(f, "md5").hexdigest()
+    h = hashlib.md5()
+    with open_regular(path) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
+    return h.hexdigest()
 
 # %% ../nbs/02_data.ipynb #b91566c7
 def read_dataset(name: str, files: dict) -> Data:
@@ -455,10 +458,12 @@ def read_image_file(path) -> bytes:
             raise ValueError(f"{size:,} bytes, more than {MAX_IMAGE_BYTES:,}")
         return f.read(MAX_IMAGE_BYTES + 1)
 
-def gif_frames(data: bytes) -> int:
-    "How many frames a GIF holds (torchvision's decoder decodes them all), counted by PIL without decoding one."
+def gif_first_frame(data: bytes) -> torch.Tensor:
+    """The first frame of a GIF as uint8 RGB (3, H, W), decoded by PIL: torchvision's giflib decodes every frame, each
+    as large as it declares (a 48 KB file of one 8000x8000 frame after a 1x1 one), and only the first is used."""
+    import numpy as np
     from PIL import Image
-    with Image.open(io.BytesIO(data)) as im: return getattr(im, "n_frames", 1)
+    with Image.open(io.BytesIO(data)) as im: return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
 
 def image_header(data: bytes) -> tuple:
     "`(width, height, bands)` from an image's header, before any pixel is decoded (a PNG's IHDR, else PIL's)."
@@ -479,13 +484,12 @@ def decode_file(path, channels: int, size: tuple, resize: bool) -> torch.Tensor:
         data = read_image_file(path)
         w, h, _ = image_header(data)
         if w * h > MAX_IMAGE_PIXELS: raise ValueError(f"{w}x{h} pixels, more than {MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
-        if data[:3] == b"GIF" and (n := gif_frames(data)) * w * h > MAX_IMAGE_PIXELS:  # each frame is w x h
-            raise ValueError(f"{n:,} frames of {w}x{h} pixels, more than {MAX_IMAGE_PIXELS:,} in all (a decompression bomb?)")
-        own_mode = data[:3] == b"GIF" or data[8:12] == b"WEBP"  # their decoders give RGB whatever mode is asked
-        x = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                         mode=ImageReadMode.GRAY if channels == 1 and not own_mode else ImageReadMode.RGB)
+        if data[:3] == b"GIF": x = gif_first_frame(data)  # an animated GIF: its first frame, the only one decoded
+        else:
+            own_mode = data[8:12] == b"WEBP"  # its decoder gives RGB whatever mode is asked
+            x = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                             mode=ImageReadMode.GRAY if channels == 1 and not own_mode else ImageReadMode.RGB)
     except Exception as e: raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
-    if x.ndim == 4: x = x[0]  # an animated GIF: its first frame
     if x.shape[0] != channels: x = fit_images(x[None], channels=channels)[0]  # grey from RGB as PIL makes it
     if x.shape[-2:] != size:
         if not resize: raise ValueError(f"{path}: {w}x{h} pixels, the first image {size[1]}x{size[0]}; set image_size "

@@ -205,7 +205,7 @@ def plot_history(history: list):
     for ax, metric in zip(axs, ("loss", "accuracy")):
         for part in ("train", "val"): ax.plot(ep, [h[f"{part}_{metric}"] for h in history], ".-", label=part)
         ax.set(xlabel="epoch", title=metric)
-    own = [k for k in history[0] if k.startswith("val_") and k not in ("val_loss", "val_accuracy", "val_top_k")]
+    own = [k for k in (history[0] if history else {}) if k.startswith("val_") and k not in ("val_loss", "val_accuracy", "val_top_k")]
     for k in own: axs[1].plot(ep, [h[k] for h in history], ".--", label=k)  # the metrics the run chose: f1, yours
     if own: axs[1].set_title("accuracy, and the metrics chosen (val_)")
     for ax in axs[:2]: ax.legend(fontsize=8)

@@ -219,7 +219,8 @@ def reproduce(run, plugins: str = "") -> dict:
     res = fit(cfg)
     keys = [k for k, v in summary.items() if k.startswith("test_") and isinstance(v, float)] + ["best"]
     return {"run_dir": res.run_dir, "metrics": {k: (summary.get(k), res.summary.get(k)) for k in keys},
-            "differs": {k: (summary.get(k), res.summary.get(k)) for k in SETTING if summary.get(k) != res.summary.get(k)}}
+            "differs": {k: (summary.get(k), res.summary.get(k)) for k in SETTING  # what the run recorded: an older
+                        if k in summary and summary[k] != res.summary.get(k)}}  # run has no plugins_sha256
 
 # %% ../nbs/08_runs.ipynb #31160fb6
 def sweep_of(run_dir: Path) -> Path | None:

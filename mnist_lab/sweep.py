@@ -8,11 +8,11 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'settings_to_check', 'trial_params', 'check_space', 'grid_sampler', 'random_sampler', 'tpe_sampler',
            'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'check_values', 'retry_callback', 'quiet_optuna',
            'check_sqlite', 'storage_for', 'read_only_url', 'read_only_storage', 'study_address', 'load_study',
-           'spec_digest', 'shown_url', 'stored_spec', 'open_study', 'slots', 'latest', 'report', 'train_in_process',
-           'train_papermill', 'objective', 'train_slot', 'suggest', 'orphaned', 'next_step', 'keep_traceback',
-           'taken_over', 'storage_failure', 'work', 'requeue', 'start_workers', 'worker_main', 'stop_workers',
-           'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed',
-           'cross_validate', 'sweep_report', 'dashboard_app', 'serve_dashboard']
+           'spec_digest', 'shown_url', 'stored_spec', 'sweep_folder', 'open_study', 'slots', 'latest', 'report',
+           'train_in_process', 'train_papermill', 'objective', 'train_slot', 'suggest', 'orphaned', 'next_step',
+           'keep_traceback', 'taken_over', 'storage_failure', 'work', 'requeue', 'start_workers', 'worker_main',
+           'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep',
+           'join', 'multi_seed', 'cross_validate', 'sweep_report', 'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
 import io, itertools, json, math, os, re, signal, socket, stat, subprocess, sys, threading, time, traceback, warnings
@@ -24,7 +24,7 @@ from .config import TrainConfig, parse_monitor, code_elsewhere, to_dict
 from .process import (alive, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until,
                                progress_bar)
 from .record import (run_status, read_history, recorded_number, write_status, save_atomic, upgraded,
-                              not_yours_alone)
+                              not_yours_alone, check_yours_alone)
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
 from .runs import runs_table
@@ -317,13 +317,24 @@ def stored_spec(study) -> dict | None:
                          "(another sweep_dir or study_name) with pool_first in its params or space")
     return {**spec, "params": upgraded(params)}
 
+def sweep_folder(sweep_dir) -> Path:
+    """`sweep_dir` (relative: to the project) made if need be and resolved, if it is yours alone before and once made
+    (`not_yours_alone`): a sweep's study is read back from it, and its trials resumed and written there by path."""
+    given = project_path(sweep_dir)
+    def yours_alone():
+        if whose := not_yours_alone(given):
+            raise PermissionError(f"sweep_dir={str(sweep_dir)!r}: {given} is {whose}: keep a sweep in a folder of yours")
+    yours_alone()
+    given.mkdir(parents=True, exist_ok=True)
+    yours_alone()  # made by you, not by someone in between
+    return given.resolve()
+
 def open_study(spec: dict):
     "Create the study of a checked `spec` (or continue it); returns `(study, storage URL)`."
     import optuna
-    sweep_dir = project_path(spec["sweep_dir"]).resolve()
+    sweep_dir = sweep_folder(spec["sweep_dir"])  # yours alone, before its study is opened or made
     url, name = study_address(sweep_dir, spec.get("storage"), spec.get("study_name"))
     what = json.loads(json.dumps({**{k: spec[k] for k in STORED if k in spec}, "sweep_dir": str(sweep_dir)}))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     mode = parse_monitor(TrainConfig.from_params(**spec["params"]).monitor)[0]
     study = optuna.create_study(storage=storage_for(url), study_name=name, load_if_exists=True,
                                 direction="maximize" if mode == "max" else "minimize")
@@ -428,6 +439,8 @@ def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
 def train_slot(spec: dict, run_dir: Path, chosen: dict, here: dict, on_row) -> float:
     """Train (or resume, or read the result of) the run of a slot in `run_dir`: `chosen` over the spec's params;
     `on_row(row)` after each epoch. Returns its best monitored value."""
+    run_dir.mkdir(parents=True, exist_ok=True)  # trials/NNNN[/foldK]: papermill writes its notebook there by path
+    check_yours_alone(run_dir, "a sweep's trial")
     wait_until(lambda: not lock_held(run_dir / ".lock"), every=1)  # its earlier worker still trains it (taken over)
     status = (s := run_status(run_dir))["status"]
     if status == "completed": return recorded_number(run_dir / "summary.json", "best")
@@ -678,10 +691,7 @@ def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None, retry_failed: bo
     checked; every worker must find it in the study (rewritten since, it is refused), and trains in its sweep_dir."""
     spec, t0, out = checked or stored_spec(study), time.time(), sys.stdout  # read once: what the workers must find
     expect = spec_digest(spec)
-    sweep_dir = project_path(sweep_dir or spec["sweep_dir"]).resolve()  # never read back from the database
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    if whose := not_yours_alone(sweep_dir):  # checked before, and now that it is made: no one else's in between
-        raise PermissionError(f"sweep_dir {sweep_dir} is {whose}: keep a sweep in a folder of yours")
+    sweep_dir = sweep_folder(sweep_dir or spec["sweep_dir"])  # never read back from the database
     if retry_failed: requeue(study, [t.number for t in latest(study, spec["n_trials"]).values()
                                      if t.state.name == "FAIL"])
     if next_step(study, spec["n_trials"]) == "stop":
@@ -722,8 +732,6 @@ def sweep(space: dict, sweep_dir="runs/sweep", method: str = "grid", n_jobs: int
     continues where it stopped, or shows it is done; `retry_failed` runs its failed trials again."""
     spec = check_spec({"space": space, "sweep_dir": str(sweep_dir), "method": method, "n_jobs": n_jobs,
                        "params": params or {}, **spec})  # everything is checked before anything is made
-    if whose := not_yours_alone(project_path(spec["sweep_dir"]).resolve()):  # its study, its trials: resumed, read
-        raise PermissionError(f"sweep_dir={spec['sweep_dir']!r} is {whose}: keep a sweep in a folder of yours")
     study, url = open_study(spec)
     run_sweep(study, url, spec["n_jobs"], retry_failed=retry_failed, checked=spec)
     return trials_table(study)

@@ -28,7 +28,7 @@ from .process import kernel_stdin, say, progress_bar
 from .record import (new_run_dir, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, versions, link_notebook,
                               log_tensorboard, lock_run, unlock_run, run_status, read_json, read_object,
-                              record_code, upgraded, save_atomic)
+                              record_code, upgraded, save_atomic, check_yours_alone)
 from .eval import evaluate
 
 # %% ../nbs/07_train.ipynb #fea6c4c4
@@ -390,9 +390,11 @@ def start_record(rec: Record, cfg: TrainConfig, log):
         from torch.utils.tensorboard import SummaryWriter
         # events logged after the checkpoint (steps > its step) are orphans of the killed session: hide them
         step = rec.state["step"]
-        if (rec.run_dir / "tb").is_symlink():  # TensorBoard writes by path: no link may lead it elsewhere
-            raise OSError(f"{rec.run_dir / 'tb'} is a symbolic link: mnist_lab never writes through one")
-        rec.writer = SummaryWriter(str(rec.run_dir / "tb"), purge_step=step + 1 if step else None)
+        tb = rec.run_dir / "tb"  # TensorBoard writes by path: no link may lead it elsewhere, nor a folder others
+        if tb.is_symlink():  # may write hold a link of theirs named as its next events file
+            raise OSError(f"{tb} is a symbolic link: mnist_lab never writes through one")
+        if tb.exists(): check_yours_alone(tb, "TensorBoard's folder")
+        rec.writer = SummaryWriter(str(tb), purge_step=step + 1 if step else None)
 
 # %% ../nbs/07_train.ipynb #9c05cc97
 def train_epoch(t: Training, n_steps: int) -> tuple:

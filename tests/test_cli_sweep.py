@@ -198,9 +198,15 @@ def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatc
     monkeypatch.setattr(S, "fit", lambda cfg, on_epoch=None: SimpleNamespace(summary={"best": 0.5}))
     S.sweep({"lr": [1e-2]}, tmp_path / "sw", params={"dataset": "mnist_sample", "plugins": str(tmp_path / "evil.py")})
     shared = tmp_path / "shared"; shared.mkdir(); shared.chmod(0o777)  # anyone could plant a study or trials there
-    with pytest.raises(PermissionError, match=f"sweep_dir='{shared}/sw2' is inside {shared}, which anyone may write"):
+    with pytest.raises(PermissionError, match=f"sweep_dir='{shared}/sw2': {shared}/sw2 is inside {shared}, which anyone"):
         S.sweep({"lr": [1e-2]}, shared / "sw2", params={"dataset": "mnist_sample"})
-    assert not (shared / "sw2").exists()
+    (tmp_path / "spec.yaml").write_text(f"space: {{lr: [0.01]}}\nsweep_dir: {shared}/sw3\nparams: {{dataset: mnist_sample}}\n")
+    r = cli("sweep", str(tmp_path / "spec.yaml"), cwd=tmp_path)  # the command too: refused before its study is made
+    assert r.returncode == 1 and "which anyone may write" in r.stderr, r.stderr
+    assert not (shared / "sw2").exists() and not (shared / "sw3").exists()
+    trials = tmp_path / "sw4" / "trials"; trials.mkdir(parents=True); trials.chmod(0o777)  # a trial's folder too
+    with pytest.raises(PermissionError, match=f"a sweep's trial: {trials}/0000 is inside {trials}, which anyone"):
+        S.train_slot({}, trials / "0000", {}, {}, None)  # refused before papermill writes its notebook there
     canary.unlink()  # the owner named the plugin: it ran for them; a joiner must not run it unasked
     r = cli("sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw", cwd=tmp_path)
     assert r.returncode == 1 and "name them yourself (--plugins" in r.stderr, r.stderr

@@ -175,3 +175,12 @@ def test_cpu_options_bf16_channels_last_deterministic(tmp_path, monkeypatch):
     finally: torch.use_deterministic_algorithms(False)
     assert res.summary["test_accuracy"] > 0.3 and res.summary["threads"] == 1 and res.summary["amp"] == "bf16"
     assert len(seen) == 15 and set(seen) == {(torch.bfloat16, True, True, 1)}, set(seen)
+
+
+def test_a_resume_refuses_a_tensorboard_folder_others_may_write(tmp_path):
+    "TensorBoard names its next events file by path: in a tb/ others may write, a link of theirs could take its name."
+    kw = dict(dataset="mnist_sample", model="linear", steps_per_epoch=3, scheduler="none", progress="none")
+    run = T.fit(T.TrainConfig(**kw, epochs=1, runs_root=str(tmp_path / "runs"))).run_dir
+    (run / "tb").chmod(0o777)
+    with pytest.raises(PermissionError, match=f"TensorBoard's folder: {run}/tb is writable by anyone"):
+        T.fit(T.TrainConfig(**kw, epochs=2, resume=str(run)))

@@ -115,6 +115,15 @@ if __name__ == "__main__":  # rewrite the parameters cell from TrainConfig
     nbformat.write(nb, ROOT / "nbs" / "train.ipynb")
 
 
+def test_an_output_notebook_in_a_folder_others_may_write_is_refused(tmp_path):
+    "papermill rewrites its output notebook by path after every cell: in a folder anyone may write, a link could take its place."
+    shared = tmp_path / "shared"; shared.mkdir(); shared.chmod(0o777)
+    r = papermill(shared / "out.ipynb", *TINY[:2], ("epochs", 1), ("steps_per_epoch", 2), ("scheduler", "none"),
+                  ("tensorboard", False), ("runs_root", tmp_path / "runs"), cwd=tmp_path)
+    assert r.returncode != 0 and "papermill's output notebook" in r.stderr and "which anyone may write" not in r.stderr
+    assert f"{shared} is writable by anyone" in r.stderr, r.stderr[-2000:]
+
+
 def test_one_rule_for_defaults_a_saved_edit_of_the_parameters_cell(tmp_path):
     """A parameters cell saved with lr edited (a JupyterLab autosave): papermill refuses it before any work, naming
     the way out (launch, the CLI and sweeps pass only what they are given, so the kernel refuses it for them too); a
