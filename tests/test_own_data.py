@@ -164,6 +164,10 @@ def write_bad(root: Path, kind: str) -> Path:
         frame = b"\x21\xf9\x04\x00\x00\x00\x00\x00\x2c" + struct.pack("<4H", 0, 0, 1, 1) + b"\x00\x02\x02\x44\x01\x00"
         bad.write_bytes(b"GIF89a" + struct.pack("<HH", 4096, 4096) + bytes([0xF0, 0, 0, 0, 0, 0, 255, 255, 255])
                         + frame * 2000 + b"\x3b")
+    elif kind == "gif big frame":  # a 1x1 screen and frame, then one frame declaring 8000x8000 pixels: 30 bytes more
+        frame = lambda w, h: b"\x2c" + struct.pack("<4H", 0, 0, w, h) + b"\x00\x02\x02\x44\x01\x00"
+        bad.write_bytes(b"GIF89a" + struct.pack("<HH", 1, 1) + bytes([0xF0, 0, 0, 0, 0, 0, 255, 255, 255])
+                        + frame(1, 1) + frame(8000, 8000) * 40 + b"\x3b")
     elif kind == "symlink loop": bad.symlink_to(bad)
     elif kind == "fifo": os.mkfifo(bad)
     elif kind == "empty class":
@@ -171,7 +175,8 @@ def write_bad(root: Path, kind: str) -> Path:
     return bad
 
 
-@pytest.mark.parametrize("kind", ["truncated", "not an image", "bomb", "gif frames", "symlink loop", "fifo", "empty class"])
+@pytest.mark.parametrize("kind", ["truncated", "not an image", "bomb", "gif frames", "gif big frame", "symlink loop",
+                                  "fifo", "empty class"])
 def test_hostile_image_files_are_named_with_bounded_memory(folder, tmp_path, kind):
     "Each broken or hostile file gives one error naming it, in a child whose memory stays bounded; nothing hangs."
     import shutil
