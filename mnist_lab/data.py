@@ -7,15 +7,15 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'DOWNLOAD_FAILED', 'OFFICIAL_MD5S', 'LUMA', 'CIFAR10_CLASSES', 'CIFAR10_FILES', 'CIFAR10_ARCHIVE',
            'CIFAR10_RECORD', 'IMAGE_EXTENSIONS', 'OTHER_IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MAX_IMAGE_BYTES',
            'VAL_FOLDERS', 'BUILT_IN_DATASETS', 'AUGMENTATIONS', 'register', 'accepted', 'Data', 'register_dataset',
-           'channel_stats', 'check_part', 'as_data', 'IdxSpec', 'open_regular', 'read_idx', 'find_idx_files',
-           'failure_note', 'remember_download_failure', 'download_failed_recently', 'try_download', 'download_idx',
-           'official_md5s', 'md5sum', 'read_dataset', 'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist',
-           'kmnist', 'mnist_sample', 'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file',
-           'has_cifar10', 'cifar10_not_found', 'cifar10', 'list_images', 'read_image_file', 'gif_first_frame',
-           'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images',
-           'held_out', 'no_train_folder', 'image_folder', 'missing_data', 'split_train_val', 'BatchSampler',
-           'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate',
-           'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
+           'channel_stats', 'images_digest', 'check_part', 'as_data', 'IdxSpec', 'open_regular', 'read_idx',
+           'find_idx_files', 'failure_note', 'remember_download_failure', 'download_failed_recently', 'try_download',
+           'download_idx', 'official_md5s', 'md5sum', 'read_dataset', 'idx_not_found', 'idx_dataset', 'mnist',
+           'fashion_mnist', 'kmnist', 'mnist_sample', 'fit_images', 'fit_data', 'dataset_names', 'load_data',
+           'read_cifar_file', 'has_cifar10', 'cifar10_not_found', 'cifar10', 'list_images', 'read_image_file',
+           'gif_first_frame', 'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key',
+           'cached_images', 'held_out', 'no_train_folder', 'image_folder', 'missing_data', 'split_train_val',
+           'BatchSampler', 'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine',
+           'shift', 'rotate', 'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
 import gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, zlib
@@ -87,6 +87,12 @@ def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple:
     mean = s / n
     std = (s2 / n - mean * mean).clamp_min(0).sqrt().clamp_min(1 / 255)  # a blank channel must not divide by 0
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+def images_digest(d) -> str:
+    "A digest of every image and label of a `Data` (blake2b, 16 bytes): an image added, removed or edited changes it."
+    h = hashlib.blake2b(digest_size=16)
+    for t in (d.x_train, d.y_train, d.x_test, d.y_test): h.update(t.contiguous().numpy())  # read in place, no copy
+    return h.hexdigest()
 
 # %% ../nbs/02_data.ipynb #62ff6883
 def check_part(name: str, part: str, x, y, n_classes: int) -> tuple:

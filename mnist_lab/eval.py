@@ -13,7 +13,8 @@ import contextlib, html, json, math, re
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .data import IDX_DATASETS, Data, load_data, normalize, eval_batches, show_images, decode_file, fit_images
+from .data import (IDX_DATASETS, Data, load_data, normalize, eval_batches, show_images, decode_file,
+                            fit_images, images_digest)
 from .metrics import Predictions, compute_metrics, per_class, bootstrap
 from .config import TrainConfig, model_from_config, from_record, run_metrics, defaults
 from .process import in_notebook, literal_text
@@ -146,14 +147,17 @@ def fits(data: Data, info: dict, what) -> Data:
     return data
 
 def data_changed(info: dict, summary: dict, data: Data) -> str | None:
-    """What differs between the data a run recorded (its data info and summary) and `data`: the images per class,
-    the pixel statistics of the training images, the number of test images; None if nothing does."""
+    """What differs between the data a run recorded (its data info and summary) and `data`: the images per class, the
+    number of test images, then any image or label (a digest of them all; a run recorded before it had one: the pixel
+    statistics); None if nothing does."""
     import math
     now = data.info()
     if info.get("train_counts") not in (None, now["train_counts"]):
         return f"training images per class {info['train_counts']} -> {now['train_counts']}"
     if is_number(summary.get("n_test")) and summary["n_test"] != len(data.y_test):
         return f"{summary['n_test']} test images -> {len(data.y_test)}"
+    if isinstance(info.get("digest"), str):
+        return None if info["digest"] == images_digest(data) else "an image or label edited (their digest differs)"
     stats = [(a, b) for k in ("mean", "std") for a, b in zip(info.get(k) or [], now[k]) if is_number(a)]
     if any(not math.isclose(a, b, rel_tol=1e-6) for a, b in stats):
         return f"pixel mean {info.get('mean')} -> {now['mean']}"
@@ -182,7 +186,8 @@ def evaluate_run(path, data=None, plugins: str = "") -> dict:
     if data is None:
         others_paths(path, asdict(cfg))  # the config it was loaded with (a checkpoint's own too): its data_dir
         name = summary.get("dataset") if isinstance(summary.get("dataset"), str) else cfg.dataset
-        data = load_data(name, cfg.data_dir, False, cfg.image_size, cfg.channels)
+        began = info["shape"][0] if info["shape"][0] in (1, 3) else 0  # channels=0: as decided when it trained
+        data = load_data(name, cfg.data_dir, False, cfg.image_size, cfg.channels or began)
         if changed := data_changed(info, summary, data):  # a folder of images grown or edited since
             raise ValueError(f"{path}: its data has changed since it was tested ({changed}): eval would not give the "
                              "run's numbers, and would replace its plots. Restore the data, or test it on the data as "

@@ -84,6 +84,11 @@ def test_eval_refuses_a_folder_that_changed_since_the_run_was_tested(folder, tmp
     run = fit(TrainConfig(dataset="image_folder", data_dir=str(root), model="linear", epochs=1, tensorboard=False,
                           progress="none", runs_root=str(tmp_path / "runs"))).run_dir
     assert evaluate_run(run)["accuracy"] == json.loads((run / "summary.json").read_text())["test_accuracy"]
+    grey = fit(TrainConfig(dataset="image_folder", data_dir=str(root), channels=1, model="linear", epochs=1,
+                           tensorboard=False, progress="none", runs_root=str(tmp_path / "runs"))).run_dir
+    config = json.loads((grey / "config.json").read_text())  # as a run whose channels=0 read the folder grey
+    (grey / "config.json").write_text(json.dumps({**config, "channels": 0}))  # (the first image grey, once)
+    assert evaluate_run(grey)["accuracy"] == json.loads((grey / "summary.json").read_text())["test_accuracy"]
     one = sorted((root / "train" / "digit 3").iterdir())[0]
     shutil.copy(one, one.with_name("copy.png"))  # a grown folder: more images, another 20% held out
     with pytest.raises(ValueError, match="its data has changed since it was tested .training images per class"):
@@ -91,7 +96,7 @@ def test_eval_refuses_a_folder_that_changed_since_the_run_was_tested(folder, tmp
     one.with_name("copy.png").unlink()
     from torchvision.io import read_image, write_png
     write_png(255 - read_image(str(one)), str(one))  # the same files and counts, one image edited
-    with pytest.raises(ValueError, match="its data has changed since it was tested .pixel mean"):
+    with pytest.raises(ValueError, match="its data has changed since it was tested .an image or label edited"):
         evaluate_run(run)
 
 
