@@ -133,9 +133,9 @@ def cmd_predict(a) -> int:
     from mnist_lab.eval import load_run, predict
     if a.top < 1: raise ValueError(f"--top {a.top}: at least 1")
     model, cfg, info = load_run(a.run, plugins=a.plugins)
-    if Path(a.run).is_dir():  # which weights: the final ones, unless a checkpoint is named
-        print(f"{a.run}: its final weights (model.pt); name {Path(a.run) / 'best.pt'} for the epoch its monitor "
-              "picked", file=sys.stderr)
+    if Path(a.run).is_dir():  # which weights (as load_run takes them): the final ones, unless a checkpoint is named
+        used = "model.pt, its final weights" if (Path(a.run) / "model.pt").is_file() else "last.pt, its last checkpoint"
+        print(f"{a.run}: {used}; name {Path(a.run) / 'best.pt'} for the epoch its monitor picked", file=sys.stderr)
     probs = predict(model, [Path(f) for f in a.files], info)  # a file that is no image: an error naming it
     for f, p in zip(a.files, probs):
         top = p.topk(min(a.top, len(p)))

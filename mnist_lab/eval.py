@@ -127,7 +127,8 @@ def predict(model, images, data="mnist", bs: int = 256) -> torch.Tensor:
     dev = next(model.parameters()).device
     try: return torch.cat([model(normalize(xb.to(dev), info["mean"], info["std"])).softmax(1).cpu()
                            for xb, _ in eval_batches(x, x, bs)])
-    except RuntimeError as e:  # a shape mismatch, most often: data= is not what the model was trained on
+    except RuntimeError as e:  # a shape mismatch: data= is not what the model was trained on (else: its own error)
+        if not re.search(r"shape|size|channels|mat1 and mat2", str(e)) or isinstance(e, torch.OutOfMemoryError): raise
         raise ValueError(f"predict: the model fails on images shaped as {info.get('name')!r}'s {info['shape']} (data="
                          f"{data if isinstance(data, str) else 'the info given'}); pass data= what it was trained on, as "
                          f"load_run returns it: model, cfg, info = load_run(run); predict(model, files, info) "

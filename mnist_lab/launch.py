@@ -14,7 +14,8 @@ import mnist_lab
 from .process import start, identity, recorded, alive, in_notebook, wait_until, NOTEBOOK_ENV, PAPERMILL
 from .record import (project_path, new_run_dir, next_notebook, run_status, read_history, run_folder_of,
                               training_pid, read_json, write_json, write_status, read_bounded,
-                              is_number, check_yours_alone)
+                              is_number, check_yours_alone,
+                              make_yours_alone, not_yours_alone)
 
 # %% ../nbs/09_launch.ipynb #99992ce7
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
@@ -140,8 +141,7 @@ def prepare(**params) -> tuple:
     if (run_dir / "status.json").exists():
         raise FileExistsError(f"run_dir={cfg.run_dir!r} already holds a run; continue it with "
                               f"resume={cfg.run_dir!r} or choose another")
-    run_dir.mkdir(parents=True, exist_ok=True)  # the kernel claims it (status.json) when training starts
-    check_yours_alone(run_dir, f"run_dir={cfg.run_dir!r}")
+    make_yours_alone(run_dir, f"run_dir={cfg.run_dir or str(run_dir)!r}")  # the kernel claims it when training starts
     # what was given (checked, typed) and what differs from the defaults: the notebook's parameters cell holds the
     # rest, so a cell saved with an edit is refused there, as plain papermill refuses it, instead of overridden
     given = {k: v for k, v in asdict(cfg).items() if k in params or v != defaults()[k]}
@@ -225,8 +225,8 @@ def stop(run, grace: float = 60.0, papermill: subprocess.Popen | None = None, qu
     if run_status(run_dir)["status"] == "unknown":  # it never began
         write_status(run_dir, "stopped", error="stopped before training began: start it again")
     s = run_status(run_dir)
-    plugins = read_json(run_dir / "config.json").get("plugins")  # never imported unasked: the hint names them
-    plugins = plugins if isinstance(plugins, str) and plugins else ""
+    plugins = read_json(run_dir / "config.json").get("plugins")  # never imported unasked: the hint names them,
+    plugins = plugins if isinstance(plugins, str) and plugins and not not_yours_alone(run_dir) else ""  # if yours
     how = (f"resume({str(run_dir)!r}{f', plugins={plugins!r}' * bool(plugins)})" if in_notebook() else
            f"mnist-lab resume {shlex.quote(str(run_dir))}{f' --plugins {shlex.quote(plugins)}' * bool(plugins)}")
     if not quiet: print(f"{run_dir}: {s['status']}" + (f" ({s['error']})" if s.get("error") else "")

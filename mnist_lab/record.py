@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['MAX_RECORD', 'MAX_HISTORY', 'RESUME_KEYS', 'MAX_DIFF', 'acl_writers', 'private_group', 'others_write', 'unsafe_way',
-           'not_yours_alone', 'check_yours_alone', 'project_dir', 'project_path', 'CheckpointError', 'discard',
-           'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json', 'read_bounded', 'loads',
+           'not_yours_alone', 'make_yours_alone', 'check_yours_alone', 'project_dir', 'project_path', 'CheckpointError',
+           'discard', 'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json', 'read_bounded', 'loads',
            'read_json', 'read_object', 'is_number', 'number_in', 'recorded_number', 'recorded_intervals',
            'check_unpacked_size', 'load_weights', 'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit',
            'fit_weights', 'upgraded', 'new_run_dir', 'write_status', 'overwrite', 'run_status', 'lock_run',
@@ -97,6 +97,13 @@ def not_yours_alone(folder) -> str | None:
         if who := others_write(folder, st): return f"writable by {who}"
     return unsafe_way(folder)
 
+def make_yours_alone(folder, what: str) -> Path:
+    "Make `folder` (and its parents), checked yours alone before and once made (`check_yours_alone`); returns it."
+    check_yours_alone(folder, what)  # before: no folder made through someone else's link
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    check_yours_alone(folder, what)  # made by you, not by someone in between
+    return Path(folder)
+
 def check_yours_alone(folder, what: str):
     "Refuse (`PermissionError`, naming `what`) to train in `folder` unless it is yours alone (`not_yours_alone`)."
     if why := not_yours_alone(folder):
@@ -105,6 +112,8 @@ def check_yours_alone(folder, what: str):
                               "take the write permission from others (chmod g-w, o-w) if no one else should have it")
 
 # %% ../nbs/01_record.ipynb #13e259f0
+_IGNORED = set()  # settings.ini files project_dir did not trust, said once
+
 def project_dir(start=None) -> Path:
     """The nearest folder from `start` (default: the current one) upwards that holds a `settings.ini`, else `start`.
     A settings.ini counts only if it is yours (or root's), in a folder that no one else can change: one that another
@@ -113,8 +122,14 @@ def project_dir(start=None) -> Path:
     for folder in (start, *start.parents):
         if not (ini := folder / "settings.ini").is_file(): continue
         st, mine = folder.stat(), (os.geteuid(), 0)
-        yours = ini.stat().st_uid in mine and st.st_uid in mine and not others_write(folder, st) and not unsafe_way(folder)
-        return folder if yours else start
+        why = (f"uid {ini.stat().st_uid}'s file" if ini.stat().st_uid not in mine else
+               f"in uid {st.st_uid}'s folder" if st.st_uid not in mine else
+               (f"in a folder {who} may write" if (who := others_write(folder, st)) else unsafe_way(folder)))
+        if why and ini not in _IGNORED:  # said once a process: relative paths (runs/, data/, plugins) move
+            _IGNORED.add(ini)
+            print(f"note: {ini} is not taken as your project's ({why}); relative paths are taken from {start}",
+                  file=sys.stderr)
+        return start if why else folder
     return start
 
 # %% ../nbs/01_record.ipynb #103e942c
@@ -370,16 +385,13 @@ def upgraded(saved: dict, model_default: bool | None = None) -> dict:
 def new_run_dir(cfg: "TrainConfig") -> Path:
     "Create and claim a fresh run folder (never one that another run holds, nor one others can change)."
     if cfg.run_dir:
-        d = project_path(cfg.run_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        check_yours_alone(d, f"run_dir={cfg.run_dir!r}")
+        d = make_yours_alone(project_path(cfg.run_dir), f"run_dir={cfg.run_dir!r}")
         try: os.close(os.open(d / "status.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # the claim
         except FileExistsError:
             raise FileExistsError(f"run_dir={cfg.run_dir!r} already holds a run; "
                                   f"continue it with resume={cfg.run_dir!r} or choose another") from None
         return d
-    base = project_path(cfg.runs_root) / cfg.name
-    base.mkdir(parents=True, exist_ok=True)
+    base = make_yours_alone(project_path(cfg.runs_root) / cfg.name, f"runs_root={cfg.runs_root!r}, name={cfg.name!r}")
     while True:
         d = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         try: d.mkdir()

@@ -24,7 +24,8 @@ from .config import TrainConfig, parse_monitor, code_elsewhere, to_dict
 from .process import (alive, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until,
                                progress_bar)
 from .record import (run_status, read_history, recorded_number, write_status, save_atomic, upgraded,
-                              not_yours_alone, check_yours_alone)
+                              not_yours_alone, check_yours_alone,
+                              make_yours_alone)
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
 from .runs import runs_table
@@ -320,14 +321,7 @@ def stored_spec(study) -> dict | None:
 def sweep_folder(sweep_dir) -> Path:
     """`sweep_dir` (relative: to the project) made if need be and resolved, if it is yours alone before and once made
     (`not_yours_alone`): a sweep's study is read back from it, and its trials resumed and written there by path."""
-    given = project_path(sweep_dir)
-    def yours_alone():
-        if whose := not_yours_alone(given):
-            raise PermissionError(f"sweep_dir={str(sweep_dir)!r}: {given} is {whose}: keep a sweep in a folder of yours")
-    yours_alone()
-    given.mkdir(parents=True, exist_ok=True)
-    yours_alone()  # made by you, not by someone in between
-    return given.resolve()
+    return make_yours_alone(project_path(sweep_dir), f"sweep_dir={str(sweep_dir)!r}").resolve()
 
 def open_study(spec: dict):
     "Create the study of a checked `spec` (or continue it); returns `(study, storage URL)`."
@@ -877,8 +871,14 @@ def serve_dashboard(where: str, port: int = 0):
     from wsgiref.simple_server import make_server, WSGIRequestHandler, WSGIServer
     url = where if "://" in where else study_address(where)[0]
     storage, token = read_only_storage(url), secrets.token_urlsafe(18)
-    class Threads(socketserver.ThreadingMixIn, WSGIServer):  # a connection that sends nothing blocks no other
-        daemon_threads = True
+    class Threads(socketserver.ThreadingMixIn, WSGIServer):  # a connection that sends nothing blocks no other,
+        daemon_threads, slots = True, threading.BoundedSemaphore(32)  # and a thousand of them take 32 threads at most
+        def process_request(self, request, client_address):
+            if not self.slots.acquire(blocking=False): return self.shutdown_request(request)  # busy: closed at once
+            super().process_request(request, client_address)
+        def process_request_thread(self, request, client_address):
+            try: super().process_request_thread(request, client_address)
+            finally: self.slots.release()
     class Quiet(WSGIRequestHandler):
         timeout = 30  # seconds a connection may stay silent
         def log_message(self, *args): pass  # no line per request

@@ -6,13 +6,13 @@
 __all__ = ['NATIVE_BF16', 'FEW_STEPS', 'seed_everything', 'get_rng_state', 'set_rng_state', 'pick_device', 'cpu_flags',
            'amp_decision', 'resolve_amp', 'show_bars', 'Dist', 'join_job', 'init_distributed', 'resume_point',
            'resolved', 'Plan', 'plan_steps', 'few_steps_warning', 'unseen_in_validation', 'Parts', 'build', 'Record',
-           'Split', 'Training', 'init_weights', 'open_run', 'resumed_record', 'claim', 'start_record', 'train_epoch',
-           'epoch_row', 'track_best', 'should_stop', 'save_epoch', 'epoch_line', 'Result', 'summarize', 'test_line',
-           'finish_run', 'record_failure', 'run_header', 'check_sizes', 'set_process_options', 'ddp',
+           'Split', 'Training', 'init_weights', 'open_run', 'resumed_record', 'claim', 'keep_plugins', 'start_record',
+           'train_epoch', 'epoch_row', 'track_best', 'should_stop', 'save_epoch', 'epoch_line', 'Result', 'summarize',
+           'test_line', 'finish_run', 'record_failure', 'run_header', 'check_sizes', 'set_process_options', 'ddp',
            'step_epoch_scheduler', 'fit']
 
 # %% ../nbs/07_train.ipynb #206c8944
-import atexit, datetime, gc, math, os, random, sys, time
+import atexit, datetime, gc, itertools, math, os, random, sys, time
 from dataclasses import dataclass, field, asdict
 from typing import NamedTuple
 from pathlib import Path
@@ -29,7 +29,8 @@ from .process import kernel_stdin, say, progress_bar
 from .record import (new_run_dir, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, versions, link_notebook,
                               log_tensorboard, lock_run, unlock_run, run_status, read_json, read_object,
-                              record_code, upgraded, save_atomic, check_yours_alone)
+                              record_code, upgraded, save_atomic, check_yours_alone,
+                              read_bounded)
 from .eval import evaluate
 
 # %% ../nbs/07_train.ipynb #fea6c4c4
@@ -377,14 +378,24 @@ def claim(rec: Record, cfg: TrainConfig, D, log) -> Record:
     return rec
 
 # %% ../nbs/07_train.ipynb #d5bc0e24
+def keep_plugins(run_dir: Path, plugins: str):
+    """Save the source of each plugin in the run folder as it ran: `plugin-NAME`; a resume that runs other code adds
+    `plugin-NAME.2` (.3, ...), so nothing an earlier session ran is replaced."""
+    for name, source in plugin_sources(plugins).items():
+        for k in itertools.count(1):
+            path = run_dir / (f"plugin-{name}" if k == 1 else f"plugin-{name}.{k}")
+            if not os.path.lexists(path): save_atomic(lambda f: f.write(source), path); break
+            try:
+                if read_bounded(path, len(source)) == source: break  # kept already
+            except (OSError, ValueError): pass  # not this one (a link, another file): the next name
+
 def start_record(rec: Record, cfg: TrainConfig, log):
     "Write the run's history so far, its config, the notebook link and a `running` status; open TensorBoard."
     write_history(rec.run_dir, rec.history)
     write_json(asdict(cfg), rec.run_dir / "config.json")
     write_json(rec.data, rec.run_dir / "data.json")  # what the model was built for: eval and predict check it
     record_code(rec.run_dir)  # packages.txt, and code.diff when the checkout has changes: to repeat the run
-    for name, source in plugin_sources(cfg.plugins).items():  # your own models, metrics, datasets: as they ran
-        save_atomic(lambda f, source=source: f.write(source), rec.run_dir / f"plugin-{name}")
+    keep_plugins(rec.run_dir, cfg.plugins)  # your own models, metrics, datasets: as they ran
     if nb := link_notebook(rec.run_dir): log(f"notebook: {nb} (linked from the run folder)")
     rec.mark("running")
     if cfg.tensorboard:

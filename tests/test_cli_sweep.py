@@ -376,9 +376,13 @@ def test_a_run_keeps_its_plugins_code_and_reproduce_says_when_it_changed(tmp_pat
     (run,) = (tmp_path / "runs" / "run").iterdir()
     assert (run / "plugin-mine.py").read_text() == plugin.read_text()
     assert len(json.loads((run / "summary.json").read_text())["plugins_sha256"]) == 16
-    plugin.write_text(plugin.read_text().replace("nn.Flatten(), ", "nn.Flatten(), nn.Dropout(0.5), "))
+    plugin.write_text(plugin.read_text().replace("nn.Flatten()", "nn.Flatten(start_dim=1)"))  # the same model, new code
     r = cli("reproduce", str(run), "--plugins", str(plugin), cwd=tmp_path)
     assert "setting: plugins_sha256" in r.stdout and "the same" not in r.stdout, r.stdout + r.stderr
+    first = (run / "plugin-mine.py").read_text()  # a resume with the edited plugin keeps what the first session ran
+    r = cli("resume", str(run), "--plugins", str(plugin), "-p", "epochs", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (run / "plugin-mine.py").read_text() == first and (run / "plugin-mine.py.2").read_text() == plugin.read_text()
 
 
 def test_dashboard_serves_the_study_read_only_behind_a_token(tmp_path, monkeypatch):
