@@ -26,7 +26,7 @@ def acl_writers(folder) -> tuple | None:
     without an ACL. Its format: a 4-byte version, then 8-byte entries (tag, permissions, id)."""
     import struct
     try: raw = os.getxattr(folder, "system.posix_acl_access")
-    except OSError: return None  # no ACL, or a file system without extended attributes
+    except (OSError, AttributeError): return None  # no ACL, no extended attributes here, or no os.getxattr (macOS)
     entries = [struct.unpack_from("<HHI", raw, i) for i in range(4, len(raw) - 7, 8)]
     mask = next((perm for tag, perm, _ in entries if tag == 0x10), 7)
     writes = lambda perm: perm & mask & 2

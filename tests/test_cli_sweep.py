@@ -380,7 +380,7 @@ def test_a_run_keeps_its_plugins_code_and_reproduce_says_when_it_changed(tmp_pat
     r = cli("reproduce", str(run), "--plugins", str(plugin), cwd=tmp_path)
     assert "setting: plugins_sha256" in r.stdout and "the same" not in r.stdout, r.stdout + r.stderr
     first = (run / "plugin-mine.py").read_text()  # a resume with the edited plugin keeps what the first session ran
-    r = cli("resume", str(run), "--plugins", str(plugin), "-p", "epochs", "2", cwd=tmp_path)
+    r = cli("fit", "-p", "resume", str(run), "--plugins", str(plugin), "-p", "epochs", "2", cwd=tmp_path)  # in-process
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / "plugin-mine.py").read_text() == first and (run / "plugin-mine.py.2").read_text() == plugin.read_text()
 
