@@ -72,7 +72,7 @@ def load_run(path, map_location="cpu", plugins: str = "") -> tuple:
     weights, cfg, stored = read_model(path, map_location)
     if not cfg: raise ValueError(f"{path}: no mnist_lab config is stored with these weights (config.json, or a "
                                  "checkpoint's config), so the model cannot be rebuilt")
-    try: cfg = from_record(cfg, plugins, resume="")
+    try: cfg = from_record(cfg, plugins, resume="", run_dir="")  # where it ran is no check of where you are now
     except ValueError as e: raise ValueError(f"{path}: the stored config cannot be used: {e}") from None
     info = data_info(stored, cfg, path)
     try:  # the model's shapes alone, no memory: a stored config cannot make us build a huge model for small weights

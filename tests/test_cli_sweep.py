@@ -68,8 +68,10 @@ def test_train_runs_eval_resume(tmp_path):
     write_jpeg(fit_images(digit, channels=3, size=56)[0], str(tmp_path / "mine.jpg"))
     r = cli("predict", str(run), str(tmp_path / "mine.jpg"), "--top", "2", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.startswith(f"{tmp_path / 'mine.jpg'}: ") and len(r.stdout.split(": ", 1)[1].split(", ")) == 2, r
-    r = cli("predict", str(run), str(tmp_path / "runs"), cwd=tmp_path)  # a folder is no image: named
-    assert r.returncode == 1 and f"{tmp_path / 'runs'}: not a readable image" in r.stderr, r.stderr
+    import contextlib, io, mnist_lab.cli  # in this process from here: the command's code, without a new process
+    with contextlib.redirect_stderr(said := io.StringIO()):  # a folder is no image: named
+        assert mnist_lab.cli.main(["predict", str(run), str(tmp_path / "runs")]) == 1
+    assert f"{tmp_path / 'runs'}: not a readable image" in said.getvalue(), said.getvalue()
     r = cli("resume", str(run), "-p", "epochs", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / "notebook-2.ipynb").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 2
@@ -78,7 +80,6 @@ def test_train_runs_eval_resume(tmp_path):
     assert "git_dirty" in json.loads((run / "summary.json").read_text()) and (run / "packages.txt").is_file()
     r = cli("resume", str(run), "-p", "epochs", "2", cwd=tmp_path)  # a completed run: nothing to do, not an error
     assert r.returncode == 0 and "completed" in r.stdout, r.stdout + r.stderr
-    import contextlib, io, mnist_lab.cli
     with contextlib.redirect_stdout(out := io.StringIO()):  # the resumed run, trained again from scratch
         assert mnist_lab.cli.main(["reproduce", str(run)]) == 0, out.getvalue()
     assert "test_accuracy:" in out.getvalue() and "differs" not in out.getvalue(), out.getvalue()
@@ -201,8 +202,9 @@ def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatc
     with pytest.raises(PermissionError, match=f"sweep_dir='{shared}/sw2': {shared}/sw2 is inside {shared}, which anyone"):
         S.sweep({"lr": [1e-2]}, shared / "sw2", params={"dataset": "mnist_sample"})
     (tmp_path / "spec.yaml").write_text(f"space: {{lr: [0.01]}}\nsweep_dir: {shared}/sw3\nparams: {{dataset: mnist_sample}}\n")
-    r = cli("sweep", str(tmp_path / "spec.yaml"), cwd=tmp_path)  # the command too: refused before its study is made
-    assert r.returncode == 1 and "which anyone may write" in r.stderr, r.stderr
+    import mnist_lab.cli  # the command too: refused before its study is made
+    assert mnist_lab.cli.main(["sweep", str(tmp_path / "spec.yaml")]) == 1
+    assert "which anyone may write" in capsys.readouterr().err
     assert not (shared / "sw2").exists() and not (shared / "sw3").exists()
     trials = tmp_path / "sw4" / "trials"; trials.mkdir(parents=True); trials.chmod(0o777)  # a trial's folder too
     with pytest.raises(PermissionError, match=f"a sweep's trial: {trials}/0000 is inside {trials}, which anyone"):
@@ -336,8 +338,9 @@ def test_new_project_is_renamed_and_passes_its_notebook_tests(tmp_path):
     "`mnist-lab new` offline: renamed package, no runs/data/history; its module notebooks pass nbdev_test."
     import os
     shared = tmp_path / "shared"; shared.mkdir(); shared.chmod(0o777)  # anyone could swap the new folder for a link
-    r = cli("new", str(shared / "my_lab"), cwd=tmp_path)
-    assert r.returncode == 1 and f"which anyone may write" in r.stderr and not (shared / "my_lab").exists(), r.stderr
+    import contextlib, io, mnist_lab.cli
+    with contextlib.redirect_stderr(said := io.StringIO()): assert mnist_lab.cli.main(["new", str(shared / "my_lab")]) == 1
+    assert "which anyone may write" in said.getvalue() and not (shared / "my_lab").exists(), said.getvalue()
     r = cli("new", str(tmp_path / "my_lab"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     new = tmp_path / "my_lab"
