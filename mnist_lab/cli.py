@@ -12,7 +12,7 @@ __all__ = ['TEMPLATE_FILES', 'PLUGINS_STUB', 'parse_params', 'train_params', 'cm
 import argparse, errno, json, sys, time
 from pathlib import Path
 from .process import stop_on_signals, printable, PrintableStream
-from .record import project_dir, not_yours_alone
+from .record import project_dir, make_yours_alone
 
 # %% ../nbs/11_cli.ipynb #66836c4a
 def parse_params(pairs: list) -> dict:
@@ -269,12 +269,8 @@ def new_project(dest, name: str | None = None) -> Path:
     if (inside := project_dir(dest.absolute().parent)) and (inside / "settings.ini").is_file():
         raise ValueError(f"{dest}: inside the project {inside}; create the new project outside it")
     if not (src / "settings.ini").is_file(): raise FileNotFoundError(f"{src} is not a source checkout")
-    def yours_alone():  # an empty folder of yours, or one made in folders only you can change: no link in its place
-        if whose := not_yours_alone(dest):
-            raise PermissionError(f"{dest}: {whose}; give a path for a new folder, or an empty one of yours")
-    yours_alone()
-    dest.mkdir(parents=True, exist_ok=True)
-    yours_alone()  # made: by you, not by someone in between
+    # an empty folder of yours, or one made in folders only you can change: no link in its place
+    make_yours_alone(dest, "mnist-lab new", "Give a path for a new folder, or an empty one of yours")
     for pattern in TEMPLATE_FILES:
         for f in sorted(src.glob(pattern)):
             rel = f.relative_to(src).as_posix()

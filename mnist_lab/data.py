@@ -7,7 +7,7 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'DOWNLOAD_FAILED', 'OFFICIAL_MD5S', 'LUMA', 'CIFAR10_CLASSES', 'CIFAR10_FILES', 'CIFAR10_ARCHIVE',
            'CIFAR10_RECORD', 'IMAGE_EXTENSIONS', 'OTHER_IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MAX_IMAGE_BYTES',
            'VAL_FOLDERS', 'BUILT_IN_DATASETS', 'AUGMENTATIONS', 'register', 'accepted', 'Data', 'register_dataset',
-           'channel_stats', 'images_digest', 'check_part', 'as_data', 'IdxSpec', 'open_regular', 'read_idx',
+           'channel_stats', 'recorded_channels', 'images_digest', 'check_part', 'as_data', 'IdxSpec', 'read_idx',
            'find_idx_files', 'failure_note', 'remember_download_failure', 'download_failed_recently', 'try_download',
            'download_idx', 'official_md5s', 'md5sum', 'read_dataset', 'idx_not_found', 'idx_dataset', 'mnist',
            'fashion_mnist', 'kmnist', 'mnist_sample', 'fit_images', 'fit_data', 'dataset_names', 'load_data',
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .process import say, literal_text
-from .record import project_path, save_atomic, load_weights
+from .record import project_path, save_atomic, load_weights, open_regular
 
 # %% ../nbs/02_data.ipynb #31594d44
 def register(registry: dict, name: str):
@@ -87,6 +87,12 @@ def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple:
     mean = s / n
     std = (s2 / n - mean * mean).clamp_min(0).sqrt().clamp_min(1 / 255)  # a blank channel must not divide by 0
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+def recorded_channels(info) -> int:
+    """The channels (1 or 3) a run's recorded data info (`Data.info()`: data.json, a checkpoint's `data`) says it
+    trained on, else 0: a run with channels=0 keeps what was decided when it trained (eval, resume)."""
+    shape = info.get("shape") if isinstance(info, dict) else None
+    return shape[0] if isinstance(shape, list) and shape and shape[0] in (1, 3) else 0
 
 def images_digest(d) -> str:
     "A digest of every image and label of a `Data` (blake2b, 16 bytes): an image added, removed or edited changes it."
@@ -157,15 +163,6 @@ SAMPLE_DIR = Path(str(importlib.resources.files("mnist_lab"))) / "sample"  # 5,0
 
 # %% ../nbs/02_data.ipynb #3901c200
 MAX_IDX_BYTES = 128 << 20  # 171k images of 28x28 (MNIST's 60k are 47 MB): more is a hostile or wrong header
-
-def open_regular(path):
-    """`path` opened for reading if it is a regular file (a link is followed); a FIFO or a device is refused, never
-    waited on, even one put in its place after a check of the name."""
-    f = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")  # a FIFO opens at once (and is then refused)
-    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-        f.close()
-        raise ValueError(f"{path}: not a regular file")
-    return f
 
 def read_idx(path) -> torch.Tensor:
     """Read one IDX file of unsigned bytes (optionally `.gz`) into a uint8 tensor, checking its header. It never
@@ -611,16 +608,19 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
     def header(f):
         try: return image_header(read_image_file(f))
         except Exception as e: raise ValueError(f"{f}: not a readable image ({type(e).__name__}: {e})") from None
-    w, h, bands = header(files[0])  # the first image's size is what "as they are" means
+    # channels=0: colour if the first image of any class is (one stray grey scan first makes no colour dataset grey;
+    # grey with alpha is grey, RGBA and palettes colour); the first image's size is what "as they are" means
+    firsts = {}
+    for f, y in zip(files, labels.tolist()): firsts.setdefault(y, f)  # files[0] among them
+    headers = {f: header(f) for f in (firsts.values() if not channels else files[:1])}  # each file read once
+    w, h, bands = headers[files[0]]
     mixed = ""
-    if not channels:  # colour if the first image of any class is (grey with alpha is grey; RGBA, palettes colour):
-        firsts = {}  # one stray grey scan first makes no colour dataset grey
-        for f, y in zip(files, labels.tolist()): firsts.setdefault(y, f)
-        colour = [f for f in firsts.values() if header(f)[2] > 2]
-        channels = 3 if bands > 2 or colour else 1
+    if not channels:
+        colour = [f for f, (_, _, b) in headers.items() if b > 2]
+        channels = 3 if colour else 1
         if colour and bands <= 2:
-            mixed = (f"grey and colour images ({Path(files[0]).name} grey, {Path(colour[0]).name} colour): all are read as colour; "
-                     "channels=1 reads them grey")
+            mixed = (f"grey and colour images ({Path(files[0]).name} grey, {Path(colour[0]).name} colour): all are read "
+                     "as colour; channels=1 reads them grey")
     size = (image_size, image_size) if image_size else (h, w)
     key = image_cache_key(root, files, labels, channels, size)
     x, cache = cached_images(root, key, len(files), (channels, *size), lambda: decode_images(

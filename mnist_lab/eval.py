@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .data import (IDX_DATASETS, Data, load_data, normalize, eval_batches, show_images, decode_file,
-                            fit_images, images_digest)
+                            fit_images, images_digest, recorded_channels)
 from .metrics import Predictions, compute_metrics, per_class, bootstrap
 from .config import TrainConfig, model_from_config, from_record, run_metrics, defaults
 from .process import in_notebook, literal_text
@@ -151,7 +151,6 @@ def data_changed(info: dict, summary: dict, data: Data) -> str | None:
     """What differs between the data a run recorded (its data info and summary) and `data`: the images per class, the
     number of test images, then any image or label (a digest of them all; a run recorded before it had one: the pixel
     statistics); None if nothing does."""
-    import math
     now = data.info()
     if info.get("train_counts") not in (None, now["train_counts"]):
         return f"training images per class {info['train_counts']} -> {now['train_counts']}"
@@ -187,8 +186,7 @@ def evaluate_run(path, data=None, plugins: str = "") -> dict:
     if data is None:
         others_paths(path, asdict(cfg))  # the config it was loaded with (a checkpoint's own too): its data_dir
         name = summary.get("dataset") if isinstance(summary.get("dataset"), str) else cfg.dataset
-        began = info["shape"][0] if info["shape"][0] in (1, 3) else 0  # channels=0: as decided when it trained
-        data = load_data(name, cfg.data_dir, False, cfg.image_size, cfg.channels or began)
+        data = load_data(name, cfg.data_dir, False, cfg.image_size, cfg.channels or recorded_channels(info))
         if changed := data_changed(info, summary, data):  # a folder of images grown or edited since
             raise ValueError(f"{path}: its data has changed since it was tested ({changed}): eval would not give the "
                              "run's numbers, and would replace its plots. Restore the data, or test it on the data as "

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from .data import (BatchSampler, BalancedSampler, load_data, split_train_val, normalize, parse_augment,
-                            augment_batch, images_digest)
+                            augment_batch, images_digest, recorded_channels)
 from .model import n_params
 from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor, model_from_config,
                               resume_config, balanced_weights, model_overrides, run_metrics, plugin_sources,
@@ -643,9 +643,8 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     log = say if D.main else (lambda *a: None)  # one voice in a torchrun job
     D.barrier()  # every rank has read the checkpoint before rank 0 writes anything
     set_process_options(cfg)
-    shape = ckpt.get("data", {}).get("shape") if ckpt and isinstance(ckpt.get("data"), dict) else None
-    began = shape[0] if isinstance(shape, list) and shape and shape[0] in (1, 3) else 0  # channels=0 decided then:
-    data = load_data(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size, cfg.channels or began)  # kept; no folder yet
+    began = recorded_channels(ckpt.get("data") if ckpt else None)  # a resumed channels=0 run: as it decided then
+    data = load_data(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size, cfg.channels or began)  # before any folder
     log(run_header(data, cfg))
     seed_everything((cfg.seed + D.rank) % 2**32)  # ranks differ in dropout; the sampler is seeded alike on all
     split = Split(*[t.to(dev) for t in split_train_val(data.x_train, data.y_train, cfg.val_split, cfg.split_seed,
