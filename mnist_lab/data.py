@@ -11,11 +11,12 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'find_idx_files', 'failure_note', 'remember_download_failure', 'download_failed_recently', 'try_download',
            'download_idx', 'official_md5s', 'md5sum', 'read_dataset', 'idx_not_found', 'idx_dataset', 'mnist',
            'fashion_mnist', 'kmnist', 'mnist_sample', 'fit_images', 'fit_data', 'dataset_names', 'load_data',
-           'read_cifar_file', 'has_cifar10', 'cifar10_not_found', 'cifar10', 'list_images', 'read_image_file',
-           'gif_first_frame', 'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key',
-           'cached_images', 'held_out', 'no_train_folder', 'image_folder', 'missing_data', 'split_train_val',
-           'BatchSampler', 'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine',
-           'shift', 'rotate', 'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
+           'read_cifar_file', 'has_cifar10', 'cifar10_not_found', 'cifar10', 'visible_files', 'list_images',
+           'read_image_file', 'gif_first_frame', 'image_header', 'decode_file', 'decode_chunk', 'decode_images',
+           'image_cache_key', 'cached_images', 'held_out', 'no_train_folder', 'image_folder', 'missing_data',
+           'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation',
+           'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch',
+           'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
 import gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, zlib
@@ -431,9 +432,18 @@ OTHER_IMAGE_EXTENSIONS = (".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".hei
 MAX_IMAGE_PIXELS = 4096 * 4096  # per image: a larger header is a decompression bomb, or not a dataset image
 MAX_IMAGE_BYTES = 64 << 20  # per file
 
+def visible_files(folder) -> list:
+    "The paths (strings) of the files in `folder` and its subfolders, hidden files and folders left out at every depth."
+    found = []
+    for here, subfolders, names in os.walk(folder):  # links to folders are not followed: a link loop cannot trap it
+        subfolders[:] = [s for s in subfolders if not s.startswith(".")]  # os.walk then does not go into them
+        found += [os.path.join(here, name) for name in names if not name.startswith(".")]
+    return found
+
 def list_images(root: Path, classes=None) -> tuple:
-    """`(classes, files, labels)` of a folder of class folders (sorted names; hidden ones skipped), the files as
-    strings. With `classes`, every folder must be one of them (a test set's classes are the training set's)."""
+    """`(classes, files, labels)` of a folder of class folders (sorted names), the files as strings; hidden files and
+    folders are skipped at every depth (JupyterLab's `.ipynb_checkpoints`, `.git`, `.DS_Store`). With `classes`, every
+    folder must be one of them (a test set's classes are the training set's)."""
     if not root.is_dir(): raise FileNotFoundError(f"{root}: no such folder")
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not found: raise FileNotFoundError(f"{root}: no class folders; put images in {root}/<class>/")
@@ -441,8 +451,8 @@ def list_images(root: Path, classes=None) -> tuple:
         raise ValueError(f"{root}: class folders {unknown} are not in train/ ({', '.join(classes)})")
     classes = classes or found
     files, labels, skipped = [], [], {}
-    for c in found:  # os.walk does not follow links to folders: a link loop cannot trap it
-        names = [os.path.join(d, f) for d, _, names in os.walk(root / c) for f in names if not f.startswith(".")]
+    for c in found:
+        names = visible_files(root / c)
         here = sorted(f for f in names if f.lower().endswith(IMAGE_EXTENSIONS))
         for f in names:  # images in a format the decoders do not read are said; a notes.txt or Thumbs.db is not
             if (ext := os.path.splitext(f)[1].lower()) in OTHER_IMAGE_EXTENSIONS: skipped[ext] = skipped.get(ext, 0) + 1
