@@ -13,7 +13,7 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PAR
            'from_record', 'code_elsewhere', 'resume_config']
 
 # %% ../nbs/05_config.ipynb #7f3126c5
-import dataclasses, difflib, importlib.util, inspect, json, math, re, reprlib, sys
+import dataclasses, difflib, importlib.util, inspect, json, math, re, reprlib, shlex, sys
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from types import ModuleType
@@ -341,7 +341,8 @@ class TrainConfig:
         if given is not None and (stray := sorted(set(given) - known)):  # -p _lr 0.5, or -p report 0 (a function)
             params.update({k: ns.get(k) for k in stray})  # from_params names them, with the closest parameter
         if given is not None:  # headless: what was not given is the default (a resume takes the rest from its run)
-            edited = {k: v for k, v in params.items() if k in known and k not in given and v != defaults()[k]}
+            edited = {k: params[k] for k in defaults() if k in params and k not in given
+                      and params[k] != defaults()[k]}  # in TrainConfig's order, as the cell lists them
             if edited and "resume" not in given: raise ValueError(edited_cell_message(edited))
             params = {k: v for k, v in params.items() if k not in edited}
         return cls.from_params(**params)
@@ -456,7 +457,8 @@ def edited_cell_message(edited: dict) -> str:
     "Why a headless run refuses a parameters cell whose saved values are not TrainConfig's defaults, and what to do."
     said = ", ".join(f"{k}={v!r}" for k, v in edited.items())
     was = ", ".join(f"{k}={defaults()[k]!r}" for k in edited)
-    flags = " ".join(f"-p {k} {json.dumps(v) if isinstance(v, dict) else v}" for k, v in edited.items())
+    value = lambda v: json.dumps(v) if isinstance(v, dict) else str(v)
+    flags = " ".join(f"-p {k} {shlex.quote(value(v))}" for k, v in edited.items())  # pasted into a shell as it is
     return (f"the parameters cell of this notebook was saved with {said} (TrainConfig's defaults: {was}). Headless "
             "runs (papermill, launch, mnist-lab train, sweeps) all start from TrainConfig's defaults plus what they are "
             f"given: pass {flags}, or restore the cell (git checkout nbs/train.ipynb), or change the default in "

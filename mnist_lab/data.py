@@ -803,9 +803,10 @@ def augment_batch(x, fns, gen):
 
 # %% ../nbs/02_data.ipynb #3cf41625
 @literal_text  # titles are class names: a folder named $...$ is no formula
-def show_images(x, titles=None, ncols: int = 8, size: float = 1.2, cmap="gray_r"):
+def show_images(x, titles=None, ncols: int = 8, size: float = 1.2, cmap="gray"):
     """Plot images (B, H, W) or (B, C, H, W) as a grid (C = 3: colour; otherwise the first channel, grey) on one
-    brightness scale for the whole grid, so a darker or paler image looks it; returns the figure."""
+    brightness scale for the whole grid, so a darker or paler image looks it, and as it is (`cmap="gray"`: light is
+    light; MNIST's digits are light strokes on black); returns the figure."""
     import matplotlib.pyplot as plt
     x = x.detach().float().cpu()
     x = x[:, None] if x.ndim == 3 else x if x.shape[1] == 3 else x[:, :1]
@@ -813,14 +814,17 @@ def show_images(x, titles=None, ncols: int = 8, size: float = 1.2, cmap="gray_r"
     n, c, h, w = x.shape
     nrows, pad = math.ceil(n / ncols), 2
     top = 10 if titles else 0  # room for each title above its image
-    canvas = torch.full((c, nrows * (h + pad + top), ncols * (w + pad)), 1.0 if c == 3 else 0.0)  # white
+    # white around the images: for grey ones, "no value" (NaN), which the colour map draws white whatever it is
+    canvas = torch.full((c, nrows * (h + pad + top), ncols * (w + pad)), 1.0 if c == 3 else math.nan)
     for i in range(n):  # one image with all of them tiled: one imshow is much faster than a subplot each
         r, col = divmod(i, ncols)
         y0, x0 = r * (h + pad + top) + top, col * (w + pad)
         canvas[:, y0:y0 + h, x0:x0 + w] = x[i]
     fig, ax = plt.subplots(figsize=(ncols * size, nrows * size * (1.35 if titles else 1)))
     if c == 3: ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
-    else: ax.imshow(canvas[0], cmap=cmap, interpolation="nearest", vmin=0, vmax=1)
+    else:
+        grey = plt.get_cmap(cmap).with_extremes(bad="white")
+        ax.imshow(canvas[0], cmap=grey, interpolation="nearest", vmin=0, vmax=1)
     for i, t in enumerate(titles or []):
         r, col = divmod(i, ncols)
         ax.text(col * (w + pad) + w / 2, r * (h + pad + top) + top - 2, t, ha="center", va="bottom", fontsize=8)

@@ -27,7 +27,8 @@ from .record import (read_model, fit_weights, check_fit, read_history, read_json
 def evaluate(model, x, y, mean, std, k: int = 3, bs: int = 256, autocast=None, with_pred: bool = False,
              tta: str = "none", metrics=("accuracy", "top_k"), intervals: bool = False) -> dict:
     """Loss and `metrics` (names in `METRICS`) of `model` on uint8 images `x` and labels `y`, normalized with
-    `mean` and `std` (+ `pred`, the classes; + `intervals`, each metric's 95% bootstrap interval). `tta="flip"`
+    `mean` and `std` (+ `pred` and `scores`, the classes and the (N, C) scores every metric saw; + `intervals`, each
+    metric's 95% bootstrap interval). `tta="flip"`
     classifies each image and its mirror image and averages the two probabilities."""
     # batches of 256, not more: their activations stay in the CPU's caches; 1.5-2x the images/s of batches of
     # 1,000 for the bf16 cnns on a 2-core Zen 4 (bench/flops.py)
@@ -44,7 +45,7 @@ def evaluate(model, x, y, mean, std, k: int = 3, bs: int = 256, autocast=None, w
     p = Predictions(y, torch.cat(scores), k)
     res = {"loss": loss / len(y), **compute_metrics(list(metrics), p)}
     if intervals: res["intervals"] = bootstrap(p, list(metrics))
-    return {**res, "pred": p.pred.cpu()} if with_pred else res
+    return {**res, "pred": p.pred.cpu(), "scores": p.scores.cpu()} if with_pred else res
 
 # %% ../nbs/06_eval.ipynb #b234a665
 def data_info(stored, cfg: TrainConfig, source) -> dict:
@@ -402,5 +403,8 @@ def html_report(run, plugins: str = "") -> Path:
         if why is not None:  # the page is written anyway, saying why
             shown = [md(f"(not shown: {md_text(executed[-1].name)} could not be read: {md_text(why)})")]
         cells += [md("## The executed notebook"), *shown]
+    else:  # trained from a kernel (JupyterLab, Python): the notebook was the user's, unsaved, not papermill's
+        cells += [md("## The executed notebook\n\nnone in the run folder: this run was not started by papermill (a "
+                     "JupyterLab kernel or Python trained it); `papermill nbs/train.ipynb` or `mnist-lab train` keep one")]
     name = cfg.get("name") if isinstance(cfg.get("name"), str) else ""
     return save_page(cells, run_dir / "report.html", f"{name} {run_dir.name}".strip())

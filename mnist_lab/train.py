@@ -546,13 +546,13 @@ def finish_run(t: Training, stopped: bool) -> Result:
     test = D.share(evaluate(parts.model, data.x_test.to(dev), data.y_test.to(dev), data.mean, data.std, cfg.top_k,
                             autocast=parts.autocast(), with_pred=True, tta=cfg.tta, metrics=run_metrics(cfg),
                             intervals=True))
-    pred = test.pop("pred")  # report() plots these: the same numbers as summary.json, not a second evaluation
+    pred, scores = test.pop("pred"), test.pop("scores")  # report() plots these: summary.json's numbers, not a second evaluation
     intervals = test.pop("intervals")
     summary = {**summarize(t, test, stopped), "intervals": {k: list(v) for k, v in intervals.items()}}
     if D.main:
         save_checkpoint(parts.model.state_dict(), rec.run_dir / "model.pt")
-        save_checkpoint({"pred": pred.to(torch.int32), "y": data.y_test.to(torch.int32)},  # for `compare`
-                        rec.run_dir / "test_predictions.pt")
+        save_checkpoint({"pred": pred.to(torch.int32), "y": data.y_test.to(torch.int32), "k": cfg.top_k,
+                         "scores": scores.float()}, rec.run_dir / "test_predictions.pt")  # `compare`: any metric
         write_json(summary, rec.run_dir / "summary.json")
         if rec.writer:
             hparams = {k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))}
