@@ -585,7 +585,8 @@ def run_header(data, cfg: TrainConfig) -> str:
     return "\n".join([
         f"dataset: {data.name} from {data.source} ({len(data.x_train)} train / {len(data.x_test)} test"
         f"{', official files' if data.official else ', local files'}; {c}x{h}x{w} images, {len(data.classes)} classes)",
-        f"training images per class: {shown}{more}", *(f"note: {n}" for n in notes + model_overrides(cfg)),
+        f"training images per class: {shown}{more} ({cfg.val_split:.0%} of each held out for validation)",
+        *(f"note: {n}" for n in notes + model_overrides(cfg)),
         f"parameters not at their defaults: {changed}"])
 
 # %% ../nbs/07_train.ipynb #ba424a57
