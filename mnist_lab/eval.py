@@ -19,6 +19,7 @@ from .metrics import Predictions, compute_metrics, per_class, bootstrap
 from .config import TrainConfig, model_from_config, from_record, run_metrics, defaults
 from .process import in_notebook, literal_text
 from .record import (read_model, fit_weights, check_fit, read_history, read_json, run_folder_of, writing,
+                              check_yours_alone, COPY_ADVICE,
                               save_atomic, read_object, recorded_intervals, read_bounded, upgraded,
                               is_number)
 
@@ -60,7 +61,7 @@ def data_info(stored, cfg: TrainConfig, source) -> dict:
     ok = ok and 2 <= len(stored["classes"]) <= 100_000 and all(isinstance(c, str) for c in stored["classes"])
     stats = [stored.get("mean"), stored.get("std")] if ok else []
     ok = ok and all(isinstance(s, list) and len(s) == stored["shape"][0] and
-                    all(isinstance(v, (int, float)) and 0 < abs(v) < 1e6 or v == 0 for v in s) for s in stats)
+                    all(is_number(v) and (v == 0 or 0 < abs(v) < 1e6) for v in s) for s in stats)  # no bool
     if not ok: raise ValueError(f"{source}: the stored data description is damaged; expected shape [C, H, W] "
                                 "(C <= 64, H and W <= 4096), 2 to 100,000 class names, and a mean and std per channel")
     return stored
@@ -371,6 +372,7 @@ def html_report(run, plugins: str = "") -> Path:
     "Write `report.html` in a run's folder: summary with intervals, per-class table, plots, its executed notebook."
     import nbformat
     run_dir = run_folder_of(getattr(run, "run_dir", run))
+    check_yours_alone(run_dir, "report", COPY_ADVICE)  # before any work: the page is written by its name
     summary, cfg = read_object(run_dir / "summary.json"), upgraded(read_object(run_dir / "config.json"))
     ci = recorded_intervals(run_dir, summary)  # records checked before any work
     if not all((run_dir / f"{n}.png").is_file() for n in ("learning_curves", "confusion", "mistakes")):

@@ -24,7 +24,7 @@ from .config import TrainConfig, parse_monitor, code_elsewhere, to_dict
 from .process import (alive, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until,
                                progress_bar)
 from .record import (run_status, read_history, recorded_number, write_status, save_atomic, upgraded,
-                              not_yours_alone, check_yours_alone,
+                              not_yours_alone, check_yours_alone, COPY_ADVICE,
                               make_yours_alone)
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
@@ -798,6 +798,7 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
     import matplotlib.pyplot as plt
     from mnist_lab.eval import md_text, png_markdown, save_page
     from mnist_lab.runs import compare, plot_curves, plot_metric_vs, seed_stats, varying
+    check_yours_alone(project_path(sweep_dir), "sweep report", COPY_ADVICE)  # before any work: written by its name
     folder, study = project_path(sweep_dir).resolve(), load_study(sweep_dir)
     # the stored spec is read, never run: anyone who can write a shared study.db chose it (its plugins stay unimported,
     # its sweep_dir is not where this reads or writes)

@@ -523,6 +523,9 @@ def test_loading_a_received_run_never_imports_its_plugins(tmp_path, monkeypatch,
     E.load_run(run); E.load_run(run / "last.pt"); E.load_safetensors(st); E.export_safetensors(run)
     assert mnist_lab.cli.main(["eval", str(run / "last.pt")]) == 0  # a checkpoint file works too, plots beside it
     assert (run / "confusion.png").is_file()
+    (run / "confusion.png").unlink(); os.chmod(run, 0o777)  # a folder anyone may change: numbers, no plots there
+    assert mnist_lab.cli.main(["eval", str(run)]) == 0 and not (run / "confusion.png").exists()
+    os.chmod(run, 0o755)
     T.fit(T.TrainConfig(resume=str(run)))  # already finished: a resume that trains nothing
     mnist_lab.runs.runs_table(tmp_path / "runs")
     assert not canary.exists()
