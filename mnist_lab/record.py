@@ -294,9 +294,10 @@ def load_weights(path, map_location="cpu"):
     import torch
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
-    try: f = path.open("rb")
+    try: f = open_regular(path)  # a FIFO put in its place after the check is refused, not waited on
     except OSError as e:  # permission denied is not damage: resume must not fall back and overwrite it
         raise OSError(e.errno, f"cannot read {path}: {e.strerror}; the file is left as it is") from None
+    except ValueError as e: raise CheckpointError(str(e)) from None  # not a regular file
     try:
         with f:
             check_unpacked_size(f, path)
@@ -339,15 +340,17 @@ def read_model(path, map_location="cpu") -> tuple:
 # %% ../nbs/01_record.ipynb #e81bc130
 def read_safetensors(path, map_location="cpu") -> tuple:
     "`(weights, config, data info)` of a `.safetensors` file, from its metadata (or {}): tensors only, no pickle."
-    from safetensors import safe_open
+    from safetensors.torch import load
+    with open_regular(path) as raw:  # safetensors' own open waits on a FIFO, deaf to Ctrl-C: opened here, then checked
+        check_unpacked_size(raw, path)  # not a zip: the memory check
+        blob = raw.read()
     try:
-        with safe_open(str(path), "pt", device=str(map_location)) as f:
-            meta = f.metadata() or {}
-            cfg, data = (loads(meta.get(k, "{}")) for k in ("mnist_lab_config", "mnist_lab_data"))
-            if not isinstance(cfg, dict) or not isinstance(data, dict):  # before any tensor is read
-                raise CheckpointError(f"{path}: its mnist_lab_config and mnist_lab_data metadata must be JSON objects")
-            with open(path, "rb") as raw: check_unpacked_size(raw, path)  # not a zip: the memory check
-            weights = {k: f.get_tensor(k) for k in f.keys()}
+        n = int.from_bytes(blob[:8], "little")  # the format: the header's length, its JSON, then the tensors
+        meta = loads(blob[8:8 + n].decode()).get("__metadata__") or {}
+        cfg, data = (loads(meta.get(k, "{}")) for k in ("mnist_lab_config", "mnist_lab_data"))
+        if not isinstance(cfg, dict) or not isinstance(data, dict):  # before any tensor is read
+            raise CheckpointError(f"{path}: its mnist_lab_config and mnist_lab_data metadata must be JSON objects")
+        weights = {k: v.to(map_location) for k, v in load(blob).items()}
     except (CheckpointError, MemoryError): raise  # our own words already
     except Exception as e:  # safetensors' own error (a header that lies about its length, say) is no OSError
         raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
