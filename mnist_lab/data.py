@@ -19,13 +19,13 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
-import gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, zlib
+import errno, gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .process import say, literal_text
-from .record import project_path, save_atomic, load_weights, open_regular
+from .record import project_path, save_atomic, load_weights, open_regular, open_beneath, not_yours_alone
 
 # %% ../nbs/02_data.ipynb #31594d44
 def register(registry: dict, name: str):
@@ -464,9 +464,16 @@ def list_images(root: Path, classes=None) -> tuple:
     return tuple(classes), files, torch.tensor(labels)
 
 # %% ../nbs/02_data.ipynb #bdf245ef
-def read_image_file(path) -> bytes:
-    "The bytes of an image file: a regular file (a link is followed) of at most `MAX_IMAGE_BYTES`."
-    with open_regular(path) as f:  # a link loop is an OSError
+def read_image_file(path, beneath=None) -> bytes:
+    """The bytes of an image file: a regular file of at most `MAX_IMAGE_BYTES`; links are followed, but none below
+    the folder `beneath` (one that someone else can change: their link there could lead to a file of yours)."""
+    try: f = open_beneath(beneath, path) if beneath else open_regular(path)  # a link loop is an OSError
+    except OSError as e:
+        if beneath and e.errno == errno.ELOOP:
+            raise ValueError(f"a symbolic link in {beneath}, a folder someone else can change: not followed, it could "
+                             "lead to a file of yours (copy the images into a folder of yours)") from None
+        raise
+    with f:
         if (size := os.fstat(f.fileno()).st_size) > MAX_IMAGE_BYTES:
             raise ValueError(f"{size:,} bytes, more than {MAX_IMAGE_BYTES:,}")
         return f.read(MAX_IMAGE_BYTES + 1)
@@ -489,12 +496,12 @@ def image_header(data: bytes) -> tuple:
         pal = im.getpalette() or []  # a GIF is a palette: grey if every colour in it is
         return (*im.size, 1 if all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3)) else 3)
 
-def decode_file(path, channels: int, size: tuple, resize: bool) -> torch.Tensor:
+def decode_file(path, channels: int, size: tuple, resize: bool, beneath=None) -> torch.Tensor:
     """One image file as uint8 (channels, *size) with torchvision's decoder, its header checked first; `resize`:
-    any size is resized to `size`, else another size is an error."""
+    any size is resized to `size`, else another size is an error. `beneath`: as `read_image_file`."""
     from torchvision.io import ImageReadMode, decode_image
     try:
-        data = read_image_file(path)
+        data = read_image_file(path, beneath)
         w, h, _ = image_header(data)
         if w * h > MAX_IMAGE_PIXELS: raise ValueError(f"{w}x{h} pixels, more than {MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
         if data[:3] == b"GIF": x = gif_first_frame(data)  # an animated GIF: its first frame, the only one decoded
@@ -511,13 +518,14 @@ def decode_file(path, channels: int, size: tuple, resize: bool) -> torch.Tensor:
     return x
 
 # %% ../nbs/02_data.ipynb #a432916a
-def decode_chunk(files: list, channels: int, size: tuple, resize: bool):
+def decode_chunk(files: list, channels: int, size: tuple, resize: bool, beneath=None):
     "`decode_file` of each file, stacked as a uint8 numpy array (len(files), channels, *size): cheap to send back."
     out = torch.empty(len(files), channels, *size, dtype=torch.uint8)
-    for i, f in enumerate(files): out[i] = decode_file(f, channels, size, resize)
+    for i, f in enumerate(files): out[i] = decode_file(f, channels, size, resize, beneath)
     return out.numpy()
 
-def decode_images(files: list, channels: int, size: tuple, resize: bool, what: str, chunk: int = 2048) -> torch.Tensor:
+def decode_images(files: list, channels: int, size: tuple, resize: bool, what: str, chunk: int = 2048,
+                  beneath=None) -> torch.Tensor:
     """Decode `files` into one uint8 tensor (N, channels, *size), after a memory estimate. Large folders are
     decoded by one forked process per core, as torch's DataLoader does on Linux (threads would share one core:
     a decoder's work holds Python's lock)."""
@@ -527,7 +535,7 @@ def decode_images(files: list, channels: int, size: tuple, resize: bool, what: s
                           f"in memory, more than half of this machine's {have / 2**30:.1f} GiB; set image_size "
                           "smaller, or use fewer images")
     out, starts = torch.empty(len(files), channels, *size, dtype=torch.uint8), range(0, len(files), chunk)
-    parts = [(files[i:i + chunk], channels, size, resize) for i in starts]
+    parts = [(files[i:i + chunk], channels, size, resize, beneath) for i in starts]
     workers = min(os.cpu_count() or 1, len(parts))
     if workers < 2 or sys.platform != "linux":
         for i, p in zip(starts, parts): out[i:i + len(p[0])] = torch.from_numpy(decode_chunk(*p))
@@ -552,11 +560,13 @@ def image_cache_key(root: Path, files: list, labels, channels: int, size: tuple)
     return h.hexdigest()[:20]
 
 def cached_images(root: Path, key: str, n: int, shape: tuple, decode) -> tuple:
-    "`(images, cache file)`: the cached decode of `key` if it is whole, else `decode()`, saved beside the data."
-    places = [root / ".mnist_lab_cache", CACHE / "mnist_lab" / "image_folder"]
+    """`(images, cache file)`: the cached decode of `key` if it is whole, else `decode()`, saved beside the data, or in
+    your cache folder where the data folder is not yours alone (someone else's cache there, or their link in its
+    place, would choose what you train on, or where your files go)."""
+    places = [d for d in (root / ".mnist_lab_cache", CACHE / "mnist_lab" / "image_folder") if not_yours_alone(d) is None]
     for p in (d / f"{key}.pt" for d in places):
         try:
-            st = p.lstat()  # ours only, no link: in a folder others can write, a planted file would be training images
+            st = p.lstat()  # ours only, no link
             if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_size <= n * math.prod(shape) + (1 << 20):
                 x = load_weights(p)["x"]  # checked as a checkpoint is: the folder may be shared
                 if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and tuple(x.shape) == (n, *shape):
@@ -615,8 +625,11 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
     if has_test:
         _, test_files, test_labels = list_images(root / "test", classes)
         files, labels, n_train = files + test_files, torch.cat([labels, test_labels]), len(files)
+    # in a data folder someone else can change, no link below it is followed: theirs could lead to a file of yours,
+    # which your run's plots and report would then show
+    beneath = str(root) if not_yours_alone(root, owners=(os.geteuid(), 0)) else None
     def header(f):
-        try: return image_header(read_image_file(f))
+        try: return image_header(read_image_file(f, beneath))
         except Exception as e: raise ValueError(f"{f}: not a readable image ({type(e).__name__}: {e})") from None
     # channels=0: colour if the first image of any class is (one stray grey scan first makes no colour dataset grey;
     # grey with alpha is grey, RGBA and palettes colour); the first image's size is what "as they are" means
@@ -634,7 +647,7 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
     size = (image_size, image_size) if image_size else (h, w)
     key = image_cache_key(root, files, labels, channels, size)
     x, cache = cached_images(root, key, len(files), (channels, *size), lambda: decode_images(
-        files, channels, size, bool(image_size), f"dataset='image_folder' ({root})"))
+        files, channels, size, bool(image_size), f"dataset='image_folder' ({root})", beneath=beneath))
     if has_test: x_train, y_train, x_test, y_test = x[:n_train], labels[:n_train], x[n_train:], labels[n_train:]
     else:
         test = held_out(labels)

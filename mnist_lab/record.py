@@ -6,12 +6,13 @@
 __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'COPY_ADVICE', 'RESUME_KEYS', 'MAX_DIFF', 'acl_writers',
            'private_group', 'others_write', 'unsafe_way', 'not_yours_alone', 'make_yours_alone', 'check_yours_alone',
            'project_dir', 'project_path', 'CheckpointError', 'discard', 'RunLocked', 'held_dir', 'save_atomic',
-           'save_checkpoint', 'write_json', 'open_regular', 'read_bounded', 'loads', 'read_json', 'read_object',
-           'is_number', 'number_in', 'recorded_number', 'recorded_intervals', 'check_unpacked_size', 'load_weights',
-           'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'new_run_dir',
-           'write_status', 'overwrite', 'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid',
-           'run_folder_of', 'read_history', 'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions',
-           'name_version', 'installed_packages', 'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
+           'save_checkpoint', 'write_json', 'open_regular', 'open_beneath', 'read_bounded', 'loads', 'read_json',
+           'read_object', 'is_number', 'number_in', 'recorded_number', 'recorded_intervals', 'check_unpacked_size',
+           'load_weights', 'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded',
+           'new_run_dir', 'write_status', 'overwrite', 'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun',
+           'training_pid', 'run_folder_of', 'read_history', 'write_history', 'resumable', 'find_resume_checkpoint',
+           'git', 'versions', 'name_version', 'installed_packages', 'record_code', 'next_notebook', 'link_notebook',
+           'log_tensorboard']
 
 # %% ../nbs/01_record.ipynb #ba07da95
 import contextlib, errno, fcntl, functools, io, itertools, json, os, platform, secrets, socket, stat, subprocess, sys, time
@@ -211,6 +212,28 @@ def open_regular(path, follow: bool = True):
     never waited on, even one put in its place after a check of the name."""
     f = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)), "rb")  # a FIFO opens
     if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # at once, then is refused
+        f.close()
+        raise ValueError(f"{path}: not a regular file")
+    return f
+
+def open_beneath(folder, path):
+    """`path`, a file inside `folder`, opened as `open_regular` does, through no symbolic link below `folder`: each
+    folder on the way opened in the one before it, never by a name that could be swapped for a link meanwhile. A link
+    is an `OSError` (ELOOP). For a folder someone else can change: their link there could lead to a file of yours."""
+    parts = Path(path).relative_to(folder).parts
+    if ".." in parts: raise ValueError(f"{path}: '..' leaves {folder}")
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            fd, parent = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd), fd
+            os.close(parent)
+        f = open(os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=fd), "rb")
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):  # O_NOFOLLOW met a link (ENOTDIR: a link where a folder was)
+            raise OSError(errno.ELOOP, f"{path}: a symbolic link on the way from {folder}, not followed") from None
+        raise
+    finally: os.close(fd)
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
         f.close()
         raise ValueError(f"{path}: not a regular file")
     return f
