@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TRAIN_NOTEBOOK', 'papermill_args', 'start_papermill', 'launched', 'Run', 'notebook_error', 'launch', 'resume',
-           'prepare', 'progress_line', 'run_folder', 'watch', 'show_progress', 'stop']
+           'prepare', 'progress_line', 'run_folder', 'watch', 'show_progress', 'still_running', 'stop']
 
 # %% ../nbs/09_launch.ipynb #5a8cd943
 import json, os, shlex, signal, subprocess, sys, time
@@ -207,12 +207,20 @@ def show_progress(line: str, history: list, handles=None):
     return handles
 
 # %% ../nbs/09_launch.ipynb #888b09bc
+def still_running(p) -> bool:
+    """Whether `p`, a process we started (`Popen`) or a `psutil.Process`, still runs: psutil compares its start time
+    too, so another process that took its pid since is not it (and is never signalled as it)."""
+    import psutil
+    if isinstance(p, subprocess.Popen): return p.poll() is None
+    try: return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error: return False
+
 def stop(run, grace: float = 60.0, papermill: subprocess.Popen | None = None, quiet: bool = False) -> dict:
     """Interrupt a run (a `Run`, a `Result` or its folder) cleanly and wait up to `grace` s for it to record that;
     a papermill still there then is killed. `papermill`: the process, when the caller started it; `quiet`: no line."""
     run_dir = run_folder(run)
     s, pm = run_status(run_dir), papermill or launched(run_dir)
-    pm_alive = lambda: pm is not None and (pm.poll() is None if isinstance(pm, subprocess.Popen) else alive(pm.pid))
+    pm_alive = lambda: pm is not None and still_running(pm)
     if s["status"] == "running": os.kill(training_pid(run_dir, s), signal.SIGINT)  # the lock holder, no other
     elif s["status"] != "completed" and pm_alive(): os.killpg(pm.pid, signal.SIGTERM)  # not training yet
     else:

@@ -418,7 +418,7 @@ def new_run_dir(cfg: "TrainConfig") -> Path:
     "Create and claim a fresh run folder (never one that another run holds, nor one others can change)."
     if cfg.run_dir:
         d = make_yours_alone(project_path(cfg.run_dir), f"run_dir={cfg.run_dir!r}")
-        try: os.close(os.open(d / "status.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # the claim
+        try: os.close(os.open(d / "status.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))  # the claim
         except FileExistsError:
             raise FileExistsError(f"run_dir={cfg.run_dir!r} already holds a run; "
                                   f"continue it with resume={cfg.run_dir!r} or choose another") from None

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from .data import missing_data, project_path
 from .config import TrainConfig, parse_monitor, code_elsewhere, to_dict
-from .process import (alive, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until,
+from .process import (alive, env_number, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until,
                                progress_bar)
 from .record import (run_status, read_history, recorded_number, write_status, save_atomic, upgraded,
                               not_yours_alone, check_yours_alone, COPY_ADVICE,
@@ -203,7 +203,7 @@ def check_values(spec: dict, source: str):
 
 # %% ../nbs/10_sweep.ipynb #32060099
 # seconds: a killed worker's trial is taken over 20-25 s after its last beat (the tests shorten both)
-HEARTBEAT, GRACE = (int(os.environ.get(f"MNIST_LAB_SWEEP_{k}", v)) for k, v in (("HEARTBEAT", 5), ("GRACE", 20)))
+HEARTBEAT, GRACE = env_number("MNIST_LAB_SWEEP_HEARTBEAT", 5), env_number("MNIST_LAB_SWEEP_GRACE", 20)
 
 def retry_callback():
     """Optuna's callback that queues a failed trial again, with its parameters and user attributes, once: two workers

@@ -25,7 +25,7 @@ from .model import n_params
 from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor, model_from_config,
                               resume_config, balanced_weights, model_overrides, run_metrics, plugin_sources,
                               plugins_digest)
-from .process import kernel_stdin, say, progress_bar
+from .process import kernel_stdin, say, progress_bar, env_number
 from .record import (new_run_dir, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, versions, link_notebook,
                               log_tensorboard, lock_run, unlock_run, run_status, read_json, read_object,
@@ -144,7 +144,7 @@ class Dist:
 # %% ../nbs/07_train.ipynb #d4b7bb5c
 def join_job(backend: str):
     "init_process_group, with a time limit and a message: stale WORLD_SIZE/RANK/MASTER_* variables otherwise hang."
-    limit = float(os.environ.get("MNIST_LAB_DIST_TIMEOUT", 120))
+    limit = env_number("MNIST_LAB_DIST_TIMEOUT", 120.0, float)
     env = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")}
     try: dist.init_process_group(backend, timeout=datetime.timedelta(seconds=limit))
     except Exception as e:
@@ -155,9 +155,9 @@ def join_job(backend: str):
 # %% ../nbs/07_train.ipynb #d3d29dab
 def init_distributed(dev: torch.device) -> tuple:
     "Join the torchrun job described by the environment, if any: returns (Dist, this rank's device)."
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return Dist(), dev
+    if env_number("WORLD_SIZE", 1) <= 1: return Dist(), dev
     if dev.type == "cuda":
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        dev = torch.device("cuda", env_number("LOCAL_RANK", 0))
         torch.cuda.set_device(dev)
     started = not dist.is_initialized()
     if started: join_job("nccl" if dev.type == "cuda" else "gloo")
