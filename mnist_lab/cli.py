@@ -170,8 +170,10 @@ def print_runs(df, all_columns: bool = False, sort: str | None = None):
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", None):
         print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     if hidden := [c for c in df.columns if c not in cols]:
-        print(f"{len(hidden)} more columns hidden ({', '.join(hidden[:8])}{', ...' if len(hidden) > 8 else ''});"
-              " --all shows them")
+        hidden = [c for c in vary if c in hidden] + [c for c in hidden if c not in vary]  # what differs named first
+        differ = sum(c in vary for c in hidden)
+        print(f"{len(hidden)} more columns hidden ({', '.join(hidden[:8])}{', ...' if len(hidden) > 8 else ''})"
+              + (f", {differ} of them differing between the runs (named first)" if differ else "") + "; --all shows them")
 
 # %% ../nbs/11_cli.ipynb #df4c5fa2
 def cmd_runs(a) -> int:

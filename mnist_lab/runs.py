@@ -97,9 +97,10 @@ CONFIG_ONLY = ("runs_root", "name", "run_dir", "resume", "progress", "path", "ru
                "git_sha", "data_dir")
 
 def varying(df: pd.DataFrame) -> list:
-    "Config columns whose value differs between runs."
+    "Config columns whose value differs between runs (`val_split` among them; not the metrics, train_/val_/test_...)."
+    metric = lambda c: c.startswith(("train_", "val_", "test_")) and c != "val_split"
     return [c for c in df.columns if c not in CONFIG_ONLY and df[c].astype(str).nunique() > 1
-            and c not in ("status", "epoch", "best") and not c.startswith(("train_", "val_", "test_"))]
+            and c not in ("status", "epoch", "best") and not metric(c)]
 
 # %% ../nbs/08_runs.ipynb #f5c8c1a7
 def seed_stats(df: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
