@@ -466,12 +466,13 @@ def list_images(root: Path, classes=None) -> tuple:
 # %% ../nbs/02_data.ipynb #bdf245ef
 def read_image_file(path, beneath=None) -> bytes:
     """The bytes of an image file: a regular file of at most `MAX_IMAGE_BYTES`; links are followed, but none below
-    the folder `beneath` (one that someone else can change: their link there could lead to a file of yours)."""
+    the folder `beneath` (one with folders someone else can change: their link there could lead to a file of yours)."""
     try: f = open_beneath(beneath, path) if beneath else open_regular(path)  # a link loop is an OSError
     except OSError as e:
         if beneath and e.errno == errno.ELOOP:
-            raise ValueError(f"a symbolic link in {beneath}, a folder someone else can change: not followed, it could "
-                             "lead to a file of yours (copy the images into a folder of yours)") from None
+            raise ValueError(f"a symbolic link below {beneath}, whose images lie in a folder someone else can change: not "
+                             "followed, it could lead to a file of yours (set data_dir to that folder itself, or copy "
+                             "the images into a folder of yours)") from None
         raise
     with f:
         if (size := os.fstat(f.fileno()).st_size) > MAX_IMAGE_BYTES:
@@ -625,9 +626,11 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
     if has_test:
         _, test_files, test_labels = list_images(root / "test", classes)
         files, labels, n_train = files + test_files, torch.cat([labels, test_labels]), len(files)
-    # in a data folder someone else can change, no link below it is followed: theirs could lead to a file of yours,
-    # which your run's plots and report would then show
-    beneath = str(root) if not_yours_alone(root, owners=(os.geteuid(), 0)) else None
+    # links are followed only if every folder the images lie in is yours alone (or root's), and each one's way: in one
+    # that someone else can change, their link could lead to a file of yours, which your run's plots and report would
+    # show. Else no link below data_dir is followed (a link of yours to a shared folder included: name it data_dir)
+    folders = sorted({str(root), *map(os.path.dirname, files)})
+    beneath = str(root) if any(not_yours_alone(d, owners=(os.geteuid(), 0)) for d in folders) else None
     def header(f):
         try: return image_header(read_image_file(f, beneath))
         except Exception as e: raise ValueError(f"{f}: not a readable image ({type(e).__name__}: {e})") from None
