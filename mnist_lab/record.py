@@ -8,11 +8,11 @@ __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'COPY_ADVICE', 'RES
            'project_dir', 'project_path', 'CheckpointError', 'discard', 'RunLocked', 'held_dir', 'save_atomic',
            'save_checkpoint', 'write_json', 'open_regular', 'open_beneath', 'read_bounded', 'loads', 'read_json',
            'read_object', 'is_number', 'number_in', 'recorded_number', 'recorded_intervals', 'check_unpacked_size',
-           'load_weights', 'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded',
-           'new_run_dir', 'write_status', 'overwrite', 'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun',
-           'training_pid', 'run_folder_of', 'read_history', 'write_history', 'resumable', 'find_resume_checkpoint',
-           'git', 'versions', 'name_version', 'installed_packages', 'record_code', 'next_notebook', 'link_notebook',
-           'log_tensorboard']
+           'open_checkpoint', 'load_weights', 'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit',
+           'fit_weights', 'upgraded', 'new_run_dir', 'write_status', 'overwrite', 'run_status', 'lock_run',
+           'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'read_history', 'write_history',
+           'resumable', 'find_resume_checkpoint', 'git', 'versions', 'name_version', 'installed_packages',
+           'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
 
 # %% ../nbs/01_record.ipynb #ba07da95
 import contextlib, errno, fcntl, functools, io, itertools, json, os, platform, secrets, socket, stat, subprocess, sys, time
@@ -312,15 +312,21 @@ def check_unpacked_size(f, path):
                                   "that do not add up): not a file torch.save wrote")
     f.seek(0)
 
+def open_checkpoint(path):
+    """A model file opened for reading: missing is a `FileNotFoundError`, unreadable an `OSError` that says the file is
+    left as it is, a FIFO or device (even one put in its place after a check) a `CheckpointError`, never waited on."""
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"checkpoint not found: {path}")
+    try: return open_regular(path)
+    except OSError as e:  # permission denied is not damage: resume must not fall back and overwrite it
+        raise OSError(e.errno, f"cannot read {path}: {e.strerror}; the file is left as it is") from None
+    except ValueError as e: raise CheckpointError(str(e)) from None  # not a regular file
+
 def load_weights(path, map_location="cpu"):
     "`torch.load` with `weights_only=True` only; any damage gives one clear error naming the file."
     import torch
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
-    try: f = open_regular(path)  # a FIFO put in its place after the check is refused, not waited on
-    except OSError as e:  # permission denied is not damage: resume must not fall back and overwrite it
-        raise OSError(e.errno, f"cannot read {path}: {e.strerror}; the file is left as it is") from None
-    except ValueError as e: raise CheckpointError(str(e)) from None  # not a regular file
+    f = open_checkpoint(path)
     try:
         with f:
             check_unpacked_size(f, path)
@@ -363,20 +369,26 @@ def read_model(path, map_location="cpu") -> tuple:
 # %% ../nbs/01_record.ipynb #e81bc130
 def read_safetensors(path, map_location="cpu") -> tuple:
     "`(weights, config, data info)` of a `.safetensors` file, from its metadata (or {}): tensors only, no pickle."
-    from safetensors.torch import load
-    with open_regular(path) as raw:  # safetensors' own open waits on a FIFO, deaf to Ctrl-C: opened here, then checked
+    from safetensors import safe_open
+    with open_checkpoint(path) as raw:  # safetensors' own open waits on a FIFO, deaf to Ctrl-C: opened and checked here
         check_unpacked_size(raw, path)  # not a zip: the memory check
-        blob = raw.read()
-    try:
-        n = int.from_bytes(blob[:8], "little")  # the format: the header's length, its JSON, then the tensors
-        meta = loads(blob[8:8 + n].decode()).get("__metadata__") or {}
-        cfg, data = (loads(meta.get(k, "{}")) for k in ("mnist_lab_config", "mnist_lab_data"))
-        if not isinstance(cfg, dict) or not isinstance(data, dict):  # before any tensor is read
-            raise CheckpointError(f"{path}: its mnist_lab_config and mnist_lab_data metadata must be JSON objects")
-        weights = {k: v.to(map_location) for k, v in load(blob).items()}
-    except (CheckpointError, MemoryError): raise  # our own words already
-    except Exception as e:  # safetensors' own error (a header that lies about its length, say) is no OSError
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
+        # safetensors maps the file this descriptor holds (Linux names it in /proc), not a name swapped meanwhile
+        fd_path = f"/proc/self/fd/{raw.fileno()}"
+        blob = None if os.path.exists(fd_path) else raw.read()  # elsewhere: its bytes (twice the memory)
+        try:
+            if blob is None:
+                with safe_open(fd_path, "pt", device=str(map_location)) as f:
+                    meta, weights = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+            else:
+                from safetensors.torch import load
+                n = int.from_bytes(blob[:8], "little")  # the format: the header's length, its JSON, the tensors
+                meta = loads(blob[8:8 + n].decode()).get("__metadata__") or {}
+                weights = {k: v.to(map_location) for k, v in load(blob).items()}
+            cfg, data = (loads(meta.get(k, "{}")) for k in ("mnist_lab_config", "mnist_lab_data"))
+        except Exception as e:  # safetensors' own error (a header that lies about its length, say) is no OSError
+            raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
+    if not isinstance(cfg, dict) or not isinstance(data, dict):
+        raise CheckpointError(f"{path}: its mnist_lab_config and mnist_lab_data metadata must be JSON objects")
     return weights, cfg, data
 
 # %% ../nbs/01_record.ipynb #21119cea
