@@ -9,10 +9,11 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'check_values', 'retry_callback', 'quiet_optuna',
            'check_sqlite', 'storage_for', 'read_only_url', 'read_only_storage', 'study_address', 'load_study',
            'spec_digest', 'shown_url', 'stored_spec', 'sweep_folder', 'open_study', 'slots', 'latest', 'report',
-           'train_in_process', 'train_papermill', 'objective', 'train_slot', 'suggest', 'orphaned', 'next_step',
-           'keep_traceback', 'taken_over', 'storage_failure', 'work', 'requeue', 'start_workers', 'worker_main',
-           'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep',
-           'join', 'multi_seed', 'cross_validate', 'sweep_report', 'dashboard_app', 'serve_dashboard']
+           'train_in_process', 'train_papermill', 'objective', 'slot_stamp', 'train_slot', 'suggest', 'outside_space',
+           'orphaned', 'next_step', 'keep_traceback', 'taken_over', 'storage_failure', 'work', 'requeue',
+           'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line',
+           'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed', 'cross_validate', 'sweep_report',
+           'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
 import io, itertools, json, math, os, re, signal, socket, stat, subprocess, sys, threading, time, traceback, warnings
@@ -25,7 +26,7 @@ from .process import (alive, env_number, start, stop_on_signals, end_with_parent
                                progress_bar)
 from .record import (run_status, read_history, recorded_number, write_status, save_atomic, upgraded,
                               not_yours_alone, check_yours_alone, COPY_ADVICE,
-                              make_yours_alone)
+                              make_yours_alone, read_json, write_json, loads, is_number)
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
 from .runs import runs_table
@@ -418,30 +419,49 @@ def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
         trial.set_user_attr("surplus", True)
         raise optuna.TrialPruned(f"surplus: the sweep's {n} trials were all started")
     chosen = {name: suggest(trial, name, v) for name, v in spec["space"].items()}
+    if bad := outside_space(spec["space"], chosen):  # Optuna only warns for a trial queued with other values
+        raise ValueError(f"trial {trial.number}: {bad} is outside the sweep's space (queued by hand, or by someone who "
+                         "can write the study): not trained")
     run_dir = sweep_dir / "trials" / f"{k:04d}"
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     here = {"runs_root": str(sweep_dir), "threads": spec["params"].get("threads") or threads, "progress": "epoch"}
     key = parse_monitor(TrainConfig.from_params(**trial_params(spec["params"], chosen)).monitor)[1]
-    if not (folds := spec.get("folds", 0)): return train_slot(spec, run_dir, chosen, here, lambda r: report(trial, r, key))
-    # the pruner judges a config by its first fold's epochs; the later folds only add to its mean
-    values = [train_slot(spec, run_dir / f"fold{i}", {**chosen, "folds": folds, "fold": i}, here,
-                         (lambda r: report(trial, r, key)) if i == 0 else (lambda r: None)) for i in range(folds)]
+    stamp = lambda values: slot_stamp(trial.study.study_name, spec, values)
+    if not (folds := spec.get("folds", 0)):
+        return train_slot(spec, run_dir, chosen, here, lambda r: report(trial, r, key), stamp(chosen))
+    values = []
+    for i in range(folds):  # the pruner judges a config by its first fold's epochs; the later folds only add to its mean
+        fold = {**chosen, "folds": folds, "fold": i}
+        values.append(train_slot(spec, run_dir / f"fold{i}", fold, here,
+                                 (lambda r: report(trial, r, key)) if i == 0 else (lambda r: None), stamp(fold)))
     trial.set_user_attr("fold_values", values)
     return sum(values) / folds
 
-def train_slot(spec: dict, run_dir: Path, chosen: dict, here: dict, on_row) -> float:
+def slot_stamp(study_name: str, spec: dict, chosen: dict) -> dict:
+    "What a trial folder holds a run of: its study, its spec (`spec_digest`) and the trial's values, as JSON reads them."
+    stamp = {"study": study_name, "spec": spec_digest(spec), "chosen": chosen}
+    return loads(json.dumps(stamp, sort_keys=True, default=str))
+
+def train_slot(spec: dict, run_dir: Path, chosen: dict, here: dict, on_row, stamp: dict | None = None) -> float:
     """Train (or resume, or read the result of) the run of a slot in `run_dir`: `chosen` over the spec's params;
-    `on_row(row)` after each epoch. Returns its best monitored value."""
+    `on_row(row)` after each epoch. Returns its best monitored value. `stamp` (`slot_stamp`), kept in the folder as
+    `slot.json`: a folder that another sweep filled (the same sweep_dir) is refused, not read as this trial's."""
     run_dir.mkdir(parents=True, exist_ok=True)  # trials/NNNN[/foldK]: papermill writes its notebook there by path
     check_yours_alone(run_dir, "a sweep's trial")
     wait_until(lambda: not lock_held(run_dir / ".lock"), every=1)  # its earlier worker still trains it (taken over)
+    if stamp and (claimed := read_json(run_dir / "slot.json")) and claimed != stamp:  # none: a folder from before
+        raise RuntimeError(f"{run_dir} holds a run of another sweep (study {claimed.get('study')!r}, another spec or "
+                           "other values): its result is not this trial's, and it is left as it is; give each sweep "
+                           "a sweep_dir of its own")
     status = (s := run_status(run_dir))["status"]
     if status == "completed": return recorded_number(run_dir / "summary.json", "best")
     if status == "damaged": raise RuntimeError(f"{run_dir}: left untouched: {s['error']}")
     if status == "unknown" and (run_dir / "config.json").is_file(): status = "stopped"  # before its first checkpoint
     elif status == "unknown": (run_dir / "status.json").unlink(missing_ok=True)  # the empty claim of a start that died
-    if status == "unknown": params = {**trial_params(spec["params"], chosen), **here, "run_dir": str(run_dir)}
+    if status == "unknown":
+        params = {**trial_params(spec["params"], chosen), **here, "run_dir": str(run_dir)}
+        if stamp: write_json(stamp, run_dir / "slot.json")
     else: params = {"resume": str(run_dir), "plugins": spec["params"].get("plugins", ""), **here}
     train = train_papermill if spec["executor"] == "papermill" else train_in_process
     return train(params, run_dir, on_row)
@@ -452,6 +472,15 @@ def suggest(trial, name: str, v):
     if isinstance(v, list): return trial.suggest_categorical(name, v)
     if v.get("int"): return trial.suggest_int(name, v["low"], v["high"], log=bool(v.get("log")))
     return trial.suggest_float(name, v["low"], v["high"], log=bool(v.get("log")))
+
+def outside_space(space: dict, chosen: dict) -> str | None:
+    "The first of a trial's values (`name=value`) that the sweep's `space` does not hold, or None."
+    for name, v in space.items():
+        x = chosen.get(name)
+        if isinstance(v, list): ok = any(type(x) is type(c) and x == c for c in v)  # True is no 1
+        else: ok = is_number(x) and v["low"] <= x <= v["high"] and (not v.get("int") or float(x).is_integer())
+        if not ok: return f"{name}={x!r}"
+    return None
 
 # %% ../nbs/10_sweep.ipynb #bc0a210a
 def orphaned(t) -> bool:
@@ -747,11 +776,14 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
     study = optuna.load_study(study_name=study_name, storage=storage_for(url))
     stored = stored_spec(study)
     if not isinstance(stored, dict): raise ValueError(f"study {study_name!r} in {shown_url(url)} is not a mnist_lab sweep")
-    wanted = stored.get("params", {}).get("plugins", "") if isinstance(stored.get("params"), dict) else ""
+    params = stored.get("params") if isinstance(stored.get("params"), dict) else {}
+    if odd := [f"{k}={params[k]!r}" for k in ("plugins", "data_dir", "init_from") if not isinstance(params.get(k, ""), str)]:
+        raise ValueError(f"study {study_name!r} is not a mnist_lab sweep: its params {', '.join(odd)} are no paths")  # false: "False"
+    wanted = params.get("plugins", "")
     if wanted and wanted != plugins:  # checked before check_spec, which would import them
         raise ValueError(f"study {study_name!r} trains with plugins={wanted!r}: to run its trials here, name them "
                          f"yourself (--plugins {wanted!r})")
-    params, space = (stored.get(k) if isinstance(stored.get(k), dict) else {} for k in ("params", "space"))
+    space = stored.get("space") if isinstance(stored.get("space"), dict) else {}
     if searched := sorted(set(space) & {"data_dir", "init_from"}):
         raise ValueError(f"study {study_name!r} searches {', '.join(searched)}: a joined sweep reads only the files "
                          "you name; run it where it was started")

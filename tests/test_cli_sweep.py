@@ -223,7 +223,9 @@ def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatc
                             # nor files of the joiner's that the study chooses: they must name them too
                             ({"params": {"dataset": "image_folder", "data_dir": "/home/you/private"}},
                              "name it yourself (--data-dir '/home/you/private')"),
-                            ({"space": {"lr": [1e-2], "init_from": ["/home/you/model.pt"]}}, "searches init_from")]:
+                            ({"space": {"lr": [1e-2], "init_from": ["/home/you/model.pt"]}}, "searches init_from"),
+                            # a false where a path goes: TrainConfig would read it as "False", a False.py here
+                            ({"params": {"dataset": "mnist_sample", "plugins": False}}, "params plugins=False are no paths")]:
         study.set_user_attr("spec", {**spec, "params": {"dataset": "mnist_sample"}, **change})
         for plugins in ([], ["--plugins", str(tmp_path / "evil.py")]):  # in this process: an import would show
             assert mnist_lab.cli.main(["sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw", *plugins]) == 1
