@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 from .process import literal_text
 from .record import (project_path, read_object, recorded_number, recorded_intervals, is_number, number_in,
-                              run_status, read_history, load_weights, upgraded, read_bounded)
+                              run_status, read_history, load_weights, upgraded, read_bounded,
+                              not_yours_alone)
 # no torch at import: `mnist-lab runs` reads folders without it (1.2 s); `compare` imports it
 
 # %% ../nbs/08_runs.ipynb #b766b14e
@@ -271,6 +272,17 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
             client.delete_run(r.info.run_id)  # an export that died half-way: start it again
         return client.create_run(exp_id, start_time=start, run_name=name,
                                  tags={"mnist_lab_id": key, **tags}).info.run_id, False
+    def artifacts_elsewhere(run_id: str) -> str | None:
+        """Why the store's folder for a run's artefacts is not to be written, if it is on this machine's disk: not the
+        store's own place for it (<experiment location>/<run id>/artifacts), there already, or where someone else can
+        change it. The store may be shared: whoever can write it chooses where a copy goes (a run folder of yours)."""
+        from urllib.parse import unquote, urlparse
+        got, loc = (urlparse(u) for u in (client.get_run(run_id).info.artifact_uri,
+                                          client.get_experiment(exp_id).artifact_location))
+        if got.scheme not in ("", "file"): return None  # a tracking server's or a bucket's: not a folder of ours
+        where, own = Path(unquote(got.path)), Path(unquote(loc.path)) / run_id / "artifacts"
+        if loc.scheme not in ("", "file") or where != own: return f"the store puts them in {where}, not in {own}"
+        return f"{where} exists already" if os.path.lexists(where) else not_yours_alone(where)
     ms = lambda t: int(t * 1000) if isinstance(t, (int, float)) else None  # MLflow's times are in ms
     ids, paths = {}, runs.path if isinstance(runs, pd.DataFrame) else runs
     for run_dir in map(Path, paths):
@@ -297,6 +309,7 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
             metrics += [Metric(k, float(v), at, 0) for k, v in summary.items() if k.startswith("test_") and is_number(v)]
             metrics += [Metric(f"test_{k}_{end}", float(x), at, 0) for k, iv in intervals.items()
                         for end, x in zip(("low", "high"), iv)]
+            if why := artifacts_elsewhere(run_id): raise ValueError(f"its artefacts would not be written: {why}")
             for i in range(0, len(params), 100): client.log_batch(run_id, params=params[i:i + 100])  # MLflow's limits
             for i in range(0, len(metrics), 1000): client.log_batch(run_id, metrics=metrics[i:i + 1000])
             with tempfile.TemporaryDirectory() as tmp:  # copies read as records are: no link, FIFO or giant goes on

@@ -35,6 +35,11 @@ def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path):
     assert f"not exported: {plain}/hostile.png: not a regular file" in r.stdout and "link.png" in r.stdout, r.stdout
     again = export_mlflow(runs_table(tmp_path / "runs"), db)  # the second export adds nothing
     assert len(again) == 3 and not any(new for _, new in again.values()), again
+    import mlflow  # a store (shared, say) whose experiment keeps artefacts where others may write: none written there
+    shared = tmp_path / "shared"; shared.mkdir(); shared.chmod(0o777)
+    mlflow.MlflowClient(db).create_experiment("elsewhere", artifact_location=shared.as_uri())
+    got = export_mlflow([plain], db, experiment="elsewhere")
+    assert not any(new for _, new in got.values()) and not any(shared.iterdir()), got
     port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", db,
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
