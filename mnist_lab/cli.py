@@ -12,7 +12,7 @@ __all__ = ['TEMPLATE_FILES', 'PLUGINS_STUB', 'parse_params', 'train_params', 'cm
 import argparse, errno, json, sys, time
 from pathlib import Path
 from .process import stop_on_signals, printable, PrintableStream
-from .record import project_dir, make_yours_alone
+from .record import project_dir, make_yours_alone, NotYoursAlone
 
 # %% ../nbs/11_cli.ipynb #66836c4a
 def parse_params(pairs: list) -> dict:
@@ -121,7 +121,7 @@ def cmd_eval(a) -> int:
     print(per_class_table(ev["confusion"], ev["data"].classes))
     try: paths = report(a.run, ev["data"], plugins=a.plugins, pred=ev["pred"])  # evaluated once
     except OSError as e:
-        if isinstance(e, PermissionError) and e.errno is None:  # a folder not yours alone: the numbers above stand
+        if isinstance(e, NotYoursAlone):  # a run folder someone else could change: the numbers above stand
             print(f"plots not written: {e}", file=sys.stderr)
             return 0
         if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM): raise

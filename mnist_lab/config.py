@@ -457,8 +457,8 @@ def edited_cell_message(edited: dict) -> str:
     "Why a headless run refuses a parameters cell whose saved values are not TrainConfig's defaults, and what to do."
     said = ", ".join(f"{k}={v!r}" for k, v in edited.items())
     was = ", ".join(f"{k}={defaults()[k]!r}" for k in edited)
-    value = lambda v: json.dumps(v) if isinstance(v, dict) else str(v)
-    flags = " ".join(f"-p {k} {shlex.quote(value(v))}" for k, v in edited.items())  # pasted into a shell as it is
+    value = lambda v: json.dumps(v) if isinstance(v, dict) else str(v)  # -r: a string as it is ("2024" stays one)
+    flags = " ".join(f"-{'r' if isinstance(v, str) else 'p'} {k} {shlex.quote(value(v))}" for k, v in edited.items())
     return (f"the parameters cell of this notebook was saved with {said} (TrainConfig's defaults: {was}). Headless "
             "runs (papermill, launch, mnist-lab train, sweeps) all start from TrainConfig's defaults plus what they are "
             f"given: pass {flags}, or restore the cell (git checkout nbs/train.ipynb), or change the default in "

@@ -379,8 +379,8 @@ def html_report(run, plugins: str = "") -> Path:
         report(run, show=False, plugins=plugins)  # the plots and per_class.txt, written once
     rows = "".join(f"| {md_text(k[5:])} | {v:.4f} | {' - '.join(f'{b:.4f}' for b in ci.get(k[5:], []))} |\n"
                    for k, v in summary.items() if k.startswith("test_") and isinstance(v, float))
-    # the files are read as records are (regular files, not links, bounded) and their text is escaped: the folder may be
-    # someone else's, and the page may go to someone else
+    # the files are read as records are (regular files, not links, bounded) and their text is escaped: the folder may
+    # be a copy of someone else's run, and the page may go to someone else
     owner = run_dir.stat().st_uid  # a file of another user's in the folder (a hard link to theirs) stays out of the page
     png = lambda n: png_markdown(read_bounded(run_dir / f"{n}.png", MAX_EMBEDDED, owner=owner), n)
     default = defaults()  # what this run set differently is what a reader needs
@@ -396,7 +396,9 @@ def html_report(run, plugins: str = "") -> Path:
     if executed:  # the notebook papermill wrote (the link's target), its outputs as they were
         try:  # a link in someone else's folder may point at your notebooks: only its owner's file is shown
             text = read_bounded(executed[-1], MAX_EMBEDDED, follow=True, owner=owner).decode(errors="replace")
-            why = None
+            # a link shows only this run's notebook, which names its folder: a copied run's link may lead to any of yours
+            why = None if not executed[-1].is_symlink() or run_dir.name in text else \
+                f"it links to a notebook that never names this run ({run_dir.name})"
         except OSError as e: why = e.strerror or type(e).__name__
         except ValueError as e: why = str(e)  # a FIFO, too large
         if why is None:

@@ -22,13 +22,17 @@ def alive(pid) -> bool:
     except psutil.AccessDenied: return True  # another user's process: it exists
 
 def env_number(name: str, default, kind=int):
-    "The environment variable `name` as a `kind` (int or float), `default` if unset; a bad value is said by its name."
+    """The environment variable `name` as a `kind` (int or float) of 0 or more, `default` if unset; a bad value (nan, -3,
+    a word) is said by its name."""
+    import math
     value = os.environ.get(name)
     if value is None or not value.strip(): return default
-    try: return kind(value)
-    except ValueError:
+    try: number = kind(value)
+    except ValueError: number = None
+    if number is None or not math.isfinite(number) or number < 0:
         what = "an integer" if kind is int else "a number"
-        raise ValueError(f"environment variable {name}={value!r}: must be {what}, e.g. {default}") from None
+        raise ValueError(f"environment variable {name}={value!r}: must be {what} of 0 or more, e.g. {default}")
+    return number
 
 # %% ../nbs/00_process.ipynb #9787c0b0
 def identity(pid: int) -> dict:

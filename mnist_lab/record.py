@@ -4,15 +4,15 @@
 
 # %% auto #0
 __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'COPY_ADVICE', 'RESUME_KEYS', 'MAX_DIFF', 'acl_writers',
-           'private_group', 'others_write', 'unsafe_way', 'not_yours_alone', 'make_yours_alone', 'check_yours_alone',
-           'project_dir', 'project_path', 'CheckpointError', 'discard', 'RunLocked', 'held_dir', 'save_atomic',
-           'save_checkpoint', 'write_json', 'open_regular', 'open_beneath', 'read_bounded', 'loads', 'read_json',
-           'read_object', 'is_number', 'number_in', 'recorded_number', 'recorded_intervals', 'check_unpacked_size',
-           'open_checkpoint', 'load_weights', 'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit',
-           'fit_weights', 'upgraded', 'new_run_dir', 'write_status', 'overwrite', 'run_status', 'lock_run',
-           'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'read_history', 'write_history',
-           'resumable', 'find_resume_checkpoint', 'git', 'versions', 'name_version', 'installed_packages',
-           'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
+           'private_group', 'others_write', 'unsafe_way', 'not_yours_alone', 'make_yours_alone', 'NotYoursAlone',
+           'check_yours_alone', 'project_dir', 'project_path', 'CheckpointError', 'discard', 'RunLocked', 'held_dir',
+           'save_atomic', 'save_checkpoint', 'write_json', 'open_regular', 'open_beneath', 'read_bounded', 'loads',
+           'read_json', 'read_object', 'is_number', 'number_in', 'recorded_number', 'recorded_intervals',
+           'check_unpacked_size', 'open_checkpoint', 'load_weights', 'load_checkpoint', 'read_model',
+           'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'new_run_dir', 'write_status', 'overwrite',
+           'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of',
+           'read_history', 'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions', 'name_version',
+           'installed_packages', 'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
 
 # %% ../nbs/01_record.ipynb #ba07da95
 import contextlib, errno, fcntl, functools, io, itertools, json, os, platform, secrets, socket, stat, subprocess, sys, time
@@ -109,9 +109,11 @@ def make_yours_alone(folder, what: str, advice: str = RUN_FOLDER_ADVICE) -> Path
     check_yours_alone(folder, what, advice)  # made by you, not by someone in between
     return Path(folder)
 
+class NotYoursAlone(PermissionError): "A folder that someone else could change: mnist_lab does not write there."
+
 def check_yours_alone(folder, what: str, advice: str = RUN_FOLDER_ADVICE):
-    "Refuse (`PermissionError`, naming `what`, then `advice`) to write in `folder` unless it is yours alone."
-    if why := not_yours_alone(folder): raise PermissionError(f"{what}: {folder} is {why}. {advice}")
+    "Refuse (`NotYoursAlone`, naming `what`, then `advice`) to write in `folder` unless it is yours alone."
+    if why := not_yours_alone(folder): raise NotYoursAlone(f"{what}: {folder} is {why}. {advice}")
 
 # %% ../nbs/01_record.ipynb #13e259f0
 _IGNORED = set()  # settings.ini files project_dir did not trust, said once

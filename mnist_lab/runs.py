@@ -210,6 +210,8 @@ def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dic
     else:  # a metric of the predicted class needs no scores: older runs saved only the classes
         pa, pb = (test_predictions(r, scores=metric not in BY_CLASS) for r in (a, b))
         if not torch.equal(pa.y, pb.y): raise ValueError("the two runs were tested on different images: not comparable")
+        if metric == "top_k" and pa.k != pb.k:
+            raise ValueError(f"metric='top_k': the runs count top-{pa.k} and top-{pb.k} (their top_k): not comparable")
         fn, m = METRICS[metric], len(pa.y)
         ma, mb = fn(pa), fn(pb)
         diffs = torch.tensor([fn(resample(pa, i)) - fn(resample(pb, i))
