@@ -237,7 +237,7 @@ def cmd_report(a) -> int:
     matplotlib.use("Agg")
     if (Path(a.run) / "study.db").is_file():
         from mnist_lab.sweep import sweep_report
-        print(f"wrote {sweep_report(a.run)}")
+        print(f"wrote {sweep_report(a.run, a.plugins)}")
     else: print(f"wrote {html_report(existing_run(a.run), a.plugins)}")
     return 0
 

@@ -199,8 +199,19 @@ def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dic
         raise ValueError(f"metric={metric!r}: two runs are compared on their saved test scores, so the metric must be "
                          f"registered here ({', '.join(METRICS)}; a plugin's once its plugins are loaded); groups of "
                          "runs (seeds, folds) are compared on any test metric they recorded")
+    paths = [Path(getattr(r, "run_dir", r)) for r in ([*a, *b] if isinstance(a, (list, tuple)) else [a, b])]
+    if unfinished := [str(p) for p in paths if run_status(p)["status"] != "completed"]:
+        raise ValueError(f"{', '.join(unfinished[:3])}: not completed (pruned, stopped, failed or running): no finished "
+                         "run's test numbers to compare")
     g = torch.Generator().manual_seed(seed)
     if isinstance(a, (list, tuple)):  # groups: one number per run, from its summary
+        if min(len(a), len(b)) < 2:
+            raise ValueError("a group of one run has no spread to resample: compare the runs themselves (compare(a[0], "
+                             "b[0]): a paired bootstrap over the test images), or give each group its seeds or folds")
+        tested = {(s.get("dataset"), s.get("n_test")) for s in (read_object(p / "summary.json") for p in paths)}
+        if len(tested) > 1:
+            raise ValueError(f"the runs were tested on different test sets (dataset, images: {sorted(map(str, tested))}): "
+                             "not comparable")
         va, vb = ([recorded_number(Path(getattr(r, "run_dir", r)) / "summary.json", f"test_{metric}") for r in runs]
                   for runs in (a, b))
         va, vb = torch.tensor(va, dtype=torch.float64), torch.tensor(vb, dtype=torch.float64)

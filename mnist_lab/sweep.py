@@ -823,14 +823,18 @@ def cross_validate(cfg, folds: int = 5, sweep_dir="runs/cv", n_jobs: int = 1,
     return df
 
 # %% ../nbs/10_sweep.ipynb #d3f9516a
-def sweep_report(sweep_dir="runs/sweep") -> Path:
+def sweep_report(sweep_dir="runs/sweep", plugins: str = "") -> Path:
     """Write `report.html` in a sweep's folder: one self-contained page comparing its configurations (their runs'
-    seeds and folds as mean ± std), whether the best beats the second beyond the noise, and the plots."""
+    seeds and folds as mean ± std), whether the best beats the second beyond the noise on the test metric the sweep
+    monitored (its validation twin; a metric of your own registered by `plugins` for single runs), and the plots."""
     import io, nbformat
     import matplotlib.pyplot as plt
     from mnist_lab.eval import md_text, png_markdown, save_page
+    from mnist_lab.config import load_plugins
+    from mnist_lab.metrics import METRICS
     from mnist_lab.runs import compare, plot_curves, plot_metric_vs, seed_stats, varying
     check_yours_alone(project_path(sweep_dir), "sweep report", COPY_ADVICE)  # before any work: written by its name
+    load_plugins(plugins)  # yours, named here: the study's own stay unimported
     folder, study = project_path(sweep_dir).resolve(), load_study(sweep_dir)
     # the stored spec is read, never run: anyone who can write a shared study.db chose it (its plugins stay unimported,
     # its sweep_dir is not where this reads or writes)
@@ -849,20 +853,27 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
     score, best_of = f"best {key}", lambda t: pd.to_numeric(t["best"], errors="coerce") if "best" in t else t[key]
     done, df = done.assign(best=best_of(done)), df.assign(best=best_of(df))
     by = [c for c in varying(done) if c not in ("seed", "fold")]
+    test = key[4:] if key.startswith("val_") and f"test_{key[4:]}" in done else "accuracy"  # the monitor's test twin
     repeats = ["seed", "fold"] if spec.get("folds") else ["seed"]  # a sweep without folds: no column of 0s
     stats = (seed_stats(done, "best").add_prefix(f"{score} ").rename(columns={f"{score} count": "runs"})  # headers
-             .join(seed_stats(done, "test_accuracy")[["mean", "std"]].add_prefix("test_accuracy "))  # name the metric
+             .join(seed_stats(done, f"test_{test}")[["mean", "std"]].add_prefix(f"test_{test} "))  # name the metric
              .sort_values(f"{score} mean", ascending=mode == "min"))  # best first
     groups = [g.path.tolist() for _, g in done.groupby(by)] if by else []
     groups.sort(key=lambda paths: done[done.path.isin(paths)]["best"].mean(), reverse=mode == "max")
     verdict = ""
     if len(groups) >= 2:  # one run each: a paired bootstrap on the test images; else over their seeds and folds
-        pair = groups[:2]
-        v = compare(*(pair if max(map(len, pair)) > 1 else [g[0] for g in pair]))
-        lo, hi = v["interval"]
-        said = {"a is better": "the best is better", "b is better": "the second is better"}.get(v["verdict"], v["verdict"])
-        verdict = (f"The best configuration against the second, on test accuracy: {v['a']:.4f} vs {v['b']:.4f}, "
-                   f"difference {v['difference']:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]: **{said}**.")
+        pair, single = groups[:2], max(map(len, groups[:2])) == 1
+        # two single runs are compared on their saved test scores: a metric of your own needs its plugin named here
+        metric = test if not single or test in METRICS else "accuracy"
+        try: v = compare(*(pair if not single else [g[0] for g in pair]), metric=metric)
+        except ValueError as e:  # one completed run of one and several of the other, say
+            verdict = f"The best configuration against the second: not compared ({md_text(str(e))})."
+        else:
+            lo, hi = v["interval"]
+            said = {"a is better": "the best is better", "b is better": "the second is better"}.get(v["verdict"], v["verdict"])
+            unnamed = f" ({md_text(test)} is a plugin's: `--plugins` names it)" if metric != test else ""
+            verdict = (f"The best configuration against the second, on test {md_text(metric)}{unnamed}: {v['a']:.4f} vs "
+                       f"{v['b']:.4f}, difference {v['difference']:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]: **{said}**.")
     def png(fig) -> str:
         buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=90, bbox_inches="tight"); plt.close(fig)
         return png_markdown(buf.getvalue())
@@ -877,7 +888,7 @@ def sweep_report(sweep_dir="runs/sweep") -> Path:
                 f"the study optimised), mean ± std over seeds and folds.\n\n{verdict}"),
              md(one_block(stats.to_html(float_format=lambda x: f"{x:.4f}"))), md("## Plots\n\n" + "\n\n".join(plots)),
              md("## Runs\n\n" + one_block(df[["run", "status", *by, *[c for c in repeats if c in df], "best", key,
-                                    "test_accuracy"]].rename(columns={"best": score}).to_html(index=False, float_format=lambda x: f"{x:.4f}")))]
+                                    *dict.fromkeys(["test_accuracy", f"test_{test}"])]].rename(columns={"best": score}).to_html(index=False, float_format=lambda x: f"{x:.4f}")))]
     return save_page(cells, folder / "report.html")
 
 # %% ../nbs/10_sweep.ipynb #452dbbf2
