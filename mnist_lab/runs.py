@@ -299,7 +299,10 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
     ms = lambda t: int(t * 1000) if isinstance(t, (int, float)) else None  # MLflow's times are in ms
     ids, paths = {}, runs.path if isinstance(runs, pd.DataFrame) else runs
     for run_dir in map(Path, paths):
-        if (s := run_status(run_dir))["status"] in ("running", "unknown", "damaged"): continue
+        if (s := run_status(run_dir))["status"] in ("running", "unknown", "damaged"):
+            if not (run_dir / "config.json").is_file():  # a sweep's folder, or a runs root, given as a run
+                print(f"skipped {run_dir}: no run folder (a folder of runs? give it with --root)")
+            continue
         try:  # every record is checked before MLflow is written to: a damaged run is skipped, and said
             cfg, summary = upgraded(read_object(run_dir / "config.json")), read_object(run_dir / "summary.json")
             history, intervals = read_history(run_dir), recorded_intervals(run_dir, summary)
