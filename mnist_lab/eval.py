@@ -398,14 +398,15 @@ def html_report(run, plugins: str = "") -> Path:
             text = read_bounded(executed[-1], MAX_EMBEDDED, follow=True, owner=owner).decode(errors="replace")
             # a link shows only this run's notebook, which names its folder: a copied run's link may lead to any of yours
             why = None if not executed[-1].is_symlink() or run_dir.name in text else \
-                f"it links to a notebook that never names this run ({run_dir.name})"
+                f"it links to a notebook that never names this run ({run_dir.name}: renamed since, or papermill killed " \
+                "before it saved)"
         except OSError as e: why = e.strerror or type(e).__name__
         except ValueError as e: why = str(e)  # a FIFO, too large
         if why is None:
             try: shown = inert_cells(nbformat.reads(text, as_version=4))
             except Exception as e: why = f"not a notebook ({type(e).__name__})"  # nbformat's errors are of many kinds
         if why is not None:  # the page is written anyway, saying why
-            shown = [md(f"(not shown: {md_text(executed[-1].name)} could not be read: {md_text(why)})")]
+            shown = [md(f"(not shown: {md_text(executed[-1].name)}: {md_text(why)})")]
         cells += [md("## The executed notebook"), *shown]
     else:  # trained from a kernel (JupyterLab, Python): the notebook was the user's, unsaved, not papermill's
         cells += [md("## The executed notebook\n\nnone in the run folder: this run was not started by papermill (a "

@@ -287,15 +287,20 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
                                  tags={"mnist_lab_id": key, **tags}).info.run_id, False
     def artifacts_elsewhere(run_id: str) -> str | None:
         """Why the store's folder for a run's artefacts is not to be written, if it is on this machine's disk: not the
-        store's own place for it (<experiment location>/<run id>/artifacts), there already, or where someone else can
-        change it. The store may be shared: whoever can write it chooses where a copy goes (a run folder of yours)."""
-        from urllib.parse import unquote, urlparse
-        got, loc = (urlparse(u) for u in (client.get_run(run_id).info.artifact_uri,
-                                          client.get_experiment(exp_id).artifact_location))
+        store's own place for it (<experiment location>/<run id>/artifacts), holding files already, or where someone
+        else can change it. The store may be shared: whoever can write it chooses where a copy goes (a run of yours)."""
+        from urllib.parse import urlparse
+        from mlflow.utils.file_utils import local_file_uri_to_path  # the path MLflow itself writes to
+        got_uri, loc_uri = client.get_run(run_id).info.artifact_uri, client.get_experiment(exp_id).artifact_location
+        got, loc = urlparse(got_uri), urlparse(loc_uri)
         if got.scheme not in ("", "file"): return None  # a tracking server's or a bucket's: not a folder of ours
-        where, own = Path(unquote(got.path)), Path(unquote(loc.path)) / run_id / "artifacts"
-        if loc.scheme not in ("", "file") or where != own: return f"the store puts them in {where}, not in {own}"
-        return f"{where} exists already" if os.path.lexists(where) else not_yours_alone(where)
+        if loc.scheme not in ("", "file") or any(u.netloc or u.params or u.query or u.fragment for u in (got, loc)):
+            return f"the store puts them in {got_uri}, not plainly in its experiment's {loc_uri}"  # //host/...: a trick
+        where, own = Path(local_file_uri_to_path(got_uri)), Path(local_file_uri_to_path(loc_uri)) / run_id / "artifacts"
+        if where != own: return f"the store puts them in {where}, not in {own}"
+        if os.path.lexists(where) and (where.is_symlink() or not where.is_dir() or any(where.iterdir())):
+            return f"{where} holds files already"  # a file store makes it empty with the run
+        return not_yours_alone(where)
     ms = lambda t: int(t * 1000) if isinstance(t, (int, float)) else None  # MLflow's times are in ms
     ids, paths = {}, runs.path if isinstance(runs, pd.DataFrame) else runs
     for run_dir in map(Path, paths):

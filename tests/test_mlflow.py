@@ -6,7 +6,7 @@ import pytest
 from test_jupyterlab import browser, free_port, shot  # noqa: F401 (browser is a fixture)
 
 
-def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path):
+def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path, monkeypatch):
     """`mnist-lab export mlflow` copies a sweep (a parent, its trials as children) and a plain run into MLflow, once;
     a real `mlflow server` on loopback serves them: params, metrics by epoch, test intervals, artefacts, its UI."""
     try: import mlflow  # noqa: F401
@@ -40,6 +40,9 @@ def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path):
     mlflow.MlflowClient(db).create_experiment("elsewhere", artifact_location=shared.as_uri())
     got = export_mlflow([plain], db, experiment="elsewhere")
     assert not any(new for _, new in got.values()) and not any(shared.iterdir()), got
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's plain file store (./mlruns) makes the run's folder itself
+    got = export_mlflow([plain], str(tmp_path / "mlruns"))
+    assert all(new for _, new in got.values()) and list((tmp_path / "mlruns").rglob("model.safetensors")), got
     port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", db,
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],

@@ -764,7 +764,7 @@ def test_reports_of_a_received_sweep_or_run_run_no_code_and_embed_no_linked_file
         if own is None: os.mkfifo(tmp_path / "fifo")
         if own is None:  # the executed notebook: the page is written, saying why it is not shown
             html_report(run)
-            assert "notebook.ipynb could not be read: " in (page := (run / "report.html").read_text()), page[-3000:]
+            assert "not shown: notebook.ipynb: " in (page := (run / "report.html").read_text()), page[-3000:]
             assert "not a regular file" in page
         else:
             with pytest.raises((OSError, ValueError), match=re.escape(name)): html_report(run)
