@@ -179,8 +179,9 @@ def print_runs(df, all_columns: bool = False, sort: str | None = None):
 def cmd_runs(a) -> int:
     "The runs table, filtered and sorted as asked."
     from mnist_lab.runs import runs_table
-    df = runs_table(a.root, where=dict(f.split("=", 1) for f in a.where or []), sort=a.sort)
-    if df.empty: print(f"no runs under {a.root}" + (f" with {' and '.join(a.where)}" if a.where else ""))
+    root = a.folder or a.root  # mnist-lab runs runs/sweep, as report takes its folder
+    df = runs_table(root, where=dict(f.split("=", 1) for f in a.where or []), sort=a.sort)
+    if df.empty: print(f"no runs under {root}" + (f" with {' and '.join(a.where)}" if a.where else ""))
     else: print_runs(df, a.all, a.sort)
     return 0
 
@@ -360,7 +361,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--top", type=int, default=3, help="classes shown per file, most likely first (default 3)")
     pr.add_argument("--plugins", default="", help="your .py files or modules that register the run's model")
     ls = sub.add_parser("runs", help="table of all runs")
-    ls.add_argument("--root", default="runs")
+    ls.add_argument("folder", nargs="?", help="a folder of runs (a sweep's, say): the same as --root")
+    ls.add_argument("--root", default="runs", help="runs root folder (default: runs)")
     ls.add_argument("--sort", help="column to sort by, best first for metrics (e.g. val_accuracy)")
     ls.add_argument("--where", action="append", metavar="COL=VALUE", help="keep rows where COL equals VALUE")
     ls.add_argument("--all", action="store_true", help="show every column")

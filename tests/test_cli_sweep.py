@@ -58,6 +58,8 @@ def test_train_runs_eval_resume(tmp_path):
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
     r = cli("runs", cwd=tmp_path)
     assert r.returncode == 0 and f"cli/{run.name}" in r.stdout and "completed" in r.stdout
+    r = cli("runs", "runs/cli", cwd=tmp_path)  # a folder of runs given as report takes one: the same as --root
+    assert r.returncode == 0 and run.name in r.stdout and "completed" in r.stdout, r.stdout + r.stderr
     r = cli("eval", str(run), cwd=tmp_path)
     assert r.returncode == 0 and json.loads(r.stdout[r.stdout.index("{"):r.stdout.rindex("}") + 1])["accuracy"] > 0.3
     assert (run / "confusion.png").is_file() and f"confusion.png, predictions.png, mistakes.png in {run}" in r.stdout
