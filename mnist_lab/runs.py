@@ -12,7 +12,7 @@ import json, os, socket, time
 from pathlib import Path
 import pandas as pd
 from .process import literal_text
-from .record import (project_path, read_object, recorded_number, recorded_intervals, is_number, number_in,
+from .record import (project_path, read_object, recorded_intervals, is_number, number_in,
                               run_status, read_history, load_weights, upgraded, read_bounded,
                               not_yours_alone)
 # no torch at import: `mnist-lab runs` reads folders without it (1.2 s); `compare` imports it
@@ -208,13 +208,13 @@ def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dic
         if min(len(a), len(b)) < 2:
             raise ValueError("a group of one run has no spread to resample: compare the runs themselves (compare(a[0], "
                              "b[0]): a paired bootstrap over the test images), or give each group its seeds or folds")
-        tested = {(s.get("dataset"), s.get("n_test")) for s in (read_object(p / "summary.json") for p in paths)}
+        summaries = [read_object(p / "summary.json") for p in paths]  # each read once: its test set, its number
+        tested = {(s.get("dataset"), s.get("n_test")) for s in summaries}
         if len(tested) > 1:
             raise ValueError(f"the runs were tested on different test sets (dataset, images: {sorted(map(str, tested))}): "
                              "not comparable")
-        va, vb = ([recorded_number(Path(getattr(r, "run_dir", r)) / "summary.json", f"test_{metric}") for r in runs]
-                  for runs in (a, b))
-        va, vb = torch.tensor(va, dtype=torch.float64), torch.tensor(vb, dtype=torch.float64)
+        values = [number_in(p / "summary.json", s, f"test_{metric}") for p, s in zip(paths, summaries)]
+        va, vb = (torch.tensor(v, dtype=torch.float64) for v in (values[:len(a)], values[len(a):]))
         pick = lambda v: v[torch.randint(len(v), (len(v),), generator=g)].mean()
         diffs = torch.stack([pick(va) - pick(vb) for _ in range(n)])
         ma, mb = va.mean().item(), vb.mean().item()
