@@ -6,8 +6,8 @@
 __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'COPY_ADVICE', 'RESUME_KEYS', 'MAX_DIFF', 'acl_writers',
            'private_group', 'others_write', 'unsafe_way', 'not_yours_alone', 'make_yours_alone', 'NotYoursAlone',
            'check_yours_alone', 'project_dir', 'project_path', 'CheckpointError', 'discard', 'RunLocked', 'held_dir',
-           'save_atomic', 'save_checkpoint', 'write_json', 'open_regular', 'open_beneath', 'read_bounded', 'loads',
-           'read_json', 'read_object', 'is_number', 'number_in', 'recorded_number', 'recorded_intervals',
+           'save_atomic', 'save_checkpoint', 'write_json', 'open_regular', 'regular', 'open_beneath', 'read_bounded',
+           'loads', 'read_json', 'read_object', 'is_number', 'number_in', 'recorded_number', 'recorded_intervals',
            'check_unpacked_size', 'open_checkpoint', 'load_weights', 'load_checkpoint', 'read_model',
            'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'new_run_dir', 'write_status', 'overwrite',
            'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of',
@@ -212,11 +212,15 @@ MAX_HISTORY = 64 << 20  # bytes: metrics.jsonl, ~300 bytes an epoch
 def open_regular(path, follow: bool = True):
     """`path` opened for reading if it is a regular file (not a link unless `follow`); a FIFO or a device is refused,
     never waited on, even one put in its place after a check of the name."""
-    f = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)), "rb")  # a FIFO opens
-    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # at once, then is refused
-        f.close()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))  # a FIFO opens at once,
+    return regular(fd, path)  # then is refused
+
+def regular(fd: int, path):
+    "The file open as `fd` (read, binary) if it is a regular file; else it is closed and `path` named in a ValueError."
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         raise ValueError(f"{path}: not a regular file")
-    return f
+    return open(fd, "rb")
 
 def open_beneath(folder, path):
     """`path`, a file inside `folder`, opened as `open_regular` does, through no symbolic link below `folder`: each
@@ -229,16 +233,13 @@ def open_beneath(folder, path):
         for part in parts[:-1]:
             fd, parent = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd), fd
             os.close(parent)
-        f = open(os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=fd), "rb")
+        file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=fd)
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):  # O_NOFOLLOW met a link (ENOTDIR: a link where a folder was)
             raise OSError(errno.ELOOP, f"{path}: a symbolic link on the way from {folder}, not followed") from None
         raise
     finally: os.close(fd)
-    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-        f.close()
-        raise ValueError(f"{path}: not a regular file")
-    return f
+    return regular(file_fd, path)
 
 def read_bounded(path, limit: int = MAX_RECORD, follow: bool = False, owner: int | None = None) -> bytes:
     """The bytes of the regular file `path` (not a link unless `follow`, nor a FIFO or a device), at most `limit` of
@@ -371,26 +372,22 @@ def read_model(path, map_location="cpu") -> tuple:
 # %% ../nbs/01_record.ipynb #e81bc130
 def read_safetensors(path, map_location="cpu") -> tuple:
     "`(weights, config, data info)` of a `.safetensors` file, from its metadata (or {}): tensors only, no pickle."
-    from safetensors import safe_open
-    with open_checkpoint(path) as raw:  # safetensors' own open waits on a FIFO, deaf to Ctrl-C: opened and checked here
+    from safetensors.torch import load
+    # safetensors' own open waits on a FIFO, deaf to Ctrl-C: the file is opened and checked here, its bytes handed over
+    # (for a while twice its size in memory: model files here are small)
+    with open_checkpoint(path) as raw:
         check_unpacked_size(raw, path)  # not a zip: the memory check
-        # safetensors maps the file this descriptor holds (Linux names it in /proc), not a name swapped meanwhile
-        fd_path = f"/proc/self/fd/{raw.fileno()}"
-        blob = None if os.path.exists(fd_path) else raw.read()  # elsewhere: its bytes (twice the memory)
-        try:
-            if blob is None:
-                with safe_open(fd_path, "pt", device=str(map_location)) as f:
-                    meta, weights = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
-            else:
-                from safetensors.torch import load
-                n = int.from_bytes(blob[:8], "little")  # the format: the header's length, its JSON, the tensors
-                meta = loads(blob[8:8 + n].decode()).get("__metadata__") or {}
-                weights = {k: v.to(map_location) for k, v in load(blob).items()}
-            cfg, data = (loads(meta.get(k, "{}")) for k in ("mnist_lab_config", "mnist_lab_data"))
-        except Exception as e:  # safetensors' own error (a header that lies about its length, say) is no OSError
-            raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
-    if not isinstance(cfg, dict) or not isinstance(data, dict):
-        raise CheckpointError(f"{path}: its mnist_lab_config and mnist_lab_data metadata must be JSON objects")
+        blob = raw.read()
+    try:
+        n = int.from_bytes(blob[:8], "little")  # the format: the header's length, its JSON, then the tensors
+        meta = loads(blob[8:8 + n].decode()).get("__metadata__") or {}
+        cfg, data = (loads(meta.get(k, "{}")) for k in ("mnist_lab_config", "mnist_lab_data"))
+        if not isinstance(cfg, dict) or not isinstance(data, dict):  # before any tensor is read
+            raise CheckpointError(f"{path}: its mnist_lab_config and mnist_lab_data metadata must be JSON objects")
+        weights = {k: v.to(map_location) for k, v in load(blob).items()}
+    except (CheckpointError, MemoryError): raise  # our own words already
+    except Exception as e:  # safetensors' own error (a header that lies about its length, say) is no OSError
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
     return weights, cfg, data
 
 # %% ../nbs/01_record.ipynb #21119cea
