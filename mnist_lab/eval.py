@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from .data import (IDX_DATASETS, Data, load_data, normalize, eval_batches, show_images, decode_file,
                             fit_images, images_digest, recorded_channels)
-from .metrics import Predictions, compute_metrics, per_class, bootstrap
+from .metrics import Predictions, compute_metrics, per_class, bootstrap, chosen_metrics
 from .config import TrainConfig, model_from_config, from_record, run_metrics, defaults
 from .process import in_notebook, literal_text
 from .record import (read_model, fit_weights, check_fit, read_history, read_json, run_folder_of, writing,
@@ -211,7 +211,7 @@ def plot_history(history: list):
     for ax, metric in zip(axs, ("loss", "accuracy")):
         for part in ("train", "val"): ax.plot(ep, [h[f"{part}_{metric}"] for h in history], ".-", label=part)
         ax.set(xlabel="epoch", title=metric)
-    own = [k for k in (history[0] if history else {}) if k.startswith("val_") and k not in ("val_loss", "val_accuracy", "val_top_k")]
+    own = chosen_metrics(history[0] if history else {}, "val_")
     for k in own: axs[1].plot(ep, [h[k] for h in history], ".--", label=k)  # the metrics the run chose: f1, yours
     if own: axs[1].set_title("accuracy, and the metrics chosen (val_)")
     for ax in axs[:2]: ax.legend(fontsize=8)

@@ -25,6 +25,7 @@ from .model import n_params
 from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor, model_from_config,
                               resume_config, balanced_weights, model_overrides, run_metrics, plugin_sources,
                               plugins_digest)
+from .metrics import chosen_metrics
 from .process import kernel_stdin, say, progress_bar, env_number
 from .record import (new_run_dir, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, versions, link_notebook,
@@ -495,8 +496,7 @@ def save_epoch(t: Training, row: dict, improved: bool, last: bool, xb):
 # %% ../nbs/07_train.ipynb #ac1f87ec
 def epoch_line(row: dict, n_epochs: int, improved: bool) -> str:
     "The line a run prints per epoch: losses, accuracies and the other validation metrics (but top_k)."
-    more = "".join(f" {k[4:]} {v:.4f}" for k, v in row.items()
-                   if k.startswith("val_") and k not in ("val_loss", "val_accuracy", "val_top_k"))
+    more = "".join(f" {k[4:]} {row[k]:.4f}" for k in chosen_metrics(row, "val_"))
     return (f"epoch {row['epoch']:>3}/{n_epochs}  "
             f"train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
             f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}{more} | lr {row['lr']:.2e}"
@@ -536,7 +536,7 @@ def test_line(test: dict, k: int, intervals: dict | None = None) -> str:
     line says them, each with its 95% interval when given."""
     ci = lambda m: f" [{intervals[m][0]:.4f}, {intervals[m][1]:.4f}]" if intervals and m in intervals else ""
     top = f" (top-{k} {test['top_k']:.4f})" if "top_k" in test else ""
-    more = "".join(f", {m} {v:.4f}{ci(m)}" for m, v in test.items() if m not in ("loss", "accuracy", "top_k"))
+    more = "".join(f", {m} {test[m]:.4f}{ci(m)}" for m in chosen_metrics(test))
     return f"accuracy {test['accuracy']:.4f}{ci('accuracy')}{top}{more}"
 
 # %% ../nbs/07_train.ipynb #702a9474
