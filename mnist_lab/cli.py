@@ -6,7 +6,7 @@
 __all__ = ['TEMPLATE_FILES', 'PLUGINS_STUB', 'parse_params', 'train_params', 'cmd_train', 'cmd_fit', 'cmd_resume', 'existing_run',
            'cmd_watch', 'cmd_stop', 'foreground', 'remove_unstarted', 'cmd_eval', 'cmd_predict', 'print_runs',
            'cmd_runs', 'cmd_sweep', 'cmd_dashboard', 'cmd_reproduce', 'cmd_report', 'cmd_export', 'new_project',
-           'cmd_new', 'parser', 'main']
+           'cmd_new', 'parser', 'parse_command', 'main']
 
 # %% ../nbs/11_cli.ipynb #dd6cc54e
 import argparse, errno, json, sys, time
@@ -400,10 +400,20 @@ def parser() -> argparse.ArgumentParser:
     nw.add_argument("--name", help="package name (default: the folder name)")
     return ap
 
+# %% ../nbs/11_cli.ipynb #3869b3a5
+def parse_command(argv=None) -> argparse.Namespace:
+    """`mnist-lab`'s arguments. Run folders may follow export's options (`export mlflow --uri X RUN`): argparse takes
+    a list that may be empty, placed before them, as given empty and leaves the rest unparsed."""
+    p = parser()
+    a, extra = p.parse_known_args(argv)
+    if a.cmd == "export" and extra and not any(x.startswith("-") for x in extra): a.runs += extra
+    elif extra: p.parse_args(argv)  # argparse's own error, naming what it does not know
+    return a
+
 # %% ../nbs/11_cli.ipynb #5425252e
 def main(argv=None) -> int:
     "The `mnist-lab` command: parse `argv`, run the subcommand, turn errors into one line and an exit code."
-    a = parser().parse_args(argv)
+    a = parse_command(argv)
     # Ctrl-C must stop us even when started from a shell that ignores SIGINT in background jobs; SIGTERM
     # (kill, a scheduler) and SIGHUP (the terminal closed) stop the runs we started the same way
     stop_on_signals()
