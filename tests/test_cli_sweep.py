@@ -43,10 +43,18 @@ def test_commands_that_read_run_folders_start_without_torch(tmp_path):
     assert "torch loaded: False" in r.stdout and run.name in r.stdout and "completed" in r.stdout, r.stdout + r.stderr
 
 
-def test_train_runs_eval_resume(tmp_path):
+def in_process(*args) -> tuple:
+    "`mnist-lab ARGS` run by its code in this process (no new process, no second import of torch): (code, out, err)."
+    import contextlib, io, mnist_lab.cli
+    with contextlib.redirect_stdout(out := io.StringIO()), contextlib.redirect_stderr(err := io.StringIO()):
+        code = mnist_lab.cli.main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_train_runs_eval_resume(tmp_path, monkeypatch):
     """`mnist-lab train` in the foreground: the run's lines in the terminal, papermill's log (without the kernel's TCP
     warning: mnist_lab's kernels listen on loopback, behind a key) in the run folder; then runs, eval, resume and
-    reproduce of that run."""
+    reproduce of that run (the commands that need no process of their own run in this one)."""
     r = cli("train", *FAST, "--name", "cli", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     (run,) = (tmp_path / "runs" / "cli").iterdir()
@@ -56,36 +64,33 @@ def test_train_runs_eval_resume(tmp_path):
     assert "Output Notebook" in log and "without encryption" not in log + r.stderr
     assert (run / "notebook.ipynb").is_file() and not (run / "notebook.ipynb").is_symlink()  # the record itself
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
-    r = cli("runs", cwd=tmp_path)
-    assert r.returncode == 0 and f"cli/{run.name}" in r.stdout and "completed" in r.stdout
-    r = cli("runs", "runs/cli", cwd=tmp_path)  # a folder of runs given as report takes one: the same as --root
-    assert r.returncode == 0 and run.name in r.stdout and "completed" in r.stdout, r.stdout + r.stderr
-    r = cli("eval", str(run), cwd=tmp_path)
-    assert r.returncode == 0 and json.loads(r.stdout[r.stdout.index("{"):r.stdout.rindex("}") + 1])["accuracy"] > 0.3
-    assert (run / "confusion.png").is_file() and f"confusion.png, predictions.png, mistakes.png in {run}" in r.stdout
+    monkeypatch.chdir(tmp_path)
+    code, out, err = in_process("runs")
+    assert code == 0 and f"cli/{run.name}" in out and "completed" in out, out + err
+    code, out, err = in_process("runs", "runs/cli")  # a folder of runs given as report takes one: the same as --root
+    assert code == 0 and run.name in out and "completed" in out, out + err
+    code, out, err = in_process("eval", str(run))
+    assert code == 0 and json.loads(out[out.index("{"):out.rindex("}") + 1])["accuracy"] > 0.3, out + err
+    assert (run / "confusion.png").is_file() and f"confusion.png, predictions.png, mistakes.png in {run}" in out
     from mnist_lab.data import load_data  # a digit of the test set as a colour JPEG twice the size: fitted, classified
     from torchvision.io import write_jpeg
     from mnist_lab.data import fit_images
     digit = load_data("mnist_sample").x_test[:1]
     write_jpeg(fit_images(digit, channels=3, size=56)[0], str(tmp_path / "mine.jpg"))
-    r = cli("predict", str(run), str(tmp_path / "mine.jpg"), "--top", "2", cwd=tmp_path)
-    assert r.returncode == 0 and r.stdout.startswith(f"{tmp_path / 'mine.jpg'}: ") and len(r.stdout.split(": ", 1)[1].split(", ")) == 2, r
-    import contextlib, io, mnist_lab.cli  # in this process from here: the command's code, without a new process
-    with contextlib.redirect_stderr(said := io.StringIO()):  # a folder is no image: named
-        assert mnist_lab.cli.main(["predict", str(run), str(tmp_path / "runs")]) == 1
-    assert f"{tmp_path / 'runs'}: not a readable image" in said.getvalue(), said.getvalue()
+    code, out, err = in_process("predict", str(run), str(tmp_path / "mine.jpg"), "--top", "2")
+    assert code == 0 and out.startswith(f"{tmp_path / 'mine.jpg'}: ") and len(out.split(": ", 1)[1].split(", ")) == 2, out + err
+    code, out, err = in_process("predict", str(run), str(tmp_path / "runs"))  # a folder is no image: named
+    assert code == 1 and f"{tmp_path / 'runs'}: not a readable image" in err, err
     r = cli("resume", str(run), "-p", "epochs", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / "notebook-2.ipynb").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 2
     shown = json.dumps(json.loads((run / "notebook-2.ipynb").read_text())["cells"])
     assert "| **model** | `'linear'` |" in shown and "| **epochs** | `2` |" in shown  # the config it trained with
     assert "git_dirty" in json.loads((run / "summary.json").read_text()) and (run / "packages.txt").is_file()
-    r = cli("resume", str(run), "-p", "epochs", "2", cwd=tmp_path)  # a completed run: nothing to do, not an error
-    assert r.returncode == 0 and "completed" in r.stdout, r.stdout + r.stderr
-    with contextlib.redirect_stdout(out := io.StringIO()):  # the resumed run, trained again from scratch
-        assert mnist_lab.cli.main(["reproduce", str(run)]) == 0, out.getvalue()
-    assert "test_accuracy:" in out.getvalue() and "differs" not in out.getvalue(), out.getvalue()
-    assert "setting: the same" in out.getvalue(), out.getvalue()
+    code, out, err = in_process("resume", str(run), "-p", "epochs", "2")  # a completed run: nothing to do, not an error
+    assert code == 0 and "completed" in out, out + err
+    code, out, err = in_process("reproduce", str(run))  # the resumed run, trained again from scratch
+    assert code == 0 and "test_accuracy:" in out and "differs" not in out and "setting: the same" in out, out + err
 
 
 @pytest.mark.parametrize("args,message", [
