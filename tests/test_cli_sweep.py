@@ -99,10 +99,12 @@ def test_train_runs_eval_resume(tmp_path, monkeypatch):
     (["resume", "nowhere"], "mnist-lab resume: error: resume='nowhere': no such run folder"),
     (["sweep", "missing.yaml"], "mnist-lab sweep: error:"),
 ])
-def test_errors_are_one_line_and_non_zero(tmp_path, args, message):
-    r = cli(*args, cwd=tmp_path)
-    assert r.returncode != 0 and r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
-    assert f"(no project here, no settings.ini: relative paths are taken from {tmp_path})" in r.stderr, r.stderr
+def test_errors_are_one_line_and_non_zero(tmp_path, monkeypatch, args, message):
+    "The command's code in this process (the console script's own exit code and stderr: test_help_everywhere, train)."
+    monkeypatch.chdir(tmp_path)
+    code, _, err = in_process(*args)
+    assert code != 0 and err.startswith(message) and err.count("\n") == 1, err
+    assert f"(no project here, no settings.ini: relative paths are taken from {tmp_path})" in err, err
     assert not (tmp_path / "runs").exists()
 
 
