@@ -11,7 +11,7 @@ import json, os, shlex, signal, subprocess, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import mnist_lab
-from .process import start, identity, recorded, alive, in_notebook, wait_until, NOTEBOOK_ENV, PAPERMILL
+from .process import start, identity, recorded, alive, in_notebook, wait_until, NOTEBOOK_ENV, PAPERMILL, python_code
 from .record import (project_path, new_run_dir, next_notebook, run_status, read_history, run_folder_of,
                               training_pid, read_json, write_json, write_status, read_bounded,
                               is_number, check_yours_alone,
@@ -25,7 +25,7 @@ def papermill_args(out, params: dict) -> list:
     if not TRAIN_NOTEBOOK.is_file():
         raise FileNotFoundError(f"{TRAIN_NOTEBOOK} not found: papermill runs need a source checkout "
                                 "(pip install -e .)")
-    args = [sys.executable, "-c", PAPERMILL, "--engine", "mnist_lab", str(TRAIN_NOTEBOOK), str(out)]
+    args = python_code(PAPERMILL, "--engine", "mnist_lab", TRAIN_NOTEBOOK, out)
     for k, v in params.items():
         args += ["-r", k, v] if isinstance(v, str) else ["-p", k, json.dumps(v) if isinstance(v, dict) else str(v)]
     return args
@@ -50,7 +50,8 @@ def launched(run_dir):
     if (p := recorded(read_json(Path(run_dir) / "launcher.json"))) is None: return None
     try: args, cwd, out = p.cmdline(), Path(p.cwd()), p.environ().get(NOTEBOOK_ENV, "")
     except psutil.Error: return None  # another user's process: not one we started
-    ours = args[1:3] == ["-c", PAPERMILL] and out.endswith(".ipynb") and out in args[3:]
+    flags = args[1:args.index(PAPERMILL)] if PAPERMILL in args else None  # ["-c"]: started before 2026-12-06
+    ours = flags in (["-P", "-c"], ["-c"]) and out.endswith(".ipynb") and out in args[len(flags) + 2:]
     return p if ours and (cwd / out).resolve().parent == Path(run_dir).resolve() else None
 
 # %% ../nbs/09_launch.ipynb #f4e7e9cd

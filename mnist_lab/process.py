@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['PARENT_ENV', 'UNPRINTABLE', 'NOTEBOOK_ENV', 'PAPERMILL', 'alive', 'env_number', 'identity', 'recorded', 'lock_held',
-           'holds_lock', 'open_log', 'start', 'end_with_parent', 'interrupt', 'stop_on_signals', 'end', 'wait_until',
-           'children', 'printable', 'PrintableStream', 'literal_text', 'papermill_main', 'kernel_stdin', 'in_notebook',
-           'progress_bar', 'terminal', 'kernel_terminal', 'say', 'papermill_output', 'injected_parameters']
+           'holds_lock', 'open_log', 'python_code', 'start', 'end_with_parent', 'interrupt', 'stop_on_signals', 'end',
+           'wait_until', 'children', 'printable', 'PrintableStream', 'literal_text', 'papermill_main', 'kernel_stdin',
+           'in_notebook', 'progress_bar', 'terminal', 'kernel_terminal', 'say', 'papermill_output',
+           'injected_parameters']
 
 # %% ../nbs/00_process.ipynb #dc8d1113
 import ast, fcntl, functools, io, os, re, signal, socket, stat, subprocess, sys, threading, time
@@ -71,6 +72,12 @@ PARENT_ENV = "MNIST_LAB_TIED_TO"  # a tied child's parent pid, for `end_with_par
 def open_log(path):
     "`path` opened to append bytes (created 0644 less the umask), never through a symbolic link."
     return open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644), "ab")
+
+def python_code(code: str, *args) -> list:
+    """`python -P -c code args`, the way we start Python children: `-c` alone puts the folder we were started from
+    first on the child's sys.path, so a module planted there by someone else (a psutil.py in /tmp, in a shared
+    project, in a dataset folder) would be imported by the child, with your rights."""
+    return [sys.executable, "-P", "-c", code, *map(str, args)]
 
 def start(args: list, stdout=None, stderr=None, tied: bool = False, env: dict | None = None) -> subprocess.Popen:
     """Start `args` in a session of its own, its output appended to the files `stdout` and `stderr` (None: ours;
@@ -169,7 +176,8 @@ NOTEBOOK_ENV = "MNIST_LAB_NOTEBOOK"  # the executed notebook papermill writes, f
 PAPERMILL = "from mnist_lab.process import papermill_main; papermill_main()"
 
 def papermill_main():
-    "`python -c PAPERMILL --engine mnist_lab IN OUT ...`: papermill's CLI, tied if asked, with quiet kernels."
+    """`python -P -c PAPERMILL --engine mnist_lab IN OUT ...`: papermill's CLI, tied if asked, with quiet kernels that
+    import nothing from the folder they run in."""
     # nbformat imports jsonschema, which imports its optional IRI checker rfc3987-syntax when installed; that
     # builds ~35 Lark parsers (1.2 s on 2 Zen 4 cores) for a format no notebook schema uses (jsonschema#1428)
     sys.modules["rfc3987_syntax"] = None
@@ -181,7 +189,10 @@ def papermill_main():
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs,
-                                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                                    # IPython puts the kernel's folder (ours) on sys.path, before
+                                                    # site-packages: a torch.py planted there would be imported
+                                                    extra_arguments=["--IPKernelApp.log_level=ERROR",
+                                                                     "--IPKernelApp.ignore_cwd=True"])
     papermill_engines.register("mnist_lab", QuietKernels)
     papermill(sys.argv[1:], prog_name="papermill")
 

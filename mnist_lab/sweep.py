@@ -23,7 +23,7 @@ import pandas as pd
 from .data import missing_data, project_path
 from .config import TrainConfig, parse_monitor, code_elsewhere, to_dict
 from .process import (alive, env_number, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until,
-                               progress_bar)
+                               progress_bar, python_code)
 from .record import (run_status, read_history, recorded_number, write_status, save_atomic, upgraded,
                               not_yours_alone, check_yours_alone, COPY_ADVICE,
                               make_yours_alone, read_json, write_json, loads, is_number)
@@ -596,7 +596,7 @@ def start_workers(url: str, study_name: str, indices, threads: int, sweep_dir=No
     """Start a worker process per index (it seeds the sampler) on the study, tied to us; Ctrl-C reaches them through
     us. The URL, which may hold a database password, goes in the environment, not in the command line others see."""
     code = "import sys; from mnist_lab.sweep import worker_main; worker_main(*sys.argv[1:])"
-    return [start([sys.executable, "-c", code, study_name, str(threads), str(i), str(sweep_dir or ""), expect],
+    return [start(python_code(code, study_name, threads, i, sweep_dir or "", expect),
                   tied=True, env={STORAGE_ENV: url}) for i in indices]
 
 # %% ../nbs/10_sweep.ipynb #77ed5315

@@ -54,7 +54,12 @@ def in_process(*args) -> tuple:
 def test_train_runs_eval_resume(tmp_path, monkeypatch):
     """`mnist-lab train` in the foreground: the run's lines in the terminal, papermill's log (without the kernel's TCP
     warning: mnist_lab's kernels listen on loopback, behind a key) in the run folder; then runs, eval, resume and
-    reproduce of that run (the commands that need no process of their own run in this one)."""
+    reproduce of that run (the commands that need no process of their own run in this one). Modules someone planted
+    in the folder it runs in (a shared one) are imported by none of the processes it starts, nor by the kernel."""
+    for name in ("psutil", "torch", "safetensors"):  # each would record its import, then hand over to the real one
+        (tmp_path / f"{name}.py").write_text("import importlib, os, sys\nopen(__file__ + '.imported', 'w').close()\n"
+                                             "sys.path = [p for p in sys.path if p not in ('', os.getcwd())]\n"
+                                             "del sys.modules[__name__]; sys.modules[__name__] = importlib.import_module(__name__)\n")
     r = cli("train", *FAST, "--name", "cli", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     (run,) = (tmp_path / "runs" / "cli").iterdir()
@@ -91,6 +96,7 @@ def test_train_runs_eval_resume(tmp_path, monkeypatch):
     assert code == 0 and "completed" in out, out + err
     code, out, err = in_process("reproduce", str(run))  # the resumed run, trained again from scratch
     assert code == 0 and "test_accuracy:" in out and "differs" not in out and "setting: the same" in out, out + err
+    assert not list(tmp_path.glob("*.imported")), list(tmp_path.glob("*.imported"))
 
 
 @pytest.mark.parametrize("args,message", [
