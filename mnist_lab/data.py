@@ -6,17 +6,17 @@
 __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE_DIR', 'MAX_IDX_BYTES', 'CACHE',
            'DOWNLOAD_FAILED', 'OFFICIAL_MD5S', 'LUMA', 'CIFAR10_CLASSES', 'CIFAR10_FILES', 'CIFAR10_ARCHIVE',
            'CIFAR10_RECORD', 'IMAGE_EXTENSIONS', 'OTHER_IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MAX_IMAGE_BYTES',
-           'VAL_FOLDERS', 'BUILT_IN_DATASETS', 'AUGMENTATIONS', 'register', 'accepted', 'Data', 'register_dataset',
-           'channel_stats', 'recorded_channels', 'images_digest', 'check_part', 'as_data', 'IdxSpec', 'read_idx',
-           'find_idx_files', 'failure_note', 'remember_download_failure', 'download_failed_recently', 'try_download',
-           'download_idx', 'official_md5s', 'md5sum', 'read_dataset', 'idx_not_found', 'idx_dataset', 'mnist',
-           'fashion_mnist', 'kmnist', 'mnist_sample', 'fit_images', 'fit_data', 'dataset_names', 'load_data',
-           'read_cifar_file', 'has_cifar10', 'cifar10_not_found', 'cifar10', 'visible_files', 'list_images',
-           'read_image_file', 'gif_first_frame', 'image_header', 'decode_file', 'decode_chunk', 'decode_images',
-           'image_cache_key', 'cached_images', 'held_out', 'no_train_folder', 'image_folder', 'missing_data',
-           'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation',
-           'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch',
-           'show_images']
+           'EXIF_TURNED', 'VAL_FOLDERS', 'BUILT_IN_DATASETS', 'AUGMENTATIONS', 'register', 'accepted', 'Data',
+           'register_dataset', 'channel_stats', 'recorded_channels', 'images_digest', 'check_part', 'as_data',
+           'IdxSpec', 'read_idx', 'find_idx_files', 'failure_note', 'remember_download_failure',
+           'download_failed_recently', 'try_download', 'download_idx', 'official_md5s', 'md5sum', 'read_dataset',
+           'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'fit_images', 'fit_data',
+           'dataset_names', 'load_data', 'read_cifar_file', 'has_cifar10', 'cifar10_not_found', 'cifar10',
+           'visible_files', 'list_images', 'read_image_file', 'gif_first_frame', 'image_header', 'decode_file',
+           'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images', 'held_out', 'no_train_folder',
+           'image_folder', 'missing_data', 'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize',
+           'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase',
+           'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
 import errno, gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, zlib
@@ -486,21 +486,27 @@ def gif_first_frame(data: bytes) -> torch.Tensor:
     from PIL import Image
     with Image.open(io.BytesIO(data)) as im: return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
 
+EXIF_TURNED = (5, 6, 7, 8)  # EXIF orientations that turn an image a quarter: width and height trade places
+
 def image_header(data: bytes) -> tuple:
-    "`(width, height, bands)` from an image's header, before any pixel is decoded (a PNG's IHDR, else PIL's)."
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":  # PNG: 8-byte signature, then IHDR
+    """`(width, height, bands)` from an image's header, before any pixel is decoded (a PNG's IHDR, else PIL's), the
+    size as the image is shown: turned as its EXIF orientation says (a phone's photo taken upright)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and b"eXIf" not in data:  # PNG without EXIF
         w, h = struct.unpack(">II", data[16:24])
         return w, h, {0: 1, 4: 2}.get(data[25], 3)  # colour type 0 grey, 4 grey + alpha; else colour
     from PIL import Image
     with Image.open(io.BytesIO(data)) as im:
-        if im.mode not in ("P", "PA"): return (*im.size, len(im.getbands()))
+        w, h = im.size[::-1] if im.getexif().get(0x0112) in EXIF_TURNED else im.size  # 0x0112: the orientation tag
+        if im.mode not in ("P", "PA"): return w, h, len(im.getbands())
         pal = im.getpalette() or []  # a GIF is a palette: grey if every colour in it is
-        return (*im.size, 1 if all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3)) else 3)
+        return (w, h, 1 if all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3)) else 3)
 
 def decode_file(path, channels: int, size: tuple, resize: bool, beneath=None) -> torch.Tensor:
-    """One image file as uint8 (channels, *size) with torchvision's decoder, its header checked first; `resize`:
-    any size is resized to `size`, else another size is an error. `beneath`: as `read_image_file`."""
+    """One image file as uint8 (channels, *size) with torchvision's decoder, its header checked first, turned as its
+    EXIF orientation says, 16-bit PNGs scaled to 8 bits; `resize`: any size is resized to `size`, else another size is
+    an error. `beneath`: as `read_image_file`."""
     from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2.functional import to_dtype
     try:
         data = read_image_file(path, beneath)
         w, h, _ = image_header(data)
@@ -509,7 +515,9 @@ def decode_file(path, channels: int, size: tuple, resize: bool, beneath=None) ->
         else:
             own_mode = data[8:12] == b"WEBP"  # its decoder gives RGB whatever mode is asked
             x = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                             mode=ImageReadMode.GRAY if channels == 1 and not own_mode else ImageReadMode.RGB)
+                             mode=ImageReadMode.GRAY if channels == 1 and not own_mode else ImageReadMode.RGB,
+                             apply_exif_orientation=True)
+            x = to_dtype(x, torch.uint8, scale=True)  # a 16-bit PNG's 0..65535 to 0..255 (a cast would keep the low byte)
     except Exception as e: raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     if x.shape[0] != channels: x = fit_images(x[None], channels=channels)[0]  # grey from RGB as PIL makes it
     if x.shape[-2:] != size:
@@ -553,7 +561,7 @@ def decode_images(files: list, channels: int, size: tuple, resize: bool, what: s
 # %% ../nbs/02_data.ipynb #c24d1a98
 def image_cache_key(root: Path, files: list, labels, channels: int, size: tuple) -> str:
     "A hash of every file's path, size and modification time, its label, and the decoding choices."
-    h, skip = hashlib.sha256(f"mnist_lab image_folder v1 {channels} {size}".encode()), len(str(root)) + 1
+    h, skip = hashlib.sha256(f"mnist_lab image_folder v2 {channels} {size}".encode()), len(str(root)) + 1
     for f, y in zip(files, labels.tolist()):
         try: st = os.stat(f)
         except OSError as e: raise ValueError(f"{f}: not a readable image ({e.strerror})") from None  # a link loop
