@@ -11,7 +11,7 @@ __all__ = ['TEMPLATE_FILES', 'PLUGINS_STUB', 'parse_params', 'train_params', 'cm
 # %% ../nbs/11_cli.ipynb #dd6cc54e
 import argparse, errno, json, sys, time
 from pathlib import Path
-from .process import stop_on_signals, printable, PrintableStream
+from .process import stop_on_signals, printable, PrintableStream, one_line
 from .record import project_dir, make_yours_alone, NotYoursAlone
 
 # %% ../nbs/11_cli.ipynb #66836c4a
@@ -142,7 +142,7 @@ def cmd_predict(a) -> int:
     probs = predict(model, [Path(f) for f in a.files], info)  # a file that is no image: an error naming it
     for f, p in zip(a.files, probs):
         top = p.topk(min(a.top, len(p)))
-        print(f"{f}: " + ", ".join(f"{info['classes'][i]} {v:.3f}" for v, i in zip(top.values.tolist(), top.indices.tolist())))
+        print(f"{f}: " + ", ".join(f"{one_line(info['classes'][i])} {v:.3f}" for v, i in zip(top.values.tolist(), top.indices.tolist())))
     return 0
 
 # %% ../nbs/11_cli.ipynb #723e39a6
@@ -172,7 +172,7 @@ def print_runs(df, all_columns: bool = False, sort: str | None = None):
     if hidden := [c for c in df.columns if c not in cols]:
         hidden = [c for c in vary if c in hidden] + [c for c in hidden if c not in vary]  # what differs named first
         differ = sum(c in vary for c in hidden)
-        print(f"{len(hidden)} more columns hidden ({', '.join(hidden[:8])}{', ...' if len(hidden) > 8 else ''})"
+        print(f"{len(hidden)} more columns hidden ({', '.join(map(one_line, hidden[:8]))}{', ...' if len(hidden) > 8 else ''})"
               + (f", {differ} of them differing between the runs (named first)" if differ else "") + "; --all shows them")
 
 # %% ../nbs/11_cli.ipynb #df4c5fa2

@@ -11,7 +11,7 @@ import json, os, shlex, signal, subprocess, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import mnist_lab
-from .process import start, identity, recorded, alive, in_notebook, wait_until, NOTEBOOK_ENV, PAPERMILL, python_code
+from .process import start, identity, recorded, alive, in_notebook, wait_until, NOTEBOOK_ENV, PAPERMILL, python_code, one_line
 from .record import (project_path, new_run_dir, next_notebook, run_status, read_history, run_folder_of,
                               training_pid, read_json, write_json, write_status, read_bounded,
                               is_number, check_yours_alone,
@@ -155,16 +155,16 @@ def progress_line(status: dict, history: list, monitor: str = "") -> str:
     num = lambda k: float(status[k]) if is_number(status.get(k)) else None  # a record's numbers, or none
     s, done, total = status.get("status", "unknown"), int(num("epoch") or 0), num("epochs")
     if s == "unknown" and not history: return "no status yet: the run is starting (or this is no run folder)"
-    line = f"{s}: epoch {done}/{int(total) if total else '?'}"
+    line = f"{one_line(s)}: epoch {done}/{int(total) if total else '?'}"  # a record's words: one line
     if history:
         last, key = history[-1], monitor.split()[-1] if isinstance(monitor, str) and monitor.split() else ""
-        line += "".join(f" | {k} {last[k]:.4f}" for k in dict.fromkeys(["val_accuracy", "val_loss", key]) if k in last)
+        line += "".join(f" | {one_line(k)} {last[k]:.4f}" for k in dict.fromkeys(["val_accuracy", "val_loss", key]) if k in last)
     if started := num("started"):
         line += f" | {(num('finished') or num('updated') or time.time()) - started:.0f}s"
-    if s == "running" and history and total:
-        eta = sum(h["epoch_time"] for h in history) / len(history) * (total - done)
-        line += f" | ETA {eta:.0f}s"
-    return line + (f" | {status['error']}" if status.get("error") else "")
+    times = [h["epoch_time"] for h in history if is_number(h.get("epoch_time"))]  # a received record may lack them
+    if s == "running" and times and total:
+        line += f" | ETA {sum(times) / len(times) * (total - done):.0f}s"
+    return line + (f" | {one_line(status['error'])}" if status.get("error") else "")
 
 # %% ../nbs/09_launch.ipynb #64cee060
 def run_folder(run) -> Path:

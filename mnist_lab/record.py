@@ -17,7 +17,7 @@ __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'COPY_ADVICE', 'RES
 # %% ../nbs/01_record.ipynb #ba07da95
 import contextlib, errno, fcntl, functools, io, itertools, json, os, platform, secrets, socket, stat, subprocess, sys, time
 from pathlib import Path
-from .process import alive, holds_lock, papermill_output
+from .process import alive, holds_lock, papermill_output, one_line
 # no torch and no mnist_lab module but `process` at import: `mnist-lab runs`, `watch` and `stop` read run folders
 # without them (torch takes 1.2 s to import); the functions that need torch import it
 
@@ -130,7 +130,7 @@ def project_dir(start=None) -> Path:
                f"its folder is {whose}" if (whose := not_yours_alone(folder, owners=mine)) else None)
         if why and ini not in _IGNORED:  # said once a process: relative paths (runs/, data/, plugins) move
             _IGNORED.add(ini)
-            print(f"note: {ini} is not taken as your project's ({why}); relative paths are taken from {start}",
+            print(f"note: {one_line(ini)} is not taken as your project's ({why}); relative paths are taken from {one_line(start)}",
                   file=sys.stderr)
         return start if why else folder
     return start

@@ -23,7 +23,7 @@ import pandas as pd
 from .data import missing_data, project_path
 from .config import TrainConfig, parse_monitor, code_elsewhere, to_dict
 from .process import (alive, env_number, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until,
-                               progress_bar, python_code)
+                               progress_bar, python_code, one_line)
 from .record import (run_status, read_history, recorded_number, write_status, save_atomic, upgraded,
                               not_yours_alone, check_yours_alone, COPY_ADVICE,
                               make_yours_alone, read_json, write_json, loads, is_number)
@@ -638,12 +638,14 @@ def trial_line(k: int, t, color: bool = False) -> str:
     state = t.state.name.lower()
     what = f"{t.value:.4f}" if t.value is not None else ""
     if t.state.name == "PRUNED": what += f" at epoch {t.last_step}"
-    params = " ".join(f"{p}={v:.4g}" if isinstance(v, float) else f"{p}={v}" for p, v in t.params.items())
+    # a shared study's words (values, folders, errors) are shown, never obeyed: each stays in this one line
+    params = " ".join(f"{one_line(p)}={v:.4g}" if isinstance(v, float) else f"{one_line(p)}={one_line(v)}"
+                      for p, v in t.params.items())
     if t.state.name == "FAIL":
-        error = " ".join(t.user_attrs.get("error", "interrupted").split())[:160]  # one line
-        line = f"trial {k:>3} FAILED    {error}  {params}  see {t.user_attrs.get('log', t.user_attrs.get('run_dir', ''))}"
+        error = one_line(" ".join(str(t.user_attrs.get("error", "interrupted")).split())[:160])
+        line = f"trial {k:>3} FAILED    {error}  {params}  see {one_line(t.user_attrs.get('log', t.user_attrs.get('run_dir', '')))}"
         return f"{RED}{line}{PLAIN}" if color else line
-    return f"trial {k:>3} {state:<9} {what}  {params}  {t.user_attrs.get('run_dir', '')}".rstrip()
+    return f"trial {k:>3} {state:<9} {what}  {params}  {one_line(t.user_attrs.get('run_dir', ''))}".rstrip()
 
 # %% ../nbs/10_sweep.ipynb #dcadcfe8
 def follow(url: str, study_name: str, n: int, done: threading.Event, out, every: float = 1.0):
@@ -682,12 +684,12 @@ def counts(study, n: int) -> dict:
 def summary_line(study, n: int, seconds: float) -> str:
     "The sweep's closing line, with its best trial."
     c = counts(study, n)
-    line = (f"sweep {study.study_name}: {n} trials: {c['complete']} completed, {c['pruned']} pruned, "
+    line = (f"sweep {one_line(study.study_name)}: {n} trials: {c['complete']} completed, {c['pruned']} pruned, "
             f"{c['fail']} failed" + "".join(f", {v} {k}" for k, v in c.items() if k in ("running", "waiting",
             "not started") and v) + f"; {seconds:.1f}s")
     if c["complete"]:
         b = study.best_trial
-        line += f"\nbest: trial {slots(study.get_trials(deepcopy=False))[b.number]} {b.value:.4f} {b.params} -> {b.user_attrs.get('run_dir')}"
+        line += f"\nbest: trial {slots(study.get_trials(deepcopy=False))[b.number]} {b.value:.4f} {b.params} -> {one_line(b.user_attrs.get('run_dir'))}"
     if unfinished := c["running"] + c["waiting"] + c["not started"]:
         line += (f"\n{unfinished} of its points have not run to an end: run the sweep again (or join it) to train "
                  "exactly those")

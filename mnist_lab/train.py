@@ -26,7 +26,7 @@ from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor,
                               resume_config, balanced_weights, model_overrides, run_metrics, plugin_sources,
                               plugins_digest)
 from .metrics import chosen_metrics
-from .process import kernel_stdin, say, progress_bar, env_number
+from .process import kernel_stdin, say, progress_bar, env_number, one_line
 from .record import (new_run_dir, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, versions, link_notebook,
                               log_tensorboard, lock_run, unlock_run, run_status, read_json, read_object,
@@ -582,16 +582,16 @@ def run_header(data, cfg: TrainConfig) -> str:
     changed = ", ".join(f"{k}={v!r}" for k, v in cfg.changed().items()) or "none"
     c, h, w = data.shape
     counts = torch.bincount(data.y_train, minlength=len(data.classes)).tolist()
-    shown = ", ".join(f"{name} {n}" for name, n in list(zip(data.classes, counts))[:12])
+    shown = ", ".join(f"{one_line(name)} {n}" for name, n in list(zip(data.classes, counts))[:12])
     more = f", ... ({len(data.classes) - 12} more; fewest {min(counts)}, most {max(counts)})" if len(counts) > 12 else ""
     notes = [data.note] if data.note else []
     held = (f"fold {cfg.fold} of {cfg.folds} held out for validation" if cfg.folds >= 2 else
             f"{cfg.val_split:.0%} of them held out at random for validation")
     return "\n".join([
-        f"dataset: {data.name} from {data.source} ({len(data.x_train)} train / {len(data.x_test)} test"
+        f"dataset: {one_line(data.name)} from {one_line(data.source)} ({len(data.x_train)} train / {len(data.x_test)} test"
         f"{', official files' if data.official else ', local files'}; {c}x{h}x{w} images, {len(data.classes)} classes)",
         f"training images per class: {shown}{more} ({held})",
-        *(f"note: {n}" for n in notes + model_overrides(cfg)),
+        *(f"note: {one_line(n)}" for n in notes + model_overrides(cfg)),
         f"parameters not at their defaults: {changed}"])
 
 # %% ../nbs/07_train.ipynb #ba424a57
