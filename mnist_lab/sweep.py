@@ -874,12 +874,13 @@ def sweep_report(sweep_dir="runs/sweep", plugins: str = "") -> Path:
             lo, hi = v["interval"]
             said = {"a is better": "the best is better", "b is better": "the second is better"}.get(v["verdict"], v["verdict"])
             unnamed = f" ({md_text(test)} is a plugin's: `--plugins` names it)" if metric != test else ""
-            verdict = (f"The best configuration against the second, on test {md_text(metric)}{unnamed}: {v['a']:.4f} vs "
+            lower = " (lower is better)" if v["better"] == "lower" else ""
+            verdict = (f"The best configuration against the second, on test {md_text(metric)}{lower}{unnamed}: {v['a']:.4f} vs "
                        f"{v['b']:.4f}, difference {v['difference']:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]: **{said}**.")
     def png(fig) -> str:
         buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=90, bbox_inches="tight"); plt.close(fig)
         return png_markdown(buf.getvalue())
-    plots = [png(plot_metric_vs(done, p, "test_accuracy")) for p in by] + [png(plot_curves(done, key))]
+    plots = [png(plot_metric_vs(done, p, f"test_{test}")) for p in by] + [png(plot_curves(done, key))]
     md = nbformat.v4.new_markdown_cell
     one_block = lambda table: table.replace("\n", " ")  # no blank line ends the HTML block: no value becomes markdown
     esc = md_text  # the study may be someone else's: what it stores shows as written
