@@ -133,17 +133,22 @@ def cmd_eval(a) -> int:
 # %% ../nbs/11_cli.ipynb #746dab22
 def cmd_predict(a) -> int:
     "The `--top` most likely classes a run's model gives each image file, with their probabilities."
-    from mnist_lab.eval import load_run, predict
+    import torch
+    from mnist_lab.eval import load_run, predict, as_images
     if a.top < 1: raise ValueError(f"--top {a.top}: at least 1")
-    model, cfg, info = load_run(a.run, plugins=a.plugins)
+    model, cfg, info = load_run(a.run, plugins=a.plugins, metrics=False)  # predicting computes no metric of yours
     if Path(a.run).is_dir():  # which weights (as load_run takes them): the final ones, unless a checkpoint is named
         used = "model.pt, its final weights" if (Path(a.run) / "model.pt").is_file() else "last.pt, its last checkpoint"
         print(f"{a.run}: {used}; name {Path(a.run) / 'best.pt'} for the epoch its monitor picked", file=sys.stderr)
-    probs = predict(model, [Path(f) for f in a.files], info)  # a file that is no image: an error naming it
-    for f, p in zip(a.files, probs):
+    images, read = [], []
+    for f in a.files:  # a file that is no image (or too large) is named; the others are still classified
+        try: images.append(as_images([Path(f)], info["shape"])); read.append(f)
+        except ValueError as e: print(f"mnist-lab predict: {one_line(e)}", file=sys.stderr)
+    probs = predict(model, torch.cat(images), info) if images else []
+    for f, p in zip(read, probs):
         top = p.topk(min(a.top, len(p)))
-        print(f"{f}: " + ", ".join(f"{one_line(info['classes'][i])} {v:.3f}" for v, i in zip(top.values.tolist(), top.indices.tolist())))
-    return 0
+        print(f"{one_line(f)}: " + ", ".join(f"{one_line(info['classes'][i])} {v:.3f}" for v, i in zip(top.values.tolist(), top.indices.tolist())))
+    return 0 if len(read) == len(a.files) else 1
 
 # %% ../nbs/11_cli.ipynb #723e39a6
 def print_runs(df, all_columns: bool = False, sort: str | None = None):
@@ -433,7 +438,9 @@ def main(argv=None) -> int:
         # run outside a project, relative paths (runs/, data/) are from here: an error says so, in its one line
         where = "" if (project_dir() / "settings.ini").is_file() else \
             f" (no project here, no settings.ini: relative paths are taken from {Path.cwd()})"
-        print(printable(f"mnist-lab {a.cmd}: error: {head} {'; '.join(rest)}".rstrip() + where), file=sys.stderr)
+        said = head
+        for line in rest: said += (" " if said.endswith(":") else "; ") + line  # "parameters:" then its list
+        print(printable(f"mnist-lab {a.cmd}: error: {said}" + where), file=sys.stderr)
         return 1
     finally: sys.stdout = plain_stdout
 

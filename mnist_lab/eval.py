@@ -67,13 +67,15 @@ def data_info(stored, cfg: TrainConfig, source) -> dict:
     return stored
 
 # %% ../nbs/06_eval.ipynb #608b7d62
-def load_run(path, map_location="cpu", plugins: str = "") -> tuple:
+def load_run(path, map_location="cpu", plugins: str = "", metrics: bool = True) -> tuple:
     """`(model, config, data info)` of a run folder (its `model.pt`, else `last.pt`), a checkpoint, a `model.pt`
     beside its config.json, or a `.safetensors` export. Only `plugins` are imported, never the plugins the run's
-    config names: loading a run never runs its code."""
+    config names: loading a run never runs its code. `metrics=False`: the config's metrics and monitor are left at
+    their defaults, so a model that needs no plugin loads without the plugin of a metric of yours (to predict)."""
     weights, cfg, stored = read_model(path, map_location)
     if not cfg: raise ValueError(f"{path}: no mnist_lab config is stored with these weights (config.json, or a "
                                  "checkpoint's config), so the model cannot be rebuilt")
+    if not metrics and isinstance(cfg, dict): cfg = {k: v for k, v in cfg.items() if k not in ("metrics", "monitor")}
     try: cfg = from_record(cfg, plugins, resume="", run_dir="")  # where it ran is no check of where you are now
     except ValueError as e: raise ValueError(f"{path}: the stored config cannot be used: {e}") from None
     info = data_info(stored, cfg, path)

@@ -84,8 +84,9 @@ def test_train_runs_eval_resume(tmp_path, monkeypatch):
     write_jpeg(fit_images(digit, channels=3, size=56)[0], str(tmp_path / "mine.jpg"))
     code, out, err = in_process("predict", str(run), str(tmp_path / "mine.jpg"), "--top", "2")
     assert code == 0 and out.startswith(f"{tmp_path / 'mine.jpg'}: ") and len(out.split(": ", 1)[1].split(", ")) == 2, out + err
-    code, out, err = in_process("predict", str(run), str(tmp_path / "runs"))  # a folder is no image: named
-    assert code == 1 and f"{tmp_path / 'runs'}: not a readable image" in err, err
+    code, out, err = in_process("predict", str(run), str(tmp_path / "runs"), str(tmp_path / "mine.jpg"))
+    assert code == 1 and f"{tmp_path / 'runs'}: not a readable image" in err, err  # a folder is no image: named...
+    assert out.startswith(f"{tmp_path / 'mine.jpg'}: "), out  # ...and the image after it still classified
     r = cli("resume", str(run), "-p", "epochs", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / "notebook-2.ipynb").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 2
