@@ -20,7 +20,7 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 from .process import injected_parameters
-from .data import DATASETS, AUGMENTATIONS, dataset_names, parse_augment, project_path, register
+from .data import DATASETS, AUGMENTATIONS, dataset_names, parse_augment, project_path, register, memory_check
 from .metrics import METRICS, parse_metrics
 from .model import MODELS, make_model
 from .record import upgraded
@@ -471,9 +471,15 @@ def model_from_config(cfg: TrainConfig, data: dict | None = None) -> torch.nn.Mo
     "The model `cfg` describes, for data of `data['shape']` (C, H, W) and `data['classes']` (a `Data.info()`)."
     data = data or DEFAULT_DATA
     c, h, w = data["shape"]
-    return make_model(cfg.model, strict=cfg.model_args, width=cfg.width, pool_first=cfg.pool_first, fc1=cfg.fc1,
-                      fc2=cfg.fc2, dropout=cfg.dropout, in_channels=c, image_size=(h, w),
-                      n_classes=len(data["classes"]))
+    build = lambda: make_model(cfg.model, strict=cfg.model_args, width=cfg.width, pool_first=cfg.pool_first,
+                               fc1=cfg.fc1, fc2=cfg.fc2, dropout=cfg.dropout, in_channels=c, image_size=(h, w),
+                               n_classes=len(data["classes"]))
+    try:  # counted on "meta" first, no memory taken: each parameter is 16 bytes to train (weights, grads, Adam's two)
+        with torch.device("meta"): n = sum(p.numel() for p in build().parameters())
+    except (NotImplementedError, RuntimeError): n = 0  # a model of one's own that cannot be built on "meta"
+    memory_check(16 * n, f"model {cfg.model!r} ({n:,} parameters: width={cfg.width}, fc1={cfg.fc1}, fc2={cfg.fc2}, "
+                 f"{c}x{h}x{w} images) would", "choose smaller ones")
+    return build()
 
 def model_overrides(cfg: TrainConfig) -> list:
     """Notes for the run header: where a parameter the run left at TrainConfig's default replaces another default of

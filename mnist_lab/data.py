@@ -10,13 +10,13 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'register_dataset', 'channel_stats', 'recorded_channels', 'images_digest', 'check_part', 'as_data',
            'IdxSpec', 'read_idx', 'find_idx_files', 'failure_note', 'remember_download_failure',
            'download_failed_recently', 'try_download', 'download_idx', 'official_md5s', 'md5sum', 'read_dataset',
-           'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'fit_images', 'fit_data',
-           'dataset_names', 'load_data', 'read_cifar_file', 'has_cifar10', 'cifar10_not_found', 'cifar10',
-           'visible_files', 'list_images', 'read_image_file', 'gif_first_frame', 'image_header', 'decode_file',
-           'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images', 'held_out', 'no_train_folder',
-           'image_folder', 'missing_data', 'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize',
-           'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase',
-           'flip', 'parse_augment', 'augment_batch', 'show_images']
+           'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'memory_check',
+           'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file', 'has_cifar10',
+           'cifar10_not_found', 'cifar10', 'visible_files', 'list_images', 'read_image_file', 'gif_first_frame',
+           'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images',
+           'held_out', 'no_train_folder', 'image_folder', 'missing_data', 'split_train_val', 'BatchSampler',
+           'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate',
+           'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
 import errno, gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, zlib
@@ -330,12 +330,21 @@ def mnist_sample(data_dir=None) -> Data:
 # %% ../nbs/02_data.ipynb #7784701e
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's convert("L")
 
+def memory_check(need: int, what: str, advice: str):
+    "An error before any memory is taken if `what` needs more than half of this machine's memory (`need` bytes)."
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have // 2:
+        raise MemoryError(f"{what} need {need / 2**30:.1f} GiB in memory, more than half of this machine's "
+                          f"{have / 2**30:.1f} GiB; {advice}")
+
 def fit_images(x: torch.Tensor, channels: int = 0, size=0, chunk: int = 1024) -> torch.Tensor:
     """uint8 images (N, C, H, W) with `channels` (1 grey, 3 RGB) and `size` pixels (`size` x `size`, or (height,
     width)); 0 keeps what they have."""
     size = (size, size) if isinstance(size, int) and size else tuple(size) if size else 0
     if channels and channels != x.shape[1] and sorted((channels, x.shape[1])) != [1, 3]:
         raise ValueError(f"channels={channels}: cannot turn {x.shape[1]}-channel images into {channels}; use 1 or 3")
+    c, (h, w) = channels or x.shape[1], size or x.shape[-2:]
+    chunk = max(1, min(chunk, (256 << 20) // (4 * c * h * w)))  # a chunk's float copies: 256 MB at most
     out = []
     for xb in x.split(chunk):  # float copies of one chunk at a time
         xb = xb.float()
@@ -351,6 +360,10 @@ def fit_data(d: Data, image_size: int = 0, channels: int = 0) -> Data:
     size = image_size if image_size and d.shape[1:] != (image_size, image_size) else 0
     channels = channels if channels and channels != d.shape[0] else 0
     if not size and not channels: return d
+    c, s = channels or d.shape[0], size or d.shape[1]
+    n = len(d.x_train) + len(d.x_test)
+    memory_check(n * c * s * s, f"{d.name}: {n:,} images of {c}x{s}x{s} (image_size={image_size}, channels={channels or c})",
+                 "set image_size smaller")
     x_train, x_test = fit_images(d.x_train, channels, size), fit_images(d.x_test, channels, size)
     note = f"images fitted from {d.shape} to {tuple(x_train.shape[1:])} (channels, height, width)"
     return as_data(d.name, Data(x_train, d.y_train, x_test, d.y_test, d.classes, d.name, (), (), d.source,
@@ -538,11 +551,8 @@ def decode_images(files: list, channels: int, size: tuple, resize: bool, what: s
     """Decode `files` into one uint8 tensor (N, channels, *size), after a memory estimate. Large folders are
     decoded by one forked process per core, as torch's DataLoader does on Linux (threads would share one core:
     a decoder's work holds Python's lock)."""
-    need, have = len(files) * channels * size[0] * size[1], os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > have // 2:
-        raise MemoryError(f"{what}: {len(files):,} images of {channels}x{size[0]}x{size[1]} need {need / 2**30:.1f} GiB "
-                          f"in memory, more than half of this machine's {have / 2**30:.1f} GiB; set image_size "
-                          "smaller, or use fewer images")
+    memory_check(len(files) * channels * size[0] * size[1], f"{what}: {len(files):,} images of {channels}x{size[0]}x{size[1]}",
+                 "set image_size smaller, or use fewer images")
     out, starts = torch.empty(len(files), channels, *size, dtype=torch.uint8), range(0, len(files), chunk)
     parts = [(files[i:i + chunk], channels, size, resize, beneath) for i in starts]
     workers = min(os.cpu_count() or 1, len(parts))
