@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from .process import literal_text
 from .record import (project_path, read_object, recorded_intervals, is_number, number_in,
-                              run_status, read_history, load_weights, upgraded, read_bounded,
+                              run_status, read_history, last_epoch, load_weights, upgraded, read_bounded,
                               not_yours_alone)
 # no torch at import: `mnist-lab runs` reads folders without it (1.2 s); `compare` imports it
 
@@ -26,8 +26,7 @@ def run_row(run_dir: Path, root: Path) -> dict:
     status, summary = run_status(run_dir), read_object(run_dir / "summary.json")
     for k in summary:
         if k.startswith("test_") or k == "best": number_in(run_dir / "summary.json", summary, k)
-    history = read_history(run_dir)
-    last = history[-1] if history else {}
+    last = last_epoch(run_dir)  # its end alone: a table reads a few KB of each run
     started, updated = status.get("started"), status.get("finished") or status.get("updated")
     state = "killed" if status.get("killed") else status["status"]
     beat = float(status["updated"]) if is_number(status.get("updated")) else 0.0
