@@ -9,11 +9,11 @@ __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'COPY_ADVICE', 'HIS
            'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json', 'open_regular', 'regular',
            'open_beneath', 'read_bounded', 'loads', 'read_json', 'read_object', 'is_number', 'number_in',
            'recorded_number', 'recorded_intervals', 'check_unpacked_size', 'open_checkpoint', 'load_weights',
-           'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'new_run_dir',
-           'write_status', 'overwrite', 'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid',
-           'run_folder_of', 'history_row', 'read_history', 'last_epoch', 'write_history', 'resumable',
-           'find_resume_checkpoint', 'git', 'versions', 'name_version', 'installed_packages', 'record_code',
-           'next_notebook', 'link_notebook', 'log_tensorboard']
+           'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'unreadable_to',
+           'keep_as_private_as', 'new_run_dir', 'write_status', 'overwrite', 'run_status', 'lock_run', 'unlock_run',
+           'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'history_row', 'read_history', 'last_epoch',
+           'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions', 'name_version',
+           'installed_packages', 'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
 
 # %% ../nbs/01_record.ipynb #ba07da95
 import contextlib, errno, fcntl, functools, io, itertools, json, os, platform, secrets, socket, stat, subprocess, sys, time
@@ -426,6 +426,24 @@ def upgraded(saved: dict, model_default: bool | None = None) -> dict:
     return saved if then is None else {**saved, "pool_first": then}
 
 # %% ../nbs/01_record.ipynb #47bcc5e1
+def unreadable_to(path) -> int:
+    """The permission bits of who cannot read the folder or file `path`, by its mode and the search bit of each folder
+    on its way: 0o070 (its group), 0o007 (others), both, or 0 where everyone can."""
+    chain = [Path(path).absolute(), *Path(path).absolute().parents]
+    try: own, *above = [os.stat(p).st_mode for p in chain]
+    except OSError: return 0
+    hidden = 0
+    for who, read, search in ((0o070, 0o040, 0o010), (0o007, 0o004, 0o001)):
+        if not (own & read and (own & search or not stat.S_ISDIR(own)) and all(m & search for m in above)): hidden |= who
+    return hidden
+
+def keep_as_private_as(run_dir: Path, source) -> int:
+    """Take from `run_dir` the permissions of who cannot read the data `source` (its plots, predictions and TensorBoard
+    images show that data's images) but could open `run_dir`; the bits taken (none where its folders hide it already)."""
+    if not (source and os.path.exists(source)) or not (hidden := unreadable_to(source) & ~unreadable_to(run_dir)): return 0
+    os.chmod(run_dir, stat.S_IMODE(os.stat(run_dir).st_mode) & ~hidden)
+    return hidden
+
 def new_run_dir(cfg: "TrainConfig") -> Path:
     "Create and claim a fresh run folder (never one that another run holds, nor one others can change)."
     if cfg.run_dir:

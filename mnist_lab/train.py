@@ -27,7 +27,7 @@ from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor,
                               plugins_digest)
 from .metrics import chosen_metrics
 from .process import kernel_stdin, say, progress_bar, env_number, one_line
-from .record import (new_run_dir, read_history, write_history, write_status, write_json, save_checkpoint,
+from .record import (new_run_dir, keep_as_private_as, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, versions, link_notebook,
                               log_tensorboard, lock_run, unlock_run, run_status, read_json, read_object,
                               record_code, upgraded, save_atomic, check_yours_alone,
@@ -350,6 +350,9 @@ def open_run(t: Training, ckpt_path, ckpt, started: float) -> Record:
     else:
         if cfg.init_from: init_weights(parts, cfg.init_from)
         run_dir, history = Path(D.share(str(new_run_dir(cfg)) if D.main else None)), []
+        if D.main and (hidden := keep_as_private_as(run_dir, t.data.source)):
+            who = {0o070: "its group", 0o007: "others"}.get(hidden, "its group and others")
+            log(f"note: {one_line(t.data.source)} is not readable by {who}: nor is this run folder (its plots show its images)")
     return claim(Record(run_dir, history, state, started, t.plan.epochs, D.world, since=started, data=parts.data),
                  cfg, D, log)
 
