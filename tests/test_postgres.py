@@ -1,6 +1,6 @@
 """Sweeps shared by workers: two `mnist-lab sweep` processes in different folders on a real
 PostgreSQL server (Debian's package, started on loopback for the test); a killed worker's trial resumed by another."""
-import glob, json, os, shutil, socket, subprocess, sys, tempfile, time
+import glob, json, os, secrets, shutil, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 import pytest
 
@@ -28,8 +28,11 @@ def postgres_url():
         shutil.chown(root, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
     data, port = root / "data", free_port()
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)
+    # a password the URL leaves out, as README says: libpq takes it from PGPASSWORD (or ~/.pgpass), never from `ps`
+    (root / "pw").write_text(password := secrets.token_hex(8))
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "scram-sha-256", "-U", "postgres",
+                    "--pwfile", str(root / "pw")], check=True, capture_output=True)
+    was, os.environ["PGPASSWORD"] = os.environ.get("PGPASSWORD"), password  # for the workers and sweeps it starts too
     subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"), "-o",
                     f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
     try:
@@ -39,6 +42,8 @@ def postgres_url():
     finally:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+        if was is None: del os.environ["PGPASSWORD"]
+        else: os.environ["PGPASSWORD"] = was
 
 
 def wait_for(cond, timeout, what):
