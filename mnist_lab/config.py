@@ -192,7 +192,10 @@ def load_plugins(spec: str) -> list:
         key, path = plugin_key(item)
         if key not in _PLUGINS:
             if path:
-                if not path.is_file(): raise FileNotFoundError(f"no such file {path.resolve()}")
+                if not path.is_file():  # relative to the project: one written beside a notebook in nbs/ is named
+                    there = next((p for p in (Path.cwd() / item, project_path("nbs") / item) if p.is_file()), None)
+                    raise FileNotFoundError(f"no such file {path.resolve()}" + (f" (relative plugin paths are taken "
+                                            f"from the project folder; there is {there}: name that)" if there else ""))
                 source = path.read_bytes()  # the code that runs is the code a run keeps (plugin_sources)
                 spec_ = importlib.util.spec_from_file_location(f"mnist_lab_plugin_{path.stem}", path)
                 mod = importlib.util.module_from_spec(spec_)

@@ -19,7 +19,7 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
-import errno, gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, zlib
+import errno, gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, unicodedata, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -460,6 +460,11 @@ def list_images(root: Path, classes=None) -> tuple:
     if not root.is_dir(): raise FileNotFoundError(f"{root}: no such folder")
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not found: raise FileNotFoundError(f"{root}: no class folders; put images in {root}/<class>/")
+    seen = {}
+    for name in found:  # "sandalé" written two ways (a copy from a Mac decomposes the é): two classes, one name shown
+        if (same := seen.setdefault(unicodedata.normalize("NFC", name), name)) != name:
+            raise ValueError(f"{root}: class folders {same!r} and {name!r} look the same (one name written two ways in "
+                             "Unicode): merge them into one folder")
     if classes is not None and (unknown := [c for c in found if c not in classes]):
         raise ValueError(f"{root}: class folders {unknown} are not in train/ ({', '.join(classes)})")
     classes = classes or found
@@ -666,6 +671,9 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
             mixed = (f"grey and colour images ({Path(files[0]).name} grey, {Path(colour[0]).name} colour): all are read "
                      "as colour; channels=1 reads them grey")
     size = (image_size, image_size) if image_size else (h, w)
+    if image_size and (odd := [f"{Path(f).name} {hw[0]}x{hw[1]}" for f, hw in headers.items() if hw[0] != hw[1]]):
+        mixed = "; ".join(filter(None, [mixed, f"images resized to {image_size}x{image_size} without keeping their "
+                                        f"shape ({odd[0]}, say): crop or pad them to squares first to keep it"]))
     key = image_cache_key(root, files, labels, channels, size)
     x, cache = cached_images(root, key, len(files), (channels, *size), lambda: decode_images(
         files, channels, size, bool(image_size), f"dataset='image_folder' ({root})", beneath=beneath))
