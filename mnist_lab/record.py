@@ -622,14 +622,17 @@ def last_epoch(run_dir) -> dict:
     path = Path(run_dir) / "metrics.jsonl"
     if not os.path.lexists(path): return {}
     try:
-        with open_regular(path, follow=False) as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - HISTORY_TAIL))
-            lines = [l for l in f.read(HISTORY_TAIL).splitlines() if l.strip()]
+        with open_regular(path, follow=False) as f:  # its first line (the keys every row has) and its end
+            head, size = f.read(HISTORY_TAIL), os.fstat(f.fileno()).st_size
+            whole = size <= len(head)
+            if not whole: f.seek(size - HISTORY_TAIL)
+            lines = [l for l in (head if whole else f.read(HISTORY_TAIL)).splitlines() if l.strip()]
     except OSError as e: raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
     if not lines: return {}
-    try: row = loads(lines[-1])
+    try: first, last = loads(next(l for l in head.splitlines() if l.strip())), loads(lines[-1])
     except ValueError as e: raise ValueError(f"{path}: damaged ({e})") from None
-    return history_row(row, path, "its last line")
+    keys = history_row(first, path, "line 1")
+    return history_row(last, path, f"line {len(lines)}" if whole else "its last line", keys)
 
 # %% ../nbs/01_record.ipynb #400803aa
 def write_history(run_dir, history: list):
