@@ -13,10 +13,10 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'memory_check',
            'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file', 'has_cifar10',
            'cifar10_not_found', 'cifar10', 'visible_files', 'list_images', 'read_image_file', 'gif_first_frame',
-           'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images',
-           'held_out', 'no_train_folder', 'image_folder', 'missing_data', 'split_train_val', 'BatchSampler',
-           'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate',
-           'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
+           'png_orientation', 'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key',
+           'cached_images', 'held_out', 'no_train_folder', 'image_folder', 'missing_data', 'split_train_val',
+           'BatchSampler', 'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine',
+           'shift', 'rotate', 'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
 import errno, gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, unicodedata, zlib
@@ -506,15 +506,31 @@ def gif_first_frame(data: bytes) -> torch.Tensor:
 
 EXIF_TURNED = (5, 6, 7, 8)  # EXIF orientations that turn an image a quarter: width and height trade places
 
+def png_orientation(data: bytes):
+    "The EXIF orientation in a PNG's eXIf chunk before its pixels (IDAT), where decoders read it; else None."
+    from PIL import Image
+    i = 8
+    while i + 8 <= len(data):
+        n, kind = struct.unpack(">I4s", data[i:i + 8])
+        if kind == b"IDAT": return None
+        if kind == b"eXIf":
+            exif = Image.Exif(); exif.load(data[i + 8:i + 8 + n])
+            return exif.get(0x0112)  # the orientation tag
+        i += 12 + n  # length, kind, the data, its CRC
+    return None
+
 def image_header(data: bytes) -> tuple:
     """`(width, height, bands)` from an image's header, before any pixel is decoded (a PNG's IHDR, else PIL's), the
-    size as the image is shown: turned as its EXIF orientation says (a phone's photo taken upright)."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and b"eXIf" not in data:  # PNG without EXIF
+    size as the image is shown: a JPEG or PNG turned as its EXIF orientation says (a phone's photo taken upright),
+    as torchvision's decoders turn them (not WebP); no orientation is read from an image too large to decode."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":  # PNG: 8-byte signature, then IHDR
         w, h = struct.unpack(">II", data[16:24])
-        return w, h, {0: 1, 4: 2}.get(data[25], 3)  # colour type 0 grey, 4 grey + alpha; else colour
+        turned = w * h <= MAX_IMAGE_PIXELS and png_orientation(data) in EXIF_TURNED
+        return (*((h, w) if turned else (w, h)), {0: 1, 4: 2}.get(data[25], 3))  # colour type 0 grey, 4 grey + alpha
     from PIL import Image
-    with Image.open(io.BytesIO(data)) as im:
-        w, h = im.size[::-1] if im.getexif().get(0x0112) in EXIF_TURNED else im.size  # 0x0112: the orientation tag
+    with Image.open(io.BytesIO(data)) as im:  # a JPEG's EXIF is in its header: nothing decoded to read it
+        w, h = im.size
+        if im.format == "JPEG" and w * h <= MAX_IMAGE_PIXELS and im.getexif().get(0x0112) in EXIF_TURNED: w, h = h, w
         if im.mode not in ("P", "PA"): return w, h, len(im.getbands())
         pal = im.getpalette() or []  # a GIF is a palette: grey if every colour in it is
         return (w, h, 1 if all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3)) else 3)
@@ -539,7 +555,7 @@ def decode_file(path, channels: int, size: tuple, resize: bool, beneath=None) ->
     except Exception as e: raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     if x.shape[0] != channels: x = fit_images(x[None], channels=channels)[0]  # grey from RGB as PIL makes it
     if x.shape[-2:] != size:
-        if not resize: raise ValueError(f"{path}: {w}x{h} pixels, the first image {size[1]}x{size[0]}; set image_size "
+        if not resize: raise ValueError(f"{path}: {x.shape[-1]}x{x.shape[-2]} pixels, the first image {size[1]}x{size[0]}; set image_size "
                                         "to resize them all to one square size")
         x = fit_images(x[None], size=size)[0]
     return x

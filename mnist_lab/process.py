@@ -188,6 +188,9 @@ def papermill_main():
     # nbformat imports jsonschema, which imports its optional IRI checker rfc3987-syntax when installed; that
     # builds ~35 Lark parsers (1.2 s on 2 Zen 4 cores) for a format no notebook schema uses (jsonschema#1428)
     sys.modules["rfc3987_syntax"] = None
+    # the kernel starts as `python -m ipykernel_launcher`, and -m puts the folder it runs in first on sys.path (an
+    # ipykernel_launcher.py planted there would run as you): not for the kernel, nor for what it starts in turn
+    os.environ["PYTHONSAFEPATH"] = "1"
     end_with_parent()
     from papermill.cli import papermill
     from papermill.engines import NBClientEngine, papermill_engines

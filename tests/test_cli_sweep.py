@@ -56,7 +56,7 @@ def test_train_runs_eval_resume(tmp_path, monkeypatch):
     warning: mnist_lab's kernels listen on loopback, behind a key) in the run folder; then runs, eval, resume and
     reproduce of that run (the commands that need no process of their own run in this one). Modules someone planted
     in the folder it runs in (a shared one) are imported by none of the processes it starts, nor by the kernel."""
-    for name in ("psutil", "torch", "safetensors"):  # each would record its import, then hand over to the real one
+    for name in ("psutil", "torch", "safetensors", "ipykernel_launcher"):  # each would record its import, then hand over
         (tmp_path / f"{name}.py").write_text("import importlib, os, sys\nopen(__file__ + '.imported', 'w').close()\n"
                                              "sys.path = [p for p in sys.path if p not in ('', os.getcwd())]\n"
                                              "del sys.modules[__name__]; sys.modules[__name__] = importlib.import_module(__name__)\n")
