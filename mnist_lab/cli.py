@@ -97,7 +97,7 @@ def foreground(run_dir: Path, params: dict, new: bool) -> int:
         error = notebook_error(run_dir) or f"papermill failed: see {run_dir / 'papermill.log'}"
         if new: remove_unstarted(run_dir)
         raise RuntimeError(error)
-    print(f"{run_dir}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
+    print(f"{run_dir}: {one_line(s['status'])}" + (f" ({one_line(s['error'])})" if s.get("error") else ""))
     return 0 if p.returncode == 0 and s["status"] == "completed" else 1
 
 def remove_unstarted(run_dir: Path):
@@ -227,7 +227,7 @@ def cmd_reproduce(a) -> int:
     r = reproduce(a.run, a.plugins)
     for k, (was, now) in r["metrics"].items():
         same = was == now
-        print(f"{k}: {was} -> {now}  " + ("equal" if same else f"differs by {now - was:+.6g}" if None not in (was, now)
+        print(f"{one_line(k)}: {was} -> {now}  " + ("equal" if same else f"differs by {now - was:+.6g}" if None not in (was, now)
                                           else "missing"))
     print("setting: " + ("the same (versions, commit, plugins, threads, precision, data)" if not r["differs"] else
                          "; ".join(f"{k} {was!r} -> {now!r}" for k, (was, now) in r["differs"].items())))

@@ -225,7 +225,7 @@ def stop(run, grace: float = 60.0, papermill: subprocess.Popen | None = None, qu
     if s["status"] == "running": os.kill(training_pid(run_dir, s), signal.SIGINT)  # the lock holder, no other
     elif s["status"] != "completed" and pm_alive(): os.killpg(pm.pid, signal.SIGTERM)  # not training yet
     else:
-        if not quiet: print(f"{run_dir}: {s['status']}, not running: nothing to stop")
+        if not quiet: print(f"{run_dir}: {one_line(s['status'])}, not running: nothing to stop")
         return s
     wait_until(lambda: not pm_alive() and run_status(run_dir)["status"] != "running", grace)
     if pm_alive():
@@ -238,7 +238,7 @@ def stop(run, grace: float = 60.0, papermill: subprocess.Popen | None = None, qu
     plugins = plugins if isinstance(plugins, str) and plugins and not not_yours_alone(run_dir) else ""  # if yours
     how = (f"resume({str(run_dir)!r}{f', plugins={plugins!r}' * bool(plugins)})" if in_notebook() else
            f"mnist-lab resume {shlex.quote(str(run_dir))}{f' --plugins {shlex.quote(plugins)}' * bool(plugins)}")
-    if not quiet: print(f"{run_dir}: {s['status']}" + (f" ({s['error']})" if s.get("error") else "")
+    if not quiet: print(f"{run_dir}: {one_line(s['status'])}" + (f" ({one_line(s['error'])})" if s.get("error") else "")
           + (f"; continue it with {how}" if s["status"] in ("stopped", "failed")
              and (run_dir / "config.json").is_file() else ""))
     return s

@@ -12,7 +12,7 @@ __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'BY_CLASS', 'SETTING', 'MAX_ARTEFACT', 
 import json, os, socket, sys, time
 from pathlib import Path
 import pandas as pd
-from .process import literal_text
+from .process import literal_text, one_line
 from .record import (project_path, read_object, recorded_intervals, is_number, number_in,
                               run_status, read_history, last_epoch, load_weights, upgraded, read_bounded,
                               not_yours_alone)
@@ -338,7 +338,7 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
             cfg, summary = upgraded(read_object(run_dir / "config.json")), read_object(run_dir / "summary.json")
             history, intervals = read_history(run_dir), recorded_intervals(run_dir, summary)
         except (OSError, ValueError) as e:
-            print(f"skipped {run_dir}: {e}")
+            print(f"skipped {one_line(run_dir)}: {one_line(e)}")
             continue
         parent = None
         if sweep := sweep_of(run_dir):
@@ -378,6 +378,6 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
             client.set_terminated(run_id, {"completed": "FINISHED", "stopped": "KILLED"}.get(s["status"], "FAILED"),
                                   ms(s.get("finished") or s.get("updated")))
         except Exception as e:
-            print(f"skipped {run_dir}: not exported ({type(e).__name__}: {str(e)[:300]})")
+            print(f"skipped {one_line(run_dir)}: not exported ({type(e).__name__}: {one_line(str(e)[:300])})")
             ids[str(run_dir)] = run_id, False
     return ids

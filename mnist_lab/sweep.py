@@ -720,7 +720,7 @@ def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None, retry_failed: bo
     if retry_failed: requeue(study, [t.number for t in latest(study, spec["n_trials"]).values()
                                      if t.state.name == "FAIL"])
     if next_step(study, spec["n_trials"]) == "stop":
-        print(f"sweep {study.study_name}: done already (all {spec['n_trials']} trials have run); its trials:", file=out)
+        print(f"sweep {one_line(study.study_name)}: done already (all {spec['n_trials']} trials have run); its trials:", file=out)
     cores = os.cpu_count() or 1
     n_jobs = min(n_jobs or cores, spec["n_trials"])  # a worker more than there are trials would only wait
     threads = max(1, cores // n_jobs)  # workers share the cores instead of oversubscribing them
