@@ -10,9 +10,9 @@ __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'COPY_ADVICE', 'HIS
            'open_beneath', 'read_bounded', 'loads', 'read_json', 'read_object', 'is_number', 'number_in',
            'recorded_number', 'recorded_intervals', 'check_unpacked_size', 'open_checkpoint', 'load_weights',
            'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'unreadable_to',
-           'keep_as_private_as', 'new_run_dir', 'write_status', 'overwrite', 'run_status', 'lock_run', 'unlock_run',
-           'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'history_row', 'read_history', 'last_epoch',
-           'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions', 'name_version',
+           'has_acl', 'keep_as_private_as', 'new_run_dir', 'write_status', 'overwrite', 'run_status', 'lock_run',
+           'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'history_row', 'read_history',
+           'last_epoch', 'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions', 'name_version',
            'installed_packages', 'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
 
 # %% ../nbs/01_record.ipynb #ba07da95
@@ -426,21 +426,39 @@ def upgraded(saved: dict, model_default: bool | None = None) -> dict:
     return saved if then is None else {**saved, "pool_first": then}
 
 # %% ../nbs/01_record.ipynb #47bcc5e1
-def unreadable_to(path) -> int:
-    """The permission bits of who cannot read the folder or file `path`, by its mode and the search bit of each folder
-    on its way: 0o070 (its group), 0o007 (others), both, or 0 where everyone can."""
-    chain = [Path(path).absolute(), *Path(path).absolute().parents]
-    try: own, *above = [os.stat(p).st_mode for p in chain]
+def unreadable_to(path, limit: int = 200_000) -> int:
+    """The permission bits of who cannot read all of `path` (a data folder or file, links resolved): 0o070 (its group),
+    0o007 (others), both, or 0 where everyone can; by the search bit of each folder on its way, and below a folder by
+    every visible folder and file in it (`limit` of them, 0: the folder alone; hidden ones, as a cache, are no data).
+    With an access control list, or files of two groups, its group counts as unable."""
+    path = Path(path).resolve()
+    try: above, top = [os.stat(p).st_mode for p in path.parents], os.stat(path)
     except OSError: return 0
-    hidden = 0
-    for who, read, search in ((0o070, 0o040, 0o010), (0o007, 0o004, 0o001)):
-        if not (own & read and (own & search or not stat.S_ISDIR(own)) and all(m & search for m in above)): hidden |= who
-    return hidden
+    modes, groups = [(top.st_mode, path.is_dir())], {top.st_gid}
+    for here, folders, files in os.walk(path) if path.is_dir() and limit else []:
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        for name, folder in [(f, True) for f in folders] + [(f, False) for f in files if not f.startswith(".")]:
+            try: st = os.stat(os.path.join(here, name))
+            except OSError: continue  # gone meanwhile, or a link to nowhere: not data
+            modes.append((st.st_mode, folder)); groups.add(st.st_gid)
+        if len(modes) > limit: break
+    hidden = sum(who for who, read, search in ((0o070, 0o040, 0o010), (0o007, 0o004, 0o001))
+                 if not all(m & search for m in above) or not all(m & read and (m & search or not d) for m, d in modes))
+    return hidden | (0o070 if has_acl(path) or len(groups) > 1 else 0)
+
+def has_acl(path) -> bool:
+    "Whether `path` has a POSIX access ACL (its read permissions are then more than its mode)."
+    try: return bool(os.getxattr(path, "system.posix_acl_access"))
+    except (OSError, AttributeError): return False
 
 def keep_as_private_as(run_dir: Path, source) -> int:
     """Take from `run_dir` the permissions of who cannot read the data `source` (its plots, predictions and TensorBoard
-    images show that data's images) but could open `run_dir`; the bits taken (none where its folders hide it already)."""
-    if not (source and os.path.exists(source)) or not (hidden := unreadable_to(source) & ~unreadable_to(run_dir)): return 0
+    images show that data's images) but could open `run_dir`; the bits taken (none where its folders hide it already).
+    The group only where `run_dir`'s group is the data's: another group's members never read the data."""
+    if not (source and os.path.exists(source)): return 0
+    hidden = unreadable_to(source)
+    if os.stat(run_dir).st_gid != os.stat(Path(source).resolve()).st_gid: hidden |= 0o070
+    if not (hidden := hidden & ~unreadable_to(run_dir, limit=0)): return 0
     os.chmod(run_dir, stat.S_IMODE(os.stat(run_dir).st_mode) & ~hidden)
     return hidden
 

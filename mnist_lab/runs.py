@@ -9,13 +9,13 @@ __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'BY_CLASS', 'SETTING', 'MAX_ARTEFACT', 
            'export_mlflow']
 
 # %% ../nbs/08_runs.ipynb #b80f333a
-import json, os, socket, sys, time
+import json, os, socket, stat, sys, time
 from pathlib import Path
 import pandas as pd
 from .process import literal_text, one_line
 from .record import (project_path, read_object, recorded_intervals, is_number, number_in,
                               run_status, read_history, last_epoch, load_weights, upgraded, read_bounded,
-                              not_yours_alone)
+                              not_yours_alone, unreadable_to)
 # no torch at import: `mnist-lab runs` reads folders without it (1.2 s); `compare` imports it
 
 # %% ../nbs/08_runs.ipynb #b766b14e
@@ -311,12 +311,12 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
             client.delete_run(r.info.run_id)  # an export that died half-way: start it again
         return client.create_run(exp_id, start_time=start, run_name=name,
                                  tags={"mnist_lab_id": key, **tags}).info.run_id, False
+    from urllib.parse import urlparse
+    from mlflow.utils.file_utils import local_file_uri_to_path  # the path MLflow itself writes to
     def artifacts_elsewhere(run_id: str) -> str | None:
         """Why the store's folder for a run's artefacts is not to be written, if it is on this machine's disk: not the
         store's own place for it (<experiment location>/<run id>/artifacts), holding files already, or where someone
         else can change it. The store may be shared: whoever can write it chooses where a copy goes (a run of yours)."""
-        from urllib.parse import urlparse
-        from mlflow.utils.file_utils import local_file_uri_to_path  # the path MLflow itself writes to
         got_uri, loc_uri = client.get_run(run_id).info.artifact_uri, client.get_experiment(exp_id).artifact_location
         got, loc = urlparse(got_uri), urlparse(loc_uri)
         if got.scheme not in ("", "file"): return None  # a tracking server's or a bucket's: not a folder of ours
@@ -357,6 +357,13 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
             metrics += [Metric(f"test_{k}_{end}", float(x), at, 0) for k, iv in intervals.items()
                         for end, x in zip(("low", "high"), iv)]
             if why := artifacts_elsewhere(run_id): raise ValueError(f"its artefacts would not be written: {why}")
+            if hidden := unreadable_to(run_dir, limit=0):  # a private run (its data is): its copies as private
+                got = client.get_run(run_id).info.artifact_uri
+                if urlparse(got).scheme in ("", "file"):
+                    (where := Path(local_file_uri_to_path(got))).mkdir(parents=True, exist_ok=True)
+                    os.chmod(where, stat.S_IMODE(os.stat(where).st_mode) & ~hidden)
+                else: print(f"note: {one_line(run_dir)} is private (its data is); its plots go to {one_line(got)}, "
+                            "which others may read")
             for i in range(0, len(params), 100): client.log_batch(run_id, params=params[i:i + 100])  # MLflow's limits
             for i in range(0, len(metrics), 1000): client.log_batch(run_id, metrics=metrics[i:i + 1000])
             with tempfile.TemporaryDirectory() as tmp:  # copies read as records are: no link, FIFO or giant goes on

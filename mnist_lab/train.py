@@ -6,9 +6,9 @@
 __all__ = ['NATIVE_BF16', 'FEW_STEPS', 'MAX_KEPT_SCORES', 'seed_everything', 'get_rng_state', 'set_rng_state', 'pick_device',
            'cpu_flags', 'amp_decision', 'resolve_amp', 'show_bars', 'Dist', 'join_job', 'init_distributed',
            'resume_point', 'resolved', 'Plan', 'plan_steps', 'few_steps_warning', 'unseen_in_validation', 'Parts',
-           'build', 'Record', 'Split', 'Training', 'init_weights', 'open_run', 'resumed_record', 'claim',
-           'keep_plugins', 'start_record', 'train_epoch', 'epoch_row', 'track_best', 'should_stop', 'save_epoch',
-           'epoch_line', 'Result', 'summarize', 'test_line', 'finish_run', 'record_failure', 'run_header',
+           'build', 'Record', 'Split', 'Training', 'init_weights', 'private_like_data', 'open_run', 'resumed_record',
+           'claim', 'keep_plugins', 'start_record', 'train_epoch', 'epoch_row', 'track_best', 'should_stop',
+           'save_epoch', 'epoch_line', 'Result', 'summarize', 'test_line', 'finish_run', 'record_failure', 'run_header',
            'check_sizes', 'set_process_options', 'ddp', 'step_epoch_scheduler', 'fit']
 
 # %% ../nbs/07_train.ipynb #206c8944
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from .data import (BatchSampler, BalancedSampler, load_data, split_train_val, normalize, parse_augment,
-                            augment_batch, images_digest, recorded_channels)
+                            augment_batch, images_digest, recorded_channels, project_path)
 from .model import n_params
 from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor, model_from_config,
                               resume_config, balanced_weights, model_overrides, run_metrics, plugin_sources,
@@ -332,6 +332,14 @@ def init_weights(parts: Parts, path: str):
     fit_weights(parts.model, weights, f"init_from={path!r}{trained_on}{f' (its config: {made})' if made else ''}")
 
 # %% ../nbs/07_train.ipynb #e2410205
+def private_like_data(run_dir: Path, t: Training):
+    """A run folder no one opens who cannot read its data (its plots, predictions and TensorBoard images show it): the
+    data's source, or `data_dir` for a dataset of yours that names none; said when it changes."""
+    source = t.data.source if t.data.source and os.path.exists(t.data.source) else project_path(t.cfg.data_dir)
+    if hidden := keep_as_private_as(run_dir, source):
+        who = {0o070: "its group", 0o007: "others"}.get(hidden, "its group and others")
+        t.log(f"note: {one_line(source)} is not readable by {who}: nor is this run folder (its plots show its images)")
+
 def open_run(t: Training, ckpt_path, ckpt, started: float) -> Record:
     """Continue the checkpoint's run (restoring `t.parts`, the counters and every RNG), or claim a new folder; then
     write its config, a `running` status and (rank 0) open TensorBoard."""
@@ -343,6 +351,7 @@ def open_run(t: Training, ckpt_path, ckpt, started: float) -> Record:
         log(f"resuming {ckpt_path.parent} from {ckpt_path.name} at epoch {state['epoch']}, step {state['step']}")
         rec = resumed_record(ckpt_path.parent, state, started, t.plan.epochs, cfg.early_stop, D, log)
         rec.data = parts.data
+        if D.main and not rec.done: private_like_data(rec.run_dir, t)  # the data may have become private since
         return claim(rec, cfg, D, log)
     if cfg.resume:  # killed before its first checkpoint: the same folder starts over
         run_dir, history = Path(cfg.resume), []
@@ -350,9 +359,7 @@ def open_run(t: Training, ckpt_path, ckpt, started: float) -> Record:
     else:
         if cfg.init_from: init_weights(parts, cfg.init_from)
         run_dir, history = Path(D.share(str(new_run_dir(cfg)) if D.main else None)), []
-        if D.main and (hidden := keep_as_private_as(run_dir, t.data.source)):
-            who = {0o070: "its group", 0o007: "others"}.get(hidden, "its group and others")
-            log(f"note: {one_line(t.data.source)} is not readable by {who}: nor is this run folder (its plots show its images)")
+    if D.main: private_like_data(run_dir, t)
     return claim(Record(run_dir, history, state, started, t.plan.epochs, D.world, since=started, data=parts.data),
                  cfg, D, log)
 

@@ -43,6 +43,8 @@ def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path, monkeypa
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's plain file store (./mlruns) makes the run's folder itself
     got = export_mlflow([plain], str(tmp_path / "mlruns"))
     assert all(new for _, new in got.values()) and list((tmp_path / "mlruns").rglob("model.safetensors")), got
+    # the run is private (pytest's folders are yours alone): its copies' folder too, however the store is set
+    assert [oct(a.stat().st_mode & 0o077) for a in (tmp_path / "mlruns").rglob("artifacts")] == ["0o0"]
     port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", db,
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
