@@ -166,10 +166,12 @@ def print_runs(df, all_columns: bool = False, sort: str | None = None):
     # the metric each run chose its best epoch by (monitor "max val_f1_macro": val_f1_macro)
     monitors = [m.split()[-1] for m in df.get("monitor", []) if isinstance(m, str) and m.split()]
     monitored = list(dict.fromkeys(monitors))[:3]
+    best = f"best {monitored[0]}" if len(monitored) == 1 else "best"  # the value its monitor picked, named
+    df = df.rename(columns={"best": best})
     why = "error" in df and bool(df.status.isin(["failed", "damaged"]).any())  # what ended a failed run: shown
     if why: df = df.assign(error=[str(e)[:80] if isinstance(e, str) else "" for e in df.error])
     cols = list(df.columns) if all_columns else ["run", "status", "progress", *vary[:6], "epoch", "val_accuracy",
-                                                 *monitored, "best", "test_accuracy", "95% interval", *own, sort, "seconds",
+                                                 *monitored, best, "test_accuracy", "95% interval", *own, sort, "seconds",
                                                  *["error"] * why]
     cols = [c for c in dict.fromkeys(cols) if c in df]  # once each
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", None):

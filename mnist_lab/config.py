@@ -123,12 +123,12 @@ DATA_PARAMS = ("in_channels", "image_size", "n_classes")  # what the data gives 
 
 def parse_monitor(monitor: str) -> tuple:
     "'max val_accuracy' -> ('max', 'val_accuracy')"
-    mode, _, key = monitor.strip().partition(" ")
+    mode, _, key = monitor.partition(" ")
     known = (*MONITOR_BASE, *(f"val_{m}" for m in METRICS))
-    if mode not in ("min", "max") or key.strip() not in known:
+    if mode not in ("min", "max") or key not in known:  # one way to write it: every reader splits it as written
         raise ValueError(f"monitor={monitor!r}: write 'min <metric>' or 'max <metric>' "
                          f"with a metric in {', '.join(known)}")
-    return mode, key.strip()
+    return mode, key
 
 # %% ../nbs/05_config.ipynb #a95af84b
 def parse_ints(s: str, name: str) -> list:

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'BY_CLASS', 'SETTING', 'MAX_ARTEFACT', 'run_row', 'safe_run_row', 'is_score',
            'metric_name', 'score_mode', 'sortable', 'status_files', 'runs_table', 'varying', 'seed_stats', 'best_run',
-           'plot_metric_vs', 'plot_curves', 'test_predictions', 'monitor_of', 'compare', 'reproduce', 'sweep_of',
+           'plot_metric_vs', 'plot_curves', 'test_predictions', 'recorded', 'compare', 'reproduce', 'sweep_of',
            'export_mlflow']
 
 # %% ../nbs/08_runs.ipynb #b80f333a
@@ -39,13 +39,14 @@ def run_row(run_dir: Path, root: Path) -> dict:
             **{k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
                for k, v in upgraded(read_object(run_dir / "config.json")).items() if k not in ("run", "status")},
             "progress": f"{status.get('epoch', last.get('epoch', 0))}/{status.get('epochs', '?')}",
-            "epoch": last.get("epoch", 0), "best": summary.get("best", status.get("best")),
+            "epoch": last.get("epoch", 0), "best": next((b for b in (summary.get("best"), status.get("best")) if is_number(b)), None),
             **{k: last.get(k) for k in ("train_loss", "val_loss", "val_accuracy")},
             **{k: v for k, v in last.items() if k.startswith("val_")},  # every metric the run computes
             **{k: summary.get(k) for k in ("test_accuracy", "test_top_k")},
             **{k: v for k, v in summary.items() if k.startswith("test_")},
             **{f"test_{k}_{end}": x for k, iv in recorded_intervals(run_dir, summary).items() for end, x in zip(("low", "high"), iv)},
             **{k: summary[k] for k in ("dataset", "git_sha") if k in summary},  # else (not finished) its config's
+            "lower_is_better": summary.get("lower_is_better") if isinstance(summary.get("lower_is_better"), list) else None,
             "seconds": (updated - started) if started and updated else None,
             "started": pd.Timestamp(started, unit="s") if started else None,
             "error": status.get("error"), "path": str(run_dir)}
@@ -66,13 +67,19 @@ def metric_name(column: str) -> str:
     "'val_f1_macro' -> 'f1_macro': the metric of a train_/val_/test_ column."
     return column.split("_", 1)[1] if column.startswith(("train_", "val_", "test_")) else column
 
-def score_mode(column: str, monitors=()) -> str:
+def score_mode(column: str, monitors=(), lower=()) -> str:
     """'max' if higher is better in `column`, else 'min': as the runs' `monitor`s say for its metric ("min val_ece":
-    lower ece, in val_ece and test_ece; for the `best` column, the monitored value), else as the metric was
-    registered (`register_metric(name, mode)`, where its plugin is loaded), else by its name (`is_score`)."""
-    said = {m.split()[0] for m in monitors if isinstance(m, str) and len(m.split()) == 2 and m.split()[0] in ("min", "max")
-            and (column == "best" or metric_name(m.split()[1]) == metric_name(column))}
+    lower ece, in val_ece and test_ece; for the `best` column, the monitored value, which must be one metric), else
+    as their summaries recorded it (`lower`: their `lower_is_better` lists), else as the metric was registered here
+    (`register_metric(name, mode)`), else by its name (`is_score`)."""
+    monitors = {tuple(m.split()) for m in monitors if isinstance(m, str) and len(m.split()) == 2}
+    if column == "best" and len(monitors) > 1:
+        raise ValueError(f"best: the runs monitor different things ({', '.join(sorted(' '.join(m) for m in monitors))}), "
+                         "whose best values do not compare: keep one (where monitor=..., --where monitor=...)")
+    said = {mode for mode, key in monitors if mode in ("min", "max")
+            and (column == "best" or metric_name(key) == metric_name(column))}
     if len(said) == 1: return said.pop()
+    if metric_name(column) in {m for names in lower if isinstance(names, (list, tuple)) for m in names}: return "min"
     registered = getattr(sys.modules.get("mnist_lab.metrics"), "METRIC_MODES", {})  # the runs table imports no torch
     return registered.get(metric_name(column)) or ("max" if is_score(column) else "min")
 
@@ -103,13 +110,13 @@ def runs_table(root="runs", where: dict | None = None, sort: str | None = None) 
         df = df[df[col].astype(str) == str(value)]
     if sort:
         if sort not in df: raise ValueError(f"sort={sort!r}: no such column; columns: {', '.join(df.columns)}")
-        low_first = score_mode(sort, df.get("monitor", ())) == "min"  # losses, times, a metric monitored with min
+        low_first = score_mode(sort, df.get("monitor", ()), df.get("lower_is_better", ())) == "min"  # losses, times...
         df = df.sort_values(sort, ascending=low_first, na_position="last", kind="stable", key=sortable)
     return df.reset_index(drop=True)
 
 # %% ../nbs/08_runs.ipynb #f9b36f2c
 CONFIG_ONLY = ("runs_root", "name", "run_dir", "resume", "progress", "path", "run", "started", "seconds", "error",
-               "git_sha", "data_dir")
+               "git_sha", "data_dir", "lower_is_better")
 
 def varying(df: pd.DataFrame) -> list:
     "Config columns whose value differs between runs (`val_split` among them; not the metrics, train_/val_/test_...)."
@@ -123,7 +130,7 @@ def seed_stats(df: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
     done = df[df.status == "completed"]
     by = [c for c in varying(done) if c not in ("seed", "fold")]
     g = done.groupby(by) if by else done.assign(all="all").groupby("all")
-    low_first = score_mode(metric, done.get("monitor", ())) == "min"
+    low_first = score_mode(metric, done.get("monitor", ()), done.get("lower_is_better", ())) == "min"
     return g[metric].agg(["mean", "std", "count"]).sort_values("mean", ascending=low_first)
 
 # %% ../nbs/08_runs.ipynb #d9fd6d92
@@ -132,7 +139,7 @@ def best_run(df: pd.DataFrame, metric: str = "val_accuracy", mode: str | None = 
     'max' or 'min' (default: as the runs' monitor or the metric's registration says, `score_mode`)."""
     done = df[df.status == "completed"].dropna(subset=[metric])
     if done.empty: raise ValueError(f"no completed run with a {metric}")
-    mode = mode or score_mode(metric, done.get("monitor", ()))
+    mode = mode or score_mode(metric, done.get("monitor", ()), done.get("lower_is_better", ()))
     return done.loc[done[metric].idxmax() if mode == "max" else done[metric].idxmin()]
 
 # %% ../nbs/08_runs.ipynb #73b4f373
@@ -207,9 +214,9 @@ def test_predictions(run, scores: bool = True):
         pred, y = ev["pred"].long(), ev["data"].y_test.long()
     return Predictions(y, F.one_hot(pred, int(max(pred.max(), y.max())) + 1).float(), k=1)
 
-def monitor_of(run_dir: Path):
-    "The `monitor` a run's config names (\"min val_ece\"), or None where its config cannot say."
-    try: return read_object(Path(run_dir) / "config.json").get("monitor")
+def recorded(run_dir: Path, file: str, key: str):
+    "What a run's `file` (config.json, summary.json) records under `key`, or None where it cannot say."
+    try: return read_object(Path(run_dir) / file).get(key)
     except (OSError, ValueError): return None
 
 def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dict:
@@ -251,7 +258,8 @@ def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dic
         diffs = torch.tensor([fn(resample(pa, i)) - fn(resample(pb, i))
                               for i in (torch.randint(m, (m,), generator=g) for _ in range(n))], dtype=torch.float64)
     lo, hi = torch.quantile(diffs, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    lower = score_mode(f"test_{metric}", [monitor_of(p) for p in paths]) == "min"  # an error rate, a calibration error
+    lower = score_mode(f"test_{metric}", [recorded(p, "config.json", "monitor") for p in paths],  # an error rate, say
+                       [recorded(p, "summary.json", "lower_is_better") for p in paths]) == "min"
     ahead, behind = ("b", "a") if lower else ("a", "b")  # whose number is the higher, when a difference is beyond noise
     verdict = f"{ahead} is better" if lo > 0 else f"{behind} is better" if hi < 0 else "within the noise"
     return {"a": ma, "b": mb, "difference": ma - mb, "interval": (lo, hi), "verdict": verdict,

@@ -25,7 +25,7 @@ from .model import n_params
 from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor, model_from_config,
                               resume_config, balanced_weights, model_overrides, run_metrics, plugin_sources,
                               plugins_digest)
-from .metrics import chosen_metrics
+from .metrics import chosen_metrics, METRIC_MODES
 from .process import kernel_stdin, say, progress_bar, env_number, one_line
 from .record import (new_run_dir, keep_as_private_as, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, versions, link_notebook,
@@ -538,7 +538,9 @@ def summarize(t: Training, test: dict, stopped: bool) -> dict:
             "amp_reason": parts.amp_reason,
             "processes": t.D.world, "threads": torch.get_num_threads(), "seconds": rec.seconds(),
             "train_seconds": sum(h["epoch_time"] for h in rec.history), **versions(),
-            "plugins_sha256": plugins_digest(t.cfg.plugins)}
+            "plugins_sha256": plugins_digest(t.cfg.plugins),
+            # where lower is better, as registered here: tables and comparisons know it without the plugin
+            "lower_is_better": [m for m in test if METRIC_MODES.get(m) == "min"]}
 
 # %% ../nbs/07_train.ipynb #4744cbfb
 def test_line(test: dict, k: int, intervals: dict | None = None) -> str:
