@@ -413,8 +413,10 @@ def parse_command(argv=None) -> argparse.Namespace:
     a list that may be empty, placed before them, as given empty and leaves the rest unparsed."""
     p = parser()
     a, extra = p.parse_known_args(argv)
-    if a.cmd == "export" and extra and not any(x.startswith("-") for x in extra): a.runs += extra
-    elif extra: p.parse_args(argv)  # argparse's own error, naming what it does not know
+    cut = extra.index("--") if "--" in extra else len(extra)  # after --, names that start with - are run folders too
+    options = [x for x in extra[:cut] if x.startswith("-")]
+    if options or (extra and a.cmd != "export"): p.error(f"unrecognized arguments: {' '.join(options or extra)}")
+    if a.cmd == "export": a.runs += extra[:cut] + extra[cut + 1:]
     return a
 
 # %% ../nbs/11_cli.ipynb #5425252e

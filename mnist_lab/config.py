@@ -470,8 +470,9 @@ def edited_cell_message(edited: dict) -> str:
 # %% ../nbs/05_config.ipynb #339c1abe
 DEFAULT_DATA = {"shape": [1, 28, 28], "classes": list("0123456789")}  # what runs recorded before data.json
 
-def model_from_config(cfg: TrainConfig, data: dict | None = None) -> torch.nn.Module:
-    "The model `cfg` describes, for data of `data['shape']` (C, H, W) and `data['classes']` (a `Data.info()`)."
+def model_from_config(cfg: TrainConfig, data: dict | None = None, training: bool = True) -> torch.nn.Module:
+    """The model `cfg` describes, for data of `data['shape']` (C, H, W) and `data['classes']` (a `Data.info()`), if it
+    fits in memory: to train (`training`), or only to hold and run."""
     data = data or DEFAULT_DATA
     c, h, w = data["shape"]
     build = lambda: make_model(cfg.model, strict=cfg.model_args, width=cfg.width, pool_first=cfg.pool_first,
@@ -479,8 +480,8 @@ def model_from_config(cfg: TrainConfig, data: dict | None = None) -> torch.nn.Mo
                                n_classes=len(data["classes"]))
     try:  # counted on "meta" first, no memory taken: each parameter is 16 bytes to train (weights, grads, Adam's two)
         with torch.device("meta"): n = sum(p.numel() for p in build().parameters())
-    except (NotImplementedError, RuntimeError): n = 0  # a model of one's own that cannot be built on "meta"
-    memory_check(16 * n, f"model {cfg.model!r} ({n:,} parameters: width={cfg.width}, fc1={cfg.fc1}, fc2={cfg.fc2}, "
+    except Exception: n = 0  # a model of one's own that cannot be built on "meta": its own build says what it needs
+    memory_check((16 if training else 4) * n, f"model {cfg.model!r} ({n:,} parameters: width={cfg.width}, fc1={cfg.fc1}, fc2={cfg.fc2}, "
                  f"{c}x{h}x{w} images) would", "choose smaller ones")
     return build()
 

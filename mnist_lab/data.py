@@ -332,7 +332,8 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's convert("L")
 
 def memory_check(need: int, what: str, advice: str):
     "An error before any memory is taken if `what` needs more than half of this machine's memory (`need` bytes)."
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try: have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError): return  # a system that does not say: no guess
     if need > have // 2:
         raise MemoryError(f"{what} need {need / 2**30:.1f} GiB in memory, more than half of this machine's "
                           f"{have / 2**30:.1f} GiB; {advice}")
@@ -344,7 +345,8 @@ def fit_images(x: torch.Tensor, channels: int = 0, size=0, chunk: int = 1024) ->
     if channels and channels != x.shape[1] and sorted((channels, x.shape[1])) != [1, 3]:
         raise ValueError(f"channels={channels}: cannot turn {x.shape[1]}-channel images into {channels}; use 1 or 3")
     c, (h, w) = channels or x.shape[1], size or x.shape[-2:]
-    chunk = max(1, min(chunk, (256 << 20) // (4 * c * h * w)))  # a chunk's float copies: 256 MB at most
+    per_image = 4 * max(x[0].numel(), c * h * w) if len(x) else 1  # float copies of the input and of the output
+    chunk = max(1, min(chunk, (256 << 20) // per_image))  # a chunk's: 256 MB at most
     out = []
     for xb in x.split(chunk):  # float copies of one chunk at a time
         xb = xb.float()
@@ -360,9 +362,8 @@ def fit_data(d: Data, image_size: int = 0, channels: int = 0) -> Data:
     size = image_size if image_size and d.shape[1:] != (image_size, image_size) else 0
     channels = channels if channels and channels != d.shape[0] else 0
     if not size and not channels: return d
-    c, s = channels or d.shape[0], size or d.shape[1]
-    n = len(d.x_train) + len(d.x_test)
-    memory_check(n * c * s * s, f"{d.name}: {n:,} images of {c}x{s}x{s} (image_size={image_size}, channels={channels or c})",
+    c, (h, w), n = channels or d.shape[0], (size, size) if size else d.shape[1:], len(d.x_train) + len(d.x_test)
+    memory_check(n * c * h * w, f"{d.name}: {n:,} images of {c}x{h}x{w} (image_size={image_size}, channels={channels or c})",
                  "set image_size smaller")
     x_train, x_test = fit_images(d.x_train, channels, size), fit_images(d.x_test, channels, size)
     note = f"images fitted from {d.shape} to {tuple(x_train.shape[1:])} (channels, height, width)"
@@ -465,9 +466,11 @@ def list_images(root: Path, classes=None) -> tuple:
         if (same := seen.setdefault(unicodedata.normalize("NFC", name), name)) != name:
             raise ValueError(f"{root}: class folders {same!r} and {name!r} look the same (one name written two ways in "
                              "Unicode): merge them into one folder")
-    if classes is not None and (unknown := [c for c in found if c not in classes]):
+    nfc = lambda name: unicodedata.normalize("NFC", name)
+    if classes is not None and (unknown := [c for c in found if nfc(c) not in map(nfc, classes)]):
         raise ValueError(f"{root}: class folders {unknown} are not in train/ ({', '.join(classes)})")
-    classes = classes or found
+    classes = classes or found  # a test/ folder written the other way (NFD for NFC) is the train/ class it shows
+    label = {nfc(c): i for i, c in enumerate(classes)}
     files, labels, skipped = [], [], {}
     for c in found:
         names = visible_files(root / c)
@@ -475,7 +478,7 @@ def list_images(root: Path, classes=None) -> tuple:
         for f in names:  # images in a format the decoders do not read are said; a notes.txt or Thumbs.db is not
             if (ext := os.path.splitext(f)[1].lower()) in OTHER_IMAGE_EXTENSIONS: skipped[ext] = skipped.get(ext, 0) + 1
         if not here: raise FileNotFoundError(f"{root / c}: a class folder without images ({', '.join(IMAGE_EXTENSIONS)})")
-        files += here; labels += [classes.index(c)] * len(here)
+        files += here; labels += [label[nfc(c)]] * len(here)
     if skipped:
         say(f"note: {root}: skipped the images in a format not read here "
             f"({', '.join(f'{n} {e}' for e, n in sorted(skipped.items()))}): convert them to PNG to use them")

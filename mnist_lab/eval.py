@@ -80,9 +80,9 @@ def load_run(path, map_location="cpu", plugins: str = "", metrics: bool = True) 
     except ValueError as e: raise ValueError(f"{path}: the stored config cannot be used: {e}") from None
     info = data_info(stored, cfg, path)
     try:  # the model's shapes alone, no memory: a stored config cannot make us build a huge model for small weights
-        with torch.device("meta"): check_fit(model_from_config(cfg, info).state_dict(), weights, str(path))
+        with torch.device("meta"): check_fit(model_from_config(cfg, info, training=False).state_dict(), weights, str(path))
     except (NotImplementedError, RuntimeError): pass  # a model of one's own that cannot be built on "meta"
-    model = model_from_config(cfg, info)
+    model = model_from_config(cfg, info, training=False)
     fit_weights(model, weights, str(path))
     return model.eval(), cfg, info
 

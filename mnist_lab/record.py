@@ -646,11 +646,10 @@ def last_epoch(run_dir) -> dict:
             if not whole: f.seek(size - HISTORY_TAIL)
             lines = [l for l in (head if whole else f.read(HISTORY_TAIL)).splitlines() if l.strip()]
     except OSError as e: raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
-    if not lines: return {}
+    if whole: return (read_history(run_dir) or [{}])[-1]  # a short one: every row checked, as every reader does
     try: first, last = loads(next(l for l in head.splitlines() if l.strip())), loads(lines[-1])
-    except ValueError as e: raise ValueError(f"{path}: damaged ({e})") from None
-    keys = history_row(first, path, "line 1")
-    return history_row(last, path, f"line {len(lines)}" if whole else "its last line", keys)
+    except (ValueError, StopIteration) as e: raise ValueError(f"{path}: damaged ({e or 'blank lines only'})") from None
+    return history_row(last, path, "its last line", history_row(first, path, "line 1"))
 
 # %% ../nbs/01_record.ipynb #400803aa
 def write_history(run_dir, history: list):

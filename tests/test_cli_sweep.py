@@ -45,9 +45,13 @@ def test_commands_that_read_run_folders_start_without_torch(tmp_path):
 
 def in_process(*args) -> tuple:
     "`mnist-lab ARGS` run by its code in this process (no new process, no second import of torch): (code, out, err)."
-    import contextlib, io, mnist_lab.cli
-    with contextlib.redirect_stdout(out := io.StringIO()), contextlib.redirect_stderr(err := io.StringIO()):
-        code = mnist_lab.cli.main(list(args))
+    import contextlib, io, signal, mnist_lab.cli
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}  # main() sets its own
+    try:
+        with contextlib.redirect_stdout(out := io.StringIO()), contextlib.redirect_stderr(err := io.StringIO()):
+            code = mnist_lab.cli.main(list(args))
+    finally:
+        for s, h in handlers.items(): signal.signal(s, h)
     return code, out.getvalue(), err.getvalue()
 
 
