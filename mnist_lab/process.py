@@ -6,8 +6,8 @@
 __all__ = ['PARENT_ENV', 'UNPRINTABLE', 'IN_A_LINE', 'NOTEBOOK_ENV', 'PAPERMILL', 'alive', 'env_number', 'identity', 'recorded',
            'lock_held', 'holds_lock', 'open_log', 'python_code', 'start', 'end_with_parent', 'interrupt',
            'stop_on_signals', 'end', 'wait_until', 'children', 'printable', 'one_line', 'PrintableStream',
-           'literal_text', 'papermill_main', 'kernel_stdin', 'in_notebook', 'progress_bar', 'terminal',
-           'kernel_terminal', 'say', 'papermill_output', 'injected_parameters']
+           'skip_planted_matplotlibrc', 'literal_text', 'papermill_main', 'kernel_stdin', 'in_notebook', 'progress_bar',
+           'terminal', 'kernel_terminal', 'say', 'papermill_output', 'injected_parameters']
 
 # %% ../nbs/00_process.ipynb #dc8d1113
 import ast, fcntl, functools, io, os, re, signal, socket, stat, subprocess, sys, threading, time
@@ -83,6 +83,8 @@ def start(args: list, stdout=None, stderr=None, tied: bool = False, env: dict | 
     """Start `args` in a session of its own, its output appended to the files `stdout` and `stderr` (None: ours;
     the same file twice: one log). `tied`: it ends when we do, even killed; else it outlives us (detached)."""
     env = {**os.environ, **(env or {}), **({PARENT_ENV: str(os.getpid())} if tied else {})}
+    if "PYTHONPATH" in env:  # an empty entry ("export PYTHONPATH=$PYTHONPATH:/x") is the current folder again, -P or not
+        env["PYTHONPATH"] = os.pathsep.join(p for p in env["PYTHONPATH"].split(os.pathsep) if p)
     files = {p: open_log(p) for p in {stdout, stderr} if p is not None}  # the child keeps its own copies
     try: return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=files.get(stdout), stderr=files.get(stderr),
                                  start_new_session=True, env=env)
@@ -164,6 +166,25 @@ class PrintableStream(io.TextIOBase):
     def fileno(self) -> int: return self.stream.fileno()
     @property
     def encoding(self): return self.stream.encoding
+
+# %% ../nbs/00_process.ipynb #1ac39942
+def skip_planted_matplotlibrc():
+    """Load matplotlib without the `matplotlibrc` of the current folder if another user owns it (yours, or root's,
+    are yours to keep); said on stderr. Called when this module is imported, before anything draws."""
+    try: owner = os.stat("matplotlibrc").st_uid
+    except OSError: return
+    if owner in (os.geteuid(), 0): return
+    if "matplotlib" in sys.modules:  # loaded already, with it: back to the defaults and your own file
+        import matplotlib
+        matplotlib.rcdefaults()
+        if os.path.isfile(mine := os.path.join(matplotlib.get_configdir(), "matplotlibrc")): matplotlib.rc_file(mine)
+    else:
+        import contextlib
+        with contextlib.chdir(os.path.expanduser("~") if os.path.isdir(os.path.expanduser("~")) else "/"):
+            import matplotlib  # noqa: F401  its settings from MATPLOTLIBRC or your config folder
+    print(printable(f"note: {os.path.abspath('matplotlibrc')} is uid {owner}'s: its settings are not used"), file=sys.stderr)
+
+skip_planted_matplotlibrc()
 
 # %% ../nbs/00_process.ipynb #7f34e2f8
 def literal_text(plot):
