@@ -9,8 +9,8 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PAR
            'plateau', 'cross_entropy', 'nll_loss', 'balanced_weights', 'parse_monitor', 'parse_ints', 'run_metrics',
            'to_bool', 'to_dict', 'to_number', 'to_type', 'plugin_key', 'load_plugins', 'plugin_sources',
            'plugins_digest', 'type_needed', 'config_check', 'TrainConfig', 'defaults', 'check_choices', 'check_ranges',
-           'check_model', 'check_strings', 'check_paths', 'edited_cell_message', 'model_from_config', 'model_overrides',
-           'from_record', 'code_elsewhere', 'resume_config']
+           'check_model', 'check_strings', 'check_paths', 'edited_cell_message', 'layer_outputs', 'model_from_config',
+           'model_overrides', 'from_record', 'code_elsewhere', 'resume_config']
 
 # %% ../nbs/05_config.ipynb #7f3126c5
 import dataclasses, difflib, importlib.util, inspect, json, math, re, reprlib, shlex, sys
@@ -470,19 +470,36 @@ def edited_cell_message(edited: dict) -> str:
 # %% ../nbs/05_config.ipynb #339c1abe
 DEFAULT_DATA = {"shape": [1, 28, 28], "classes": list("0123456789")}  # what runs recorded before data.json
 
+def layer_outputs(model: torch.nn.Module, shape: tuple) -> int:
+    "The numbers every layer of `model` (built on 'meta') outputs for an input batch of `shape`: no memory taken."
+    sizes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel() if isinstance(o, torch.Tensor) else 0))
+             for m in model.modules() if not list(m.children())]
+    try: model(torch.empty(shape, device="meta"))
+    finally:
+        for h in hooks: h.remove()
+    return sum(sizes)
+
 def model_from_config(cfg: TrainConfig, data: dict | None = None, training: bool = True) -> torch.nn.Module:
     """The model `cfg` describes, for data of `data['shape']` (C, H, W) and `data['classes']` (a `Data.info()`), if it
-    fits in memory: to train (`training`), or only to hold and run."""
+    fits in memory: to train on batches of `cfg.batch_size` (`training`), or only to hold and run."""
     data = data or DEFAULT_DATA
     c, h, w = data["shape"]
     build = lambda: make_model(cfg.model, strict=cfg.model_args, width=cfg.width, pool_first=cfg.pool_first,
                                fc1=cfg.fc1, fc2=cfg.fc2, dropout=cfg.dropout, in_channels=c, image_size=(h, w),
                                n_classes=len(data["classes"]))
-    try:  # counted on "meta" first, no memory taken: each parameter is 16 bytes to train (weights, grads, Adam's two)
-        with torch.device("meta"): n = sum(p.numel() for p in build().parameters())
-    except Exception: n = 0  # a model of one's own that cannot be built on "meta": its own build says what it needs
-    memory_check((16 if training else 4) * n, f"model {cfg.model!r} ({n:,} parameters: width={cfg.width}, fc1={cfg.fc1}, fc2={cfg.fc2}, "
-                 f"{c}x{h}x{w} images) would", "choose smaller ones")
+    # counted on "meta" first, no memory taken: to train, each parameter is 16 bytes (weights, grads, Adam's two) and
+    # each number a layer outputs 8 (kept for the backward pass, and its gradient)
+    n = outputs = 0
+    try:
+        with torch.device("meta"):
+            meta = build()
+            n = sum(p.numel() for p in meta.parameters())
+            if training: outputs = layer_outputs(meta, (cfg.batch_size, c, h, w))
+    except Exception: pass  # a model of one's own that cannot be built or run on "meta": its own build says what it needs
+    memory_check((16 if training else 4) * n + 8 * outputs,
+                 f"model {cfg.model!r} ({n:,} parameters: width={cfg.width}, fc1={cfg.fc1}, fc2={cfg.fc2}, {c}x{h}x{w} "
+                 f"images{f', batches of {cfg.batch_size}' if training else ''}) would", "choose smaller ones")
     return build()
 
 def model_overrides(cfg: TrainConfig) -> list:
