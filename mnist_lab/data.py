@@ -12,8 +12,8 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'download_failed_recently', 'try_download', 'download_idx', 'official_md5s', 'md5sum', 'read_dataset',
            'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'memory_check',
            'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file', 'has_cifar10',
-           'cifar10_not_found', 'cifar10', 'visible_files', 'list_images', 'read_image_file', 'gif_first_frame',
-           'png_orientation', 'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key',
+           'cifar10_not_found', 'cifar10', 'visible_files', 'list_images', 'png_orientation', 'read_image_file',
+           'gif_first_frame', 'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key',
            'cached_images', 'held_out', 'no_train_folder', 'image_folder', 'missing_data', 'split_train_val',
            'BatchSampler', 'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine',
            'shift', 'rotate', 'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
@@ -327,9 +327,7 @@ def mnist_sample(data_dir=None) -> Data:
     "5,000 + 1,000 real MNIST digits that ship inside the package (`data_dir` is not used)."
     return read_dataset("mnist_sample", find_idx_files("mnist", SAMPLE_DIR))
 
-# %% ../nbs/02_data.ipynb #7784701e
-LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's convert("L")
-
+# %% ../nbs/02_data.ipynb #355528d4
 def memory_check(need: int, what: str, advice: str):
     "An error before any memory is taken if `what` needs more than half of this machine's memory (`need` bytes)."
     try: have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -337,6 +335,9 @@ def memory_check(need: int, what: str, advice: str):
     if need > have // 2:
         raise MemoryError(f"{what} need {need / 2**30:.1f} GiB in memory, more than half of this machine's "
                           f"{have / 2**30:.1f} GiB; {advice}")
+
+# %% ../nbs/02_data.ipynb #7784701e
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's convert("L")
 
 def fit_images(x: torch.Tensor, channels: int = 0, size=0, chunk: int = 1024) -> torch.Tensor:
     """uint8 images (N, C, H, W) with `channels` (1 grey, 3 RGB) and `size` pixels (`size` x `size`, or (height,
@@ -484,6 +485,22 @@ def list_images(root: Path, classes=None) -> tuple:
             f"({', '.join(f'{n} {e}' for e, n in sorted(skipped.items()))}): convert them to PNG to use them")
     return tuple(classes), files, torch.tensor(labels)
 
+# %% ../nbs/02_data.ipynb #c55b49f8
+EXIF_TURNED = (5, 6, 7, 8)  # EXIF orientations that turn an image a quarter: width and height trade places
+
+def png_orientation(data: bytes):
+    "The EXIF orientation in a PNG's eXIf chunk before its pixels (IDAT), where decoders read it; else None."
+    from PIL import Image
+    i = 8
+    while i + 8 <= len(data):
+        n, kind = struct.unpack(">I4s", data[i:i + 8])
+        if kind == b"IDAT": return None
+        if kind == b"eXIf":
+            exif = Image.Exif(); exif.load(data[i + 8:i + 8 + n])
+            return exif.get(0x0112)  # the orientation tag
+        i += 12 + n  # length, kind, the data, its CRC
+    return None
+
 # %% ../nbs/02_data.ipynb #bdf245ef
 def read_image_file(path, beneath=None) -> bytes:
     """The bytes of an image file: a regular file of at most `MAX_IMAGE_BYTES`; links are followed, but none below
@@ -506,21 +523,6 @@ def gif_first_frame(data: bytes) -> torch.Tensor:
     import numpy as np
     from PIL import Image
     with Image.open(io.BytesIO(data)) as im: return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
-
-EXIF_TURNED = (5, 6, 7, 8)  # EXIF orientations that turn an image a quarter: width and height trade places
-
-def png_orientation(data: bytes):
-    "The EXIF orientation in a PNG's eXIf chunk before its pixels (IDAT), where decoders read it; else None."
-    from PIL import Image
-    i = 8
-    while i + 8 <= len(data):
-        n, kind = struct.unpack(">I4s", data[i:i + 8])
-        if kind == b"IDAT": return None
-        if kind == b"eXIf":
-            exif = Image.Exif(); exif.load(data[i + 8:i + 8 + n])
-            return exif.get(0x0112)  # the orientation tag
-        i += 12 + n  # length, kind, the data, its CRC
-    return None
 
 def image_header(data: bytes) -> tuple:
     """`(width, height, bands)` from an image's header, before any pixel is decoded (a PNG's IHDR, else PIL's), the

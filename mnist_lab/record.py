@@ -11,8 +11,8 @@ __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'COPY_ADVICE', 'HIS
            'recorded_number', 'recorded_intervals', 'check_unpacked_size', 'open_checkpoint', 'load_weights',
            'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'unreadable_to',
            'has_acl', 'keep_as_private_as', 'new_run_dir', 'write_status', 'overwrite', 'run_status', 'lock_run',
-           'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'history_row', 'read_history',
-           'last_epoch', 'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions', 'name_version',
+           'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'last_epoch', 'history_row',
+           'read_history', 'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions', 'name_version',
            'installed_packages', 'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
 
 # %% ../nbs/01_record.ipynb #ba07da95
@@ -425,7 +425,7 @@ def upgraded(saved: dict, model_default: bool | None = None) -> dict:
     then = False if saved.get("model", "cnn") == "cnn" else model_default
     return saved if then is None else {**saved, "pool_first": then}
 
-# %% ../nbs/01_record.ipynb #47bcc5e1
+# %% ../nbs/01_record.ipynb #afdf9596
 def unreadable_to(path, limit: int = 200_000) -> int:
     """The permission bits of who cannot read all of `path` (a data folder or file, links resolved): 0o070 (its group),
     0o007 (others), both, or 0 where everyone can; by the search bit of each folder on its way, and below a folder by
@@ -462,6 +462,7 @@ def keep_as_private_as(run_dir: Path, source) -> int:
     os.chmod(run_dir, stat.S_IMODE(os.stat(run_dir).st_mode) & ~hidden)
     return hidden
 
+# %% ../nbs/01_record.ipynb #47bcc5e1
 def new_run_dir(cfg: "TrainConfig") -> Path:
     "Create and claim a fresh run folder (never one that another run holds, nor one others can change)."
     if cfg.run_dir:
@@ -612,6 +613,26 @@ def run_folder_of(path) -> Path:
     path = Path(path)
     return path if path.is_dir() else path.parent
 
+# %% ../nbs/01_record.ipynb #9bf267b0
+HISTORY_TAIL = 64 << 10  # bytes read from the end of metrics.jsonl for its last row (a row is ~300 bytes)
+
+def last_epoch(run_dir) -> dict:
+    """The last row of a run's metrics.jsonl ({} before its first epoch), read from the file's end: a table of many
+    runs reads a few KB of each, however long its history (a planted 64 MB one took seconds and a GB to parse)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not os.path.lexists(path): return {}
+    try:
+        with open_regular(path, follow=False) as f:  # its first line (the keys every row has) and its end
+            head, size = f.read(HISTORY_TAIL), os.fstat(f.fileno()).st_size
+            whole = size <= len(head)
+            if not whole: f.seek(size - HISTORY_TAIL)
+            lines = [l for l in (head if whole else f.read(HISTORY_TAIL)).splitlines() if l.strip()]
+    except OSError as e: raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if whole: return (read_history(run_dir) or [{}])[-1]  # a short one: every row checked, as every reader does
+    try: first, last = loads(next(l for l in head.splitlines() if l.strip())), loads(lines[-1])
+    except (ValueError, StopIteration) as e: raise ValueError(f"{path}: damaged ({e or 'blank lines only'})") from None
+    return history_row(last, path, "its last line", history_row(first, path, "line 1"))
+
 # %% ../nbs/01_record.ipynb #c101d08d
 def history_row(row, path, line, keys=()) -> dict:
     "`row` if it is an epoch's row of metrics.jsonl: an integer epoch, the `keys` (the first row's), numbers only."
@@ -631,25 +652,6 @@ def read_history(run_dir) -> list:
     try: rows = [loads(l) for l in text.splitlines() if l.strip()]
     except ValueError as e: raise ValueError(f"{path}: damaged ({e})") from None  # a half-written line, not UTF-8
     return [history_row(row, path, f"line {i}", rows[0] if isinstance(rows[0], dict) else ()) for i, row in enumerate(rows, 1)]
-
-HISTORY_TAIL = 64 << 10  # bytes read from the end of metrics.jsonl for its last row (a row is ~300 bytes)
-
-def last_epoch(run_dir) -> dict:
-    """The last row of a run's metrics.jsonl ({} before its first epoch), read from the file's end: a table of many
-    runs reads a few KB of each, however long its history (a planted 64 MB one took seconds and a GB to parse)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not os.path.lexists(path): return {}
-    try:
-        with open_regular(path, follow=False) as f:  # its first line (the keys every row has) and its end
-            head, size = f.read(HISTORY_TAIL), os.fstat(f.fileno()).st_size
-            whole = size <= len(head)
-            if not whole: f.seek(size - HISTORY_TAIL)
-            lines = [l for l in (head if whole else f.read(HISTORY_TAIL)).splitlines() if l.strip()]
-    except OSError as e: raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
-    if whole: return (read_history(run_dir) or [{}])[-1]  # a short one: every row checked, as every reader does
-    try: first, last = loads(next(l for l in head.splitlines() if l.strip())), loads(lines[-1])
-    except (ValueError, StopIteration) as e: raise ValueError(f"{path}: damaged ({e or 'blank lines only'})") from None
-    return history_row(last, path, "its last line", history_row(first, path, "line 1"))
 
 # %% ../nbs/01_record.ipynb #400803aa
 def write_history(run_dir, history: list):
