@@ -15,7 +15,7 @@ from .process import start, identity, recorded, alive, in_notebook, wait_until, 
 from .record import (project_path, new_run_dir, next_notebook, run_status, read_history, run_folder_of,
                               training_pid, read_json, write_json, write_status, read_bounded,
                               is_number, check_yours_alone,
-                              make_yours_alone, not_yours_alone)
+                              make_yours_alone, not_yours_alone, make_run_folder)
 
 # %% ../nbs/09_launch.ipynb #99992ce7
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
@@ -142,7 +142,7 @@ def prepare(**params) -> tuple:
     if (run_dir / "status.json").exists():
         raise FileExistsError(f"run_dir={cfg.run_dir!r} already holds a run; continue it with "
                               f"resume={cfg.run_dir!r} or choose another")
-    make_yours_alone(run_dir, f"run_dir={cfg.run_dir or str(run_dir)!r}")  # the kernel claims it when training starts
+    make_run_folder(run_dir, f"run_dir={cfg.run_dir or str(run_dir)!r}")  # the kernel claims it when training starts
     # what was given (checked, typed) and what differs from the defaults: the notebook's parameters cell holds the
     # rest, so a cell saved with an edit is refused there, as plain papermill refuses it, instead of overridden
     given = {k: v for k, v in asdict(cfg).items() if k in params or v != defaults()[k]}

@@ -172,20 +172,26 @@ class PrintableStream(io.TextIOBase):
 
 # %% ../nbs/00_process.ipynb #1ac39942
 def skip_planted_matplotlibrc():
-    """Load matplotlib without the `matplotlibrc` of the current folder if another user owns it (yours, or root's,
-    are yours to keep); said on stderr. Called when this module is imported, before anything draws."""
-    try: owner = os.stat("matplotlibrc").st_uid
-    except OSError: return
-    if owner in (os.geteuid(), 0): return
-    if "matplotlib" in sys.modules:  # loaded already, with it: back to the defaults and your own file
+    """Load matplotlib without the `matplotlibrc` of the current folder if another user owns it (or the link to it: yours,
+    or root's, are yours to keep), or could put one there later (a folder of theirs, or one they may write, as /tmp):
+    then it is loaded now, from another folder, before anything draws. A planted one is said on stderr."""
+    try: owner = os.lstat("matplotlibrc").st_uid
+    except OSError: owner = None
+    mine, planted = (os.geteuid(), 0), owner is not None and owner not in (os.geteuid(), 0)
+    try: here = os.stat(".")
+    except OSError: return  # no current folder: no file read from it
+    if not planted and here.st_uid in mine and not here.st_mode & 0o022: return
+    if "matplotlib" in sys.modules:  # loaded already: if with it, back to the defaults and your own file
+        if not planted: return
         import matplotlib
         matplotlib.rcdefaults()
-        if os.path.isfile(mine := os.path.join(matplotlib.get_configdir(), "matplotlibrc")): matplotlib.rc_file(mine)
+        if os.path.isfile(own := os.path.join(matplotlib.get_configdir(), "matplotlibrc")): matplotlib.rc_file(own)
     else:
         import contextlib
         with contextlib.chdir(os.path.expanduser("~") if os.path.isdir(os.path.expanduser("~")) else "/"):
             import matplotlib  # noqa: F401  its settings from MATPLOTLIBRC or your config folder
-    print(printable(f"note: {os.path.abspath('matplotlibrc')} is uid {owner}'s: its settings are not used"), file=sys.stderr)
+    if planted:
+        print(printable(f"note: {os.path.abspath('matplotlibrc')} is uid {owner}'s: its settings are not used"), file=sys.stderr)
 
 skip_planted_matplotlibrc()
 

@@ -10,10 +10,11 @@ __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'COPY_ADVICE', 'HIS
            'open_beneath', 'read_bounded', 'loads', 'read_json', 'read_object', 'is_number', 'number_in',
            'recorded_number', 'recorded_intervals', 'check_unpacked_size', 'open_checkpoint', 'load_weights',
            'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'unreadable_to',
-           'has_acl', 'keep_as_private_as', 'new_run_dir', 'write_status', 'overwrite', 'run_status', 'lock_run',
-           'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'last_epoch', 'history_row',
-           'read_history', 'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions', 'name_version',
-           'installed_packages', 'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
+           'has_acl', 'umask', 'make_run_folder', 'keep_as_private_as', 'new_run_dir', 'write_status', 'overwrite',
+           'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of',
+           'last_epoch', 'history_row', 'read_history', 'write_history', 'resumable', 'find_resume_checkpoint', 'git',
+           'versions', 'name_version', 'installed_packages', 'record_code', 'next_notebook', 'link_notebook',
+           'log_tensorboard']
 
 # %% ../nbs/01_record.ipynb #ba07da95
 import contextlib, errno, fcntl, functools, io, itertools, json, os, platform, secrets, socket, stat, subprocess, sys, time
@@ -451,22 +452,38 @@ def has_acl(path) -> bool:
     try: return bool(os.getxattr(path, "system.posix_acl_access"))
     except (OSError, AttributeError): return False
 
-def keep_as_private_as(run_dir: Path, source) -> int:
-    """Take from `run_dir` the permissions of who cannot read the data `source` (its plots, predictions and TensorBoard
-    images show that data's images) but could open `run_dir`; the bits taken (none where its folders hide it already).
-    The group only where `run_dir`'s group is the data's: another group's members never read the data."""
-    if not (source and os.path.exists(source)): return 0
-    hidden = unreadable_to(source)
-    if os.stat(run_dir).st_gid != os.stat(Path(source).resolve()).st_gid: hidden |= 0o070
-    if not (hidden := hidden & ~unreadable_to(run_dir, limit=0)): return 0
-    os.chmod(run_dir, stat.S_IMODE(os.stat(run_dir).st_mode) & ~hidden)
+def umask() -> int:
+    "This process's umask (read by setting it: os has no other way)."
+    os.umask(mask := os.umask(0o077))
+    return mask
+
+def make_run_folder(folder, what: str) -> Path:
+    """`make_yours_alone`, the run folder itself (if new) closed to everyone else until its run has looked at its data:
+    `keep_as_private_as` opens it as far as the data lets, so nothing is written while others could open it."""
+    fresh = not os.path.lexists(folder)
+    make_yours_alone(folder, what)
+    if fresh: os.chmod(folder, 0o700)
+    return Path(folder)
+
+def keep_as_private_as(run_dir: Path, source, new: bool = False) -> int:
+    """Close `run_dir` (and the folders in it) to who cannot read the data `source` (its plots, predictions and
+    TensorBoard images show that data's images) but could reach it; `new`: a folder `make_run_folder` made, opened
+    first as the umask says. The group too where `run_dir`'s group is not the data's, or it has an access control list
+    (its named users are no readers of the data). Returns the bits taken: none where its way hides it already."""
+    hidden = unreadable_to(source) if source and os.path.exists(source) else 0
+    if hidden and (has_acl(run_dir) or os.stat(run_dir).st_gid != os.stat(Path(source).resolve()).st_gid): hidden |= 0o070
+    above = [os.stat(p).st_mode for p in Path(run_dir).resolve().parents]  # who cannot reach it anyway
+    hidden &= ~sum(who for who, search in ((0o070, 0o010), (0o007, 0o001)) if not all(m & search for m in above))
+    if new: os.chmod(run_dir, 0o777 & ~umask() & ~hidden)
+    elif hidden:  # a resumed run: the folders in it too (a process parked in its tb/ reads on), no link followed
+        for here, _, _ in os.walk(run_dir): os.chmod(here, stat.S_IMODE(os.stat(here).st_mode) & ~hidden)
     return hidden
 
 # %% ../nbs/01_record.ipynb #47bcc5e1
 def new_run_dir(cfg: "TrainConfig") -> Path:
     "Create and claim a fresh run folder (never one that another run holds, nor one others can change)."
     if cfg.run_dir:
-        d = make_yours_alone(project_path(cfg.run_dir), f"run_dir={cfg.run_dir!r}")
+        d = make_run_folder(project_path(cfg.run_dir), f"run_dir={cfg.run_dir!r}")
         try: os.close(os.open(d / "status.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))  # the claim
         except FileExistsError:
             raise FileExistsError(f"run_dir={cfg.run_dir!r} already holds a run; "
@@ -475,7 +492,7 @@ def new_run_dir(cfg: "TrainConfig") -> Path:
     base = make_yours_alone(project_path(cfg.runs_root) / cfg.name, f"runs_root={cfg.runs_root!r}, name={cfg.name!r}")
     while True:
         d = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-        try: d.mkdir()
+        try: d.mkdir(mode=0o700)  # closed until its run has looked at its data (`make_run_folder`)
         except FileExistsError: continue
         try: check_yours_alone(d, f"runs_root={cfg.runs_root!r}, name={cfg.name!r}")  # the folders on its way
         except PermissionError: d.rmdir(); raise

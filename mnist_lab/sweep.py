@@ -26,7 +26,7 @@ from .process import (alive, env_number, start, stop_on_signals, end_with_parent
                                progress_bar, python_code, one_line)
 from .record import (run_status, read_history, recorded_number, write_status, save_atomic, upgraded,
                               not_yours_alone, check_yours_alone, COPY_ADVICE,
-                              make_yours_alone, read_json, write_json, loads, is_number)
+                              make_yours_alone, read_json, write_json, loads, is_number, make_run_folder)
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
 from .runs import runs_table
@@ -377,7 +377,7 @@ def report(trial, row: dict, key: str):
 def train_in_process(params: dict, run_dir: Path, on_row) -> float:
     "Train one run of a trial in this process, calling `on_row(row)` after each epoch; returns its best monitored value."
     cfg = TrainConfig.from_params(**params)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_run_folder(run_dir, "a sweep's trial")
     with io.TextIOWrapper(open_log(run_dir / "train.log"), line_buffering=True) as log, redirect_stdout(log):
         return fit(cfg, on_epoch=on_row).summary["best"]
 
@@ -385,7 +385,7 @@ def train_in_process(params: dict, run_dir: Path, on_row) -> float:
 def train_papermill(params: dict, run_dir: Path, on_row) -> float:
     "Train one run of a trial as a papermill run in `run_dir`, calling `on_row(row)` per epoch; returns its best value."
     import optuna
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_run_folder(run_dir, "a sweep's trial")
     p, seen = start_papermill(run_dir, params, tied=True), 0
     try:
         while True:
@@ -447,8 +447,7 @@ def train_slot(spec: dict, run_dir: Path, chosen: dict, here: dict, on_row, stam
     """Train (or resume, or read the result of) the run of a slot in `run_dir`: `chosen` over the spec's params;
     `on_row(row)` after each epoch. Returns its best monitored value. `stamp` (`slot_stamp`), kept in the folder as
     `slot.json`: a folder that another sweep filled (the same sweep_dir) is refused, not read as this trial's."""
-    run_dir.mkdir(parents=True, exist_ok=True)  # trials/NNNN[/foldK]: papermill writes its notebook there by path
-    check_yours_alone(run_dir, "a sweep's trial")
+    make_run_folder(run_dir, "a sweep's trial")  # trials/NNNN[/foldK]: papermill writes its notebook there by path
     wait_until(lambda: not lock_held(run_dir / ".lock"), every=1)  # its earlier worker still trains it (taken over)
     if stamp and (claimed := read_json(run_dir / "slot.json")) and claimed != stamp:  # none: a folder from before
         raise RuntimeError(f"{run_dir} holds a run of another sweep (study {claimed.get('study')!r}, another spec or "

@@ -332,11 +332,12 @@ def init_weights(parts: Parts, path: str):
     fit_weights(parts.model, weights, f"init_from={path!r}{trained_on}{f' (its config: {made})' if made else ''}")
 
 # %% ../nbs/07_train.ipynb #e2410205
-def private_like_data(run_dir: Path, t: Training):
+def private_like_data(run_dir: Path, t: Training, new: bool = False):
     """A run folder no one opens who cannot read its data (its plots, predictions and TensorBoard images show it): the
-    data's source, or `data_dir` for a dataset of yours that names none; said when it changes."""
+    data's source, or `data_dir` for a dataset of yours that names none; `new`: made closed, opened as far as that
+    data lets. Said when it keeps someone out."""
     source = t.data.source if t.data.source and os.path.exists(t.data.source) else project_path(t.cfg.data_dir)
-    if hidden := keep_as_private_as(run_dir, source):
+    if hidden := keep_as_private_as(run_dir, source, new):
         who = {0o070: "its group", 0o007: "others"}.get(hidden, "its group and others")
         t.log(f"note: {one_line(source)} is not readable by {who}: nor is this run folder (its plots show its images)")
 
@@ -359,7 +360,7 @@ def open_run(t: Training, ckpt_path, ckpt, started: float) -> Record:
     else:
         if cfg.init_from: init_weights(parts, cfg.init_from)
         run_dir, history = Path(D.share(str(new_run_dir(cfg)) if D.main else None)), []
-    if D.main: private_like_data(run_dir, t)
+    if D.main: private_like_data(run_dir, t, new=not cfg.resume)
     return claim(Record(run_dir, history, state, started, t.plan.epochs, D.world, since=started, data=parts.data),
                  cfg, D, log)
 
