@@ -380,6 +380,11 @@ def test_new_project_is_renamed_and_passes_its_notebook_tests(tmp_path):
         assert t.returncode == 0, (nb, t.stdout[-1500:], t.stderr[-1500:])
     assert (new / "tests" / "test_engine.py").is_file()  # its tests came along (its notebook test above ran its engine)
     assert (new / "my_lab" / "__init__.py").read_text().startswith("__version__")
+    # its pytest reads its own configuration, never one in a folder above (another user's pytest.ini, in a shared place)
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = -p no_such_plugin_planted_above\n")
+    t = subprocess.run([sys.executable, "-m", "pytest", "--co", "-q", "tests/test_engine.py"], cwd=new, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert t.returncode == 0 and "no_such_plugin" not in t.stdout + t.stderr, t.stdout[-1500:] + t.stderr[-1500:]
     # the plugins stub runs as it is: its dataset, model and metric by name, in a run of the new package
     code = ("from my_lab.train import fit, TrainConfig\n"
             "r = fit(TrainConfig(plugins='my_plugins.py', dataset='my_data', model='my_model', metrics='my_metric',"
