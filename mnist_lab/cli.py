@@ -122,7 +122,7 @@ def cmd_eval(a) -> int:
     try: paths = report(a.run, ev["data"], plugins=a.plugins, pred=ev["pred"])  # evaluated once
     except OSError as e:
         if isinstance(e, NotYoursAlone):  # a run folder someone else could change: the numbers above stand
-            print(f"plots not written: {e}", file=sys.stderr)
+            print(f"plots not written: {one_line(e)}", file=sys.stderr)
             return 0
         if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM): raise
         print(f"plots not written: {e.strerror} ({a.run} is read-only: reading it needs no lock)", file=sys.stderr)
@@ -355,7 +355,7 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stop", help="interrupt a running run (recorded as stopped, resumable)")
     st.add_argument("run", help="run folder")
     with_params(sub.add_parser("fit", help="train in this process (no papermill); with torchrun: "
-                                          "torchrun --nproc_per_node N -m mnist_lab.cli fit -p ..."))
+                                          "torchrun --nproc_per_node N --no-python mnist-lab fit -p ..."))
     r = with_params(sub.add_parser("resume", help="continue a stopped run exactly where it stopped"))
     r.add_argument("run", help="run folder or checkpoint file")
     e = sub.add_parser("eval", help="test-set metrics and plots of a run")

@@ -489,17 +489,17 @@ def model_from_config(cfg: TrainConfig, data: dict | None = None, training: bool
                                fc1=cfg.fc1, fc2=cfg.fc2, dropout=cfg.dropout, in_channels=c, image_size=(h, w),
                                n_classes=len(data["classes"]))
     # counted on "meta" first, no memory taken: to train, each parameter is 16 bytes (weights, grads, Adam's two) and
-    # each number a layer outputs 8 (kept for the backward pass, and its gradient)
+    # each number a layer outputs 8 (kept for the backward pass, and its gradient); to run it, 4 and 4
     n = outputs = 0
     try:
         with torch.device("meta"):
             meta = build()
             n = sum(p.numel() for p in meta.parameters())
-            if training: outputs = layer_outputs(meta, (cfg.batch_size, c, h, w))
+            outputs = layer_outputs(meta, (cfg.batch_size if training else 256, c, h, w))  # eval and predict: 256
     except Exception: pass  # a model of one's own that cannot be built or run on "meta": its own build says what it needs
-    memory_check((16 if training else 4) * n + 8 * outputs,
+    memory_check((16 if training else 4) * n + (8 if training else 4) * outputs,
                  f"model {cfg.model!r} ({n:,} parameters: width={cfg.width}, fc1={cfg.fc1}, fc2={cfg.fc2}, {c}x{h}x{w} "
-                 f"images{f', batches of {cfg.batch_size}' if training else ''}) would", "choose smaller ones")
+                 f"images, batches of {cfg.batch_size if training else 256}) would", "choose smaller ones")
     return build()
 
 def model_overrides(cfg: TrainConfig) -> list:

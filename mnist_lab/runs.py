@@ -74,8 +74,11 @@ def score_mode(column: str, monitors=(), lower=()) -> str:
                          "whose best values do not compare: keep one (where monitor=..., --where monitor=...)")
     said = {mode for mode, key in monitors if mode in ("min", "max")
             and (column == "best" or metric_name(key) == metric_name(column))}
-    if len(said) == 1: return said.pop()
-    if metric_name(column) in {m for names in lower if isinstance(names, (list, tuple)) for m in names}: return "min"
+    if metric_name(column) in {m for names in lower if isinstance(names, (list, tuple)) for m in names}: said.add("min")
+    if len(said) > 1:  # one row (a planted run in a shared folder, say) does not turn the others' ranking around
+        raise ValueError(f"{column}: the runs disagree on whether lower is better (their monitor or lower_is_better): "
+                         "keep those of one kind (where monitor=..., --where monitor=...)")
+    if said: return said.pop()
     registered = getattr(sys.modules.get("mnist_lab.metrics"), "METRIC_MODES", {})  # the runs table imports no torch
     return registered.get(metric_name(column)) or ("max" if is_score(column) else "min")
 

@@ -12,8 +12,8 @@ BASE = ["-p", "dataset", "mnist_sample", "-p", "epochs", "3", "-p", "threads", "
 
 
 def torchrun(*args, cwd, **kw):
-    return subprocess.Popen([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "mnist_lab.cli",
-                             "fit", *BASE, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    return subprocess.Popen([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "--no-python",
+                             str(BIN / "mnist-lab"), "fit", *BASE, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **kw)
 
 
