@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .process import say, literal_text
-from .record import project_path, save_atomic, load_weights, open_regular, open_beneath, not_yours_alone
+from .record import (project_path, save_atomic, load_weights, open_regular, open_beneath, not_yours_alone,
+                              relative_hint)
 
 # %% ../nbs/02_data.ipynb #31594d44
 def register(registry: dict, name: str):
@@ -379,10 +380,14 @@ def dataset_names() -> tuple:
 def load_data(dataset: str = "auto", data_dir="data", download_ok: bool = True, image_size: int = 0,
               channels: int = 0) -> Data:
     """Dataset `dataset` (a name in `dataset_names()`) from `data_dir` (relative: to the project), downloading
-    if allowed, its images fitted to `image_size` x `image_size` pixels and `channels` when those are not 0."""
+    if allowed, its images fitted to `image_size` x `image_size` pixels and `channels` when those are not 0.
+    'auto': MNIST, or the bundled sample where the default `data_dir` has none (a folder you name is never replaced)."""
     if dataset == "auto":
         try: d = load_data("mnist", data_dir, download_ok)
         except FileNotFoundError as e:
+            if str(data_dir) != "data":  # a data_dir written wrong (from a notebook's folder, say) trains on no sample
+                raise FileNotFoundError(f"dataset='auto', data_dir={str(data_dir)!r}: {e}; the bundled sample stands "
+                                        f"in only for the default data_dir 'data'{relative_hint(data_dir)}") from None
             # said once, in the notebook and (under papermill) the terminal; a warning would quote a source line
             say(f"WARNING: dataset='auto': full MNIST not found ({e}); USING THE BUNDLED SAMPLE "
                 "(5,000 train / 1,000 test digits)")
@@ -714,6 +719,7 @@ BUILT_IN_DATASETS = dict(DATASETS)  # a plugin may register its own function und
 
 def missing_data(dataset: str, data_dir="data", download: bool = True) -> str | None:
     "Why `load_data(dataset, data_dir)` would find nothing to load, seen without reading an image; None if it may."
+    if dataset == "auto": return missing_data("mnist", data_dir, download) if str(data_dir) != "data" else None
     root, fn = project_path(data_dir), DATASETS.get(dataset)
     if fn is None or fn is not BUILT_IN_DATASETS.get(dataset): return None  # another function decides
     if dataset == "image_folder" and (error := no_train_folder(root)): return str(error)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import mnist_lab
 from .process import start, identity, recorded, alive, in_notebook, wait_until, NOTEBOOK_ENV, PAPERMILL, python_code, one_line
-from .record import (project_path, new_run_dir, next_notebook, run_status, read_history, run_folder_of,
+from .record import (project_path, relative_hint, new_run_dir, next_notebook, run_status, read_history, run_folder_of,
                               training_pid, read_json, write_json, write_status, read_bounded,
                               is_number, check_yours_alone,
                               make_yours_alone, not_yours_alone, make_run_folder)
@@ -168,8 +168,10 @@ def progress_line(status: dict, history: list, monitor: str = "") -> str:
 
 # %% ../nbs/09_launch.ipynb #64cee060
 def run_folder(run) -> Path:
-    "The folder of a `Run`, a `Result` or a path (relative: to the project)."
-    return Path(run.run_dir) if hasattr(run, "run_dir") else project_path(run)
+    "The folder of a `Run`, a `Result` or a path (relative: to the project), which must be there."
+    if hasattr(run, "run_dir"): return Path(run.run_dir)
+    if not (folder := project_path(run)).is_dir(): raise FileNotFoundError(f"{folder}: no such run folder{relative_hint(run)}")
+    return folder
 
 # %% ../nbs/09_launch.ipynb #c91b602a
 def watch(run, every: float = 2.0, timeout: float = None) -> dict:

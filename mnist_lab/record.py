@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'COPY_ADVICE', 'HISTORY_TAIL', 'RESUME_KEYS', 'MAX_DIFF',
            'acl_writers', 'private_group', 'others_write', 'unsafe_way', 'not_yours_alone', 'make_yours_alone',
-           'NotYoursAlone', 'check_yours_alone', 'project_dir', 'project_path', 'CheckpointError', 'discard',
-           'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json', 'open_regular', 'regular',
-           'open_beneath', 'read_bounded', 'loads', 'read_json', 'read_object', 'is_number', 'number_in',
+           'NotYoursAlone', 'check_yours_alone', 'project_dir', 'project_path', 'relative_hint', 'CheckpointError',
+           'discard', 'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json', 'open_regular',
+           'regular', 'open_beneath', 'read_bounded', 'loads', 'read_json', 'read_object', 'is_number', 'number_in',
            'recorded_number', 'recorded_intervals', 'check_unpacked_size', 'open_checkpoint', 'load_weights',
            'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'unreadable_to',
            'has_acl', 'umask', 'make_run_folder', 'keep_as_private_as', 'new_run_dir', 'write_status', 'overwrite',
@@ -142,6 +142,14 @@ def project_path(path) -> Path:
     "`path` made absolute: a relative path is taken from `project_dir()`."
     path = Path(path).expanduser()
     return path if path.is_absolute() else project_dir() / path
+
+def relative_hint(path) -> str:
+    """For a relative `path` that is not where the project puts it but is there from the current folder (a notebook's
+    folder, nbs/): a hint naming both; else ''."""
+    path, here = Path(path).expanduser(), Path.cwd()
+    if path.is_absolute() or project_path(path).exists() or not (here / path).exists(): return ""
+    return (f" (a relative path is taken from the project folder {project_dir()}; from {here} it is "
+            f"{(here / path).resolve()}: name that, or {os.path.relpath((here / path).resolve(), project_dir())})")
 
 # %% ../nbs/01_record.ipynb #33753d5d
 class CheckpointError(ValueError): "A checkpoint file that cannot be read safely."

@@ -63,20 +63,23 @@ def test_offline_download_is_tried_once_and_leaves_no_folders(tmp_path, monkeypa
             Path(root, "MNIST", "raw").mkdir(parents=True, exist_ok=True)
             raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: Name or service not known")
     monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
+    monkeypatch.chdir(tmp_path)  # no project here: the default data_dir is tmp_path/data
     data_dir = tmp_path / "data"
-    assert D.load_data("auto", data_dir).name == "mnist_sample"
+    assert D.load_data("auto").name == "mnist_sample"
     assert "copy the four IDX files" in capsys.readouterr().out
     assert not data_dir.exists() and D.failure_note("mnist").is_file()
     assert D.download_failed_recently("fashion_mnist") is None  # remembered per dataset
     def no_download(*a, **k): raise AssertionError("a download was tried again")
     monkeypatch.setattr(D, "download_idx", no_download)
-    assert D.load_data("auto", data_dir).name == "mnist_sample"
+    assert D.load_data("auto").name == "mnist_sample"
     assert "no download tried" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="stands in only for the default data_dir"):  # a folder you name: no sample
+        D.load_data("auto", data_dir)
     with pytest.raises(FileNotFoundError, match="no download tried"):
         D.load_data("mnist", data_dir)
     assert not data_dir.exists()
     # under papermill the fallback is said once, in the terminal too, as a line (no warning quoting source code)
-    r = papermill(tmp_path / "out.ipynb", ("data_dir", data_dir), ("model", "linear"), ("epochs", 1),
+    r = papermill(tmp_path / "out.ipynb", ("model", "linear"), ("epochs", 1),
                   ("tensorboard", False), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("USING THE BUNDLED SAMPLE") == 1  # a warning would quote its source line: twice
