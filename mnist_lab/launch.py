@@ -122,7 +122,7 @@ def resume(run, **changes) -> Run:
 # %% ../nbs/09_launch.ipynb #8f08ae8a
 def prepare(**params) -> tuple:
     "Check `params` and make the run folder: `(run_dir, every parameter for papermill)`."
-    from mnist_lab.config import TrainConfig, code_elsewhere, defaults  # torch: not for watch and stop
+    from mnist_lab.config import TrainConfig, code_elsewhere, defaults, from_record  # torch: not for watch and stop
     from mnist_lab.data import missing_data
     cfg = TrainConfig.from_params(**params)  # every mistake is caught here, before a folder exists
     if elsewhere := code_elsewhere(cfg):
@@ -133,6 +133,7 @@ def prepare(**params) -> tuple:
             raise FileNotFoundError(f"resume={cfg.resume!r}: no run folder (with a config.json) there")
         check_yours_alone(run_dir, f"resume={cfg.resume!r}")  # before its config is read (the kernel checks again)
         saved = read_json(run_dir / "config.json")  # a resume keeps the run's data: is it still there?
+        from_record(saved, cfg.plugins)  # its model, metrics, dataset found (its plugins named again), before any kernel
         data = [saved.get(k) for k in ("dataset", "data_dir")]
         if all(isinstance(v, str) for v in data) and (why := missing_data(*data, saved.get("download") is not False)):
             raise FileNotFoundError(f"resume={cfg.resume!r}: {why} (a resumed run reads the data_dir it started with)")
@@ -159,8 +160,9 @@ def progress_line(status: dict, history: list, monitor: str = "") -> str:
     if history:
         last, key = history[-1], monitor.split()[-1] if isinstance(monitor, str) and monitor.split() else ""
         line += "".join(f" | {one_line(k)} {last[k]:.4f}" for k in dict.fromkeys(["val_accuracy", "val_loss", key]) if k in last)
-    if started := num("started"):
-        line += f" | {(num('finished') or num('updated') or time.time()) - started:.0f}s"
+    if (spent := num("seconds")) is not None:  # its sessions, not the time it sat stopped; running: till now
+        line += f" | {spent + (time.time() - num('updated') if s == 'running' and num('updated') else 0):.0f}s"
+    elif started := num("started"): line += f" | {(num('finished') or num('updated') or time.time()) - started:.0f}s"
     times = [h["epoch_time"] for h in history if is_number(h.get("epoch_time"))]  # a received record may lack them
     if s == "running" and times and total:
         line += f" | ETA {sum(times) / len(times) * (total - done):.0f}s"

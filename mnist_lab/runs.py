@@ -47,7 +47,8 @@ def run_row(run_dir: Path, root: Path) -> dict:
             **{f"test_{k}_{end}": x for k, iv in recorded_intervals(run_dir, summary).items() for end, x in zip(("low", "high"), iv)},
             **{k: summary[k] for k in ("dataset", "git_sha") if k in summary},  # else (not finished) its config's
             "lower_is_better": summary.get("lower_is_better") if isinstance(summary.get("lower_is_better"), list) else None,
-            "seconds": (updated - started) if started and updated else None,
+            "seconds": float(status["seconds"]) if is_number(status.get("seconds")) else  # its sessions, no pause
+                       (updated - started) if started and updated else None,
             "started": pd.Timestamp(started, unit="s") if started else None,
             "error": status.get("error"), "path": str(run_dir)}
 

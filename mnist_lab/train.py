@@ -290,7 +290,7 @@ class Record:
     def mark(self, status: str, **info):
         "Write status.json with the counters (call it on rank 0 only)."
         write_status(self.run_dir, status, epoch=self.state["epoch"], epochs=self.epochs, started=self.started,
-                     processes=self.processes, **info)
+                     seconds=self.seconds(), processes=self.processes, **info)  # seconds: not the time it sat stopped
 
 # %% ../nbs/07_train.ipynb #5bd5488a
 class Split(NamedTuple):

@@ -47,6 +47,10 @@ def test_detach_watch_stop_resume(tmp_path):
     assert 2 <= s["epoch"] < 30 and (run / "last.pt").is_file()
     r = cli("stop", str(run), cwd=tmp_path)
     assert r.returncode == 0 and r.stdout == f"{run}: stopped, not running: nothing to stop\n", r.stdout
+    notebooks = sorted(p.name for p in run.glob("notebook*.ipynb"))
+    r = cli("resume", str(run), cwd=tmp_path)  # its plugins not named: refused before a kernel starts, nothing left
+    assert r.returncode == 1 and "trained with plugins=" in r.stderr and "starting a kernel" not in r.stdout, r.stderr
+    assert sorted(p.name for p in run.glob("notebook*.ipynb")) == notebooks
     r = cli("resume", str(run), "-p", "plugins", str(tmp_path / "pace.py"), cwd=tmp_path,  # a run's plugins are
             env={**os.environ, "PACE_S": "0"})  # imported only when named again; the rest at full speed
     assert r.returncode == 0, r.stderr[-2000:]
