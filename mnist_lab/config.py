@@ -13,7 +13,7 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PAR
            'model_overrides', 'from_record', 'code_elsewhere', 'resume_config']
 
 # %% ../nbs/05_config.ipynb #7f3126c5
-import dataclasses, difflib, importlib.util, inspect, json, math, re, reprlib, shlex, sys
+import dataclasses, difflib, importlib.util, inspect, json, math, os, re, reprlib, shlex, sys
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from types import ModuleType
@@ -420,7 +420,7 @@ def check_model(cfg) -> list:
     if bad := [k for k in args if k not in takes]:
         p.append(f"model_args={args!r}: model {cfg.model!r} does not take {bad} (it takes {', '.join(takes)})")
     wrong = {k: type_needed(v, takes[k].annotation) for k, v in args.items() if k in takes}
-    return p + [f"model_args: {k}={args[k]!r} must be a {need} for model {cfg.model!r}" for k, need in wrong.items()
+    return p + [f"model_args: {k}={args[k]!r} must be {'an' if need[:1] in 'aeiou' else 'a'} {need} for model {cfg.model!r}" for k, need in wrong.items()
                 if need]
 
 # %% ../nbs/05_config.ipynb #82e32446
@@ -542,10 +542,12 @@ def code_elsewhere(cfg: TrainConfig) -> list:
     used += [("metric", m, METRICS[m]) for m in run_metrics(cfg)]
     used += [("augmentation", a.strip(), AUGMENTATIONS[a.strip()]) for a in cfg.augment.split(",") if a.strip()]
     where = lambda fn: getattr(fn, "__module__", None) or "__main__"
+    # the file %%writefile writes is in the notebook's folder; plugins are named from the project's (nbs/my_plugins.py)
+    named_as = os.path.relpath(Path.cwd() / "my_plugins.py", project_path("."))
     # importable: a module Python knows (not __main__); plugin files are loaded outside sys.modules
     return [f"{kind} {name!r} is registered in {'this notebook' if where(fn) == '__main__' else where(fn)}, which a "
             "new process does not load: put that code in a .py file (in a notebook: %%writefile my_plugins.py) "
-            "and pass plugins='my_plugins.py'" for kind, name, fn in used
+            f"and pass plugins={named_as!r}" for kind, name, fn in used
             if where(fn) not in named and (where(fn) == "__main__" or where(fn) not in sys.modules)]
 
 # %% ../nbs/05_config.ipynb #f56d66a6
