@@ -470,15 +470,15 @@ def edited_cell_message(edited: dict) -> str:
 # %% ../nbs/05_config.ipynb #339c1abe
 DEFAULT_DATA = {"shape": [1, 28, 28], "classes": list("0123456789")}  # what runs recorded before data.json
 
-def layer_outputs(model: torch.nn.Module, shape: tuple) -> int:
-    "The numbers every layer of `model` (built on 'meta') outputs for an input batch of `shape`: no memory taken."
+def layer_outputs(model: torch.nn.Module, shape: tuple) -> list:
+    "The numbers each layer of `model` (built on 'meta') outputs for an input batch of `shape`: no memory taken."
     sizes = []
     hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel() if isinstance(o, torch.Tensor) else 0))
              for m in model.modules() if not list(m.children())]
     try: model(torch.empty(shape, device="meta"))
     finally:
         for h in hooks: h.remove()
-    return sum(sizes)
+    return sizes
 
 def model_from_config(cfg: TrainConfig, data: dict | None = None, training: bool = True) -> torch.nn.Module:
     """The model `cfg` describes, for data of `data['shape']` (C, H, W) and `data['classes']` (a `Data.info()`), if it
@@ -489,15 +489,18 @@ def model_from_config(cfg: TrainConfig, data: dict | None = None, training: bool
                                fc1=cfg.fc1, fc2=cfg.fc2, dropout=cfg.dropout, in_channels=c, image_size=(h, w),
                                n_classes=len(data["classes"]))
     # counted on "meta" first, no memory taken: to train, each parameter is 16 bytes (weights, grads, Adam's two) and
-    # each number a layer outputs 8 (kept for the backward pass, and its gradient); to run it, 4 and 4
+    # each number a layer outputs 8 (kept for the backward pass, and its gradient); to run it (eval, predict: batches
+    # of 256, no gradient), 4 and two layers' outputs at a time. In this machine's memory: not a GPU's
     n = outputs = 0
     try:
         with torch.device("meta"):
             meta = build()
             n = sum(p.numel() for p in meta.parameters())
-            outputs = layer_outputs(meta, (cfg.batch_size if training else 256, c, h, w))  # eval and predict: 256
+            sizes = layer_outputs(meta, (cfg.batch_size if training else 256, c, h, w))
+            outputs = 8 * sum(sizes) if training else 8 * max(sizes, default=0)
     except Exception: pass  # a model of one's own that cannot be built or run on "meta": its own build says what it needs
-    memory_check((16 if training else 4) * n + (8 if training else 4) * outputs,
+    if cfg.device != "cpu" and torch.cuda.is_available(): outputs = 0  # a GPU holds them (its own error if too many)
+    memory_check((16 if training else 4) * n + outputs,
                  f"model {cfg.model!r} ({n:,} parameters: width={cfg.width}, fc1={cfg.fc1}, fc2={cfg.fc2}, {c}x{h}x{w} "
                  f"images, batches of {cfg.batch_size if training else 256}) would", "choose smaller ones")
     return build()
@@ -521,6 +524,8 @@ def from_record(saved: dict, plugins: str = "", **changes) -> TrainConfig:
         try: load_plugins(plugins)
         except Exception as e:
             raise ValueError(f"invalid training parameters:\n  plugins={plugins!r}: {type(e).__name__}: {e}") from None
+    if isinstance(saved.get("monitor"), str):  # written one way today ("max val_accuracy"): older records as they were
+        saved = {**saved, "monitor": " ".join(saved["monitor"].split())}
     model = saved.get("model", "cnn")
     model = model if isinstance(model, str) else None  # a hostile record's may be anything
     own = inspect.signature(MODELS[model]).parameters.get("pool_first") if model in MODELS else None

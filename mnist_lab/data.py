@@ -11,7 +11,7 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'IdxSpec', 'read_idx', 'find_idx_files', 'failure_note', 'remember_download_failure',
            'download_failed_recently', 'try_download', 'download_idx', 'official_md5s', 'md5sum', 'read_dataset',
            'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'memory_check',
-           'fit_images', 'fit_data', 'dataset_names', 'load_data', 'read_cifar_file', 'has_cifar10',
+           'fit_images', 'fit_data', 'dataset_names', 'default_data_dir', 'load_data', 'read_cifar_file', 'has_cifar10',
            'cifar10_not_found', 'cifar10', 'visible_files', 'list_images', 'png_orientation', 'read_image_file',
            'gif_first_frame', 'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key',
            'cached_images', 'held_out', 'no_train_folder', 'image_folder', 'missing_data', 'split_train_val',
@@ -377,6 +377,10 @@ def dataset_names() -> tuple:
     "What `dataset=` accepts: 'auto' and every registered dataset."
     return ("auto", *DATASETS)
 
+def default_data_dir(data_dir) -> bool:
+    "Whether `data_dir` is the project's `data/` folder, however written ('data', './data/', its full path)."
+    return project_path(data_dir).resolve() == project_path("data").resolve()
+
 def load_data(dataset: str = "auto", data_dir="data", download_ok: bool = True, image_size: int = 0,
               channels: int = 0) -> Data:
     """Dataset `dataset` (a name in `dataset_names()`) from `data_dir` (relative: to the project), downloading
@@ -385,7 +389,7 @@ def load_data(dataset: str = "auto", data_dir="data", download_ok: bool = True, 
     if dataset == "auto":
         try: d = load_data("mnist", data_dir, download_ok)
         except FileNotFoundError as e:
-            if str(data_dir) != "data":  # a data_dir written wrong (from a notebook's folder, say) trains on no sample
+            if not default_data_dir(data_dir):  # a data_dir written wrong (from a notebook's folder, say): no sample
                 raise FileNotFoundError(f"dataset='auto', data_dir={str(data_dir)!r}: {e}; the bundled sample stands "
                                         f"in only for the default data_dir 'data'{relative_hint(data_dir)}") from None
             # said once, in the notebook and (under papermill) the terminal; a warning would quote a source line
@@ -719,7 +723,7 @@ BUILT_IN_DATASETS = dict(DATASETS)  # a plugin may register its own function und
 
 def missing_data(dataset: str, data_dir="data", download: bool = True) -> str | None:
     "Why `load_data(dataset, data_dir)` would find nothing to load, seen without reading an image; None if it may."
-    if dataset == "auto": return missing_data("mnist", data_dir, download) if str(data_dir) != "data" else None
+    if dataset == "auto": return None if default_data_dir(data_dir) else missing_data("mnist", data_dir, download)
     root, fn = project_path(data_dir), DATASETS.get(dataset)
     if fn is None or fn is not BUILT_IN_DATASETS.get(dataset): return None  # another function decides
     if dataset == "image_folder" and (error := no_train_folder(root)): return str(error)

@@ -135,7 +135,8 @@ def prepare(**params) -> tuple:
         saved = read_json(run_dir / "config.json")  # a resume keeps the run's data: is it still there?
         from_record(saved, cfg.plugins)  # its model, metrics, dataset found (its plugins named again), before any kernel
         data = [saved.get(k) for k in ("dataset", "data_dir")]
-        if all(isinstance(v, str) for v in data) and (why := missing_data(*data, saved.get("download") is not False)):
+        if all(isinstance(v, str) for v in data) and data[0] != "auto" and \
+                (why := missing_data(*data, saved.get("download") is not False)):  # auto: as its checkpoint says
             raise FileNotFoundError(f"resume={cfg.resume!r}: {why} (a resumed run reads the data_dir it started with)")
         return run_dir, {**params, "resume": str(project_path(cfg.resume))}  # only what changes: the run has the rest
     if why := missing_data(cfg.dataset, cfg.data_dir, cfg.download): raise FileNotFoundError(why)  # not a kernel later

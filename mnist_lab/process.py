@@ -174,13 +174,15 @@ class PrintableStream(io.TextIOBase):
 def skip_planted_matplotlibrc():
     """Load matplotlib without the `matplotlibrc` of the current folder if another user owns it (or the link to it: yours,
     or root's, are yours to keep), or could put one there later (a folder of theirs, or one they may write, as /tmp):
-    then it is loaded now, from another folder, before anything draws. A planted one is said on stderr."""
+    then it is loaded now, from another folder, before anything draws (a group's folder counts as yours: its members
+    are trusted with your project). A planted one is said on stderr."""
     try: owner = os.lstat("matplotlibrc").st_uid
     except OSError: owner = None
     mine, planted = (os.geteuid(), 0), owner is not None and owner not in (os.geteuid(), 0)
     try: here = os.stat(".")
     except OSError: return  # no current folder: no file read from it
-    if not planted and here.st_uid in mine and not here.st_mode & 0o022: return
+    if owner is not None and not planted: return  # yours: kept
+    if not planted and here.st_uid in mine and not here.st_mode & 0o002: return  # no one else may put one there
     if "matplotlib" in sys.modules:  # loaded already: if with it, back to the defaults and your own file
         if not planted: return
         import matplotlib
@@ -231,8 +233,12 @@ def papermill_main():
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs,
                                                     # IPython puts the kernel's folder (ours) on sys.path, before
                                                     # site-packages: a torch.py planted there would be imported
+                                                    # (and gone once it has started: what a cell or plugin
+                                                    # starts, `python tools/prep.py`, imports beside its script)
                                                     extra_arguments=["--IPKernelApp.log_level=ERROR",
-                                                                     "--IPKernelApp.ignore_cwd=True"])
+                                                                     "--IPKernelApp.ignore_cwd=True",
+                                                                     "--IPKernelApp.exec_lines=__import__('os')."
+                                                                     "environ.pop('PYTHONSAFEPATH', None) and None"])
     papermill_engines.register("mnist_lab", QuietKernels)
     papermill(sys.argv[1:], prog_name="papermill")
 

@@ -130,12 +130,13 @@ def varying(df: pd.DataFrame) -> list:
             and c not in ("status", "epoch", "best") and not metric(c)]
 
 # %% ../nbs/08_runs.ipynb #f5c8c1a7
-def seed_stats(df: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
-    "Mean ± std of `metric` over seeds and folds, for each setting of the other varying parameters, the best first."
+def seed_stats(df: pd.DataFrame, metric: str = "val_accuracy", mode: str | None = None) -> pd.DataFrame:
+    """Mean ± std of `metric` over seeds and folds, for each setting of the other varying parameters, the best first
+    (`mode` 'max' or 'min'; default: as `score_mode` says)."""
     done = df[df.status == "completed"]
     by = [c for c in varying(done) if c not in ("seed", "fold")]
     g = done.groupby(by) if by else done.assign(all="all").groupby("all")
-    low_first = score_mode(metric, done.get("monitor", ()), done.get("lower_is_better", ())) == "min"
+    low_first = (mode or score_mode(metric, done.get("monitor", ()), done.get("lower_is_better", ()))) == "min"
     return g[metric].agg(["mean", "std", "count"]).sort_values("mean", ascending=low_first)
 
 # %% ../nbs/08_runs.ipynb #d9fd6d92

@@ -401,7 +401,7 @@ def train_papermill(params: dict, run_dir: Path, on_row) -> float:
         if isinstance(e, optuna.TrialPruned):
             s = run_status(run_dir)
             write_status(run_dir, "pruned", error=f"TrialPruned: {e}",
-                         **{k: s[k] for k in ("epoch", "epochs", "started") if k in s})
+                         **{k: s[k] for k in ("epoch", "epochs", "started", "seconds") if k in s})
         raise
     if (s := run_status(run_dir))["status"] != "completed":
         why = s.get("error") or notebook_error(run_dir) or "no error recorded"
@@ -856,7 +856,7 @@ def sweep_report(sweep_dir="runs/sweep", plugins: str = "") -> Path:
     by = [c for c in varying(done) if c not in ("seed", "fold")]
     test = key[4:] if key.startswith("val_") and f"test_{key[4:]}" in done else "accuracy"  # the monitor's test twin
     repeats = ["seed", "fold"] if spec.get("folds") else ["seed"]  # a sweep without folds: no column of 0s
-    stats = (seed_stats(done, "best").add_prefix(f"{score} ").rename(columns={f"{score} count": "runs"})  # headers
+    stats = (seed_stats(done, "best", mode).add_prefix(f"{score} ").rename(columns={f"{score} count": "runs"})  # headers
              .join(seed_stats(done, f"test_{test}")[["mean", "std"]].add_prefix(f"test_{test} "))  # name the metric
              .sort_values(f"{score} mean", ascending=mode == "min"))  # best first
     groups = [g.path.tolist() for _, g in done.groupby(by)] if by else []

@@ -332,12 +332,15 @@ def init_weights(parts: Parts, path: str):
     fit_weights(parts.model, weights, f"init_from={path!r}{trained_on}{f' (its config: {made})' if made else ''}")
 
 # %% ../nbs/07_train.ipynb #e2410205
-def private_like_data(run_dir: Path, t: Training, new: bool = False):
+def private_like_data(run_dir: Path, t: Training):
     """A run folder no one opens who cannot read its data (its plots, predictions and TensorBoard images show it): the
-    data's source, or `data_dir` for a dataset of yours that names none; `new`: made closed, opened as far as that
-    data lets. Said when it keeps someone out."""
-    source = t.data.source if t.data.source and os.path.exists(t.data.source) else project_path(t.cfg.data_dir)
-    if hidden := keep_as_private_as(run_dir, source, new):
+    files it read (IDX, CIFAR), else its source folder (an image folder), else `data_dir` for a dataset of yours that
+    names none; one made closed is opened as far as that data lets. Said when it keeps someone out."""
+    d = t.data
+    source = d.source if d.source and os.path.exists(d.source) else str(project_path(t.cfg.data_dir))
+    files = [os.path.join(source, f) for f in d.files] if isinstance(d.files, dict) else []
+    sources = files if files and all(os.path.isfile(f) for f in files) else [source]  # not a whole data/ of others
+    if hidden := keep_as_private_as(run_dir, sources):
         who = {0o070: "its group", 0o007: "others"}.get(hidden, "its group and others")
         t.log(f"note: {one_line(source)} is not readable by {who}: nor is this run folder (its plots show its images)")
 
@@ -360,7 +363,7 @@ def open_run(t: Training, ckpt_path, ckpt, started: float) -> Record:
     else:
         if cfg.init_from: init_weights(parts, cfg.init_from)
         run_dir, history = Path(D.share(str(new_run_dir(cfg)) if D.main else None)), []
-    if D.main: private_like_data(run_dir, t, new=not cfg.resume)
+    if D.main: private_like_data(run_dir, t)
     return claim(Record(run_dir, history, state, started, t.plan.epochs, D.world, since=started, data=parts.data),
                  cfg, D, log)
 
@@ -663,7 +666,11 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     D.barrier()  # every rank has read the checkpoint before rank 0 writes anything
     set_process_options(cfg)
     began = recorded_channels(ckpt.get("data") if ckpt else None)  # a resumed channels=0 run: as it decided then
-    data = load_data(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size, cfg.channels or began)  # before any folder
+    # a resumed 'auto' run that trained on the bundled sample goes on with it, wherever its data_dir points
+    sample = cfg.dataset == "auto" and isinstance(ckpt, dict) and isinstance(ckpt.get("data"), dict) \
+        and ckpt["data"].get("name") == "mnist_sample"
+    data = load_data("mnist_sample" if sample else cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size,
+                     cfg.channels or began)  # before any folder
     log(run_header(data, cfg))
     seed_everything((cfg.seed + D.rank) % 2**32)  # ranks differ in dropout; the sampler is seeded alike on all
     split = Split(*[t.to(dev) for t in split_train_val(data.x_train, data.y_train, cfg.val_split, cfg.split_seed,
