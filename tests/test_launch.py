@@ -78,7 +78,8 @@ def test_offline_download_is_tried_once_and_leaves_no_folders(tmp_path, monkeypa
     assert D.load_data("auto").name == "mnist_sample"
     assert "no download tried" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="stands in only for the default data_dir"):  # a folder you name: no sample
-        D.load_data("auto", data_dir)
+        D.load_data("auto", tmp_path / "elsewhere")
+    assert D.load_data("auto", data_dir).name == "mnist_sample"  # the default one, however written
     with pytest.raises(FileNotFoundError, match="no download tried"):
         D.load_data("mnist", data_dir)
     assert not data_dir.exists()
