@@ -12,7 +12,7 @@ __all__ = ['TEMPLATE_FILES', 'PLUGINS_STUB', 'parse_params', 'train_params', 'cm
 import argparse, errno, json, sys, time
 from pathlib import Path
 from .process import stop_on_signals, printable, PrintableStream, one_line
-from .record import project_dir, make_yours_alone, NotYoursAlone
+from .record import project_dir, make_yours_alone, NotYoursAlone, CLOSED
 
 # %% ../nbs/11_cli.ipynb #66836c4a
 def parse_params(pairs: list) -> dict:
@@ -104,7 +104,7 @@ def remove_unstarted(run_dir: Path):
     "Remove a run folder that never began training: the files papermill and the launcher left, then the folder."
     if (run_dir / "config.json").exists(): return
     for f in run_dir.iterdir():  # unlink removes a link itself, never what it points to
-        if f.name in ("papermill.log", "launcher.json", "status.json", ".lock") or f.name.startswith("notebook"):
+        if f.name in ("papermill.log", "launcher.json", "status.json", ".lock", CLOSED) or f.name.startswith("notebook"):
             f.unlink(missing_ok=True)
     for folder in (run_dir, run_dir.parent):  # and runs/<name>/ when it was this run's alone
         try: folder.rmdir()

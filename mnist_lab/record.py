@@ -488,7 +488,8 @@ def keep_as_private_as(run_dir: Path, sources) -> int:
     above = [os.stat(p).st_mode for p in Path(run_dir).resolve().parents]  # who cannot reach it anyway
     hidden &= ~sum(who for who, search in ((0o070, 0o010), (0o007, 0o001)) if not all(m & search for m in above))
     if (marker := Path(run_dir, CLOSED)).is_file() and not marker.is_symlink():  # made closed: open it as it may be
-        probe = Path(run_dir, ".umask"); probe.mkdir(); default = probe.stat().st_mode & 0o777; probe.rmdir()
+        probe = Path(run_dir, ".umask"); probe.mkdir(exist_ok=True)  # a new folder's mode: 0777 less the umask
+        default = probe.stat().st_mode & 0o777; probe.rmdir()
         chmod_keeping(run_dir, default & ~hidden); marker.unlink()
     elif hidden:  # an existing or resumed run: the folders in it too (a process parked in its tb/ reads on), no link
         for here, _, _ in os.walk(run_dir): chmod_keeping(here, stat.S_IMODE(os.stat(here).st_mode) & 0o777 & ~hidden)
@@ -509,9 +510,9 @@ def new_run_dir(cfg: "TrainConfig") -> Path:
         d = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         try: d.mkdir(mode=0o700)  # closed until its run has looked at its data (`make_run_folder`)
         except FileExistsError: continue
-        Path(d, CLOSED).touch()
         try: check_yours_alone(d, f"runs_root={cfg.runs_root!r}, name={cfg.name!r}")  # the folders on its way
         except PermissionError: d.rmdir(); raise
+        Path(d, CLOSED).touch()
         return d
 
 # %% ../nbs/01_record.ipynb #2b874f71
