@@ -471,12 +471,11 @@ def list_images(root: Path, classes=None) -> tuple:
     if not root.is_dir(): raise FileNotFoundError(f"{root}: no such folder")
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not found: raise FileNotFoundError(f"{root}: no class folders; put images in {root}/<class>/")
-    seen = {}
+    nfc, seen = lambda name: unicodedata.normalize("NFC", name), {}
     for name in found:  # "sandalé" written two ways (a copy from a Mac decomposes the é): two classes, one name shown
-        if (same := seen.setdefault(unicodedata.normalize("NFC", name), name)) != name:
+        if (same := seen.setdefault(nfc(name), name)) != name:
             raise ValueError(f"{root}: class folders {same!r} and {name!r} look the same (one name written two ways in "
                              "Unicode): merge them into one folder")
-    nfc = lambda name: unicodedata.normalize("NFC", name)
     if classes is not None and (unknown := [c for c in found if nfc(c) not in map(nfc, classes)]):
         raise ValueError(f"{root}: class folders {unknown} are not in train/ ({', '.join(classes)})")
     classes = classes or found  # a test/ folder written the other way (NFD for NFC) is the train/ class it shows

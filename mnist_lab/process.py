@@ -178,7 +178,8 @@ def skip_planted_matplotlibrc():
     are trusted with your project). A planted one is said on stderr."""
     try: owner = os.lstat("matplotlibrc").st_uid
     except OSError: owner = None
-    mine, planted = (os.geteuid(), 0), owner is not None and owner not in (os.geteuid(), 0)
+    mine = (os.geteuid(), 0)
+    planted = owner is not None and owner not in mine
     try: here = os.stat(".")
     except OSError: return  # no current folder: no file read from it
     if owner is not None and not planted: return  # yours: kept

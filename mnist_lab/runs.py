@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'BY_CLASS', 'SETTING', 'MAX_ARTEFACT', 'run_row', 'safe_run_row', 'metric_name',
-           'score_mode', 'is_score', 'sortable', 'status_files', 'runs_table', 'varying', 'seed_stats', 'best_run',
-           'plot_metric_vs', 'plot_curves', 'test_predictions', 'recorded', 'compare', 'reproduce', 'sweep_of',
-           'export_mlflow']
+           'score_mode', 'table_mode', 'is_score', 'sortable', 'status_files', 'runs_table', 'varying', 'seed_stats',
+           'best_run', 'plot_metric_vs', 'plot_curves', 'test_predictions', 'recorded', 'compare', 'reproduce',
+           'sweep_of', 'export_mlflow']
 
 # %% ../nbs/08_runs.ipynb #b80f333a
 import json, os, socket, stat, sys, time
@@ -15,7 +15,7 @@ import pandas as pd
 from .process import literal_text, one_line
 from .record import (project_path, read_object, recorded_intervals, is_number, number_in,
                               run_status, read_history, last_epoch, load_weights, upgraded, read_bounded,
-                              not_yours_alone, unreadable_to)
+                              not_yours_alone, unreadable_to, chmod_keeping)
 # no torch at import: `mnist-lab runs` reads folders without it (1.2 s); `compare` imports it
 
 # %% ../nbs/08_runs.ipynb #b766b14e
@@ -83,6 +83,10 @@ def score_mode(column: str, monitors=(), lower=()) -> str:
     registered = getattr(sys.modules.get("mnist_lab.metrics"), "METRIC_MODES", {})  # the runs table imports no torch
     return registered.get(metric_name(column)) or ("max" if is_score(column) else "min")
 
+def table_mode(df: pd.DataFrame, column: str) -> str:
+    "`score_mode` of `column` as a runs table's own `monitor` and `lower_is_better` columns say it."
+    return score_mode(column, df.get("monitor", ()), df.get("lower_is_better", ()))
+
 # %% ../nbs/08_runs.ipynb #4c6ddb47
 def is_score(column: str) -> bool:
     "Whether higher is better in `column` by its name: an accuracy or a val_/test_ metric other than a loss."
@@ -115,7 +119,7 @@ def runs_table(root="runs", where: dict | None = None, sort: str | None = None) 
         df = df[df[col].astype(str) == str(value)]
     if sort:
         if sort not in df: raise ValueError(f"sort={sort!r}: no such column; columns: {', '.join(df.columns)}")
-        low_first = score_mode(sort, df.get("monitor", ()), df.get("lower_is_better", ())) == "min"  # losses, times...
+        low_first = table_mode(df, sort) == "min"  # losses, times, a metric monitored with min
         df = df.sort_values(sort, ascending=low_first, na_position="last", kind="stable", key=sortable)
     return df.reset_index(drop=True)
 
@@ -136,7 +140,7 @@ def seed_stats(df: pd.DataFrame, metric: str = "val_accuracy", mode: str | None 
     done = df[df.status == "completed"]
     by = [c for c in varying(done) if c not in ("seed", "fold")]
     g = done.groupby(by) if by else done.assign(all="all").groupby("all")
-    low_first = (mode or score_mode(metric, done.get("monitor", ()), done.get("lower_is_better", ()))) == "min"
+    low_first = (mode or table_mode(done, metric)) == "min"
     return g[metric].agg(["mean", "std", "count"]).sort_values("mean", ascending=low_first)
 
 # %% ../nbs/08_runs.ipynb #d9fd6d92
@@ -145,7 +149,7 @@ def best_run(df: pd.DataFrame, metric: str = "val_accuracy", mode: str | None = 
     'max' or 'min' (default: as the runs' monitor or the metric's registration says, `score_mode`)."""
     done = df[df.status == "completed"].dropna(subset=[metric])
     if done.empty: raise ValueError(f"no completed run with a {metric}")
-    mode = mode or score_mode(metric, done.get("monitor", ()), done.get("lower_is_better", ()))
+    mode = mode or table_mode(done, metric)
     return done.loc[done[metric].idxmax() if mode == "max" else done[metric].idxmin()]
 
 # %% ../nbs/08_runs.ipynb #73b4f373
@@ -375,7 +379,7 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
                 got = client.get_run(run_id).info.artifact_uri
                 if urlparse(got).scheme in ("", "file"):
                     (where := Path(local_file_uri_to_path(got))).mkdir(parents=True, exist_ok=True)
-                    os.chmod(where, stat.S_IMODE(os.stat(where).st_mode) & ~hidden)
+                    chmod_keeping(where, stat.S_IMODE(os.stat(where).st_mode) & 0o777 & ~hidden)
                 else: print(f"note: {one_line(run_dir)} is private (its data is); its plots go to {one_line(got)}, "
                             "which others may read")
             for i in range(0, len(params), 100): client.log_batch(run_id, params=params[i:i + 100])  # MLflow's limits
