@@ -180,6 +180,8 @@ def run_folder(run) -> Path:
 def watch(run, every: float = 2.0, timeout: float = None) -> dict:
     "Follow a run (a `Run`, or its folder) until it ends: live status line and learning curves."
     run_dir, t0, shown, handles = run_folder(run), time.time(), None, None
+    if not isinstance(run, Run) and (pm := launched(run_dir)):  # a folder papermill was started for (`resume --detach`):
+        run = Run(run_dir, pm.pid, pm.create_time())  # its status.json is the last session's until training begins
     try:
         while True:
             s = run.status() if isinstance(run, Run) else run_status(run_dir)

@@ -51,9 +51,9 @@ def test_detach_watch_stop_resume(tmp_path):
     r = cli("resume", str(run), cwd=tmp_path)  # its plugins not named: refused before a kernel starts, nothing left
     assert r.returncode == 1 and "trained with plugins=" in r.stderr and "starting a kernel" not in r.stdout, r.stderr
     assert sorted(p.name for p in run.glob("notebook*.ipynb")) == notebooks
-    r = cli("resume", str(run), "-p", "plugins", str(tmp_path / "pace.py"), cwd=tmp_path,  # a run's plugins are
-            env={**os.environ, "PACE_S": "0"})  # imported only when named again; the rest at full speed
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli("resume", "--detach", str(run), "-p", "plugins", str(tmp_path / "pace.py"), cwd=tmp_path,  # a run's
+            env={**os.environ, "PACE_S": "0"})  # plugins are imported only when named again; the rest at full speed
+    assert r.returncode == 0 and f"mnist-lab watch {run}" in r.stdout, r.stderr[-2000:]  # returned at once
     r = cli("watch", str(run), cwd=tmp_path)
     assert r.returncode == 0 and "completed: epoch 30/30" in r.stdout, r.stdout
 
