@@ -6,8 +6,8 @@
 __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE_DIR', 'MAX_IDX_BYTES', 'CACHE',
            'DOWNLOAD_FAILED', 'OFFICIAL_MD5S', 'LUMA', 'CIFAR10_CLASSES', 'CIFAR10_FILES', 'CIFAR10_ARCHIVE',
            'CIFAR10_RECORD', 'IMAGE_EXTENSIONS', 'OTHER_IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MAX_IMAGE_BYTES',
-           'EXIF_TURNED', 'VAL_FOLDERS', 'BUILT_IN_DATASETS', 'AUGMENTATIONS', 'register', 'accepted', 'Data',
-           'register_dataset', 'channel_stats', 'recorded_channels', 'images_digest', 'check_part', 'as_data',
+           'MAX_JPEG_SCANS', 'EXIF_TURNED', 'VAL_FOLDERS', 'BUILT_IN_DATASETS', 'AUGMENTATIONS', 'register', 'accepted',
+           'Data', 'register_dataset', 'channel_stats', 'recorded_channels', 'images_digest', 'check_part', 'as_data',
            'IdxSpec', 'read_idx', 'find_idx_files', 'failure_note', 'remember_download_failure',
            'download_failed_recently', 'try_download', 'download_idx', 'official_md5s', 'md5sum', 'read_dataset',
            'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'memory_check',
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .process import say, literal_text
+from .process import say, literal_text, one_line
 from .record import (project_path, save_atomic, load_weights, open_regular, open_beneath, not_yours_alone,
                               relative_hint)
 
@@ -455,6 +455,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".webp")  # what torchvisio
 OTHER_IMAGE_EXTENSIONS = (".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".heic", ".avif")  # skipped, and said
 MAX_IMAGE_PIXELS = 4096 * 4096  # per image: a larger header is a decompression bomb, or not a dataset image
 MAX_IMAGE_BYTES = 64 << 20  # per file
+MAX_JPEG_SCANS = 100  # a progressive JPEG has about 10; each scan decodes the whole image again (a 200 KB file: a minute)
 
 def visible_files(folder) -> list:
     "The paths (strings) of the files in `folder` and its subfolders, hidden files and folders left out at every depth."
@@ -477,7 +478,7 @@ def list_images(root: Path, classes=None) -> tuple:
             raise ValueError(f"{root}: class folders {same!r} and {name!r} look the same (one name written two ways in "
                              "Unicode): merge them into one folder")
     if classes is not None and (unknown := [c for c in found if nfc(c) not in map(nfc, classes)]):
-        raise ValueError(f"{root}: class folders {unknown} are not in train/ ({', '.join(classes)})")
+        raise ValueError(f"{root}: class folders {unknown} are not in train/ ({one_line(', '.join(classes))})")
     classes = classes or found  # a test/ folder written the other way (NFD for NFC) is the train/ class it shows
     label = {nfc(c): i for i, c in enumerate(classes)}
     files, labels, skipped = [], [], {}
@@ -558,6 +559,9 @@ def decode_file(path, channels: int, size: tuple, resize: bool, beneath=None) ->
         data = read_image_file(path, beneath)
         w, h, _ = image_header(data)
         if w * h > MAX_IMAGE_PIXELS: raise ValueError(f"{w}x{h} pixels, more than {MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
+        # every scan marker counted (scan data stuffs each 0xFF with 0x00: no marker hides in it), an EXIF thumbnail's too
+        if data[:2] == b"\xff\xd8" and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
+            raise ValueError(f"a JPEG of {scans:,} scans, more than {MAX_JPEG_SCANS} (a decoding bomb?)")
         if data[:3] == b"GIF": x = gif_first_frame(data)  # an animated GIF: its first frame, the only one decoded
         else:
             own_mode = data[8:12] == b"WEBP"  # its decoder gives RGB whatever mode is asked
@@ -565,10 +569,10 @@ def decode_file(path, channels: int, size: tuple, resize: bool, beneath=None) ->
                              mode=ImageReadMode.GRAY if channels == 1 and not own_mode else ImageReadMode.RGB,
                              apply_exif_orientation=True)
             x = to_dtype(x, torch.uint8, scale=True)  # a 16-bit PNG's 0..65535 to 0..255 (a cast would keep the low byte)
-    except Exception as e: raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    except Exception as e: raise ValueError(f"{one_line(path)}: not a readable image ({type(e).__name__}: {e})") from None
     if x.shape[0] != channels: x = fit_images(x[None], channels=channels)[0]  # grey from RGB as PIL makes it
     if x.shape[-2:] != size:
-        if not resize: raise ValueError(f"{path}: {x.shape[-1]}x{x.shape[-2]} pixels, the first image {size[1]}x{size[0]}; set image_size "
+        if not resize: raise ValueError(f"{one_line(path)}: {x.shape[-1]}x{x.shape[-2]} pixels, the first image {size[1]}x{size[0]}; set image_size "
                                         "to resize them all to one square size")
         x = fit_images(x[None], size=size)[0]
     return x
@@ -604,12 +608,13 @@ def decode_images(files: list, channels: int, size: tuple, resize: bool, what: s
 
 # %% ../nbs/02_data.ipynb #c24d1a98
 def image_cache_key(root: Path, files: list, labels, channels: int, size: tuple) -> str:
-    "A hash of every file's path, size and modification time, its label, and the decoding choices."
-    h, skip = hashlib.sha256(f"mnist_lab image_folder v2 {channels} {size}".encode()), len(str(root)) + 1
+    """A hash of every file's path, size, inode and times, its label, and the decoding choices. The change time too: an
+    edit with its old modification time put back (`touch -r`, which anyone who may write the file can do) changes it."""
+    h, skip = hashlib.sha256(f"mnist_lab image_folder v3 {channels} {size}".encode()), len(str(root)) + 1
     for f, y in zip(files, labels.tolist()):
         try: st = os.stat(f)
-        except OSError as e: raise ValueError(f"{f}: not a readable image ({e.strerror})") from None  # a link loop
-        h.update(f"{f[skip:]}\0{y}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError as e: raise ValueError(f"{one_line(f)}: not a readable image ({e.strerror})") from None  # a link loop
+        h.update(f"{f[skip:]}\0{y}\0{st.st_size}\0{st.st_ino}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
     return h.hexdigest()[:20]
 
 def cached_images(root: Path, key: str, n: int, shape: tuple, decode) -> tuple:
@@ -685,7 +690,7 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
     beneath = str(root) if any(not_yours_alone(d, owners=(os.geteuid(), 0)) for d in folders) else None
     def header(f):
         try: return image_header(read_image_file(f, beneath))
-        except Exception as e: raise ValueError(f"{f}: not a readable image ({type(e).__name__}: {e})") from None
+        except Exception as e: raise ValueError(f"{one_line(f)}: not a readable image ({type(e).__name__}: {e})") from None
     # channels=0: colour if the first image of any class is (one stray grey scan first makes no colour dataset grey;
     # grey with alpha is grey, RGBA and palettes colour); the first image's size is what "as they are" means
     firsts = {}
