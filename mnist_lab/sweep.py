@@ -38,6 +38,7 @@ def check_shapes(space: dict, grid: bool) -> dict:
     "Each value of `space` is a non-empty list, or (not for a grid) a {low, high, log, int} range."
     if not isinstance(space, dict) or not space: raise ValueError(f"space={space!r}: a non-empty mapping")
     for k, v in space.items():
+        if isinstance(v, list) and len(v) > MAX_TRIALS: raise ValueError(f"space[{k!r}]: {len(v):,} values; at most {MAX_TRIALS:,}")
         if isinstance(v, list) and v: continue
         if not grid and isinstance(v, dict) and {"low", "high"} <= set(v) <= {"low", "high", "log", "int"}:
             check_range(k, v)
@@ -88,8 +89,11 @@ def check_space(space: dict, params: dict, grid: bool, elsewhere: bool = False) 
         if elsewhere and (missing := code_elsewhere(cfg)):
             raise ValueError("this sweep's trials train in other processes (n_jobs > 1 or executor papermill), "
                              "which cannot see:\n  " + "\n  ".join(missing))
-    data = [k for k in ("dataset", "data_dir", "download") if isinstance(space.get(k), list)]  # every choice of these
-    for values in itertools.product(*(space[k] for k in data)):
+    data = [k for k in ("dataset", "data_dir", "download") if isinstance(space.get(k), list)]  # every choice of these,
+    choices = [list({json.dumps(v): v for v in space[k]}.values()) for k in data]  # each once (a list may repeat them)
+    if (n := math.prod(map(len, choices))) > MAX_TRIALS:  # a random sweep's lists are not bounded as a grid
+        raise ValueError(f"space: {n:,} combinations of {', '.join(data)} to check; at most {MAX_TRIALS:,}")
+    for values in itertools.product(*choices):
         cfg = TrainConfig.from_params(**trial_params(params, {**settings[0], **dict(zip(data, values))}))
         if why := missing_data(cfg.dataset, cfg.data_dir, cfg.download): raise FileNotFoundError(why)
     return len(settings) if grid else 0
@@ -795,10 +799,11 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
                              f"it yourself (--{k.replace('_', '-')} {params[k]!r})")
     spec = check_spec(stored, f"study {study_name!r}")
     if sweep_dir is None:  # the study's folder, if it is yours alone (not made yet: made in folders that are)
-        sweep_dir = project_path(spec["sweep_dir"]).resolve()  # resolved once, for the check and the trials
-        if whose := not_yours_alone(sweep_dir):
+        sweep_dir = project_path(spec["sweep_dir"])  # checked as named (a link of the study's owner's is on its way),
+        if whose := not_yours_alone(sweep_dir):  # then resolved once, for the trials
             raise ValueError(f"study {study_name!r} keeps its trials in {sweep_dir}, which is {whose}: keep this "
                              "machine's trials in a folder of yours (--sweep-dir DIR)")
+        sweep_dir = sweep_dir.resolve()
     return run_sweep(study, url, n_jobs, sweep_dir, retry_failed, checked=stored)
 
 # %% ../nbs/10_sweep.ipynb #1a8274a4

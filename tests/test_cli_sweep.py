@@ -258,6 +258,11 @@ def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatc
         os.chown(tmp_path / "sw", 65534, 65534)
         assert mnist_lab.cli.main(["sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw"]) == 1
         assert "is another user's (uid 65534): keep this machine's trials in a folder of yours" in capsys.readouterr().err
+        theirs = tmp_path / "theirs"; theirs.mkdir(); (tmp_path / "mine").mkdir()  # their link to a folder of yours:
+        (theirs / "out").symlink_to(tmp_path / "mine"); os.chown(theirs, 65534, 65534)  # they chose where it leads
+        study.set_user_attr("spec", {**spec, "params": {"dataset": "mnist_sample"}, "sweep_dir": str(theirs / "out")})
+        assert mnist_lab.cli.main(["sweep", "--join", f"sqlite:///{tmp_path}/sw/study.db", "sw"]) == 1
+        assert f"inside {theirs}, another user's folder" in capsys.readouterr().err and not list((tmp_path / "mine").iterdir())
         with pytest.raises(PermissionError, match="is another user's"):  # nor a sweep of yours there: its trials are
             S.sweep({"lr": [1e-2]}, tmp_path / "sw", params={"dataset": "mnist_sample"})  # resumed, their results read
 
