@@ -791,11 +791,18 @@ def next_notebook(run_dir) -> Path:
 # %% ../nbs/01_record.ipynb #a49c5d0c
 def link_notebook(run_dir: Path):
     """Put the executed papermill notebook in the run folder as a relative link, so that moving the project
-    (or the runs folder with the notebooks in it) keeps it working."""
+    (or the runs folder with the notebooks in it) keeps it working. A notebook outside the run folder is closed to
+    whoever the run folder is closed to (its plots show the data, which they may not read: `keep_as_private_as`)."""
     nb = papermill_output()
     if nb is None: return None
     check_yours_alone(nb.parent, "papermill's output notebook")  # papermill writes it by path after every cell
     if nb.resolve().parent == run_dir.resolve(): return None
+    closed = stat.S_IMODE(os.stat(run_dir).st_mode)
+    hidden = (0o070 if closed & 0o050 != 0o050 else 0) | (0o007 if closed & 0o005 != 0o005 else 0)
+    fd = os.open(nb, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # the file papermill keeps rewriting, not a link
+    try:
+        if hidden & (mode := stat.S_IMODE(os.fstat(fd).st_mode)): os.fchmod(fd, mode & ~hidden)
+    finally: os.close(fd)
     link = next_notebook(run_dir)
     link.symlink_to(os.path.relpath(nb.resolve(), run_dir.resolve()))
     return nb

@@ -46,17 +46,22 @@ def test_help_notebook_lists_every_parameter_with_type_and_no_parse_warning():
         assert re.search(rf"^  {f.name}: {f.type.__name__} \(default ", r.stdout, re.M), f.name
 
 
-def test_papermill_end_to_end(tmp_path):
+def test_papermill_end_to_end(request):
     """One papermill run as people type it: from a project's subfolder (nbs/), options before the paths, a relative
     output. The run lands in the project's runs/ (not nbs/runs/) with its whole record, linked to its notebook, and
-    `mnist-lab runs` from the subfolder lists it."""
-    (tmp_path / "settings.ini").write_text("[DEFAULT]\n")  # the project's root
-    (tmp_path / "nbs").mkdir()
-    options = [a for k, v in (*TINY, ("lr", 0.01)) for a in ("-p", k, str(v))]
+    `mnist-lab runs` from the subfolder lists it. Its data (MNIST's IDX files in the project's data/) is readable by
+    no one else: the run folder and the notebook outside it, whose plots show the digits, are closed to them too."""
+    import os, shutil, tempfile
+    project = Path(tempfile.mkdtemp()); project.chmod(0o755)  # where others may look (pytest's tmp_path is closed)
+    request.addfinalizer(lambda: shutil.rmtree(project))
+    (project / "settings.ini").write_text("[DEFAULT]\n")  # the project's root
+    (project / "nbs").mkdir(); (project / "data").mkdir(mode=0o700)
+    for f in (ROOT / "mnist_lab" / "sample").glob("*.gz"): shutil.copy(f, project / "data")
+    options = [a for k, v in (*TINY[1:], ("dataset", "mnist"), ("lr", 0.01)) for a in ("-p", k, str(v))]
     r = subprocess.run([sys.executable, "-m", "papermill", *options, "--no-progress-bar", str(ROOT / "nbs" / "train.ipynb"),
-                        "out.ipynb"], cwd=tmp_path / "nbs", capture_output=True, text=True, timeout=600)
+                        "out.ipynb"], cwd=project / "nbs", capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    out = tmp_path / "nbs" / "out.ipynb"
+    out = project / "nbs" / "out.ipynb"
     nb = nbformat.read(out, as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert "lr = 0.01" in injected[0].source
@@ -64,19 +69,21 @@ def test_papermill_end_to_end(tmp_path):
     assert "epoch   2/2" in text and "test accuracy" in text and "image/png" in text
     assert "| lr | `0.01` |" in text  # the resolved config is shown
     assert "it/s" not in text and "s/it" not in text  # per-epoch lines, no per-batch progress bars
-    (run,) = (tmp_path / "runs" / "run").iterdir()
-    assert not (tmp_path / "nbs" / "runs").exists()
+    (run,) = (project / "runs" / "run").iterdir()
+    assert not (project / "nbs" / "runs").exists()
     for f in ("config.json", "metrics.jsonl", "model.pt", "last.pt", "best.pt", "summary.json",
               "status.json", "learning_curves.png", "confusion.png", "predictions.png", "mistakes.png"):
         assert (run / f).is_file(), f
     assert (run / "tb").is_dir()
     assert (run / "notebook.ipynb").resolve() == out.resolve()  # the executed notebook is part of the record
+    assert "not readable by its group and others: nor is this run folder" in text
+    assert (run.stat().st_mode & 0o077, out.stat().st_mode & 0o077) == (0, 0), (oct(run.stat().st_mode), oct(out.stat().st_mode))
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["dataset"] == "mnist_sample" and summary["test_accuracy"] > 0.8
+    assert summary["dataset"] == "mnist" and summary["test_accuracy"] > 0.8
     assert json.loads((run / "config.json").read_text())["lr"] == 0.01
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
-    r = subprocess.run([str(Path(sys.executable).parent / "mnist-lab"), "runs"], cwd=tmp_path / "nbs",
+    r = subprocess.run([str(Path(sys.executable).parent / "mnist-lab"), "runs"], cwd=project / "nbs",
                        capture_output=True, text=True, timeout=120)
     assert "completed" in r.stdout and "more columns hidden" in r.stdout, r.stdout + r.stderr
 
