@@ -11,12 +11,13 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'IdxSpec', 'read_idx', 'find_idx_files', 'failure_note', 'remember_download_failure',
            'download_failed_recently', 'try_download', 'download_idx', 'official_md5s', 'md5sum', 'read_dataset',
            'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'memory_check',
-           'fit_images', 'fit_data', 'dataset_names', 'default_data_dir', 'load_data', 'read_cifar_file', 'has_cifar10',
-           'cifar10_not_found', 'cifar10', 'visible_files', 'list_images', 'png_orientation', 'read_image_file',
-           'gif_first_frame', 'image_header', 'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key',
-           'cached_images', 'held_out', 'no_train_folder', 'image_folder', 'missing_data', 'split_train_val',
-           'BatchSampler', 'BalancedSampler', 'normalize', 'eval_batches', 'register_augmentation', 'random_affine',
-           'shift', 'rotate', 'affine', 'noise', 'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
+           'fit_images', 'fit_data', 'dataset_names', 'default_data_dir', 'load_data', 'data_sources',
+           'read_cifar_file', 'has_cifar10', 'cifar10_not_found', 'cifar10', 'visible_files', 'list_images',
+           'png_orientation', 'read_image_file', 'gif_first_frame', 'image_header', 'decode_file', 'decode_chunk',
+           'decode_images', 'image_cache_key', 'cached_images', 'held_out', 'no_train_folder', 'image_folder',
+           'missing_data', 'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize', 'eval_batches',
+           'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase', 'flip',
+           'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
 import errno, gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, unicodedata, zlib
@@ -404,6 +405,13 @@ def load_data(dataset: str = "auto", data_dir="data", download_ok: bool = True, 
     args = {"data_dir": project_path(data_dir), "download": download_ok, "image_size": image_size,
             "channels": channels}
     return fit_data(as_data(dataset, fn(**accepted(fn, args))), image_size, channels)
+
+# %% ../nbs/02_data.ipynb #8a987959
+def data_sources(d: Data, data_dir=None) -> list:
+    "The paths `d`'s images were read from: its files (IDX, CIFAR), else its source folder, else `data_dir`, if there."
+    source = d.source if d.source and os.path.exists(d.source) else str(project_path(data_dir)) if data_dir else ""
+    files = [os.path.join(source, f) for f in d.files] if isinstance(d.files, dict) and source else []
+    return files if files and all(os.path.isfile(f) for f in files) else [source] if source and os.path.exists(source) else []
 
 # %% ../nbs/02_data.ipynb #33829b68
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

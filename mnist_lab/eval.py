@@ -14,14 +14,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .data import (IDX_DATASETS, Data, load_data, normalize, eval_batches, show_images, decode_file,
-                            fit_images, images_digest, recorded_channels)
+                            fit_images, images_digest, recorded_channels, data_sources)
 from .metrics import Predictions, compute_metrics, per_class, bootstrap, chosen_metrics
 from .config import TrainConfig, model_from_config, from_record, run_metrics, defaults
 from .process import in_notebook, literal_text
 from .record import (read_model, fit_weights, check_fit, read_history, read_json, run_folder_of, writing,
                               check_yours_alone, COPY_ADVICE,
                               save_atomic, read_object, recorded_intervals, read_bounded, upgraded,
-                              is_number)
+                              is_number, keep_as_private_as)
 
 # %% ../nbs/06_eval.ipynb #4e16fb55
 @torch.no_grad()
@@ -291,6 +291,8 @@ def report(run, data=None, show: bool = True, plugins: str = "", pred=None) -> d
              "mistakes": lambda: plot_predictions(d.x_test, d.y_test, pred, classes, only_wrong=True)}
     paths, table = {}, per_class_table(cm, classes)
     with writing(run_dir):  # not while a training process writes the folder
+        # a run evaluated here (a copy of someone's run, its data_dir yours): its plots show that data, as training's do
+        if not hasattr(run, "run_dir"): keep_as_private_as(run_dir, data_sources(d))
         table_path = paths.setdefault("per_class", run_dir / f"{mark}per_class.txt")
         save_atomic(lambda f: f.write(table.encode() + b"\n"), table_path)
         for name, plot in plots.items():

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from .data import (BatchSampler, BalancedSampler, load_data, split_train_val, normalize, parse_augment,
-                            augment_batch, images_digest, recorded_channels, project_path)
+                            augment_batch, images_digest, recorded_channels, project_path, data_sources)
 from .model import n_params
 from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor, model_from_config,
                               resume_config, balanced_weights, model_overrides, run_metrics, plugin_sources,
@@ -336,11 +336,8 @@ def private_like_data(run_dir: Path, t: Training):
     """A run folder no one opens who cannot read its data (its plots, predictions and TensorBoard images show it): the
     files it read (IDX, CIFAR), else its source folder (an image folder), else `data_dir` for a dataset of yours that
     names none; one made closed is opened as far as that data lets. Said when it keeps someone out."""
-    d = t.data
-    source = d.source if d.source and os.path.exists(d.source) else str(project_path(t.cfg.data_dir))
-    files = [os.path.join(source, f) for f in d.files] if isinstance(d.files, dict) else []
-    sources = files if files and all(os.path.isfile(f) for f in files) else [source]  # not a whole data/ of others
-    if hidden := keep_as_private_as(run_dir, sources):
+    source = t.data.source or str(project_path(t.cfg.data_dir))
+    if hidden := keep_as_private_as(run_dir, data_sources(t.data, t.cfg.data_dir)):
         who = {0o070: "its group", 0o007: "others"}.get(hidden, "its group and others")
         t.log(f"note: {one_line(source)} is not readable by {who}: nor is this run folder (its plots show its images)")
 
