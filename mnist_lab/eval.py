@@ -6,10 +6,10 @@
 __all__ = ['PATH_PARAMS', 'MAX_EMBEDDED', 'PAGE_TEMPLATE', 'SAFE_OUTPUTS', 'evaluate', 'data_info', 'load_run',
            'export_safetensors', 'load_safetensors', 'as_images', 'predict', 'confusion_matrix', 'fits', 'data_changed',
            'others_paths', 'evaluate_run', 'plot_history', 'plot_confusion', 'plot_predictions', 'per_class_table',
-           'report', 'png_markdown', 'md_text', 'save_page', 'inert_cells', 'html_report']
+           'report', 'png_markdown', 'md_text', 'save_page', 'inert_cells', 'trained_in', 'html_report']
 
 # %% ../nbs/06_eval.ipynb #272320ca
-import contextlib, html, json, math, re
+import contextlib, html, json, math, os, re
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -172,7 +172,6 @@ PATH_PARAMS = ("data_dir", "init_from", "runs_root")  # what a config names that
 def others_paths(path, saved: dict):
     """Refuse a run folder of another user's whose config names paths of its own (`PATH_PARAMS` away from their
     defaults): evaluating or repeating it would read your files there, or write where they chose, as you."""
-    import os
     folder = run_folder_of(path)
     if (uid := folder.stat().st_uid) == os.geteuid(): return
     default = defaults()
@@ -372,6 +371,21 @@ def inert_cells(nb) -> list:
                                    execution_count=count(c.get("execution_count"))))
     return cells
 
+def trained_in(nb, run_dir: Path) -> bool:
+    """Whether executed notebook `nb` trained the run in `run_dir`: a `run folder:` line of its outputs names that
+    folder (a relative one, from the kernel's folder, by its last parts)."""
+    for c in nb.get("cells", []) if isinstance(nb.get("cells"), list) else []:
+        for o in c.get("outputs", []) if isinstance(c, dict) and isinstance(c.get("outputs"), list) else []:
+            if not (isinstance(o, dict) and o.get("output_type") == "stream" and isinstance(o.get("text"), str)): continue
+            for named in map(Path, re.findall(r"^run folder: (.+)$", o["text"], re.M)):
+                if not named.is_absolute():
+                    if run_dir.absolute().parts[-len(named.parts):] == named.parts: return True
+                    continue
+                try:
+                    if os.path.samefile(named, run_dir): return True
+                except OSError: pass  # gone (moved, copied from elsewhere), or not ours to look at
+    return False
+
 def html_report(run, plugins: str = "") -> Path:
     "Write `report.html` in a run's folder: summary with intervals, per-class table, plots, its executed notebook."
     import nbformat
@@ -399,16 +413,16 @@ def html_report(run, plugins: str = "") -> Path:
     executed = sorted(run_dir.glob("notebook*.ipynb"), key=lambda p: (len(p.name), p.name))
     if executed:  # the notebook papermill wrote (the link's target), its outputs as they were
         try:  # a link in someone else's folder may point at your notebooks: only its owner's file is shown
-            text = read_bounded(executed[-1], MAX_EMBEDDED, follow=True, owner=owner).decode(errors="replace")
-            # a link shows only this run's notebook, which names its folder: a copied run's link may lead to any of yours
-            why = None if not executed[-1].is_symlink() or run_dir.name in text else \
-                f"it links to a notebook that never names this run ({run_dir.name}: renamed since, or papermill killed " \
-                "before it saved)"
+            text, why = read_bounded(executed[-1], MAX_EMBEDDED, follow=True, owner=owner).decode(errors="replace"), None
         except OSError as e: why = e.strerror or type(e).__name__
         except ValueError as e: why = str(e)  # a FIFO, too large
         if why is None:
-            try: shown = inert_cells(nbformat.reads(text, as_version=4))
+            try: executed_nb = nbformat.reads(text, as_version=4); shown = inert_cells(executed_nb)
             except Exception as e: why = f"not a notebook ({type(e).__name__})"  # nbformat's errors are of many kinds
+        # a link shows only the notebook that trained in this folder: a copied run's link may lead to any of yours
+        if why is None and executed[-1].is_symlink() and not trained_in(executed_nb, run_dir):
+            why = ("it links to a notebook of another run folder (the link of a copied run, a project moved since, or "
+                   "papermill killed before it saved)")
         if why is not None:  # the page is written anyway, saying why
             shown = [md(f"(not shown: {md_text(executed[-1].name)}: {md_text(why)})")]
         cells += [md("## The executed notebook"), *shown]
