@@ -15,7 +15,7 @@ from .process import start, identity, recorded, alive, in_notebook, wait_until, 
 from .record import (project_path, relative_hint, new_run_dir, next_notebook, run_status, read_history, run_folder_of,
                               training_pid, read_json, write_json, write_status, read_bounded,
                               is_number, check_yours_alone,
-                              make_yours_alone, not_yours_alone, make_run_folder)
+                              make_yours_alone, not_yours_alone, make_run_folder, others_link)
 
 # %% ../nbs/09_launch.ipynb #99992ce7
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
@@ -227,6 +227,9 @@ def stop(run, grace: float = 60.0, papermill: subprocess.Popen | None = None, qu
     """Interrupt a run (a `Run`, a `Result` or its folder) cleanly and wait up to `grace` s for it to record that;
     a papermill still there then is killed. `papermill`: the process, when the caller started it; `quiet`: no line."""
     run_dir = run_folder(run)
+    if not hasattr(run, "run_dir") and (link := others_link(run_dir)):  # they chose which run a signal reaches
+        raise PermissionError(f"{run_dir}: its way goes through {link}, which leads to {run_dir.resolve()}: stop a run "
+                              "by a path that no one else can change (that one, if it is the run you mean)")
     s, pm = run_status(run_dir), papermill or launched(run_dir)
     pm_alive = lambda: pm is not None and still_running(pm)
     if s["status"] == "running": os.kill(training_pid(run_dir, s), signal.SIGINT)  # the lock holder, no other

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'WHO', 'CLOSED', 'COPY_ADVICE', 'HISTORY_TAIL', 'RESUME_KEYS',
-           'MAX_DIFF', 'acl_writers', 'private_group', 'others_write', 'unsafe_way', 'not_yours_alone',
+           'MAX_DIFF', 'acl_writers', 'private_group', 'others_write', 'unsafe_way', 'others_link', 'not_yours_alone',
            'make_yours_alone', 'NotYoursAlone', 'check_yours_alone', 'project_dir', 'project_path', 'relative_hint',
            'CheckpointError', 'discard', 'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json',
            'open_regular', 'regular', 'open_beneath', 'read_bounded', 'loads', 'read_json', 'read_object', 'is_number',
@@ -86,6 +86,21 @@ def unsafe_way(path) -> str | None:
             if target.is_absolute(): here = Path("/")
             continue
         here = entry
+    return None
+
+def others_link(path) -> str | None:
+    """The first link on the way to `path` that another user owns (they chose where it leads, and may change it), as
+    the kernel follows it, named; None where every link on the way is yours or root's."""
+    here, parts, hops = Path("/"), list(Path(path).absolute().parts[1:]), 0
+    while parts:
+        name = parts.pop(0)
+        if name == "..": here = here.parent; continue
+        if not (entry := here / name).is_symlink(): here = entry; continue
+        if (uid := entry.lstat().st_uid) not in (os.geteuid(), 0): return f"{entry}, a link of uid {uid}'s"
+        if (hops := hops + 1) > 40: return None  # a loop: using the path fails anyway
+        target = Path(os.readlink(entry))
+        parts = [*target.parts[1:], *parts] if target.is_absolute() else [*target.parts, *parts]
+        if target.is_absolute(): here = Path("/")
     return None
 
 def not_yours_alone(folder, owners=None) -> str | None:
