@@ -288,7 +288,7 @@ class TrainConfig:
     lr_patience: int = 2  # reduce_on_plateau: epochs without improvement before lowering the lr
     augment: str = ""  # comma-separated: shift, rotate, affine, noise, erase, flip (or your own)
     tta: str = "none"  # test-time augmentation of val and test: none, or flip (also the mirror image; clothing)
-    top_k: int = 3  # k of the top_k metric, at most the number of classes
+    top_k: int = 3  # k of the top_k metric (as many as the classes or more: always 1)
     metrics: str = "accuracy,top_k"  # computed on val and test: accuracy, top_k, f1_macro, balanced_accuracy, or your own
     monitor: str = "max val_accuracy"  # "min|max <metric>", e.g. max val_f1_macro: picks best.pt, drives early_stop, plateau
     early_stop: int = 0  # stop after this many epochs without improvement (0: off)

@@ -598,6 +598,9 @@ def run_header(data, cfg: TrainConfig) -> str:
     shown = ", ".join(f"{one_line(name)} {n}" for name, n in list(zip(data.classes, counts))[:12])
     more = f", ... ({len(data.classes) - 12} more; fewest {min(counts)}, most {max(counts)})" if len(counts) > 12 else ""
     notes = [data.note] if data.note else []
+    if "top_k" in run_metrics(cfg) and cfg.top_k >= len(data.classes):  # the default on a folder of 2 or 3 classes
+        notes.append(f"top_k={cfg.top_k} of {len(data.classes)} classes counts every image right (always 1): "
+                     "-p metrics accuracy leaves it out")
     held = (f"fold {cfg.fold} of {cfg.folds} held out for validation" if cfg.folds >= 2 else
             f"{cfg.val_split:.0%} of them held out at random for validation")
     return "\n".join([
@@ -609,17 +612,16 @@ def run_header(data, cfg: TrainConfig) -> str:
 
 # %% ../nbs/07_train.ipynb #ba424a57
 def check_sizes(cfg: TrainConfig, ckpt, D, n_train: int, data: dict):
-    """The batch fits the training split and splits evenly over the processes; top_k fits the classes; a resumed
-    run keeps its number of processes and its data (`data`: a `Data.info()`). Checked before any folder is made."""
+    """The batch fits the training split and splits evenly over the processes; a resumed run keeps its number of
+    processes and its data (`data`: a `Data.info()`). Checked before any folder is made."""
     if cfg.batch_size > n_train:
-        raise ValueError(f"batch_size={cfg.batch_size}: larger than the {n_train} training images")
+        raise ValueError(f"batch_size={cfg.batch_size}: larger than the {n_train} training images; set it to "
+                         f"{min(n_train, 32)} or less (-p batch_size {min(n_train, 32)}), and more epochs")
     if not cfg.steps_per_epoch and cfg.batch_size * cfg.accumulate > n_train:
         raise ValueError(f"batch_size={cfg.batch_size} x accumulate={cfg.accumulate}: more than the {n_train} training "
                          "images of an epoch; lower one, or set steps_per_epoch")
     if cfg.batch_size % D.world:
         raise ValueError(f"batch_size={cfg.batch_size}: must be divisible by the {D.world} processes")
-    if cfg.top_k > len(data["classes"]):
-        raise ValueError(f"top_k={cfg.top_k}: must be <= {len(data['classes'])}, the number of classes of {data['name']}")
     if ckpt and len(ckpt.get("rng_ranks", [0])) != D.world:
         raise ValueError(f"resume: the run was trained by {len(ckpt.get('rng_ranks', [0]))} process(es); "
                          f"resume it with the same number, not {D.world}")
