@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from .process import injected_parameters
 from .data import DATASETS, AUGMENTATIONS, dataset_names, parse_augment, project_path, register, memory_check
-from .metrics import METRICS, parse_metrics
+from .metrics import METRICS, METRIC_MODES, parse_metrics
 from .model import MODELS, make_model
 from .record import upgraded
 
@@ -426,12 +426,17 @@ def check_model(cfg) -> list:
 # %% ../nbs/05_config.ipynb #82e32446
 @config_check
 def check_strings(cfg) -> list:
-    "monitor, augment, metrics and milestones parse."
+    "monitor, augment, metrics and milestones parse; monitor goes the way its metric is better (a loss: min)."
     p = []
     for parse in (lambda: parse_monitor(cfg.monitor), lambda: parse_augment(cfg.augment),
                   lambda: parse_metrics(cfg.metrics), lambda: parse_ints(cfg.milestones, "milestones")):
         try: parse()
         except ValueError as e: p.append(str(e))
+    if not p:  # 'max val_ece' would keep the worst-calibrated epoch, and early stopping would stop at the best
+        mode, key = parse_monitor(cfg.monitor)
+        if (mode == "min") != (lower := key.endswith("_loss") or METRIC_MODES.get(key[4:]) == "min"):
+            p.append(f"monitor={cfg.monitor!r}: {key} is better {'lower' if lower else 'higher'}: write "
+                     f"'{'min' if lower else 'max'} {key}'")
     return p
 
 # %% ../nbs/05_config.ipynb #bc96b58a
