@@ -473,6 +473,9 @@ def epoch_row(t: Training, sums: tuple, n_steps: int, val: dict, t0: float) -> d
 def track_best(state: dict, row: dict, monitor: str) -> bool:
     "Count the epoch in `state` and follow the best `monitor` value; True when this epoch improved it."
     mode, key = parse_monitor(monitor)
+    if math.isnan(row[key]):  # never better than anything: best.pt would stay at epoch 1, early stopping would end the run
+        raise ValueError(f"monitor={monitor!r}: {key} is NaN at epoch {row['epoch']} (a metric with nothing to measure, "
+                         "such as the recall of a class the validation split lacks): monitor another, or make it a number")
     improved = state["best"] is None or (row[key] < state["best"] if mode == "min" else row[key] > state["best"])
     if improved: state.update(best=row[key], best_epoch=row["epoch"], bad_epochs=0)
     else: state["bad_epochs"] += 1
