@@ -699,18 +699,19 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
     def header(f):
         try: return image_header(read_image_file(f, beneath))
         except Exception as e: raise ValueError(f"{one_line(f)}: not a readable image ({type(e).__name__}: {e})") from None
-    # channels=0: colour if the first image of any class is (one stray grey scan first makes no colour dataset grey;
-    # grey with alpha is grey, RGBA and palettes colour); the first image's size is what "as they are" means
+    # channels=0: colour if the first image of any class is, or any of 64 spread over the folder (grey scans first in
+    # each class make no colour dataset grey; grey with alpha is grey, RGBA and palettes colour); the first image's
+    # size is what "as they are" means. Headers only: each file read once, nothing decoded
     firsts = {}
     for f, y in zip(files, labels.tolist()): firsts.setdefault(y, f)  # files[0] among them
-    headers = {f: header(f) for f in (firsts.values() if not channels else files[:1])}  # each file read once
+    headers = {f: header(f) for f in dict.fromkeys([*firsts.values(), *files[::max(1, len(files) // 64)]])}
     w, h, bands = headers[files[0]]
     mixed = ""
     if not channels:
-        colour = [f for f, (_, _, b) in headers.items() if b > 2]
+        colour, grey = ([f for f, (_, _, b) in headers.items() if (b > 2) == c] for c in (True, False))
         channels = 3 if colour else 1
-        if colour and bands <= 2:
-            mixed = (f"grey and colour images ({Path(files[0]).name} grey, {Path(colour[0]).name} colour): all are read "
+        if colour and grey:
+            mixed = (f"grey and colour images ({Path(grey[0]).name} grey, {Path(colour[0]).name} colour): all are read "
                      "as colour; channels=1 reads them grey")
     size = (image_size, image_size) if image_size else (h, w)
     if image_size and (odd := [f"{Path(f).name} {hw[0]}x{hw[1]}" for f, hw in headers.items() if hw[0] != hw[1]]):
