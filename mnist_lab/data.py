@@ -295,10 +295,12 @@ def read_dataset(name: str, files: dict) -> Data:
 def idx_not_found(name: str, data_dir, why: str) -> FileNotFoundError:
     "The error for IDX dataset `name` missing from `data_dir` (and not downloaded, `why`): where it looked, what to do."
     root = Path(data_dir).resolve()
+    images = (" It holds a train/ folder: images in class folders are dataset='image_folder' (-p dataset image_folder)."
+              if (root / "train").is_dir() else "")  # dataset left at auto, the commonest first slip with one's own images
     return FileNotFoundError(
         f"dataset={name!r}: IDX files not found in {root} or {root / IDX_DATASETS[name].tv_name / 'raw'}, "
         f"and {why}. Put {', '.join(s + '[.gz]' for s in IDX_STEMS)} in one of those folders, "
-        "or set data_dir to where they are.")
+        f"or set data_dir to where they are.{images}")
 
 def idx_dataset(name: str, data_dir, download: bool = True) -> Data:
     "IDX dataset `name` from `data_dir`, downloaded (md5-checked) when missing and `download` allows."
@@ -725,6 +727,9 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
         test = held_out(labels)
         x_train, y_train, x_test, y_test = x[~test], labels[~test], x[test], labels[test]
     notes = ([] if has_test else ["no test/ folder: a fixed, stratified 20% of train/ is the test set"]) + [mixed] * bool(mixed)
+    if has_test and (absent := [c for c, n in zip(classes, torch.bincount(y_test, minlength=len(classes)).tolist()) if not n]):
+        notes.append(f"test/ has no images of {', '.join(absent[:5])}{', ...' if len(absent) > 5 else ''}: the test "
+                     "metrics say nothing of how well they are recognised (support 0 in the per-class table)")
     notes += [f"{v}/ is not read: validation is val_split of train/ (move its class folders into train/ to use them)"
               for v in VAL_FOLDERS if (root / v).is_dir()]
     note = "; ".join(notes)
