@@ -345,7 +345,8 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser("mnist-lab", description="mnist_lab from the shell")
     sub = ap.add_subparsers(dest="cmd", required=True)
     def with_params(p):
-        p.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="a train.ipynb parameter")
+        p.add_argument("-p", "-r", nargs=2, action="append", metavar=("NAME", "VALUE"), dest="p",
+                       help="a train.ipynb parameter (-r too, as papermill spells a text value)")
         p.add_argument("--root", default="runs", help="runs root folder (default: runs)")
         p.add_argument("--plugins", default="", help="your .py files or modules that register a model, dataset or "
                        "metric (the same as -p plugins ...; a resumed run's stored plugins are never imported)")
