@@ -46,6 +46,7 @@ def run_row(run_dir: Path, root: Path) -> dict:
             **{k: v for k, v in summary.items() if k.startswith("test_")},
             **{f"test_{k}_{end}": x for k, iv in recorded_intervals(run_dir, summary).items() for end, x in zip(("low", "high"), iv)},
             **{k: summary[k] for k in ("dataset", "git_sha") if k in summary},  # else (not finished) its config's
+            "tested_on": summary.get("tested_on") if isinstance(summary.get("tested_on"), str) else None,  # test images
             "lower_is_better": summary.get("lower_is_better") if isinstance(summary.get("lower_is_better"), list) else None,
             "seconds": float(status["seconds"]) if is_number(status.get("seconds")) else  # its sessions, no pause
                        (updated - started) if started and updated else None,
@@ -250,9 +251,10 @@ def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dic
                              "b[0]): a paired bootstrap over the test images), or give each group its seeds or folds")
         summaries = [read_object(p / "summary.json") for p in paths]  # each read once: its test set, its number
         tested = {(s.get("dataset"), s.get("n_test")) for s in summaries}
-        if len(tested) > 1:
-            raise ValueError(f"the runs were tested on different test sets (dataset, images: {sorted(map(str, tested))}): "
-                             "not comparable")
+        images = {s["tested_on"] for s in summaries if isinstance(s.get("tested_on"), str)}  # runs before 2026-12-06: none
+        if len(tested) > 1 or len(images) > 1:
+            raise ValueError(f"the runs were tested on different test sets (dataset, images: {sorted(map(str, tested))}; "
+                             f"their digests: {sorted(images)}): not comparable")
         values = [number_in(p / "summary.json", s, f"test_{metric}") for p, s in zip(paths, summaries)]
         va, vb = (torch.tensor(v, dtype=torch.float64) for v in (values[:len(a)], values[len(a):]))
         pick = lambda v: v[torch.randint(len(v), (len(v),), generator=g)].mean()
@@ -260,7 +262,9 @@ def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dic
         ma, mb = va.mean().item(), vb.mean().item()
     else:  # a metric of the predicted class needs no scores: older runs saved only the classes
         pa, pb = (test_predictions(r, scores=metric not in BY_CLASS) for r in (a, b))
-        if not torch.equal(pa.y, pb.y): raise ValueError("the two runs were tested on different images: not comparable")
+        digests = {recorded(p, "summary.json", "tested_on") for p in paths}  # the images, not only their labels
+        if not torch.equal(pa.y, pb.y) or len(digests - {None}) > 1:
+            raise ValueError("the two runs were tested on different images: not comparable")
         if metric == "top_k" and pa.k != pb.k:
             raise ValueError(f"metric='top_k': the runs count top-{pa.k} and top-{pb.k} (their top_k): not comparable")
         fn, m = METRICS[metric], len(pa.y)

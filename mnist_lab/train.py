@@ -543,6 +543,7 @@ def summarize(t: Training, test: dict, stopped: bool) -> dict:
             "processes": t.D.world, "threads": torch.get_num_threads(), "seconds": rec.seconds(),
             "train_seconds": sum(h["epoch_time"] for h in rec.history), **versions(),
             "plugins_sha256": plugins_digest(t.cfg.plugins),
+            "tested_on": images_digest(data, test_only=True),  # runs tested on other images are not compared
             # where lower is better, as registered here: tables and comparisons know it without the plugin
             "lower_is_better": [m for m in test if METRIC_MODES.get(m) == "min"]}
 
