@@ -878,6 +878,8 @@ def sweep_report(sweep_dir="runs/sweep", plugins: str = "") -> Path:
             lo, hi = v["interval"]
             said = {"a is better": "the best is better", "b is better": "the second is better"}.get(v["verdict"], v["verdict"])
             unnamed = f" ({md_text(test)} is a plugin's: `--plugins` names it)" if metric != test else ""
+            if unnamed: print(f"note: the best two configurations are compared on test accuracy, not {one_line(test)}, "
+                              "which a plugin registers: name it (--plugins, plugins=) to compare on it")
             lower = " (lower is better)" if v["better"] == "lower" else ""
             verdict = (f"The best configuration against the second, on test {md_text(metric)}{lower}{unnamed}: {v['a']:.4f} vs "
                        f"{v['b']:.4f}, difference {v['difference']:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]: **{said}**.")
