@@ -50,7 +50,9 @@ def cmd_train(a) -> int:
 def cmd_fit(a) -> int:
     "Train in this process, no papermill: what each process of a torchrun job runs."
     from mnist_lab.train import TrainConfig, fit
-    fit(TrainConfig.from_params(**train_params(a), runs_root=a.root))
+    params = train_params(a)
+    if "name" in params: raise ValueError("-p name: use --name with mnist-lab fit")
+    fit(TrainConfig.from_params(**params, runs_root=a.root, **({"name": a.name} if a.name else {})))
     return 0
 
 # %% ../nbs/11_cli.ipynb #a8f162fb
@@ -144,15 +146,20 @@ def cmd_predict(a) -> int:
     if Path(a.run).is_dir():  # which weights (as load_run takes them): the final ones, unless a checkpoint is named
         used = "model.pt, its final weights" if (Path(a.run) / "model.pt").is_file() else "last.pt, its last checkpoint"
         print(f"{a.run}: {used}; name {Path(a.run) / 'best.pt'} for the epoch its monitor picked", file=sys.stderr)
+    from mnist_lab.data import IMAGE_EXTENSIONS, visible_files
+    folders = {f: sorted(p for p in visible_files(f) if p.lower().endswith(IMAGE_EXTENSIONS)) for f in a.files if Path(f).is_dir()}
+    if empty := [f for f, found in folders.items() if not found]:
+        raise FileNotFoundError(f"{one_line(empty[0])}: a folder with no image in it ({', '.join(IMAGE_EXTENSIONS)})")
+    files = [p for f in a.files for p in folders.get(f, [f])]  # a folder: the images in it and its subfolders
     images, read = [], []
-    for f in a.files:  # a file that is no image (or too large) is named; the others are still classified
+    for f in files:  # a file that is no image (or too large) is named; the others are still classified
         try: images.append(as_images([Path(f)], info["shape"])); read.append(f)
         except ValueError as e: print(f"mnist-lab predict: {one_line(e)}", file=sys.stderr)
     probs = predict(model, torch.cat(images), info) if images else []
     for f, p in zip(read, probs):
         top = p.topk(min(a.top, len(p)))
         print(f"{one_line(f)}: " + ", ".join(f"{one_line(info['classes'][i])} {v:.3f}" for v, i in zip(top.values.tolist(), top.indices.tolist())))
-    return 0 if len(read) == len(a.files) else 1
+    return 0 if len(read) == len(files) else 1
 
 # %% ../nbs/11_cli.ipynb #723e39a6
 def print_runs(df, all_columns: bool = False, sort: str | None = None):
@@ -360,8 +367,9 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("run", help="run folder")
     st = sub.add_parser("stop", help="interrupt a running run (recorded as stopped, resumable)")
     st.add_argument("run", help="run folder")
-    with_params(sub.add_parser("fit", help="train in this process (no papermill); with torchrun: "
-                                          "torchrun --nproc_per_node N --no-python mnist-lab fit -p ..."))
+    f = with_params(sub.add_parser("fit", help="train in this process (no papermill); with torchrun: "
+                                              "torchrun --nproc_per_node N --no-python mnist-lab fit -p ..."))
+    f.add_argument("--name", help="run name: runs go to ROOT/NAME/<time>-<id>/ (default: run)")
     r = with_params(sub.add_parser("resume", help="continue a stopped run exactly where it stopped"))
     r.add_argument("run", help="run folder or checkpoint file")
     r.add_argument("--detach", **detach)
@@ -371,7 +379,8 @@ def parser() -> argparse.ArgumentParser:
                    "stored plugins are never imported")
     pr = sub.add_parser("predict", help="the classes a run's model gives image files of yours")
     pr.add_argument("run", help="run folder or checkpoint file")
-    pr.add_argument("files", nargs="+", help="image files (PNG, JPEG, GIF, WebP), fitted to the run's size and colour")
+    pr.add_argument("files", nargs="+", help="image files (PNG, JPEG, GIF, WebP), or folders of them, fitted to the run's "
+                    "size and colour")
     pr.add_argument("--top", type=int, default=3, help="classes shown per file, most likely first (default 3)")
     pr.add_argument("--plugins", default="", help="your .py files or modules that register the run's model")
     ls = sub.add_parser("runs", help="table of all runs")

@@ -88,9 +88,14 @@ def test_train_runs_eval_resume(tmp_path, monkeypatch):
     write_jpeg(fit_images(digit, channels=3, size=56)[0], str(tmp_path / "mine.jpg"))
     code, out, err = in_process("predict", str(run), str(tmp_path / "mine.jpg"), "--top", "2")
     assert code == 0 and out.startswith(f"{tmp_path / 'mine.jpg'}: ") and len(out.split(": ", 1)[1].split(", ")) == 2, out + err
-    code, out, err = in_process("predict", str(run), str(tmp_path / "runs"), str(tmp_path / "mine.jpg"))
-    assert code == 1 and f"{tmp_path / 'runs'}: not a readable image" in err, err  # a folder is no image: named...
+    (tmp_path / "notes.png").write_text("no image")
+    code, out, err = in_process("predict", str(run), str(tmp_path / "notes.png"), str(tmp_path / "mine.jpg"))
+    assert code == 1 and f"{tmp_path / 'notes.png'}: not a readable image" in err, err  # a file that is no image: named...
     assert out.startswith(f"{tmp_path / 'mine.jpg'}: "), out  # ...and the image after it still classified
+    (tmp_path / "photos" / "b").mkdir(parents=True); (tmp_path / "photos" / ".DS_Store").write_text("x")
+    for name in ("photos/a.jpg", "photos/b/c.JPG", "photos/notes.txt"): (tmp_path / name).write_bytes((tmp_path / "mine.jpg").read_bytes())
+    code, out, err = in_process("predict", str(run), str(tmp_path / "photos"))  # a folder: its images, in order
+    assert code == 0 and [l.split(": ")[0] for l in out.splitlines()] == [str(tmp_path / p) for p in ("photos/a.jpg", "photos/b/c.JPG")], out + err
     r = cli("resume", str(run), "-p", "epochs", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / "notebook-2.ipynb").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 2
@@ -406,9 +411,10 @@ def test_a_run_keeps_its_plugins_code_and_reproduce_says_when_it_changed(tmp_pat
     plugin.write_text("from torch import nn\nfrom mnist_lab.model import register_model\n@register_model('mine')\n"
                       "def mine(n_classes=10, in_channels=1, image_size=(28, 28)):\n"
                       "    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size[0] * image_size[1], n_classes))\n")
-    r = cli("fit", *FAST, "-p", "model", "mine", "--plugins", str(plugin), "-p", "progress", "none", cwd=tmp_path)
+    r = cli("fit", *FAST, "-p", "model", "mine", "--plugins", str(plugin), "-p", "progress", "none", "--name", "mine",
+            cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    (run,) = (tmp_path / "runs" / "run").iterdir()
+    (run,) = (tmp_path / "runs" / "mine").iterdir()
     assert (run / "plugin-mine.py").read_text() == plugin.read_text()
     assert len(json.loads((run / "summary.json").read_text())["plugins_sha256"]) == 16
     plugin.write_text(plugin.read_text().replace("nn.Flatten()", "nn.Flatten(start_dim=1)"))  # the same model, new code
