@@ -51,8 +51,10 @@ def cmd_fit(a) -> int:
     "Train in this process, no papermill: what each process of a torchrun job runs."
     from mnist_lab.train import TrainConfig, fit
     params = train_params(a)
-    if "name" in params: raise ValueError("-p name: use --name with mnist-lab fit")
-    fit(TrainConfig.from_params(**params, runs_root=a.root, **({"name": a.name} if a.name else {})))
+    if a.name:
+        if params.get("name", a.name) != a.name: raise ValueError("--name and -p name differ: give one")
+        params["name"] = a.name
+    fit(TrainConfig.from_params(**params, runs_root=a.root))
     return 0
 
 # %% ../nbs/11_cli.ipynb #a8f162fb
