@@ -130,7 +130,9 @@ def prepare(**params) -> tuple:
     if cfg.resume:  # the run goes on in its own folder, named by the folder or a checkpoint in it
         run_dir = run_folder_of(project_path(cfg.resume))
         if not (run_dir / "config.json").is_file():
-            raise FileNotFoundError(f"resume={cfg.resume!r}: no run folder (with a config.json) there")
+            early = run_status(run_dir)["status"] in ("stopped", "failed")  # stop() in its first seconds, say
+            raise FileNotFoundError(f"resume={cfg.resume!r}: no run folder (with a config.json) there" + (
+                ": it was stopped before training began, so there is nothing to resume; start it again" * early))
         check_yours_alone(run_dir, f"resume={cfg.resume!r}")  # before its config is read (the kernel checks again)
         saved = read_json(run_dir / "config.json")  # a resume keeps the run's data: is it still there?
         from_record(saved, cfg.plugins)  # its model, metrics, dataset found (its plugins named again), before any kernel

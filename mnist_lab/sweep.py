@@ -461,7 +461,8 @@ def train_slot(spec: dict, run_dir: Path, chosen: dict, here: dict, on_row, stam
     if status == "completed": return recorded_number(run_dir / "summary.json", "best")
     if status == "damaged": raise RuntimeError(f"{run_dir}: left untouched: {s['error']}")
     if status == "unknown" and (run_dir / "config.json").is_file(): status = "stopped"  # before its first checkpoint
-    elif status == "unknown": (run_dir / "status.json").unlink(missing_ok=True)  # the empty claim of a start that died
+    elif not (run_dir / "config.json").is_file():  # the empty claim of a start that died, or one stopped (Ctrl-C, a
+        (run_dir / "status.json").unlink(missing_ok=True); status = "unknown"  # kill) before training began: anew
     if status == "unknown":
         params = {**trial_params(spec["params"], chosen), **here, "run_dir": str(run_dir)}
         if stamp: write_json(stamp, run_dir / "slot.json")
