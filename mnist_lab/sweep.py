@@ -16,7 +16,7 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
-import io, itertools, json, math, os, re, signal, socket, stat, subprocess, sys, threading, time, traceback, warnings
+import io, itertools, json, math, os, re, reprlib, signal, socket, stat, subprocess, sys, threading, time, traceback, warnings
 from contextlib import redirect_stdout
 from pathlib import Path
 import pandas as pd
@@ -39,7 +39,14 @@ def check_shapes(space: dict, grid: bool) -> dict:
     if not isinstance(space, dict) or not space: raise ValueError(f"space={space!r}: a non-empty mapping")
     for k, v in space.items():
         if isinstance(v, list) and len(v) > MAX_TRIALS: raise ValueError(f"space[{k!r}]: {len(v):,} values; at most {MAX_TRIALS:,}")
-        if isinstance(v, list) and v: continue
+        if isinstance(v, list) and v:
+            seen = set()  # 0.01 and 1e-2 are one value: trained twice, a setting would look like two seeds, no spread
+            for x in v:
+                if (key := json.dumps(x, sort_keys=True, default=str)) in seen:
+                    raise ValueError(f"space[{k!r}]={reprlib.repr(v)}: {x!r} is there twice; each value once (seeds: "
+                                     "seed: [0, 1, 2])")
+                seen.add(key)
+            continue
         if not grid and isinstance(v, dict) and {"low", "high"} <= set(v) <= {"low", "high", "log", "int"}:
             check_range(k, v)
             continue
