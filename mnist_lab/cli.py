@@ -200,6 +200,7 @@ def cmd_runs(a) -> int:
     "The runs table, filtered and sorted as asked."
     from mnist_lab.runs import runs_table
     root = a.folder or a.root  # mnist-lab runs runs/sweep, as report takes its folder
+    if odd := [f for f in a.where or [] if "=" not in f]: raise ValueError(f"--where {odd[0]!r}: write COL=VALUE (status=completed)")
     df = runs_table(root, where=dict(f.split("=", 1) for f in a.where or []), sort=a.sort)
     if df.empty: print(f"no runs under {root}" + (f" with {' and '.join(a.where)}" if a.where else ""))
     else: print_runs(df, a.all, a.sort)

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'BY_CLASS', 'SETTING', 'MAX_ARTEFACT', 'run_row', 'safe_run_row', 'metric_name',
-           'score_mode', 'table_mode', 'is_score', 'sortable', 'status_files', 'runs_table', 'varying', 'seed_stats',
-           'best_run', 'plot_metric_vs', 'plot_curves', 'test_predictions', 'recorded', 'compare', 'reproduce',
-           'sweep_of', 'export_mlflow']
+           'score_mode', 'table_mode', 'is_score', 'sortable', 'status_files', 'matches', 'runs_table', 'varying',
+           'seed_stats', 'best_run', 'plot_metric_vs', 'plot_curves', 'test_predictions', 'recorded', 'compare',
+           'reproduce', 'sweep_of', 'export_mlflow']
 
 # %% ../nbs/08_runs.ipynb #b80f333a
 import json, os, socket, stat, sys, time
@@ -108,6 +108,12 @@ def status_files(root: Path):
         folders += [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
         yield from (Path(e.path) for e in entries if e.name == "status.json")
 
+def matches(cell, value) -> bool:
+    "Whether a table's `cell` is `value` as a command line writes it: 3 and 3.0, 1e-2 and 0.01, True and true alike."
+    if str(cell) == str(value) or isinstance(cell, bool) and str(cell).lower() == str(value).lower(): return True
+    try: return not isinstance(cell, bool) and float(cell) == float(value)  # a column with a gap holds floats
+    except (TypeError, ValueError): return False
+
 def runs_table(root="runs", where: dict | None = None, sort: str | None = None) -> pd.DataFrame:
     """Every run folder (a folder with a status.json) under `root` (relative: to the project), newest first;
     `where={"status": "running"}` keeps matching rows, `sort="val_accuracy"` puts the best first."""
@@ -117,7 +123,7 @@ def runs_table(root="runs", where: dict | None = None, sort: str | None = None) 
     df = pd.DataFrame(rows).sort_values("started", ascending=False, na_position="last")
     for col, value in (where or {}).items():
         if col not in df: raise ValueError(f"where: no column {col!r}; columns: {', '.join(df.columns)}")
-        df = df[df[col].astype(str) == str(value)]
+        df = df[[matches(c, value) for c in df[col]]]
     if sort:
         if sort not in df: raise ValueError(f"sort={sort!r}: no such column; columns: {', '.join(df.columns)}")
         low_first = table_mode(df, sort) == "min"  # losses, times, a metric monitored with min
