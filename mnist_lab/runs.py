@@ -319,8 +319,9 @@ MAX_ARTEFACT = 256 << 20  # bytes: a run's plots and report.html are a few MB
 def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
     """Copy run folders (paths, or a runs table) into MLflow at `uri`: config as params, per-epoch metrics by epoch,
     test metrics and their 95% intervals, and as artefacts the plots, report.html and the weights as
-    `model.safetensors`. Exporting again adds nothing (each run is tagged with its folder); the runs of a sweep
-    become children of one parent run. Runs still training are left for later. Returns {folder: (MLflow run id, new)}."""
+    `model.safetensors`. Exporting again adds nothing (each run is tagged with its folder) but a run that ended
+    otherwise since (stopped, then resumed to the end): exported anew; the runs of a sweep become children of one parent
+    run. Runs still training are left for later. Returns {folder: (MLflow run id, new)}."""
     import hashlib, json, tempfile, mlflow
     from mlflow.entities import Metric, Param
     from safetensors.torch import save_file
@@ -332,11 +333,11 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
         where = Path(uri[len("sqlite:///"):]).resolve().parent / "mlflow-artifacts" if uri.startswith("sqlite:///") else None
         exp_id = client.create_experiment(experiment, artifact_location=where and where.as_uri(),
                                           tags={"mlflow.experimentKind": "custom_model_development"})
-    def find_or_start(folder: Path, name: str, tags: dict, start=None) -> tuple:  # (run id, exported before?)
+    def find_or_start(folder: Path, name: str, tags: dict, start=None, status=None) -> tuple:  # (run id, exported before?)
         key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:32]
         for r in client.search_runs([exp_id], f"tags.mnist_lab_id = '{key}'"):
-            if r.data.tags.get("mnist_lab_done"): return r.info.run_id, True
-            client.delete_run(r.info.run_id)  # an export that died half-way: start it again
+            if r.data.tags.get("mnist_lab_done") and status in (None, r.info.status): return r.info.run_id, True
+            client.delete_run(r.info.run_id)  # an export that died half-way, or a run stopped then resumed: anew
         return client.create_run(exp_id, start_time=start, run_name=name,
                                  tags={"mnist_lab_id": key, **tags}).info.run_id, False
     from urllib.parse import urlparse
@@ -362,6 +363,7 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
             if not (run_dir / "config.json").is_file():  # a sweep's folder, or a runs root, given as a run
                 print(f"skipped {run_dir}: no run folder (a folder of runs? give it with --root)")
             continue
+        if not (run_dir / "config.json").is_file(): continue  # stopped before training began: nothing to show
         try:  # every record is checked before MLflow is written to: a damaged run is skipped, and said
             cfg, summary = upgraded(read_object(run_dir / "config.json")), read_object(run_dir / "summary.json")
             history, intervals = read_history(run_dir), recorded_intervals(run_dir, summary)
@@ -374,7 +376,8 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
             if not seen: client.set_terminated(parent)
         tags = {"mnist_lab_dir": str(run_dir), **({"mlflow.parentRunId": parent} if parent else {})}
         name = str(run_dir.relative_to(sweep) if sweep else run_dir.name)
-        run_id, before = find_or_start(run_dir, name, tags, ms(s.get("started")))
+        ended = {"completed": "FINISHED", "stopped": "KILLED", "pruned": "KILLED"}.get(s["status"], "FAILED")
+        run_id, before = find_or_start(run_dir, name, tags, ms(s.get("started")), ended)  # resumed since: exported anew
         ids[str(run_dir)] = run_id, not before
         if before: continue
         try:  # what fails (a key MLflow does not take, a damaged checkpoint) skips this run, said; the next export retries
@@ -410,8 +413,7 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
                               metadata={"mnist_lab_config": json.dumps(cfg), "mnist_lab_data": json.dumps(info)})
                     client.log_artifact(run_id, f"{tmp}/model.safetensors")
             client.set_tag(run_id, "mnist_lab_done", "1")  # last: a run without it is exported again
-            client.set_terminated(run_id, {"completed": "FINISHED", "stopped": "KILLED"}.get(s["status"], "FAILED"),
-                                  ms(s.get("finished") or s.get("updated")))
+            client.set_terminated(run_id, ended, ms(s.get("finished") or s.get("updated")))
         except Exception as e:
             print(f"skipped {one_line(run_dir)}: not exported ({type(e).__name__}: {one_line(str(e)[:300])})")
             ids[str(run_dir)] = run_id, False
