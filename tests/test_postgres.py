@@ -19,7 +19,7 @@ def postgres_url():
     if not bins:
         if os.environ.get("MNIST_LAB_REQUIRE_POSTGRES"): pytest.fail("PostgreSQL is not installed (apt-get install postgresql)")
         pytest.skip("needs PostgreSQL's server binaries (Debian: apt-get install postgresql)")
-    pytest.importorskip("psycopg2")
+    pytest.importorskip("psycopg")  # psycopg 3: SQLAlchemy 2.1 reads postgresql:// URLs with it
     bin_dir = Path(bins[-1]).parent
     root = Path(tempfile.mkdtemp(prefix="mnist_lab_pg_"))
     as_user = []
@@ -38,7 +38,7 @@ def postgres_url():
     try:
         subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna"],
                        check=True, capture_output=True)
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optuna"
+        yield f"postgresql://postgres@127.0.0.1:{port}/optuna"  # as README writes it
     finally:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
