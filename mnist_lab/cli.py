@@ -257,9 +257,12 @@ def cmd_report(a) -> int:
     from mnist_lab.eval import html_report
     import matplotlib
     matplotlib.use("Agg")
-    if (Path(a.run) / "study.db").is_file():
+    if (Path(a.run) / "study.db").is_file() or a.storage:
         from mnist_lab.sweep import sweep_report
-        print(f"wrote {sweep_report(a.run, a.plugins)}")
+        print(f"wrote {sweep_report(a.run, a.plugins, a.storage, a.study)}")
+    elif (Path(a.run) / "trials").is_dir():  # a sweep whose study is in a database
+        raise FileNotFoundError(f"{a.run}: a sweep folder without study.db: name its study's database (--storage URL, "
+                                "and --study NAME if it is not the folder's name)")
     else: print(f"wrote {html_report(existing_run(a.run), a.plugins)}")
     return 0
 
@@ -408,6 +411,8 @@ def parser() -> argparse.ArgumentParser:
     hr = sub.add_parser("report", help="write a run's (or a sweep's) report.html: one self-contained page to share")
     hr.add_argument("run", help="run folder, or sweep folder (its configurations compared)")
     hr.add_argument("--plugins", default="", help="the run's plugins, if its plots must be made and need them")
+    hr.add_argument("--storage", help="a sweep's study database, if not its folder's study.db (postgresql://me@host/db)")
+    hr.add_argument("--study", help="with --storage: the study's name (default: the sweep folder's name)")
     ex = sub.add_parser("export", help="copy run folders into MLflow: params, metrics by epoch, plots, weights")
     ex.add_argument("to", choices=["mlflow"], help="where to: mlflow (pip install -e \".[mlflow]\")")
     ex.add_argument("runs", nargs="*", help="run folders (default: every finished run under --root)")

@@ -837,10 +837,11 @@ def cross_validate(cfg, folds: int = 5, sweep_dir="runs/cv", n_jobs: int = 1,
     return df
 
 # %% ../nbs/10_sweep.ipynb #d3f9516a
-def sweep_report(sweep_dir="runs/sweep", plugins: str = "") -> Path:
+def sweep_report(sweep_dir="runs/sweep", plugins: str = "", storage: str | None = None, study_name: str | None = None) -> Path:
     """Write `report.html` in a sweep's folder: one self-contained page comparing its configurations (their runs'
     seeds and folds as mean ± std), whether the best beats the second beyond the noise on the test metric the sweep
-    monitored (its validation twin; a metric of your own registered by `plugins` for single runs), and the plots."""
+    monitored (its validation twin; a metric of your own registered by `plugins` for single runs), and the plots.
+    `storage`, `study_name`: where its study is, if not the folder's study.db (a PostgreSQL URL, say)."""
     import io, nbformat
     import matplotlib.pyplot as plt
     from mnist_lab.eval import md_text, png_markdown, save_page
@@ -849,7 +850,7 @@ def sweep_report(sweep_dir="runs/sweep", plugins: str = "") -> Path:
     from mnist_lab.runs import compare, plot_curves, plot_metric_vs, seed_stats, varying
     check_yours_alone(project_path(sweep_dir), "sweep report", COPY_ADVICE)  # before any work: written by its name
     load_plugins(plugins)  # yours, named here: the study's own stay unimported
-    folder, study = project_path(sweep_dir).resolve(), load_study(sweep_dir)
+    folder, study = project_path(sweep_dir).resolve(), load_study(sweep_dir, storage, study_name)
     # the stored spec is read, never run: anyone who can write a shared study.db chose it (its plugins stay unimported,
     # its sweep_dir is not where this reads or writes)
     spec = study.user_attrs.get("spec")

@@ -99,6 +99,11 @@ def test_two_workers_in_different_folders_share_one_study(postgres_url, tmp_path
     means = table.groupby("lr").best.mean()
     assert means.max() == pytest.approx(study.best_value) and means.idxmax() == study.best_params["lr"]
     assert not (a / "runs").exists() and not (b / "runs").exists()  # run folders went to the sweep's folder
+    import contextlib, io, mnist_lab.cli  # its report: the folder has no study.db, the command names the database
+    with contextlib.redirect_stderr(io.StringIO()) as err: assert mnist_lab.cli.main(["report", str(tmp_path / "sw")]) == 1
+    assert "a sweep folder without study.db: name its study's database (--storage URL" in err.getvalue(), err.getvalue()
+    assert mnist_lab.cli.main(["report", str(tmp_path / "sw"), "--storage", url, "--study", "shared"]) == 0
+    assert "The best configuration against the second" in (tmp_path / "sw" / "report.html").read_text()
     from mnist_lab.sweep import read_only_storage  # the dashboard's storage: the server refuses its writes
     with pytest.raises(Exception) as refused:
         read_only_storage(url).create_new_study([optuna.study.StudyDirection.MAXIMIZE], "intruder")
