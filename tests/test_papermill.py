@@ -89,12 +89,18 @@ def test_papermill_end_to_end(request):
 
 
 def test_headless_kernel_freezes_imports_out_of_the_garbage_collector(tmp_path):
-    # papermill's kernel is one run; JupyterLab, scripts and this pytest process are left alone
+    """papermill's kernel is one run; JupyterLab, scripts and this pytest process are left alone. The kernels mnist_lab
+    starts (`mnist-lab train`, `launch`, sweeps) keep a PYTHONPATH that names their own folder (PYTHONPATH=. in a
+    checkout): ipykernel_launcher dropped it, and another install of mnist_lab was imported."""
+    import os
+    from mnist_lab.process import PAPERMILL, python_code
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import gc, mnist_lab.train  # as nbs/train.ipynb\nassert gc.get_freeze_count() > 10_000, gc.get_freeze_count()")])
+        "import gc, os, sys, mnist_lab.train  # as nbs/train.ipynb\nassert gc.get_freeze_count() > 10_000, gc.get_freeze_count()\n"
+        "assert sys.path[0] == os.getcwd() and 'PYTHONSAFEPATH' not in os.environ, sys.path")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "in.ipynb")
-    r = papermill(tmp_path / "out.ipynb", cwd=tmp_path, nb=tmp_path / "in.ipynb")
+    r = subprocess.run(python_code(PAPERMILL, "--engine", "mnist_lab", tmp_path / "in.ipynb", tmp_path / "out.ipynb"),
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert r.returncode == 0, r.stderr[-3000:]
     assert gc.get_freeze_count() == 0
 
