@@ -712,12 +712,14 @@ def summary_line(study, n: int, seconds: float) -> str:
 # %% ../nbs/10_sweep.ipynb #51b3852d
 def trials_table(study, sweep_dir=None) -> pd.DataFrame:
     """The runs table of the sweep's trials: one row per slot (per fold of a slot), read from `trials/NNNN` in
-    `sweep_dir` (default: the folder the study names)."""
+    `sweep_dir` (default: the folder the study names); a slot that another study's sweep filled (its `slot.json`)
+    is not this sweep's."""
     spec = study.user_attrs["spec"]
     root = Path(sweep_dir or spec["sweep_dir"]) / "trials"
     df = runs_table(root)
     slot = df.run.str.split("/").str[0]  # trials/NNNN, or trials/NNNN/foldK for a cross-validated sweep
-    return df[slot.isin([f"{k:04d}" for k in latest(study, spec["n_trials"])])].reset_index(drop=True)
+    theirs = {s for s in set(slot) if (stamp := read_json(root / s / "slot.json")) and stamp.get("study") != study.study_name}
+    return df[slot.isin([f"{k:04d}" for k in latest(study, spec["n_trials"])]) & ~slot.isin(theirs)].reset_index(drop=True)
 
 # %% ../nbs/10_sweep.ipynb #0d14acf4
 def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None, retry_failed: bool = False,
@@ -901,12 +903,18 @@ def sweep_report(sweep_dir="runs/sweep", plugins: str = "", storage: str | None 
     esc = md_text  # the study may be someone else's: what it stores shows as written
     folds = f", {esc(spec['folds'])} folds each" if spec.get("folds") else ""
     over = esc(", ".join(map(str, spec["space"])))
+    failed = [t for t in latest(study, spec["n_trials"]).values() if t.state.name == "FAIL"]  # no run folder, maybe
     cells = [md(f"# Sweep {esc(folder.name)}\n\n{esc(spec.get('method'))} over {over}: {len(done)} completed runs of "
-                f"{esc(spec.get('n_trials'))} trials{folds}; ranked by each run's best {esc(key)} ({mode}imised, the value "
+                f"{esc(spec.get('n_trials'))} trials{folds}{f', {len(failed)} failed (below)' if failed else ''}; ranked by each run's best {esc(key)} ({mode}imised, the value "
                 f"the study optimised), mean ± std over seeds and folds.\n\n{verdict}"),
              md(one_block(stats.to_html(float_format=lambda x: f"{x:.4f}"))), md("## Plots\n\n" + "\n\n".join(plots)),
              md("## Runs\n\n" + one_block(df[["run", "status", *by, *[c for c in repeats if c in df], "best", key,
                                     *dict.fromkeys(["test_accuracy", f"test_{test}"])]].rename(columns={"best": score}).to_html(index=False, float_format=lambda x: f"{x:.4f}")))]
+    if failed:  # what ended them, as the study recorded it: the page says what is missing from the comparison
+        cells.append(md("## Failed trials\n\n" + "\n".join(
+            f"- trial {t.number} ({esc(', '.join(f'{k}={v}' for k, v in t.params.items()))}): "
+            f"{esc(t.user_attrs.get('error', 'no error recorded'))}" for t in failed)
+            + "\n\n`mnist-lab sweep --retry-failed SPEC` trains them again once their cause is fixed"))
     return save_page(cells, folder / "report.html")
 
 # %% ../nbs/10_sweep.ipynb #452dbbf2
