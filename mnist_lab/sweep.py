@@ -849,7 +849,7 @@ def sweep_report(sweep_dir="runs/sweep", plugins: str = "", storage: str | None 
     from mnist_lab.eval import md_text, png_markdown, save_page
     from mnist_lab.config import load_plugins
     from mnist_lab.metrics import METRICS
-    from mnist_lab.runs import compare, plot_curves, plot_metric_vs, seed_stats, varying
+    from mnist_lab.runs import compare, plot_curves, plot_metric_vs, recorded, seed_stats, varying
     check_yours_alone(project_path(sweep_dir), "sweep report", COPY_ADVICE)  # before any work: written by its name
     load_plugins(plugins)  # yours, named here: the study's own stay unimported
     folder, study = project_path(sweep_dir).resolve(), load_study(sweep_dir, storage, study_name)
@@ -904,6 +904,10 @@ def sweep_report(sweep_dir="runs/sweep", plugins: str = "", storage: str | None 
     folds = f", {esc(spec['folds'])} folds each" if spec.get("folds") else ""
     over = esc(", ".join(map(str, spec["space"])))
     failed = [t for t in latest(study, spec["n_trials"]).values() if t.state.name == "FAIL"]  # no run folder, maybe
+    codes = sorted({c for p in done.path if isinstance(c := recorded(p, "summary.json", "plugins_sha256"), str)})
+    if len(codes) > 1:  # a plugin edited between trials (fixed, then --retry-failed): not one experiment
+        verdict += (f"\n\n**Note**: its runs ran {len(codes)} versions of their plugins (plugins_sha256 "
+                    f"{esc(', '.join(codes))}): a plugin edited during the sweep; each run keeps its code (plugin-NAME)")
     cells = [md(f"# Sweep {esc(folder.name)}\n\n{esc(spec.get('method'))} over {over}: {len(done)} completed runs of "
                 f"{esc(spec.get('n_trials'))} trials{folds}{f', {len(failed)} failed (below)' if failed else ''}; ranked by each run's best {esc(key)} ({mode}imised, the value "
                 f"the study optimised), mean ± std over seeds and folds.\n\n{verdict}"),
