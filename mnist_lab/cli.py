@@ -101,7 +101,8 @@ def foreground(run_dir: Path, params: dict, new: bool) -> int:
         if stop(run_dir, grace=15, papermill=p)["status"] != "running" and new: remove_unstarted(run_dir)
         raise
     s = run_status(run_dir)  # also records a dead kernel as failed
-    if not run.began(s):  # a failure before training: an earlier session's status, or none
+    if not run.began(s) or p.returncode and s["status"] == "running":  # a failure before training: an earlier
+        # session's status, or none, or another process's (two resumes of one run: the other holds its lock)
         error = notebook_error(run_dir) or f"papermill failed: see {run_dir / 'papermill.log'}"
         if new: remove_unstarted(run_dir)
         raise RuntimeError(error)
