@@ -12,7 +12,7 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'train_in_process', 'train_papermill', 'objective', 'slot_stamp', 'train_slot', 'suggest', 'outside_space',
            'orphaned', 'next_step', 'keep_traceback', 'taken_over', 'storage_failure', 'work', 'requeue',
            'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line',
-           'trials_table', 'run_sweep', 'sweep', 'join', 'multi_seed', 'cross_validate', 'sweep_report',
+           'trials_table', 'run_sweep', 'sweep', 'join', 'own_folder', 'multi_seed', 'cross_validate', 'sweep_report',
            'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
@@ -817,23 +817,31 @@ def join(url: str, study_name: str, n_jobs: int = 1, plugins: str = "", sweep_di
     return run_sweep(study, url, n_jobs, sweep_dir, retry_failed, checked=stored)
 
 # %% ../nbs/10_sweep.ipynb #1a8274a4
-def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir="runs/seeds", n_jobs: int = 1,
+def own_folder(kind: str, params: dict) -> Path:
+    "runs/<kind>/<a digest of `params`>: a folder of one configuration's own, the same each time it is asked for."
+    import hashlib
+    return Path("runs", kind, hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10])
+
+def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir=None, n_jobs: int = 1,
                metric: str = "test_accuracy") -> pd.Series:
-    "Run one config with several seeds; returns the mean, std and count of `metric` over them."
+    """Run one config with several seeds; returns the mean, std and count of `metric` over them. `sweep_dir`: by default
+    the config's own under runs/seeds (another config gets another; the same one, run again, is resumed)."""
     from mnist_lab.runs import seed_stats
-    df = sweep({"seed": list(seeds)}, sweep_dir, n_jobs=n_jobs, params=params)
+    df = sweep({"seed": list(seeds)}, sweep_dir or own_folder("seeds", params), n_jobs=n_jobs, params=params)
     stats = seed_stats(df[df.seed.isin(list(seeds))], metric).iloc[0]
     print(f"{metric}: {stats['mean']:.4f} ± {stats['std']:.4f} over {int(stats['count'])} seeds")
     return stats
 
-def cross_validate(cfg, folds: int = 5, sweep_dir="runs/cv", n_jobs: int = 1,
+def cross_validate(cfg, folds: int = 5, sweep_dir=None, n_jobs: int = 1,
                    metric: str = "val_accuracy") -> pd.DataFrame:
     """Train `cfg` (a `TrainConfig` or a dict of parameters) once per held-out fold of K stratified `folds` of the
-    training images, as a sweep over `fold` (resumable, `n_jobs` at once); prints and returns the runs table."""
+    training images, as a sweep over `fold` (resumable, `n_jobs` at once); prints and returns the runs table.
+    `sweep_dir`: by default the config's own under runs/cv."""
     from mnist_lab.runs import seed_stats
     params = cfg.changed() if isinstance(cfg, TrainConfig) else dict(cfg)  # what was chosen, not every default
     params = {k: v for k, v in params.items() if k not in ("resume", "run_dir", "runs_root", "fold", "folds")}
-    df = sweep({"fold": list(range(folds))}, sweep_dir, n_jobs=n_jobs, params={**params, "folds": folds})
+    params = {**params, "folds": folds}
+    df = sweep({"fold": list(range(folds))}, sweep_dir or own_folder("cv", params), n_jobs=n_jobs, params=params)
     stats = seed_stats(df, metric).iloc[0]
     print(f"{metric}: {stats['mean']:.4f} ± {stats['std']:.4f} over {int(stats['count'])} folds")
     return df
