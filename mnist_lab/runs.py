@@ -137,8 +137,14 @@ CONFIG_ONLY = ("runs_root", "name", "run_dir", "resume", "progress", "path", "ru
 def varying(df: pd.DataFrame) -> list:
     "Config columns whose value differs between runs (`val_split` among them; not the metrics, train_/val_/test_...)."
     metric = lambda c: c.startswith(("train_", "val_", "test_")) and c != "val_split"
-    return [c for c in df.columns if c not in CONFIG_ONLY and df[c].astype(str).nunique() > 1
-            and c not in ("status", "epoch", "best") and not metric(c)]
+    cols = [c for c in df.columns if c not in CONFIG_ONLY and df[c].astype(str).nunique() > 1
+            and c not in ("status", "epoch", "best", "tested_on") and not metric(c)]
+    # the test images too where they differ between runs of one setting, its seeds and folds (two folders of photos,
+    # one grown since): not where a setting tells them apart already (image_size), which would add a column of digests
+    settings = [c for c in cols if c not in ("seed", "fold")]
+    groups = [g for _, g in df.astype({c: str for c in settings}).groupby(settings)] if settings else [df]
+    if "tested_on" in df and any(g["tested_on"].nunique(dropna=False) > 1 for g in groups): cols.append("tested_on")
+    return cols
 
 # %% ../nbs/08_runs.ipynb #f5c8c1a7
 def seed_stats(df: pd.DataFrame, metric: str = "val_accuracy", mode: str | None = None) -> pd.DataFrame:
