@@ -10,11 +10,11 @@ __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'WHO', 'CLOSED', 'C
            'open_regular', 'regular', 'open_beneath', 'read_bounded', 'loads', 'read_json', 'read_object', 'is_number',
            'number_in', 'recorded_number', 'recorded_intervals', 'check_unpacked_size', 'open_checkpoint',
            'load_weights', 'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded',
-           'way_closed_to', 'unreadable_to', 'has_acl', 'chmod_keeping', 'make_run_folder', 'keep_as_private_as',
-           'new_run_dir', 'write_status', 'overwrite', 'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun',
-           'training_pid', 'run_folder_of', 'last_epoch', 'history_row', 'read_history', 'write_history', 'resumable',
-           'find_resume_checkpoint', 'git', 'versions', 'name_version', 'installed_packages', 'record_code',
-           'next_notebook', 'link_notebook', 'log_tensorboard']
+           'way_closed_to', 'unreadable_to', 'has_acl', 'chmod_keeping', 'make_run_folder', 'hidden_from',
+           'close_file_like', 'keep_as_private_as', 'new_run_dir', 'write_status', 'overwrite', 'run_status',
+           'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'last_epoch',
+           'history_row', 'read_history', 'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions',
+           'name_version', 'installed_packages', 'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
 
 # %% ../nbs/01_record.ipynb #ba07da95
 import contextlib, errno, fcntl, functools, io, itertools, json, os, platform, secrets, socket, stat, subprocess, sys, time
@@ -496,17 +496,33 @@ def make_run_folder(folder, what: str) -> Path:
     if fresh: chmod_keeping(folder, 0o700); Path(folder, CLOSED).touch()
     return Path(folder)
 
-def keep_as_private_as(run_dir: Path, sources) -> int:
-    """Close `run_dir` (and the folders in it) to who cannot read the data `sources` (paths: its plots, predictions and
-    TensorBoard images show that data) but could reach it; a folder `make_run_folder` made closed is opened as far as
-    the data lets, as the umask says. The group too where `run_dir`'s group is not the data's, or it has an access
-    control list (its named users are no readers of the data). Returns the bits taken: none where its way hides it."""
+def hidden_from(sources, target) -> int:
+    """The bits (0o070, 0o007) of who cannot read the data `sources` (paths) but could reach `target`, a folder or file
+    that shows it: the group too where `target`'s group is not the data's, or it has an access control list (its named
+    users are no readers of the data)."""
     sources = [s for s in ([sources] if isinstance(sources, (str, Path)) else sources) if s and os.path.exists(s)]
     hidden = 0
     for s in sources: hidden |= unreadable_to(s)
-    if hidden and (has_acl(run_dir) or any(os.stat(run_dir).st_gid != os.stat(Path(s).resolve()).st_gid for s in sources)):
+    if hidden and (has_acl(target) or any(os.stat(target).st_gid != os.stat(Path(s).resolve()).st_gid for s in sources)):
         hidden |= 0o070
-    hidden &= ~way_closed_to(run_dir)  # who cannot reach it anyway
+    return hidden & ~way_closed_to(target)  # who cannot reach it anyway
+
+def close_file_like(path, sources) -> int:
+    """Take from the file `path` (yours; never through a link) the read bits of who cannot read the data `sources`
+    but could reach it (`hidden_from`): an executed notebook elsewhere whose plots show the data. Returns them."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        hidden = hidden_from(sources, path) if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() else 0
+        if hidden & (mode := stat.S_IMODE(st.st_mode)): os.fchmod(fd, mode & ~hidden)
+        return hidden
+    finally: os.close(fd)
+
+def keep_as_private_as(run_dir: Path, sources) -> int:
+    """Close `run_dir` (and the folders in it) to who cannot read the data `sources` (paths: its plots, predictions and
+    TensorBoard images show that data) but could reach it (`hidden_from`); a folder `make_run_folder` made closed is
+    opened as far as the data lets, as the umask says. Returns the bits taken: none where its way hides it."""
+    hidden = hidden_from(sources, run_dir)
     if (marker := Path(run_dir, CLOSED)).is_file() and not marker.is_symlink():  # made closed: open it as it may be
         probe = Path(run_dir, ".umask"); probe.mkdir(exist_ok=True)  # a new folder's mode: 0777 less the umask
         default = probe.stat().st_mode & 0o777; probe.rmdir()
@@ -806,18 +822,11 @@ def next_notebook(run_dir) -> Path:
 # %% ../nbs/01_record.ipynb #a49c5d0c
 def link_notebook(run_dir: Path):
     """Put the executed papermill notebook in the run folder as a relative link, so that moving the project
-    (or the runs folder with the notebooks in it) keeps it working. A notebook outside the run folder is closed to
-    whoever the run folder is closed to (its plots show the data, which they may not read: `keep_as_private_as`)."""
+    (or the runs folder with the notebooks in it) keeps it working."""
     nb = papermill_output()
     if nb is None: return None
     check_yours_alone(nb.parent, "papermill's output notebook")  # papermill writes it by path after every cell
     if nb.resolve().parent == run_dir.resolve(): return None
-    closed = stat.S_IMODE(os.stat(run_dir).st_mode)
-    hidden = (0o070 if closed & 0o050 != 0o050 else 0) | (0o007 if closed & 0o005 != 0o005 else 0)
-    fd = os.open(nb, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # the file papermill keeps rewriting, not a link
-    try:
-        if hidden & (mode := stat.S_IMODE(os.fstat(fd).st_mode)): os.fchmod(fd, mode & ~hidden)
-    finally: os.close(fd)
     link = next_notebook(run_dir)
     link.symlink_to(os.path.relpath(nb.resolve(), run_dir.resolve()))
     return nb

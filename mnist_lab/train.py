@@ -26,8 +26,8 @@ from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor,
                               resume_config, balanced_weights, model_overrides, run_metrics, plugin_sources,
                               plugins_digest)
 from .metrics import chosen_metrics, METRIC_MODES
-from .process import kernel_stdin, say, progress_bar, env_number, one_line
-from .record import (new_run_dir, keep_as_private_as, read_history, write_history, write_status, write_json, save_checkpoint,
+from .process import kernel_stdin, say, progress_bar, env_number, one_line, papermill_output
+from .record import (new_run_dir, keep_as_private_as, close_file_like, read_history, write_history, write_status, write_json, save_checkpoint,
                               read_model, fit_weights, find_resume_checkpoint, versions, link_notebook,
                               log_tensorboard, lock_run, unlock_run, run_status, read_json, read_object,
                               record_code, upgraded, save_atomic, check_yours_alone,
@@ -336,8 +336,11 @@ def private_like_data(run_dir: Path, t: Training):
     """A run folder no one opens who cannot read its data (its plots, predictions and TensorBoard images show it): the
     files it read (IDX, CIFAR), else its source folder (an image folder), else `data_dir` for a dataset of yours that
     names none; one made closed is opened as far as that data lets. Said when it keeps someone out."""
-    source = t.data.source or str(project_path(t.cfg.data_dir))
-    if hidden := keep_as_private_as(run_dir, data_sources(t.data, t.cfg.data_dir)):
+    source, sources = t.data.source or str(project_path(t.cfg.data_dir)), data_sources(t.data, t.cfg.data_dir)
+    if (nb := papermill_output()) is not None and os.path.lexists(nb):  # plain papermill's notebook, beside the runs:
+        try: close_file_like(nb, sources)  # its plots show the data too (closed before its first plot is written)
+        except OSError: pass  # a link: link_notebook refuses it
+    if hidden := keep_as_private_as(run_dir, sources):
         who = {0o070: "its group", 0o007: "others"}.get(hidden, "its group and others")
         t.log(f"note: {one_line(source)} is not readable by {who}: nor is this run folder (its plots show its images)")
 
