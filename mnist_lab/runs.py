@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'BY_CLASS', 'SETTING', 'MAX_ARTEFACT', 'run_row', 'safe_run_row', 'metric_name',
            'score_mode', 'table_mode', 'is_score', 'sortable', 'status_files', 'matches', 'runs_table', 'varying',
-           'seed_stats', 'best_run', 'plot_metric_vs', 'plot_curves', 'test_predictions', 'recorded', 'compare',
-           'reproduce', 'sweep_of', 'export_mlflow']
+           'seed_stats', 'best_run', 'plot_metric_vs', 'plot_curves', 'test_predictions', 'recorded', 'other_images',
+           'compare', 'reproduce', 'sweep_of', 'export_mlflow']
 
 # %% ../nbs/08_runs.ipynb #b80f333a
 import json, os, socket, stat, sys, time
@@ -143,7 +143,8 @@ def varying(df: pd.DataFrame) -> list:
     # one grown since): not where a setting tells them apart already (image_size), which would add a column of digests
     settings = [c for c in cols if c not in ("seed", "fold")]
     groups = [g for _, g in df.astype({c: str for c in settings}).groupby(settings)] if settings else [df]
-    if "tested_on" in df and any(g["tested_on"].nunique(dropna=False) > 1 for g in groups): cols.append("tested_on")
+    if "tested_on" in df and any(g["tested_on"].nunique() > 1 for g in groups):  # (a run from before it has none: no
+        cols.append("tested_on")  # other test set)
     return cols
 
 # %% ../nbs/08_runs.ipynb #f5c8c1a7
@@ -152,7 +153,7 @@ def seed_stats(df: pd.DataFrame, metric: str = "val_accuracy", mode: str | None 
     (`mode` 'max' or 'min'; default: as `score_mode` says)."""
     done = df[df.status == "completed"]
     by = [c for c in varying(done) if c not in ("seed", "fold")]
-    g = done.groupby(by) if by else done.assign(all="all").groupby("all")
+    g = done.groupby(by, dropna=False) if by else done.assign(all="all").groupby("all")  # a None is a setting too
     low_first = (mode or table_mode(done, metric)) == "min"
     return g[metric].agg(["mean", "std", "count"]).sort_values("mean", ascending=low_first)
 
@@ -242,6 +243,16 @@ def recorded(run_dir: Path, file: str, key: str):
     try: return read_object(Path(run_dir) / file).get(key)
     except (OSError, ValueError): return None
 
+def other_images(paths: list, summaries: list) -> list:
+    """The test-image digests (`tested_on`) of runs that were fitted alike (image_size, channels) but tested on other
+    images (two folders of photos, one grown since), else []: runs fitted to other sizes hold the same images resized,
+    and runs from before the digest have none."""
+    fitted = {}
+    for p, s in zip(paths, summaries):
+        if isinstance(s.get("tested_on"), str):
+            fitted.setdefault((recorded(p, "config.json", "image_size"), recorded(p, "config.json", "channels")), set()).add(s["tested_on"])
+    return next((sorted(d) for d in fitted.values() if len(d) > 1), [])
+
 def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dict:
     """Whether `a` beats `b` on the test `metric` beyond the noise: runs (folders or `Result`s) by a paired bootstrap
     over the test images; lists of runs (seeds, folds) by their means, resampling the runs. Better is higher, or
@@ -263,10 +274,10 @@ def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dic
                              "b[0]): a paired bootstrap over the test images), or give each group its seeds or folds")
         summaries = [read_object(p / "summary.json") for p in paths]  # each read once: its test set, its number
         tested = {(s.get("dataset"), s.get("n_test")) for s in summaries}
-        images = {s["tested_on"] for s in summaries if isinstance(s.get("tested_on"), str)}  # runs before 2026-12-06: none
-        if len(tested) > 1 or len(images) > 1:
+        images = other_images(paths, summaries)
+        if len(tested) > 1 or images:
             raise ValueError(f"the runs were tested on different test sets (dataset, images: {sorted(map(str, tested))}; "
-                             f"their digests: {sorted(images)}): not comparable")
+                             f"their digests: {images}): not comparable")
         values = [number_in(p / "summary.json", s, f"test_{metric}") for p, s in zip(paths, summaries)]
         va, vb = (torch.tensor(v, dtype=torch.float64) for v in (values[:len(a)], values[len(a):]))
         pick = lambda v: v[torch.randint(len(v), (len(v),), generator=g)].mean()
@@ -274,8 +285,7 @@ def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dic
         ma, mb = va.mean().item(), vb.mean().item()
     else:  # a metric of the predicted class needs no scores: older runs saved only the classes
         pa, pb = (test_predictions(r, scores=metric not in BY_CLASS) for r in (a, b))
-        digests = {recorded(p, "summary.json", "tested_on") for p in paths}  # the images, not only their labels
-        if not torch.equal(pa.y, pb.y) or len(digests - {None}) > 1:
+        if not torch.equal(pa.y, pb.y) or other_images(paths, [read_object(p / "summary.json") for p in paths]):
             raise ValueError("the two runs were tested on different images: not comparable")
         if metric == "top_k" and pa.k != pb.k:
             raise ValueError(f"metric='top_k': the runs count top-{pa.k} and top-{pb.k} (their top_k): not comparable")
