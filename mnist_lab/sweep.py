@@ -42,7 +42,8 @@ def check_shapes(space: dict, grid: bool) -> dict:
         if isinstance(v, list) and v:
             seen = set()  # 0.01 and 1e-2 are one value: trained twice, a setting would look like two seeds, no spread
             for x in v:
-                if (key := json.dumps(x, sort_keys=True, default=str)) in seen:
+                number = isinstance(x, (int, float)) and not isinstance(x, bool)  # 32 and 32.0 too; True is no 1
+                if (key := float(x) if number else json.dumps(x, sort_keys=True, default=str)) in seen:
                     raise ValueError(f"space[{k!r}]={reprlib.repr(v)}: {x!r} is there twice; each value once (seeds: "
                                      "seed: [0, 1, 2])")
                 seen.add(key)
@@ -718,8 +719,9 @@ def trials_table(study, sweep_dir=None) -> pd.DataFrame:
     root = Path(sweep_dir or spec["sweep_dir"]) / "trials"
     df = runs_table(root)
     slot = df.run.str.split("/").str[0]  # trials/NNNN, or trials/NNNN/foldK for a cross-validated sweep
-    theirs = {s for s in set(slot) if (stamp := read_json(root / s / "slot.json")) and stamp.get("study") != study.study_name}
-    return df[slot.isin([f"{k:04d}" for k in latest(study, spec["n_trials"])]) & ~slot.isin(theirs)].reset_index(drop=True)
+    ours = pd.Series([not (stamp := read_json(root / run / "slot.json")) or stamp.get("study") == study.study_name
+                      for run in df.run], index=df.index, dtype=bool)
+    return df[slot.isin([f"{k:04d}" for k in latest(study, spec["n_trials"])]) & ours].reset_index(drop=True)
 
 # %% ../nbs/10_sweep.ipynb #0d14acf4
 def run_sweep(study, url: str, n_jobs: int = 1, sweep_dir=None, retry_failed: bool = False,
@@ -827,7 +829,8 @@ def multi_seed(params: dict, seeds=(0, 1, 2), sweep_dir=None, n_jobs: int = 1,
     """Run one config with several seeds; returns the mean, std and count of `metric` over them. `sweep_dir`: by default
     the config's own under runs/seeds (another config gets another; the same one, run again, is resumed)."""
     from mnist_lab.runs import seed_stats
-    df = sweep({"seed": list(seeds)}, sweep_dir or own_folder("seeds", params), n_jobs=n_jobs, params=params)
+    df = sweep({"seed": list(seeds)}, sweep_dir or own_folder("seeds", {**params, "seed": list(seeds)}), n_jobs=n_jobs,
+               params=params)
     stats = seed_stats(df[df.seed.isin(list(seeds))], metric).iloc[0]
     print(f"{metric}: {stats['mean']:.4f} ± {stats['std']:.4f} over {int(stats['count'])} seeds")
     return stats
