@@ -9,8 +9,8 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PAR
            'plateau', 'cross_entropy', 'nll_loss', 'balanced_weights', 'parse_monitor', 'parse_ints', 'run_metrics',
            'to_bool', 'to_dict', 'to_number', 'to_type', 'plugin_key', 'load_plugins', 'plugin_sources',
            'plugins_digest', 'type_needed', 'config_check', 'TrainConfig', 'defaults', 'check_choices', 'check_ranges',
-           'check_model', 'check_strings', 'check_paths', 'edited_cell_message', 'layer_outputs', 'model_from_config',
-           'model_overrides', 'from_record', 'code_elsewhere', 'resume_config']
+           'check_model', 'check_strings', 'check_direction', 'check_paths', 'edited_cell_message', 'layer_outputs',
+           'model_from_config', 'model_overrides', 'from_record', 'code_elsewhere', 'resume_config']
 
 # %% ../nbs/05_config.ipynb #7f3126c5
 import dataclasses, difflib, importlib.util, inspect, json, math, os, re, reprlib, shlex, sys
@@ -426,18 +426,22 @@ def check_model(cfg) -> list:
 # %% ../nbs/05_config.ipynb #82e32446
 @config_check
 def check_strings(cfg) -> list:
-    "monitor, augment, metrics and milestones parse; monitor goes the way its metric is better (a loss: min)."
+    "monitor, augment, metrics and milestones parse."
     p = []
     for parse in (lambda: parse_monitor(cfg.monitor), lambda: parse_augment(cfg.augment),
                   lambda: parse_metrics(cfg.metrics), lambda: parse_ints(cfg.milestones, "milestones")):
         try: parse()
         except ValueError as e: p.append(str(e))
-    if not p:  # 'max val_ece' would keep the worst-calibrated epoch, and early stopping would stop at the best
-        mode, key = parse_monitor(cfg.monitor)
-        if (mode == "min") != (lower := key.endswith("_loss") or METRIC_MODES.get(key[4:]) == "min"):
-            p.append(f"monitor={cfg.monitor!r}: {key} is better {'lower' if lower else 'higher'}: write "
-                     f"'{'min' if lower else 'max'} {key}'")
     return p
+
+def check_direction(cfg):
+    """A new run's monitor goes the way its metric is better (a loss: min; a metric registered mode='min'): 'max val_ece'
+    would keep the worst-calibrated epoch and stop early at the best. Not a rule for configs already recorded: a run
+    trained so is still evaluated, resumed and compared as it was."""
+    mode, key = parse_monitor(cfg.monitor)
+    if (mode == "min") != (lower := key.endswith("_loss") or METRIC_MODES.get(key[4:]) == "min"):
+        raise ValueError(f"monitor={cfg.monitor!r}: {key} is better {'lower' if lower else 'higher'}: write "
+                         f"'{'min' if lower else 'max'} {key}'")
 
 # %% ../nbs/05_config.ipynb #bc96b58a
 @config_check

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from .data import (BatchSampler, BalancedSampler, load_data, split_train_val, normalize, parse_augment,
                             augment_batch, images_digest, recorded_channels, project_path, data_sources)
 from .model import n_params
-from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor, model_from_config,
+from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor, check_direction, model_from_config,
                               resume_config, balanced_weights, model_overrides, run_metrics, plugin_sources,
                               plugins_digest)
 from .metrics import chosen_metrics, METRIC_MODES
@@ -667,6 +667,7 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     epoch is saved (Optuna's pruning hooks in there; an exception from it ends the run)."""
     started = time.time()
     cfg, ckpt_path, ckpt = resume_point(cfg)
+    if not cfg.resume: check_direction(cfg)  # a new run's; a resumed one goes on as it began
     D, dev = init_distributed(pick_device(cfg.device))
     log = say if D.main else (lambda *a: None)  # one voice in a torchrun job
     D.barrier()  # every rank has read the checkpoint before rank 0 writes anything
