@@ -729,7 +729,7 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
         test = held_out(labels)
         x_train, y_train, x_test, y_test = x[~test], labels[~test], x[test], labels[test]
     notes = ([] if has_test else ["no test/ folder: a fixed, stratified 20% of train/ is the test set"]) + [mixed] * bool(mixed)
-    if all(c.isdigit() for c in classes) and list(classes) != sorted(classes, key=int):  # "10" before "2"
+    if all(c.isdecimal() for c in classes) and list(classes) != sorted(classes, key=int):  # "10" before "2" ("²": no)
         notes.append(f"class folders named by numbers are numbered in text order ({', '.join(classes[:4])}, ...): class "
                      f"{classes[0]!r} is number 0; data.classes (and summary.json's classes) names each number")
     if has_test and (absent := [c for c, n in zip(classes, torch.bincount(y_test, minlength=len(classes)).tolist()) if not n]):

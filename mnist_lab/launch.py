@@ -15,7 +15,7 @@ from .process import start, identity, recorded, alive, in_notebook, wait_until, 
 from .record import (project_path, relative_hint, new_run_dir, next_notebook, run_status, read_history, run_folder_of,
                               training_pid, read_json, write_json, write_status, read_bounded,
                               is_number, check_yours_alone,
-                              make_yours_alone, not_yours_alone, make_run_folder, others_link)
+                              make_yours_alone, not_yours_alone, make_run_folder, others_link, find_resume_checkpoint)
 
 # %% ../nbs/09_launch.ipynb #99992ce7
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
@@ -130,10 +130,7 @@ def prepare(**params) -> tuple:
         raise ValueError("the run would start a new process that cannot see:\n  " + "\n  ".join(elsewhere))
     if cfg.resume:  # the run goes on in its own folder, named by the folder or a checkpoint in it
         run_dir = run_folder_of(project_path(cfg.resume))
-        if not (run_dir / "config.json").is_file():
-            early = run_status(run_dir)["status"] in ("stopped", "failed")  # stop() in its first seconds, say
-            raise FileNotFoundError(f"resume={cfg.resume!r}: no run folder (with a config.json) there" + (
-                ": it was stopped before training began, so there is nothing to resume; start it again" * early))
+        if not (run_dir / "config.json").is_file(): find_resume_checkpoint(str(run_dir))  # says why, as the CLI does
         check_yours_alone(run_dir, f"resume={cfg.resume!r}")  # before its config is read (the kernel checks again)
         saved = read_json(run_dir / "config.json")  # a resume keeps the run's data: is it still there?
         from_record(saved, cfg.plugins)  # its model, metrics, dataset found (its plugins named again), before any kernel

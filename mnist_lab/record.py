@@ -749,7 +749,9 @@ def find_resume_checkpoint(resume: str) -> tuple:
     if p.exists(): check_yours_alone(p.parent if p.is_file() else p, f"resume={resume!r}")  # its config, its results
     if p.is_file(): return p, resumable(p, load_checkpoint(p))  # a checkpoint file: its folder is locked when training starts
     if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"resume={resume!r}: no such run folder (with a config.json) or checkpoint file")
+        early = p.is_dir() and run_status(p)["status"] in ("stopped", "failed")  # stop() in its first seconds, say
+        raise FileNotFoundError(f"resume={resume!r}: no such run folder (with a config.json) or checkpoint file" + (
+            ": it was stopped before training began, so there is nothing to resume; start it again" * early))
     lock_run(p, hold=False)  # fail now if another process writes it (training takes the lock in open_run)
     good, errors = [], []
     for name in ("last.pt", "best.pt"):

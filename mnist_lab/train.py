@@ -476,7 +476,9 @@ def epoch_row(t: Training, sums: tuple, n_steps: int, val: dict, t0: float) -> d
 def track_best(state: dict, row: dict, monitor: str) -> bool:
     "Count the epoch in `state` and follow the best `monitor` value; True when this epoch improved it."
     mode, key = parse_monitor(monitor)
-    if math.isnan(row[key]):  # never better than anything: best.pt would stay at epoch 1, early stopping would end the run
+    # NaN from the first epoch on is never better than anything (best.pt would stay at epoch 1, early stopping would end
+    # the run): refused; NaN in a later epoch (0/0 while one class is predicted) is an epoch without gain
+    if math.isnan(row[key]) and state["best"] is None:
         raise ValueError(f"monitor={monitor!r}: {key} is NaN at epoch {row['epoch']} (a metric with nothing to measure, "
                          "such as the recall of a class the validation split lacks): monitor another, or make it a number")
     improved = state["best"] is None or (row[key] < state["best"] if mode == "min" else row[key] > state["best"])
