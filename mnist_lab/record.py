@@ -527,8 +527,10 @@ def keep_as_private_as(run_dir: Path, sources) -> int:
         probe = Path(run_dir, ".umask"); probe.mkdir(exist_ok=True)  # a new folder's mode: 0777 less the umask
         default = probe.stat().st_mode & 0o777; probe.rmdir()
         chmod_keeping(run_dir, default & ~hidden); marker.unlink()
-    elif hidden:  # an existing or resumed run: the folders in it too (a process parked in its tb/ reads on), no link
-        for here, _, _ in os.walk(run_dir): chmod_keeping(here, stat.S_IMODE(os.stat(here).st_mode) & 0o777 & ~hidden)
+    elif hidden:  # an existing or resumed run: the folders in it too (a process parked in its tb/ reads on), each opened
+        # without following a link (a folder swapped for one while walking) and changed by its descriptor; yours only
+        for _, _, _, fd in os.fwalk(run_dir, follow_symlinks=False):
+            if (st := os.fstat(fd)).st_uid == os.geteuid(): os.fchmod(fd, stat.S_IMODE(st.st_mode) & ~hidden)
     return hidden
 
 # %% ../nbs/01_record.ipynb #47bcc5e1
