@@ -508,13 +508,24 @@ def hidden_from(sources, target) -> int:
     return hidden & ~way_closed_to(target)  # who cannot reach it anyway
 
 def close_file_like(path, sources) -> int:
-    """Take from the file `path` (yours; never through a link) the read bits of who cannot read the data `sources`
-    but could reach it (`hidden_from`): an executed notebook elsewhere whose plots show the data. Returns them."""
+    """Close the file `path` (yours; never through a link) to who cannot read the data `sources` but could reach it
+    (`hidden_from`): an executed notebook elsewhere whose plots show the data. A copy without their bits takes its
+    place: papermill rewrites the file in place, so whoever opened it while it was open to them would read on.
+    Returns the bits taken."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         st = os.fstat(fd)
         hidden = hidden_from(sources, path) if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() else 0
-        if hidden & (mode := stat.S_IMODE(st.st_mode)): os.fchmod(fd, mode & ~hidden)
+        if not hidden & (mode := stat.S_IMODE(st.st_mode)): return hidden
+        copy = Path(path).with_name(f".{Path(path).name}.{secrets.token_hex(4)}")
+        try:
+            with open(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as out:
+                os.fchmod(out.fileno(), mode & ~hidden)
+                while chunk := os.read(fd, 1 << 20): out.write(chunk)
+            os.replace(copy, path)
+        except BaseException:
+            copy.unlink(missing_ok=True)
+            raise
         return hidden
     finally: os.close(fd)
 
