@@ -62,9 +62,11 @@ def lock_held(path) -> bool:
     finally: os.close(fd)
 
 def holds_lock(pid, path) -> bool:
-    "Whether process `pid` has `path` open while its lock is held: how a run's own process is told from others."
+    """Whether process `pid` has `path` open while its lock is held: how a run's own process is told from others.
+    `path` without links (resolved by the caller): a folder on it swapped for a link since is no match."""
     if type(pid) is not int or pid <= 1 or not lock_held(path): return False
-    try: return str(Path(path).resolve()) in {f.path for f in psutil.Process(pid).open_files()}
+    if os.path.realpath(path) != os.path.abspath(path): return False
+    try: return os.path.abspath(path) in {f.path for f in psutil.Process(pid).open_files()}
     except (psutil.Error, ValueError, OverflowError): return False
 
 # %% ../nbs/00_process.ipynb #57c48d42

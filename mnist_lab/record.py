@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'WHO', 'CLOSED', 'COPY_ADVICE', 'HISTORY_TAIL', 'RESUME_KEYS',
-           'MAX_DIFF', 'acl_writers', 'private_group', 'others_write', 'unsafe_way', 'others_link', 'not_yours_alone',
+           'MAX_DIFF', 'acl_writers', 'private_group', 'others_write', 'unsafe_way', 'others_on_way', 'not_yours_alone',
            'make_yours_alone', 'NotYoursAlone', 'check_yours_alone', 'project_dir', 'project_path', 'relative_hint',
            'CheckpointError', 'discard', 'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json',
            'open_regular', 'regular', 'open_beneath', 'read_bounded', 'loads', 'read_json', 'read_object', 'is_number',
@@ -88,20 +88,22 @@ def unsafe_way(path) -> str | None:
         here = entry
     return None
 
-def others_link(path) -> str | None:
-    """The first link on the way to `path` that another user owns (they chose where it leads, and may change it), as
-    the kernel follows it, named; None where every link on the way is yours or root's."""
-    here, parts, hops = Path("/"), list(Path(path).absolute().parts[1:]), 0
+def others_on_way(path) -> dict:
+    """{uid: the first of its folders or links} of the other users (not you, not root) who own a folder or link on the
+    way to `path`, as the kernel follows it: each could change where the path leads."""
+    here, parts, hops, found = Path("/"), list(Path(path).absolute().parts[1:]), 0, {}
     while parts:
         name = parts.pop(0)
         if name == "..": here = here.parent; continue
-        if not (entry := here / name).is_symlink(): here = entry; continue
-        if (uid := entry.lstat().st_uid) not in (os.geteuid(), 0): return f"{entry}, a link of uid {uid}'s"
-        if (hops := hops + 1) > 40: return None  # a loop: using the path fails anyway
+        try: st = (entry := here / name).lstat()
+        except OSError: break  # not there (yet): the rest is made by whoever makes it
+        if st.st_uid not in (os.geteuid(), 0): found.setdefault(st.st_uid, entry)
+        if not stat.S_ISLNK(st.st_mode): here = entry; continue
+        if (hops := hops + 1) > 40: break  # a loop: using the path fails anyway
         target = Path(os.readlink(entry))
         parts = [*target.parts[1:], *parts] if target.is_absolute() else [*target.parts, *parts]
         if target.is_absolute(): here = Path("/")
-    return None
+    return found
 
 def not_yours_alone(folder, owners=None) -> str | None:
     """Why someone else could change what `folder` holds (it is another user's, or others may write it), or put a
