@@ -499,7 +499,7 @@ def list_images(root: Path, classes=None) -> tuple:
         here = sorted(f for f in names if f.lower().endswith(IMAGE_EXTENSIONS))
         for f in names:  # images in a format the decoders do not read are said; a notes.txt or Thumbs.db is not
             if (ext := os.path.splitext(f)[1].lower()) in OTHER_IMAGE_EXTENSIONS: skipped[ext] = skipped.get(ext, 0) + 1
-        if not here: raise FileNotFoundError(f"{root / c}: a class folder without images ({', '.join(IMAGE_EXTENSIONS)})")
+        if not here: raise FileNotFoundError(f"{one_line(root / c)}: a class folder without images ({', '.join(IMAGE_EXTENSIONS)})")
         files += here; labels += [label[nfc(c)]] * len(here)
     if skipped:
         say(f"note: {root}: skipped the images in a format not read here "
@@ -678,7 +678,7 @@ def no_train_folder(root: Path) -> FileNotFoundError | None:
         return FileNotFoundError(f"dataset='image_folder': {root} is the train/ folder itself: set data_dir to the "
                                  f"folder that holds it, {root.parent}")
     if flat:  # class folders right in data_dir: the commonest first layout
-        return FileNotFoundError(f"dataset='image_folder': {root} holds class folders ({', '.join(flat[:5])}"
+        return FileNotFoundError(f"dataset='image_folder': {root} holds class folders ({one_line(', '.join(flat[:5]))}"
                                  f"{', ...' if len(flat) > 5 else ''}) but no train/ folder: move them into "
                                  f"{root / 'train'} (a test/ folder beside it is optional)")
     spaced = " (a name in data_dir begins or ends with a space)" if any(p != p.strip() for p in root.parts) else ""

@@ -17,7 +17,7 @@ from .data import (IDX_DATASETS, Data, load_data, normalize, eval_batches, show_
                             fit_images, images_digest, recorded_channels, data_sources)
 from .metrics import Predictions, compute_metrics, per_class, bootstrap, chosen_metrics
 from .config import TrainConfig, model_from_config, from_record, run_metrics, defaults
-from .process import in_notebook, literal_text
+from .process import in_notebook, literal_text, one_line
 from .record import (read_model, fit_weights, check_fit, read_history, read_json, run_folder_of, writing,
                               check_yours_alone, COPY_ADVICE,
                               save_atomic, read_object, recorded_intervals, read_bounded, upgraded,
@@ -259,6 +259,7 @@ def plot_predictions(x, y, pred, classes, n: int = 32, only_wrong: bool = False)
 # %% ../nbs/06_eval.ipynb #3e2643cd
 def per_class_table(cm, classes) -> str:
     "Precision, recall, F1 and support of each class, and their macro means, as an aligned text table."
+    classes = [one_line(c) for c in classes]  # a class folder's name from someone's data: one line, no escape codes
     pc, width = per_class(torch.as_tensor(cm)), max(8, *(len(c) for c in classes))
     rows = [f"{'class':<{width}}  precision  recall      f1  support"]
     rows += [f"{c:<{width}}  {pc['precision'][i]:9.4f}  {pc['recall'][i]:6.4f}  {pc['f1'][i]:6.4f}  {pc['support'][i]:7d}"
@@ -372,15 +373,12 @@ def inert_cells(nb) -> list:
     return cells
 
 def trained_in(nb, run_dir: Path) -> bool:
-    """Whether executed notebook `nb` trained the run in `run_dir`: a `run folder:` line of its outputs names that
-    folder (a relative one, from the kernel's folder, by its last parts)."""
+    """Whether executed notebook `nb` trained the run in `run_dir`: a `run folder:` line of its outputs names that very
+    folder (the same file: a name alone could be anyone's, and other lines of its outputs print names from data)."""
     for c in nb.get("cells", []) if isinstance(nb.get("cells"), list) else []:
         for o in c.get("outputs", []) if isinstance(c, dict) and isinstance(c.get("outputs"), list) else []:
             if not (isinstance(o, dict) and o.get("output_type") == "stream" and isinstance(o.get("text"), str)): continue
-            for named in map(Path, re.findall(r"^run folder: (.+)$", o["text"], re.M)):
-                if not named.is_absolute():
-                    if run_dir.absolute().parts[-len(named.parts):] == named.parts: return True
-                    continue
+            for named in map(Path, re.findall(r"^run folder: (/.+)$", o["text"], re.M)):
                 try:
                     if os.path.samefile(named, run_dir): return True
                 except OSError: pass  # gone (moved, copied from elsewhere), or not ours to look at

@@ -690,7 +690,7 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     t.parts = build(cfg, t.plan, split.y_train, info, dev)
     t.rec = rec = open_run(t, ckpt_path, ckpt, started)
     t.parts.net = ddp(t.parts.model, D, dev)
-    log(f"run folder: {rec.run_dir}\nmodel: {cfg.model}, {n_params(t.parts.model):,} parameters, device {dev}, "
+    log(f"run folder: {rec.run_dir.absolute()}\nmodel: {cfg.model}, {n_params(t.parts.model):,} parameters, device {dev}, "
         f"amp {t.parts.amp} ({t.parts.amp_reason})")
     if rec.done: return Result(rec.run_dir, t.parts.model, rec.history, read_json(rec.run_dir / "summary.json"), data)
     cautions = few_steps_warning(cfg, t.plan, len(split.x_train)), unseen_in_validation(data.classes, split.y_val)
