@@ -6,18 +6,18 @@
 __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE_DIR', 'MAX_IDX_BYTES', 'CACHE',
            'DOWNLOAD_FAILED', 'OFFICIAL_MD5S', 'LUMA', 'CIFAR10_CLASSES', 'CIFAR10_FILES', 'CIFAR10_ARCHIVE',
            'CIFAR10_RECORD', 'IMAGE_EXTENSIONS', 'OTHER_IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MAX_IMAGE_BYTES',
-           'MAX_JPEG_SCANS', 'EXIF_TURNED', 'VAL_FOLDERS', 'BUILT_IN_DATASETS', 'AUGMENTATIONS', 'register', 'accepted',
-           'Data', 'register_dataset', 'channel_stats', 'recorded_channels', 'images_digest', 'check_part', 'as_data',
-           'IdxSpec', 'read_idx', 'find_idx_files', 'failure_note', 'remember_download_failure',
-           'download_failed_recently', 'try_download', 'download_idx', 'official_md5s', 'md5sum', 'read_dataset',
-           'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'memory_check',
-           'fit_images', 'fit_data', 'dataset_names', 'default_data_dir', 'load_data', 'data_sources',
+           'MAX_JPEG_SCANS', 'EXIF_TURNED', 'MAX_PNG_TEXT', 'VAL_FOLDERS', 'BUILT_IN_DATASETS', 'AUGMENTATIONS',
+           'register', 'accepted', 'Data', 'register_dataset', 'channel_stats', 'recorded_channels', 'images_digest',
+           'check_part', 'as_data', 'IdxSpec', 'read_idx', 'find_idx_files', 'failure_note',
+           'remember_download_failure', 'download_failed_recently', 'try_download', 'download_idx', 'official_md5s',
+           'md5sum', 'read_dataset', 'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample',
+           'memory_check', 'fit_images', 'fit_data', 'dataset_names', 'default_data_dir', 'load_data', 'data_sources',
            'read_cifar_file', 'has_cifar10', 'cifar10_not_found', 'cifar10', 'visible_files', 'list_images',
-           'png_orientation', 'read_image_file', 'gif_first_frame', 'image_header', 'decode_file', 'decode_chunk',
-           'decode_images', 'image_cache_key', 'cached_images', 'held_out', 'no_train_folder', 'image_folder',
-           'missing_data', 'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize', 'eval_batches',
-           'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase', 'flip',
-           'parse_augment', 'augment_batch', 'show_images']
+           'png_text_bomb', 'png_orientation', 'read_image_file', 'gif_first_frame', 'image_header', 'decode_file',
+           'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images', 'held_out', 'no_train_folder',
+           'image_folder', 'missing_data', 'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize',
+           'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase',
+           'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
 import errno, gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, unicodedata, zlib
@@ -509,6 +509,19 @@ def list_images(root: Path, classes=None) -> tuple:
 # %% ../nbs/02_data.ipynb #c55b49f8
 EXIF_TURNED = (5, 6, 7, 8)  # EXIF orientations that turn an image a quarter: width and height trade places
 
+MAX_PNG_TEXT = 64 << 10  # compressed text chunks (zTXt, iTXt): libpng inflates each, 8 KB to 8 MB of text in ~30 ms
+
+def png_text_bomb(data: bytes) -> str | None:
+    "Why a PNG's compressed text would take long to decode (more than `MAX_PNG_TEXT` bytes of it, or chunks past count)."
+    i, text, chunks = 8, 0, 0
+    while i + 8 <= len(data) and (chunks := chunks + 1) <= 100_000:  # IDAT chunks are 8 KB to 1 MB: 64 MB in fewer
+        n, kind = struct.unpack(">I4s", data[i:i + 8])
+        if kind == b"IEND": return None
+        if kind in (b"zTXt", b"iTXt") and (text := text + n) > MAX_PNG_TEXT:
+            return f"more than {MAX_PNG_TEXT:,} bytes of compressed text chunks (a decoding bomb?)"
+        i += 12 + n  # length, kind, the data, its CRC
+    return "more than 100,000 chunks (a decoding bomb?)" if chunks > 100_000 else None
+
 def png_orientation(data: bytes):
     "The EXIF orientation in a PNG's eXIf chunk before its pixels (IDAT), where decoders read it; else None."
     from PIL import Image
@@ -574,6 +587,7 @@ def decode_file(path, channels: int, size: tuple, resize: bool, beneath=None) ->
         # every scan marker counted (scan data stuffs each 0xFF with 0x00: no marker hides in it), an EXIF thumbnail's too
         if data[:2] == b"\xff\xd8" and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
             raise ValueError(f"a JPEG of {scans:,} scans, more than {MAX_JPEG_SCANS} (a decoding bomb?)")
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and (why := png_text_bomb(data)): raise ValueError(why)
         if data[:3] == b"GIF": x = gif_first_frame(data)  # an animated GIF: its first frame, the only one decoded
         else:
             own_mode = data[8:12] == b"WEBP"  # its decoder gives RGB whatever mode is asked

@@ -179,6 +179,11 @@ def write_bad(root: Path, kind: str) -> Path:
         Image.open(next((root / "train" / "digit 1").glob("[0-9]*.png"))).save(bad, "JPEG", progressive=True)
         data = bad.read_bytes(); last = data.rindex(b"\xff\xda")
         bad.write_bytes(data[:-2] + data[last:-2] * 150 + b"\xff\xd9")
+    elif kind == "png text":  # a digit followed by 200 zTXt chunks of 8 MB of zeros each, 8 KB compressed: 1.6 MB on disk
+        good = next((root / "train" / "digit 1").glob("[0-9]*.png")).read_bytes()
+        chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+        text = chunk(b"zTXt", b"k\x00\x00" + zlib.compress(bytes(8 << 20), 9))
+        bad.write_bytes(good[:33] + text * 200 + good[33:])  # after IHDR, before the pixels
     elif kind == "escapes in its name":  # another user's file name that would set your terminal's clipboard
         bad = bad.with_name("bad\x1b]52;c;Y3VybCBldmlsfHNo\x07\x1b[2K\rall good.png"); bad.write_text("no image")
     elif kind == "symlink loop": bad.symlink_to(bad)
@@ -188,7 +193,7 @@ def write_bad(root: Path, kind: str) -> Path:
     return bad
 
 
-@pytest.mark.parametrize("kind", ["truncated", "not an image", "bomb", "gif frames", "gif big frame", "jpeg scans",
+@pytest.mark.parametrize("kind", ["truncated", "not an image", "bomb", "gif frames", "gif big frame", "jpeg scans", "png text",
                                   "escapes in its name", "symlink loop", "fifo", "empty class"])
 def test_hostile_image_files_are_named_with_bounded_memory(folder, tmp_path, kind):
     "Each broken or hostile file gives one error naming it, in a child whose memory stays bounded; nothing hangs."
