@@ -9,10 +9,10 @@ __all__ = ['TEMPLATE_FILES', 'PLUGINS_STUB', 'parse_params', 'train_params', 'de
            'new_project', 'cmd_new', 'parser', 'parse_command', 'main']
 
 # %% ../nbs/11_cli.ipynb #dd6cc54e
-import argparse, errno, json, sys, time
+import argparse, errno, json, os, sys, time
 from pathlib import Path
 from .process import stop_on_signals, printable, PrintableStream, one_line
-from .record import project_dir, make_yours_alone, NotYoursAlone, CLOSED
+from .record import project_dir, make_yours_alone, not_yours_alone, NotYoursAlone, CLOSED
 
 # %% ../nbs/11_cli.ipynb #66836c4a
 def parse_params(pairs: list) -> dict:
@@ -153,10 +153,14 @@ def cmd_predict(a) -> int:
     folders = {f: sorted(p for p in visible_files(f) if p.lower().endswith(IMAGE_EXTENSIONS)) for f in a.files if Path(f).is_dir()}
     if empty := [f for f, found in folders.items() if not found]:
         raise FileNotFoundError(f"{one_line(empty[0])}: a folder with no image in it ({', '.join(IMAGE_EXTENSIONS)})")
-    files = [p for f in a.files for p in folders.get(f, [f])]  # a folder: the images in it and its subfolders
+    files, beneath = [], []  # a folder: the images in it and its subfolders; in one someone else can change, no link
+    for f in a.files:  # below it is followed (theirs could lead to a file of yours), as training reads image folders
+        found = folders.get(f, [f])
+        theirs = f in folders and any(not_yours_alone(d, owners=(os.geteuid(), 0)) for d in {f, *map(os.path.dirname, found)})
+        files += found; beneath += [str(Path(f).absolute()) if theirs else None] * len(found)
     images, read = [], []
-    for f in files:  # a file that is no image (or too large) is named; the others are still classified
-        try: images.append(as_images([Path(f)], info["shape"])); read.append(f)
+    for f, below in zip(files, beneath):  # a file that is no image (or too large) is named; the others are still classified
+        try: images.append(as_images([Path(f)], info["shape"], below)); read.append(f)
         except ValueError as e: print(f"mnist-lab predict: {one_line(e)}", file=sys.stderr)
     probs = predict(model, torch.cat(images), info) if images else []
     for f, p in zip(read, probs):

@@ -109,12 +109,13 @@ def load_safetensors(path, plugins: str = "") -> tuple:
     return load_run(path, plugins=plugins)
 
 # %% ../nbs/06_eval.ipynb #e9cdac8a
-def as_images(images, shape) -> torch.Tensor:
-    "Image files or a tensor of images as uint8 (N, *shape), `shape` = (C, H, W) the model was trained on."
+def as_images(images, shape, beneath=None) -> torch.Tensor:
+    """Image files or a tensor of images as uint8 (N, *shape), `shape` = (C, H, W) the model was trained on.
+    `beneath`: a folder the files are in that someone else can change: no link below it is followed."""
     c, h, w = shape
     if isinstance(images, (str, Path)): images = [images]
     if isinstance(images, (list, tuple)) and images and isinstance(images[0], (str, Path)):
-        return torch.stack([decode_file(Path(p), c, (h, w), resize=True) for p in images])
+        return torch.stack([decode_file(Path(p), c, (h, w), resize=True, beneath=beneath) for p in images])
     x = torch.as_tensor(images)
     if x.ndim == 2 or (x.ndim == 3 and c == 3 and x.shape[0] == 3): x = x[None]  # one image
     if x.ndim == 3: x = x[:, None]  # (N, H, W): grey
