@@ -9,7 +9,7 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PAR
            'plateau', 'cross_entropy', 'nll_loss', 'balanced_weights', 'parse_monitor', 'parse_ints', 'run_metrics',
            'to_bool', 'to_dict', 'to_number', 'to_type', 'plugin_key', 'load_plugins', 'plugin_sources',
            'plugins_digest', 'type_needed', 'config_check', 'TrainConfig', 'defaults', 'check_choices', 'check_ranges',
-           'check_model', 'check_strings', 'check_direction', 'check_paths', 'edited_cell_message', 'layer_outputs',
+           'check_model', 'check_strings', 'check_new_run', 'check_paths', 'edited_cell_message', 'layer_outputs',
            'model_from_config', 'model_overrides', 'from_record', 'code_elsewhere', 'resume_config']
 
 # %% ../nbs/05_config.ipynb #7f3126c5
@@ -434,10 +434,13 @@ def check_strings(cfg) -> list:
         except ValueError as e: p.append(str(e))
     return p
 
-def check_direction(cfg):
-    """A new run's monitor goes the way its metric is better (a loss: min; a metric registered mode='min'): 'max val_ece'
-    would keep the worst-calibrated epoch and stop early at the best. Not a rule for configs already recorded: a run
-    trained so is still evaluated, resumed and compared as it was."""
+def check_new_run(cfg):
+    """Rules for a new run, not for configs already recorded (a run trained so is still evaluated, resumed and compared
+    as it was): its monitor goes the way its metric is better (a loss: min; a metric registered mode='min': 'max val_ece'
+    would keep the worst-calibrated epoch and stop early at the best); imbalance is corrected once, not twice."""
+    if cfg.class_weights == "balanced" and cfg.sampler == "balanced":  # the sampler evens the classes out already
+        raise ValueError("class_weights='balanced' with sampler='balanced' corrects the imbalance twice (a class 100x "
+                         "rarer would weigh 100x more than the others): choose one")
     mode, key = parse_monitor(cfg.monitor)
     if (mode == "min") != (lower := key.endswith("_loss") or METRIC_MODES.get(key[4:]) == "min"):
         raise ValueError(f"monitor={cfg.monitor!r}: {key} is better {'lower' if lower else 'higher'}: write "

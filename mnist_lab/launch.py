@@ -122,10 +122,10 @@ def resume(run, **changes) -> Run:
 # %% ../nbs/09_launch.ipynb #8f08ae8a
 def prepare(**params) -> tuple:
     "Check `params` and make the run folder: `(run_dir, every parameter for papermill)`."
-    from mnist_lab.config import TrainConfig, check_direction, code_elsewhere, defaults, from_record  # torch: not for watch and stop
+    from mnist_lab.config import TrainConfig, check_new_run, code_elsewhere, defaults, from_record  # torch: not for watch and stop
     from mnist_lab.data import missing_data
     cfg = TrainConfig.from_params(**params)  # every mistake is caught here, before a folder exists
-    if not cfg.resume: check_direction(cfg)
+    if not cfg.resume: check_new_run(cfg)
     if elsewhere := code_elsewhere(cfg):
         raise ValueError("the run would start a new process that cannot see:\n  " + "\n  ".join(elsewhere))
     if cfg.resume:  # the run goes on in its own folder, named by the folder or a checkpoint in it

@@ -21,7 +21,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 import pandas as pd
 from .data import missing_data, project_path
-from .config import TrainConfig, parse_monitor, check_direction, code_elsewhere, to_dict
+from .config import TrainConfig, parse_monitor, check_new_run, code_elsewhere, to_dict
 from .process import (alive, env_number, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until,
                                progress_bar, python_code, one_line)
 from .record import (run_status, read_history, recorded_number, write_status, save_atomic, upgraded,
@@ -94,7 +94,7 @@ def check_space(space: dict, params: dict, grid: bool, elsewhere: bool = False) 
     settings = settings_to_check(check_shapes(space, grid), grid)
     for s in settings:
         cfg = TrainConfig.from_params(**trial_params(params, s))
-        check_direction(cfg)
+        check_new_run(cfg)
         if elsewhere and (missing := code_elsewhere(cfg)):
             raise ValueError("this sweep's trials train in other processes (n_jobs > 1 or executor papermill), "
                              "which cannot see:\n  " + "\n  ".join(missing))

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from .data import (BatchSampler, BalancedSampler, load_data, split_train_val, normalize, parse_augment,
                             augment_batch, images_digest, recorded_channels, project_path, data_sources)
 from .model import n_params
-from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor, check_direction, model_from_config,
+from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor, check_new_run, model_from_config,
                               resume_config, balanced_weights, model_overrides, run_metrics, plugin_sources,
                               plugins_digest)
 from .metrics import chosen_metrics, METRIC_MODES
@@ -639,6 +639,10 @@ def check_sizes(cfg: TrainConfig, ckpt, D, n_train: int, data: dict):
         raise ValueError(f"resume: the run was trained on {was.get('name')} ({was.get('shape')} images, "
                          f"{len(was.get('classes') or [])} classes); the data now is {data['name']} ({data['shape']}, "
                          f"{len(data['classes'])} classes): give it the same data_dir, image_size and channels")
+    if was and isinstance(was.get("digest"), str) and was["digest"] != data.get("digest"):  # (a checkpoint before it: none)
+        raise ValueError("resume: the run's images have changed since it began (an image added, removed or edited: "
+                         "their digest differs), and a resume trains on the data it began with: restore them, or start "
+                         "a new run from its weights (init_from)")
 
 # %% ../nbs/07_train.ipynb #40e12e86
 def set_process_options(cfg: TrainConfig):
@@ -669,7 +673,7 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     epoch is saved (Optuna's pruning hooks in there; an exception from it ends the run)."""
     started = time.time()
     cfg, ckpt_path, ckpt = resume_point(cfg)
-    if not cfg.resume: check_direction(cfg)  # a new run's; a resumed one goes on as it began
+    if not cfg.resume: check_new_run(cfg)  # a new run's; a resumed one goes on as it began
     D, dev = init_distributed(pick_device(cfg.device))
     log = say if D.main else (lambda *a: None)  # one voice in a torchrun job
     D.barrier()  # every rank has read the checkpoint before rank 0 writes anything

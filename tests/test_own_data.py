@@ -102,8 +102,9 @@ def test_eval_refuses_a_folder_that_changed_since_the_run_was_tested(folder, tmp
 
 
 def test_plugin_dataset_resumes_bitwise_with_balanced_sampler(folder, tmp_path):
-    """A dataset registered in a plugin file (RGB 32x32, 20 classes), trained with the balanced sampler and class
-    weights, stopped after its first epoch and resumed: the weights equal an uninterrupted run's."""
+    """A dataset registered in a plugin file (RGB 32x32, 20 classes), trained with the balanced sampler, stopped after
+    its first epoch and resumed: the weights equal an uninterrupted run's. Resumed on images that changed since, it is
+    refused (a grown class) before anything is written."""
     import shutil
     from mnist_lab.train import fit, TrainConfig
     root = tmp_path / "images"
@@ -113,7 +114,7 @@ def test_plugin_dataset_resumes_bitwise_with_balanced_sampler(folder, tmp_path):
                       "@register_dataset('my_images')\n"
                       f"def my_images(data_dir):\n    return load_data('image_folder', {str(root)!r})\n")
     common = dict(plugins=str(plugin), dataset="my_images", model="cnn", width=8, epochs=2, batch_size=32,
-                  sampler="balanced", class_weights="balanced", augment="shift,flip", tensorboard=False,
+                  sampler="balanced", augment="shift,flip", tensorboard=False,
                   runs_root=str(tmp_path / "runs"), progress="none", threads=1)
     full = fit(TrainConfig(**common, name="full"))
 
@@ -124,9 +125,13 @@ def test_plugin_dataset_resumes_bitwise_with_balanced_sampler(folder, tmp_path):
     resumed = fit(TrainConfig(**{**common, "name": "run"}, resume=str(cut)))
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()): assert torch.equal(a, b)
     assert resumed.summary["dataset"] == "my_images" and resumed.summary["data_shape"] == [3, 32, 32]
-    # a run cannot be resumed on other data (here the folder gained a class): a clear error, nothing written
-    shutil.copytree(root / "train" / "digit 0", root / "train" / "zz new class")
+    # a run cannot be resumed on other data (a class grown by one image; a new class): a clear error, nothing written
     before = {p.name: p.read_bytes() for p in cut.iterdir() if p.is_file()}
+    one = next((root / "train" / "digit 0").iterdir()); shutil.copy(one, one.with_name("grown.png"))
+    with pytest.raises(ValueError, match="resume: the run's images have changed since it began"):
+        fit(TrainConfig(**{**common, "name": "run"}, resume=str(cut)))
+    one.with_name("grown.png").unlink()
+    shutil.copytree(root / "train" / "digit 0", root / "train" / "zz new class")
     with pytest.raises(ValueError, match=r"resume: the run was trained on my_images \(\[3, 32, 32\] images, 20 classes\)"):
         fit(TrainConfig(**{**common, "name": "run"}, resume=str(cut)))
     assert {p.name: p.read_bytes() for p in cut.iterdir() if p.is_file()} == before
