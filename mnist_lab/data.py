@@ -743,6 +743,9 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
         test = held_out(labels)
         x_train, y_train, x_test, y_test = x[~test], labels[~test], x[test], labels[test]
     notes = ([] if has_test else ["no test/ folder: a fixed, stratified 20% of train/ is the test set"]) + [mixed] * bool(mixed)
+    if flat := int((x.amax((1, 2, 3)) == x.amin((1, 2, 3))).sum()):  # every pixel alike: no picture left to learn
+        notes.append(f"{flat:,} of the {len(x):,} images are one flat colour (a shape drawn only in an alpha channel, "
+                     "which is dropped? flatten such images onto a background first)")
     if all(c.isdecimal() for c in classes) and list(classes) != sorted(classes, key=int):  # "10" before "2" ("²": no)
         notes.append(f"class folders named by numbers are numbered in text order ({', '.join(classes[:4])}, ...): class "
                      f"{classes[0]!r} is number 0; data.classes (and summary.json's classes) names each number")
@@ -900,7 +903,7 @@ def flip(x, gen):
 # %% ../nbs/02_data.ipynb #cae68a87
 def parse_augment(augment: str) -> list:
     "'shift,erase' -> [shift, erase]; an unknown name is an error listing the known ones."
-    names = [a.strip() for a in augment.split(",") if a.strip()]
+    names = [a.strip() for a in augment.split(",") if a.strip() and a.strip() != "none"]  # "none": as "" (a sweep's label)
     if bad := [a for a in names if a not in AUGMENTATIONS]:
         raise ValueError(f"augment: unknown {bad}; choose from {', '.join(AUGMENTATIONS)} (comma-separated)")
     return [AUGMENTATIONS[a] for a in names]

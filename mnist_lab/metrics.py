@@ -89,7 +89,8 @@ def parse_metrics(spec: str) -> list:
     names = [m.strip() for m in str(spec).split(",") if m.strip()]
     if bad := [m for m in names if m not in METRICS]:
         raise ValueError(f"metrics: unknown {bad}; choose from {', '.join(METRICS)} (comma-separated), or register "
-                         "your own (register_metric) in a .py file named in plugins (e.g. -p plugins my_metrics.py)")
+                         "your own (register_metric) in a .py file named in plugins (-p plugins my_metrics.py; for "
+                         "eval, predict, report and sweep --join: --plugins my_metrics.py)")
     return list(dict.fromkeys(["accuracy", *names]))
 
 SHOWN_APART = ("loss", "accuracy", "top_k")  # each run's lines, plots and tables show these in places of their own

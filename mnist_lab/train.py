@@ -605,7 +605,9 @@ def run_header(data, cfg: TrainConfig) -> str:
     c, h, w = data.shape
     counts = torch.bincount(data.y_train, minlength=len(data.classes)).tolist()
     shown = ", ".join(f"{one_line(name)} {n}" for name, n in list(zip(data.classes, counts))[:12])
-    more = f", ... ({len(data.classes) - 12} more; fewest {min(counts)}, most {max(counts)})" if len(counts) > 12 else ""
+    fewest = min(range(len(counts)), key=counts.__getitem__)  # the rarest class named: it may be among those not shown
+    more = (f", ... ({len(data.classes) - 12} more; fewest {counts[fewest]} ({one_line(data.classes[fewest])}), most "
+            f"{max(counts)})" if len(counts) > 12 else "")
     notes = [data.note] if data.note else []
     if "top_k" in run_metrics(cfg) and cfg.top_k >= len(data.classes):  # the default on a folder of 2 or 3 classes
         notes.append(f"top_k={cfg.top_k} of {len(data.classes)} classes counts every image right (always 1): "
