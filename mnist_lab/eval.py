@@ -293,7 +293,9 @@ def report(run, data=None, show: bool = True, plugins: str = "", pred=None) -> d
     paths, table = {}, per_class_table(cm, classes)
     with writing(run_dir):  # not while a training process writes the folder
         # a run evaluated here (a copy of someone's run, its data_dir yours): its plots show that data, as training's do
-        if not hasattr(run, "run_dir"): keep_as_private_as(run_dir, data_sources(d))
+        if not hasattr(run, "run_dir"):
+            named = read_json(run_dir / "config.json").get("data_dir")  # a dataset of yours that names no source: its data_dir
+            keep_as_private_as(run_dir, data_sources(d, named if isinstance(named, str) else None))
         table_path = paths.setdefault("per_class", run_dir / f"{mark}per_class.txt")
         save_atomic(lambda f: f.write(table.encode() + b"\n"), table_path)
         for name, plot in plots.items():

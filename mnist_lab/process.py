@@ -221,9 +221,9 @@ PAPERMILL = "from mnist_lab.process import papermill_main; papermill_main()"
 # run first in each such kernel, before any import of ours: PYTHONSAFEPATH has done its work; and ipykernel_launcher
 # drops sys.path[0] when it is the kernel's folder, taking it for what -m put there: a PYTHONPATH that names that
 # folder (PYTHONPATH=. in a checkout) is yours, and goes back first, or another install of mnist_lab would be imported
-KERNEL_SETUP = ("__import__('os').environ.pop('PYTHONSAFEPATH', None); __import__('sys').path[:0] = [p for p in "
-                "__import__('os').environ.get('PYTHONPATH', '').split(__import__('os').pathsep) if p and p not in "
-                "__import__('sys').path]")
+KERNEL_SETUP = ("__import__('os').environ.pop('PYTHONSAFEPATH', None); __import__('sys').path[:0] = [p for p in map("
+                "__import__('os').path.abspath, filter(None, __import__('os').environ.get('PYTHONPATH', '').split("
+                "__import__('os').pathsep))) if p not in __import__('sys').path]")  # as site made them: absolute
 
 def papermill_main():
     """`python -P -c PAPERMILL --engine mnist_lab IN OUT ...`: papermill's CLI, tied if asked, with quiet kernels that
