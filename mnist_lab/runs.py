@@ -349,11 +349,16 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
         where = Path(uri[len("sqlite:///"):]).resolve().parent / "mlflow-artifacts" if uri.startswith("sqlite:///") else None
         exp_id = client.create_experiment(experiment, artifact_location=where and where.as_uri(),
                                           tags={"mlflow.experimentKind": "custom_model_development"})
-    def find_or_start(folder: Path, name: str, tags: dict, start=None, status=None) -> tuple:  # (run id, exported before?)
+    def find_or_start(folder: Path, name: str, tags: dict, start=None, state=None, before=None) -> tuple:
+        """(run id, exported before?): `state` ("stopped at epoch 3"), the run as it is now, against the one exported
+        (its tag; an export from before the tag: its MLflow status, `before`)."""
         key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:32]
         for r in client.search_runs([exp_id], f"tags.mnist_lab_id = '{key}'"):
-            if r.data.tags.get("mnist_lab_done") and status in (None, r.info.status): return r.info.run_id, True
+            was = r.data.tags.get("mnist_lab_state")
+            if r.data.tags.get("mnist_lab_done") and (state is None or was == state or was is None and r.info.status == before):
+                return r.info.run_id, True
             client.delete_run(r.info.run_id)  # an export that died half-way, or a run stopped then resumed: anew
+        if state: tags = {**tags, "mnist_lab_state": state}
         return client.create_run(exp_id, start_time=start, run_name=name,
                                  tags={"mnist_lab_id": key, **tags}).info.run_id, False
     from urllib.parse import urlparse
@@ -393,7 +398,9 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
         tags = {"mnist_lab_dir": str(run_dir), **({"mlflow.parentRunId": parent} if parent else {})}
         name = str(run_dir.relative_to(sweep) if sweep else run_dir.name)
         ended = {"completed": "FINISHED", "stopped": "KILLED", "pruned": "KILLED"}.get(s["status"], "FAILED")
-        run_id, before = find_or_start(run_dir, name, tags, ms(s.get("started")), ended)  # resumed since: exported anew
+        state = f"{s['status']} at epoch {s.get('epoch')}"  # resumed since (stopped again later, too): exported anew
+        run_id, before = find_or_start(run_dir, name, tags, ms(s.get("started")), state,
+                                       {"completed": "FINISHED", "stopped": "KILLED"}.get(s["status"], "FAILED"))
         ids[str(run_dir)] = run_id, not before
         if before: continue
         try:  # what fails (a key MLflow does not take, a damaged checkpoint) skips this run, said; the next export retries

@@ -36,8 +36,10 @@ def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path, monkeypa
     again = export_mlflow(runs_table(tmp_path / "runs"), db)  # the second export adds nothing
     assert len(again) == 3 and not any(new for _, new in again.values()), again
     done = (plain / "status.json").read_text()  # exported stopped, then resumed to the end: the copy follows, once
-    (plain / "status.json").write_text(json.dumps({**json.loads(done), "status": "stopped"}))
+    (plain / "status.json").write_text(json.dumps({**json.loads(done), "status": "stopped", "epoch": 1}))
     assert export_mlflow([plain], db)[str(plain)][1]
+    (plain / "status.json").write_text(json.dumps({**json.loads(done), "status": "stopped", "epoch": 2}))  # and again
+    assert [export_mlflow([plain], db)[str(plain)][1] for _ in range(2)] == [True, False]
     (plain / "status.json").write_text(done)
     assert [export_mlflow([plain], db)[str(plain)][1] for _ in range(2)] == [True, False]
     import mlflow  # a store (shared, say) whose experiment keeps artefacts where others may write: none written there
