@@ -357,7 +357,9 @@ def test_a_paused_worker_s_trial_is_taken_over_and_nothing_is_lost(tmp_path):
         if t and "run_dir" in t.user_attrs and run_status(t.user_attrs["run_dir"]).get("epoch", 0) >= 1:
             paused, run_dir = int(t.user_attrs["worker"].rsplit(":", 1)[1]), Path(t.user_attrs["run_dir"])
         time.sleep(0.2)
-    assert paused, "the sweep did not start"
+    if not paused:  # say what the sweep was doing
+        p.kill(); out, err = p.communicate()
+        pytest.fail(f"the sweep did not train trial 0's first epoch in 120 s: {out[-2000:]} {err[-3000:]}")
     os.kill(paused, signal.SIGSTOP)
     time.sleep(6)  # the other worker ends its trial (2.5 s), then finds trial 0's heartbeat stale (2 s grace)
     os.kill(paused, signal.SIGCONT)
