@@ -125,7 +125,7 @@ def cmd_eval(a) -> int:
     from mnist_lab.eval import report, evaluate_run, per_class_table
     import matplotlib
     matplotlib.use("Agg")
-    ev = evaluate_run(a.run, plugins=a.plugins)
+    ev = evaluate_run(a.run, plugins=a.plugins, data_dir=a.data_dir)
     print(json.dumps({k: v for k, v in ev.items() if isinstance(v, float)}, indent=1))  # = summary.json's test_*
     print(per_class_table(ev["confusion"], ev["data"].classes))
     try: paths = report(a.run, ev["data"], plugins=a.plugins, pred=ev["pred"])  # evaluated once
@@ -388,6 +388,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run folder or checkpoint file")
     e.add_argument("--plugins", default="", help="your .py files or modules that register the run's model: a run's "
                    "stored plugins are never imported")
+    e.add_argument("--data-dir", default="", help="where the run's data is now, if not where it recorded (a copied run, "
+                   "a moved dataset): the same images, or eval refuses")
     pr = sub.add_parser("predict", help="the classes a run's model gives image files of yours")
     pr.add_argument("run", help="run folder or checkpoint file")
     pr.add_argument("files", nargs="+", help="image files (PNG, JPEG, GIF, WebP), or folders of them, fitted to the run's "

@@ -180,17 +180,18 @@ def others_paths(path, saved: dict):
         raise PermissionError(f"{folder} belongs to another user (uid {uid}), and its config names {named}: that "
                               "would be read or written as you. Copy the folder to one of yours to use it")
 
-def evaluate_run(path, data=None, plugins: str = "") -> dict:
+def evaluate_run(path, data=None, plugins: str = "", data_dir: str = "") -> dict:
     """Test-set loss and metrics, confusion matrix, per-class table and predictions of a saved run (folder or
-    checkpoint), computed as training did (its metrics, test-time augmentation and autocast): the same numbers."""
+    checkpoint), computed as training did (its metrics, test-time augmentation and autocast): the same numbers.
+    `data_dir`: where its data is now, if not where it recorded (a copied run, a moved dataset): the same images."""
     from dataclasses import asdict
     model, cfg, info = load_run(path, plugins=plugins)
     summary = read_json(run_folder_of(path) / "summary.json")
     summary = summary if isinstance(summary, dict) else {}
     if data is None:
-        others_paths(path, asdict(cfg))  # the config it was loaded with (a checkpoint's own too): its data_dir
+        if not data_dir: others_paths(path, asdict(cfg))  # the config it was loaded with (a checkpoint's own): its data_dir
         name = summary.get("dataset") if isinstance(summary.get("dataset"), str) else cfg.dataset
-        data = load_data(name, cfg.data_dir, False, cfg.image_size, cfg.channels or recorded_channels(info))
+        data = load_data(name, data_dir or cfg.data_dir, False, cfg.image_size, cfg.channels or recorded_channels(info))
         if changed := data_changed(info, summary, data):  # a folder of images grown or edited since
             raise ValueError(f"{path}: its data has changed since it was tested ({changed}): eval would not give the "
                              "run's numbers, and would replace its plots. Restore the data, or test it on the data as "

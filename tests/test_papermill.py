@@ -86,6 +86,11 @@ def test_papermill_end_to_end(request):
     r = subprocess.run([str(Path(sys.executable).parent / "mnist-lab"), "runs"], cwd=project / "nbs",
                        capture_output=True, text=True, timeout=120)
     assert "completed" in r.stdout and "more columns hidden" in r.stdout, r.stdout + r.stderr
+    (project / "data").rename(project / "moved")  # the data moved since (or the run copied elsewhere): eval is told
+    import contextlib, io, mnist_lab.cli
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert mnist_lab.cli.main(["eval", str(run), "--data-dir", str(project / "moved")]) == 0
+    assert json.loads(out.getvalue()[:out.getvalue().index("}") + 1])["accuracy"] == summary["test_accuracy"]
 
 
 def test_headless_kernel_freezes_imports_out_of_the_garbage_collector(tmp_path):
