@@ -157,7 +157,7 @@ def cmd_predict(a) -> int:
     for f in a.files:  # below it is followed (theirs could lead to a file of yours), as training reads image folders
         found = folders.get(f, [f])
         theirs = f in folders and any(not_yours_alone(d, owners=(os.geteuid(), 0)) for d in {f, *map(os.path.dirname, found)})
-        files += found; beneath += [str(Path(f).absolute()) if theirs else None] * len(found)
+        files += found; beneath += [f if theirs else None] * len(found)  # as written, as the files below it are
     images, read = [], []
     for f, below in zip(files, beneath):  # a file that is no image (or too large) is named; the others are still classified
         try: images.append(as_images([Path(f)], info["shape"], below)); read.append(f)

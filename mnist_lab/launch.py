@@ -15,7 +15,7 @@ from .process import start, identity, recorded, alive, in_notebook, wait_until, 
 from .record import (project_path, relative_hint, new_run_dir, next_notebook, run_status, read_history, run_folder_of,
                               training_pid, read_json, write_json, write_status, read_bounded,
                               is_number, check_yours_alone,
-                              make_yours_alone, not_yours_alone, make_run_folder, others_on_way, find_resume_checkpoint)
+                              make_yours_alone, not_yours_alone, make_run_folder, followed, find_resume_checkpoint)
 
 # %% ../nbs/09_launch.ipynb #99992ce7
 TRAIN_NOTEBOOK = Path(mnist_lab.__file__).resolve().parents[1] / "nbs" / "train.ipynb"
@@ -227,14 +227,14 @@ def stop(run, grace: float = 60.0, papermill: subprocess.Popen | None = None, qu
     """Interrupt a run (a `Run`, a `Result` or its folder) cleanly and wait up to `grace` s for it to record that;
     a papermill still there then is killed. `papermill`: the process, when the caller started it; `quiet`: no line."""
     given = run_folder(run)
-    # resolved once, and only that is used (each check below would follow a link swapped in since); a path through
-    # another user's folders or links leads only to a run of theirs: they choose where it leads, one of yours too
-    run_dir, others = given.resolve(), others_on_way(given) if not hasattr(run, "run_dir") else {}
+    # followed once, and only where it led is used (a check, then a `resolve`, could each see another link swapped
+    # in); a path through another user's link leads only to a run of theirs: they chose where it leads
+    run_dir, others = followed(given)
     if others and set(others) != {run_dir.stat().st_uid}:
         uid, entry = next(iter(others.items()))
-        raise PermissionError(f"{given}: its way goes through {entry} (uid {uid}'s), and it leads to {run_dir}, a run "
-                              "folder not theirs: stop a run by a path that no one else can change (that one, if it is "
-                              "the run you mean)")
+        raise PermissionError(f"{given}: its way goes through {entry}, a link of uid {uid}'s, and it leads to {run_dir}, "
+                              "a run folder not theirs: stop a run by a path that no one else can change (that one, if "
+                              "it is the run you mean)")
     s, pm = run_status(run_dir), papermill or launched(run_dir)
     pm_alive = lambda: pm is not None and still_running(pm)
     if s["status"] == "running": os.kill(training_pid(run_dir, s), signal.SIGINT)  # the lock holder, no other

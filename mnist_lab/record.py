@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'WHO', 'CLOSED', 'COPY_ADVICE', 'HISTORY_TAIL', 'RESUME_KEYS',
-           'MAX_DIFF', 'acl_writers', 'private_group', 'others_write', 'unsafe_way', 'others_on_way', 'not_yours_alone',
+           'MAX_DIFF', 'acl_writers', 'private_group', 'others_write', 'unsafe_way', 'followed', 'not_yours_alone',
            'make_yours_alone', 'NotYoursAlone', 'check_yours_alone', 'project_dir', 'project_path', 'relative_hint',
            'CheckpointError', 'discard', 'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json',
            'open_regular', 'regular', 'open_beneath', 'read_bounded', 'loads', 'read_json', 'read_object', 'is_number',
@@ -88,22 +88,23 @@ def unsafe_way(path) -> str | None:
         here = entry
     return None
 
-def others_on_way(path) -> dict:
-    """{uid: the first of its folders or links} of the other users (not you, not root) who own a folder or link on the
-    way to `path`, as the kernel follows it: each could change where the path leads."""
-    here, parts, hops, found = Path("/"), list(Path(path).absolute().parts[1:]), 0, {}
+def followed(path) -> tuple:
+    """`(where path leads, {uid: the first link of theirs})`: `path` followed as the kernel follows it, one part at a
+    time, and the other users (not you, not root) whose links it went through: each chose where it leads. Both come
+    from the same walk, so a link swapped in between a check and a `resolve` cannot part them."""
+    here, parts, hops, links = Path("/"), list(Path(path).absolute().parts[1:]), 0, {}
     while parts:
         name = parts.pop(0)
         if name == "..": here = here.parent; continue
         try: st = (entry := here / name).lstat()
-        except OSError: break  # not there (yet): the rest is made by whoever makes it
-        if st.st_uid not in (os.geteuid(), 0): found.setdefault(st.st_uid, entry)
+        except OSError: return Path(here, name, *parts), links  # not there (yet)
         if not stat.S_ISLNK(st.st_mode): here = entry; continue
-        if (hops := hops + 1) > 40: break  # a loop: using the path fails anyway
+        if st.st_uid not in (os.geteuid(), 0): links.setdefault(st.st_uid, entry)
+        if (hops := hops + 1) > 40: raise OSError(errno.ELOOP, f"{path}: a loop of links")
         target = Path(os.readlink(entry))
         parts = [*target.parts[1:], *parts] if target.is_absolute() else [*target.parts, *parts]
         if target.is_absolute(): here = Path("/")
-    return found
+    return here, links
 
 def not_yours_alone(folder, owners=None) -> str | None:
     """Why someone else could change what `folder` holds (it is another user's, or others may write it), or put a
@@ -519,15 +520,22 @@ def close_file_like(path, sources) -> int:
         st = os.fstat(fd)
         hidden = hidden_from(sources, path) if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() else 0
         if not hidden & (mode := stat.S_IMODE(st.st_mode)): return hidden
-        copy = Path(path).with_name(f".{Path(path).name}.{secrets.token_hex(4)}")
-        try:
-            with open(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as out:
-                os.fchmod(out.fileno(), mode & ~hidden)
-                while chunk := os.read(fd, 1 << 20): out.write(chunk)
-            os.replace(copy, path)
-        except BaseException:
-            copy.unlink(missing_ok=True)
-            raise
+        for _ in range(3):  # papermill may be writing it (a cell's start, its 30 s autosave): copied again if it changed
+            seen, copy = os.fstat(fd), Path(path).with_name(f".{Path(path).name}.{secrets.token_hex(4)}")
+            try: out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except OSError:  # a folder where no copy can be made: closed in place (a reader holding it open reads on)
+                os.fchmod(fd, mode & ~hidden)
+                return hidden
+            try:
+                with open(out, "wb") as f:
+                    os.fchown(f.fileno(), -1, seen.st_gid); os.fchmod(f.fileno(), mode & ~hidden)  # its group kept
+                    at = 0
+                    while chunk := os.pread(fd, 1 << 20, at): f.write(chunk); at += len(chunk)
+                if (os.fstat(fd).st_size, os.fstat(fd).st_mtime_ns) != (seen.st_size, seen.st_mtime_ns): continue
+                os.replace(copy, path)
+            finally: copy.unlink(missing_ok=True)  # (gone once it replaced the file)
+            if os.fstat(fd).st_mtime_ns == seen.st_mtime_ns: break  # else written to the old file since: again
+        else: os.fchmod(fd, mode & ~hidden)  # it kept changing: the old file closed at least
         return hidden
     finally: os.close(fd)
 
@@ -542,7 +550,7 @@ def keep_as_private_as(run_dir: Path, sources) -> int:
         chmod_keeping(run_dir, default & ~hidden); marker.unlink()
     elif hidden:  # an existing or resumed run: the folders in it too (a process parked in its tb/ reads on), each opened
         # without following a link (a folder swapped for one while walking) and changed by its descriptor; yours only
-        for _, _, _, fd in os.fwalk(run_dir, follow_symlinks=False):
+        for _, _, _, fd in os.fwalk(os.path.realpath(run_dir), follow_symlinks=False):  # (named through a link of yours)
             if (st := os.fstat(fd)).st_uid == os.geteuid(): os.fchmod(fd, stat.S_IMODE(st.st_mode) & ~hidden)
     return hidden
 

@@ -98,6 +98,10 @@ def check_space(space: dict, params: dict, grid: bool, elsewhere: bool = False) 
         if elsewhere and (missing := code_elsewhere(cfg)):
             raise ValueError("this sweep's trials train in other processes (n_jobs > 1 or executor papermill), "
                              "which cannot see:\n  " + "\n  ".join(missing))
+    can = lambda k: space[k] if isinstance(space.get(k), list) else [params.get(k, getattr(TrainConfig, k))]
+    if not grid and "balanced" in can("class_weights") and "balanced" in can("sampler"):  # a draw may take both
+        raise ValueError("space: class_weights and sampler could both be 'balanced' in one trial (the imbalance "
+                         "corrected twice): search one of them")
     data = [k for k in ("dataset", "data_dir", "download") if isinstance(space.get(k), list)]  # every choice of these,
     choices = [list({json.dumps(v): v for v in space[k]}.values()) for k in data]  # each once (a list may repeat them)
     if (n := math.prod(map(len, choices))) > MAX_TRIALS:  # a random sweep's lists are not bounded as a grid
