@@ -528,7 +528,9 @@ def close_file_like(path, sources) -> int:
                 return hidden
             try:
                 with open(out, "wb") as f:
-                    os.fchown(f.fileno(), -1, seen.st_gid); os.fchmod(f.fileno(), mode & ~hidden)  # its group kept
+                    try: os.fchown(f.fileno(), -1, seen.st_gid); keep = hidden  # its group kept...
+                    except OSError: keep = hidden | 0o070  # ...or, where it cannot be, none of the new group reads it
+                    os.fchmod(f.fileno(), mode & ~keep)
                     at = 0
                     while chunk := os.pread(fd, 1 << 20, at): f.write(chunk); at += len(chunk)
                 if (os.fstat(fd).st_size, os.fstat(fd).st_mtime_ns) != (seen.st_size, seen.st_mtime_ns): continue
