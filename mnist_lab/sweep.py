@@ -266,8 +266,9 @@ def storage_for(url: str):
     for attempt in range(5):
         try: return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
                                                heartbeat_stale_trial_callback=retry_callback(), **kw)
-        except Exception as e:  # two workers made the tables of a new database at once: the loser tries again
-            if "already exists" not in str(e) or attempt == 4: raise
+        except Exception as e:  # two processes made the tables of a new database at once (two workers, or a look at
+            # it with optuna.load_study): the loser tries again; its tables, or their version row, are there by then
+            if not ("already exists" in str(e) or "alembic_version" in str(e)) or attempt == 4: raise
             time.sleep(1 + attempt)
 
 # %% ../nbs/10_sweep.ipynb #3b49a371
