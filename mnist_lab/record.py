@@ -533,7 +533,7 @@ def close_file_like(path, sources) -> int:
                     os.fchmod(f.fileno(), mode & ~keep)
                     at = 0
                     while chunk := os.pread(fd, 1 << 20, at): f.write(chunk); at += len(chunk)
-                if (os.fstat(fd).st_size, os.fstat(fd).st_mtime_ns) != (seen.st_size, seen.st_mtime_ns): continue
+                if ((now := os.fstat(fd)).st_size, now.st_mtime_ns) != (seen.st_size, seen.st_mtime_ns): continue
                 os.replace(copy, path)
             finally: copy.unlink(missing_ok=True)  # (gone once it replaced the file)
             if os.fstat(fd).st_mtime_ns == seen.st_mtime_ns: break  # else written to the old file since: again

@@ -102,11 +102,12 @@ def check_space(space: dict, params: dict, grid: bool, elsewhere: bool = False) 
     if not grid and "balanced" in can("class_weights") and "balanced" in can("sampler"):  # a draw may take both
         raise ValueError("space: class_weights and sampler could both be 'balanced' in one trial (the imbalance "
                          "corrected twice): search one of them")
-    data = [k for k in ("dataset", "data_dir", "download") if isinstance(space.get(k), list)]  # every choice of these,
-    choices = [list({json.dumps(v): v for v in space[k]}.values()) for k in data]  # each once (a list may repeat them)
-    if (n := math.prod(map(len, choices))) > MAX_TRIALS:  # a random sweep's lists are not bounded as a grid
+    # every choice of these (each once: check_shapes refused repeats), in at most MAX_TRIALS combinations: a random
+    # sweep's lists are not bounded as a grid's are
+    data = [k for k in ("dataset", "data_dir", "download") if isinstance(space.get(k), list)]
+    if (n := math.prod(len(space[k]) for k in data)) > MAX_TRIALS:
         raise ValueError(f"space: {n:,} combinations of {', '.join(data)} to check; at most {MAX_TRIALS:,}")
-    for values in itertools.product(*choices):
+    for values in itertools.product(*(space[k] for k in data)):
         cfg = TrainConfig.from_params(**trial_params(params, {**settings[0], **dict(zip(data, values))}))
         if why := missing_data(cfg.dataset, cfg.data_dir, cfg.download): raise FileNotFoundError(why)
     return len(settings) if grid else 0

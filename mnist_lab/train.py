@@ -337,7 +337,8 @@ def private_like_data(run_dir: Path, t: Training):
     files it read (IDX, CIFAR), else its source folder (an image folder), else `data_dir` for a dataset of yours that
     names none; one made closed is opened as far as that data lets. Said when it keeps someone out."""
     source, sources = t.data.source or str(project_path(t.cfg.data_dir)), data_sources(t.data, t.cfg.data_dir)
-    if (nb := papermill_output()) is not None and os.path.lexists(nb):  # plain papermill's notebook, beside the runs:
+    if (nb := papermill_output()) is not None and os.path.lexists(nb) and Path(nb).resolve().parent != Path(run_dir).resolve():
+        # plain papermill's notebook, beside the runs (one in the run folder is as closed as the folder):
         try: close_file_like(nb, sources)  # its plots show the data too (closed before its first plot is written)
         except OSError: pass  # a link: link_notebook refuses it
     if hidden := keep_as_private_as(run_dir, sources):
