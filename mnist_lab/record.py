@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'WHO', 'CLOSED', 'COPY_ADVICE', 'HISTORY_TAIL', 'RESUME_KEYS',
-           'MAX_DIFF', 'acl_writers', 'private_group', 'others_write', 'unsafe_way', 'followed', 'not_yours_alone',
-           'make_yours_alone', 'NotYoursAlone', 'check_yours_alone', 'project_dir', 'project_path', 'relative_hint',
-           'CheckpointError', 'discard', 'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint', 'write_json',
-           'open_regular', 'regular', 'open_beneath', 'read_bounded', 'loads', 'read_json', 'read_object', 'is_number',
-           'number_in', 'recorded_number', 'recorded_intervals', 'check_unpacked_size', 'open_checkpoint',
+           'MAX_DIFF', 'acl_writers', 'private_group', 'others_write', 'path_steps', 'unsafe_way', 'followed',
+           'not_yours_alone', 'make_yours_alone', 'NotYoursAlone', 'check_yours_alone', 'project_dir', 'project_path',
+           'relative_hint', 'CheckpointError', 'discard', 'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint',
+           'write_json', 'open_regular', 'regular', 'open_beneath', 'read_bounded', 'loads', 'read_json', 'read_object',
+           'is_number', 'number_in', 'recorded_number', 'recorded_intervals', 'check_unpacked_size', 'open_checkpoint',
            'load_weights', 'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded',
            'way_closed_to', 'unreadable_to', 'has_acl', 'chmod_keeping', 'make_run_folder', 'hidden_from',
            'close_file_like', 'keep_as_private_as', 'new_run_dir', 'write_status', 'overwrite', 'run_status',
@@ -58,53 +58,58 @@ def others_write(folder: Path, st: os.stat_result) -> str | None:
     try: return f"group {grp.getgrgid(st.st_gid).gr_name}"
     except KeyError: return f"group {st.st_gid}"
 
-def unsafe_way(path) -> str | None:
-    """Why another user could put a link of theirs on the way to `path`: each folder it goes through and each link
-    it follows, one part at a time as the kernel resolves it; None when no one but you and root can. A folder that
-    others may write is safe on the way only with the sticky bit (as /tmp), owned by you or root, and the entry you
-    go through yours or root's; a folder another user owns is theirs to change, for root too."""
-    me, trusted = os.geteuid(), (os.geteuid(), 0)
-    parts, here, links = list(Path(path).absolute().parts[1:]), Path("/"), 0
+def path_steps(path):
+    """`path` walked as the kernel resolves it, one part at a time: `(folder, entry, the entry's lstat, the parts
+    left)` for each part (a link's target walked in its place, from its folder or from /; '..' climbs from where the
+    walk is); where an entry is not there, its lstat is None and the walk stops. Returns where it leads (the parts
+    not walked joined on). Raises ELOOP after 40 links, as the kernel does."""
+    here, parts, hops = Path("/"), list(Path(path).absolute().parts[1:]), 0
     while parts:
         name = parts.pop(0)
         if name in ("", "."): continue
         if name == "..": here = here.parent; continue
-        entry, st = here / name, here.stat()
-        made = os.path.lexists(entry)
-        owner = entry.lstat().st_uid if made else me  # to be made: by you
-        if who := others_write(here, st):
-            if not (st.st_mode & stat.S_ISVTX and st.st_uid in trusted and owner in trusted):
-                return f"inside {here}, which {who} may write: a link of theirs could take the place of {name}"
-        elif st.st_uid not in trusted:
-            return f"inside {here}, another user's folder (uid {st.st_uid}): they could put a link in place of {name}"
-        if not made:  # the rest is made by you, in folders only you can change; a ".." would climb out of them
-            return f"{path}: '..' after {entry}, a folder not made yet" if ".." in parts else None
-        if entry.is_symlink():  # followed as the kernel follows it: its target's folders are on the way too
-            if (links := links + 1) > 40: return f"{entry}: a loop of links"
-            target = Path(os.readlink(entry))
-            parts = [*target.parts[1:], *parts] if target.is_absolute() else [*target.parts, *parts]
-            if target.is_absolute(): here = Path("/")
-            continue
-        here = entry
-    return None
-
-def followed(path) -> tuple:
-    """`(where path leads, {uid: the first link of theirs})`: `path` followed as the kernel follows it, one part at a
-    time, and the other users (not you, not root) whose links it went through: each chose where it leads. Both come
-    from the same walk, so a link swapped in between a check and a `resolve` cannot part them."""
-    here, parts, hops, links = Path("/"), list(Path(path).absolute().parts[1:]), 0, {}
-    while parts:
-        name = parts.pop(0)
-        if name == "..": here = here.parent; continue
         try: st = (entry := here / name).lstat()
-        except OSError: return Path(here, name, *parts), links  # not there (yet)
+        except OSError:  # not there (yet), or not a folder on the way
+            yield here, entry, None, parts
+            return Path(entry, *parts)
+        yield here, entry, st, parts
         if not stat.S_ISLNK(st.st_mode): here = entry; continue
-        if st.st_uid not in (os.geteuid(), 0): links.setdefault(st.st_uid, entry)
         if (hops := hops + 1) > 40: raise OSError(errno.ELOOP, f"{path}: a loop of links")
         target = Path(os.readlink(entry))
         parts = [*target.parts[1:], *parts] if target.is_absolute() else [*target.parts, *parts]
         if target.is_absolute(): here = Path("/")
-    return here, links
+    return here
+
+def unsafe_way(path) -> str | None:
+    """Why another user could put a link of theirs on the way to `path`: each folder it goes through and each link
+    it follows (`path_steps`); None when no one but you and root can. A folder that others may write is safe on the
+    way only with the sticky bit (as /tmp), owned by you or root, and the entry you go through yours or root's; a
+    folder another user owns is theirs to change, for root too."""
+    me, trusted = os.geteuid(), (os.geteuid(), 0)
+    try:
+        for here, entry, st, rest in path_steps(path):
+            owner, folder = st.st_uid if st else me, here.stat()  # not made yet: to be made by you
+            if who := others_write(here, folder):
+                if not (folder.st_mode & stat.S_ISVTX and folder.st_uid in trusted and owner in trusted):
+                    return f"inside {here}, which {who} may write: a link of theirs could take the place of {entry.name}"
+            elif folder.st_uid not in trusted:
+                return f"inside {here}, another user's folder (uid {folder.st_uid}): they could put a link in place of {entry.name}"
+            if st is None:  # the rest is made by you, in folders only you can change; a ".." would climb out of them
+                return f"{path}: '..' after {entry}, a folder not made yet" if ".." in rest else None
+    except OSError as e:
+        if e.errno == errno.ELOOP: return e.strerror
+        raise
+    return None
+
+def followed(path) -> tuple:
+    """`(where path leads, {uid: the first link of theirs})`: `path` followed as the kernel follows it (`path_steps`),
+    and the other users (not you, not root) whose links it went through: each chose where it leads. Both come from
+    the same walk, so a link swapped in between a check and a `resolve` cannot part them."""
+    links, steps = {}, path_steps(path)
+    while True:
+        try: here, entry, st, rest = next(steps)
+        except StopIteration as end: return end.value, links
+        if st and stat.S_ISLNK(st.st_mode) and st.st_uid not in (os.geteuid(), 0): links.setdefault(st.st_uid, entry)
 
 def not_yours_alone(folder, owners=None) -> str | None:
     """Why someone else could change what `folder` holds (it is another user's, or others may write it), or put a
