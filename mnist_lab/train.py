@@ -318,18 +318,28 @@ class Training:
         return self.data.mean, self.data.std
 
 # %% ../nbs/07_train.ipynb #273962aa
-def init_weights(parts: Parts, path: str):
-    "Load the weights at `path` into `parts.model` (`init_from`), saying what data they were trained on if they don't fit."
+def init_weights(parts: Parts, path: str) -> str | None:
+    """Load the weights at `path` into `parts.model` (`init_from`), saying what data they were trained on if they don't
+    fit. Weights trained for another number of classes (MNIST's 10 digits, fine-tuned to your 3 classes) fit but for
+    the layers with a row per class (the last): those start anew, as the note returned says."""
     weights, stored, was = read_model(path)
-    trained_on = (f" (trained on {was.get('name', '?')}: {was.get('shape')} images, {len(was.get('classes') or [])} "
-                  f"classes; this run's data: {parts.data['shape']}, {len(parts.data['classes'])} classes)"
+    classes = was.get("classes") if isinstance(was, dict) else None  # (weights without their data's record: none)
+    n_was, n_now = len(classes) if isinstance(classes, list) else 0, len(parts.data["classes"])
+    trained_on = (f" (trained on {one_line(str(was.get('name', '?')))}: {one_line(str(was.get('shape')))} images, "
+                  f"{n_was} classes; this run's data: {parts.data['shape']}, {n_now} classes)"
                   if isinstance(was, dict) and was else "")
     if bad := [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]:
         raise ValueError(f"init_from={path!r}: {bad[0]} holds NaN or infinite values ({len(bad)} tensor(s) do): "
                          "nothing to train from")
     made = upgraded(stored) if isinstance(stored, dict) else {}  # a run from before pool_first: the older cnn
     made = ", ".join(f"{k}={made[k]!r}" for k in ("model", "width", "pool_first", "fc1", "fc2") if k in made)
-    fit_weights(parts.model, weights, f"init_from={path!r}{trained_on}{f' (its config: {made})' if made else ''}")
+    own = parts.model.state_dict()
+    per_class = [k for k, v in own.items() if k in weights and n_was not in (0, n_now)  # a row per class, as many
+                 and weights[k].shape[:1] == (n_was,) and v.shape[:1] == (n_now,) and weights[k].shape[1:] == v.shape[1:]]
+    fit_weights(parts.model, {**weights, **{k: own[k] for k in per_class}},
+                f"init_from={path!r}{trained_on}{f' (its config: {made})' if made else ''}")
+    if per_class: return (f"init_from: its weights were trained for {n_was} classes, this data has {n_now}: "
+                          f"{', '.join(per_class)} start anew, the other layers from its weights")
 
 # %% ../nbs/07_train.ipynb #e2410205
 def private_like_data(run_dir: Path, t: Training):
@@ -362,7 +372,7 @@ def open_run(t: Training, ckpt_path, ckpt, started: float) -> Record:
         run_dir, history = Path(cfg.resume), []
         log(f"resuming {run_dir}: no checkpoint yet, starting it again from step 0")
     else:
-        if cfg.init_from: init_weights(parts, cfg.init_from)
+        if cfg.init_from and (note := init_weights(parts, cfg.init_from)): log(note)
         run_dir, history = Path(D.share(str(new_run_dir(cfg)) if D.main else None)), []
     if D.main: private_like_data(run_dir, t)
     return claim(Record(run_dir, history, state, started, t.plan.epochs, D.world, since=started, data=parts.data),
