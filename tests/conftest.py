@@ -55,6 +55,18 @@ def own_download_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(mnist_lab.data, "DOWNLOAD_FAILED", tmp_path / "xdg-cache" / "mnist_lab" / "download-failed")
 
 
+def in_process(*args) -> tuple:
+    "`mnist-lab ARGS` run by its code in this process (no new process, no second import of torch): (code, out, err)."
+    import contextlib, io, signal, mnist_lab.cli
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}  # main() sets its own
+    try:
+        with contextlib.redirect_stdout(out := io.StringIO()), contextlib.redirect_stderr(err := io.StringIO()):
+            code = mnist_lab.cli.main(list(args))
+    finally:
+        for s, h in handlers.items(): signal.signal(s, h)
+    return code, out.getvalue(), err.getvalue()
+
+
 def in_child(fn, errors: Path) -> int:
     """Fork a child of this process (what it has imported, torch say, the child need not import again: no 2 s
     start) that runs `fn()` and exits 0, or writes its traceback to `errors` and exits 1; returns its pid."""

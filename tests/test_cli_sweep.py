@@ -7,7 +7,7 @@ import pytest
 import mnist_lab.sweep as S
 from mnist_lab.record import read_history
 from mnist_lab.runs import runs_table
-from conftest import pace_plugin
+from conftest import pace_plugin, in_process
 
 FAST = ["-p", "dataset", "mnist_sample", "-p", "model", "linear", "-p", "epochs", "1", "-p", "steps_per_epoch", "5",
         "-p", "scheduler", "none", "-p", "tensorboard", "False"]
@@ -41,18 +41,6 @@ def test_commands_that_read_run_folders_start_without_torch(tmp_path):
             "print('torch loaded:', 'torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert "torch loaded: False" in r.stdout and run.name in r.stdout and "completed" in r.stdout, r.stdout + r.stderr
-
-
-def in_process(*args) -> tuple:
-    "`mnist-lab ARGS` run by its code in this process (no new process, no second import of torch): (code, out, err)."
-    import contextlib, io, signal, mnist_lab.cli
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}  # main() sets its own
-    try:
-        with contextlib.redirect_stdout(out := io.StringIO()), contextlib.redirect_stderr(err := io.StringIO()):
-            code = mnist_lab.cli.main(list(args))
-    finally:
-        for s, h in handlers.items(): signal.signal(s, h)
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_train_runs_eval_resume(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 import json, os, signal, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
+from conftest import in_process
 from test_jupyterlab import browser, free_port, shot  # noqa: F401 (browser is a fixture)
 
 
@@ -27,12 +28,11 @@ def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path, monkeypa
     (damaged / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_accuracy": 10**400}) + "\n")
     os.mkfifo(plain / "hostile.png")  # a received run's "plots": a FIFO, and a link out of the folder
     (plain / "link.png").symlink_to(plain / "confusion.png")
-    db, cli = f"sqlite:///{tmp_path}/mlflow.db", str(Path(sys.executable).parent / "mnist-lab")
-    r = subprocess.run([cli, "export", "mlflow", "--uri", db, "--root", str(tmp_path / "runs")], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0 and "exported 3 run(s)" in r.stdout, r.stdout + r.stderr[-2000:]
-    assert f"skipped {damaged}: {damaged}/metrics.jsonl: damaged" in r.stdout, r.stdout
-    assert f"not exported: {plain}/hostile.png: not a regular file" in r.stdout and "link.png" in r.stdout, r.stdout
+    db = f"sqlite:///{tmp_path}/mlflow.db"
+    code, out, err = in_process("export", "mlflow", "--uri", db, "--root", str(tmp_path / "runs"))  # the CLI's code
+    assert code == 0 and "exported 3 run(s)" in out, out + err[-2000:]
+    assert f"skipped {damaged}: {damaged}/metrics.jsonl: damaged" in out, out
+    assert f"not exported: {plain}/hostile.png: not a regular file" in out and "link.png" in out, out
     again = export_mlflow(runs_table(tmp_path / "runs"), db)  # the second export adds nothing
     assert len(again) == 3 and not any(new for _, new in again.values()), again
     done = (plain / "status.json").read_text()  # exported stopped, then resumed to the end: the copy follows, once
