@@ -10,7 +10,7 @@ __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PAR
            'to_bool', 'to_dict', 'to_number', 'to_type', 'plugin_key', 'load_plugins', 'plugin_sources',
            'plugins_digest', 'type_needed', 'config_check', 'TrainConfig', 'defaults', 'check_choices', 'check_ranges',
            'check_model', 'check_strings', 'check_new_run', 'check_paths', 'edited_cell_message', 'layer_outputs',
-           'model_from_config', 'model_overrides', 'from_record', 'code_elsewhere', 'resume_config']
+           'model_from_config', 'model_overrides', 'from_record', 'unregistered', 'code_elsewhere', 'resume_config']
 
 # %% ../nbs/05_config.ipynb #7f3126c5
 import dataclasses, difflib, importlib.util, inspect, json, math, os, re, reprlib, shlex, sys
@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 import torch
 import torch.nn.functional as F
-from .process import injected_parameters
+from .process import injected_parameters, one_line
 from .data import DATASETS, AUGMENTATIONS, dataset_names, parse_augment, project_path, register, memory_check
 from .metrics import METRICS, METRIC_MODES, parse_metrics
 from .model import MODELS, make_model
@@ -544,10 +544,24 @@ def from_record(saved: dict, plugins: str = "", **changes) -> TrainConfig:
     saved = upgraded(saved, own.default if own is not None and isinstance(own.default, bool) else None)
     try: return TrainConfig.from_params(**{**saved, **changes, "plugins": plugins})
     except ValueError as e:
-        if not stored or stored == plugins: raise
-        raise ValueError(f"the run was trained with plugins={stored!r}, and a stored config never imports code: if you "
-                         f"trust them, name them yourself (--plugins {stored} on the command line, -p plugins {stored} "
-                         f"with papermill, plugins={stored!r} in Python). Without them:\n{e}") from None
+        if stored and stored != plugins:
+            raise ValueError(f"the run was trained with plugins={stored!r}, and a stored config never imports code: if "
+                             f"you trust them, name them yourself (--plugins {stored} on the command line, -p plugins "
+                             f"{stored} with papermill, plugins={stored!r} in Python). Without them:\n{e}") from None
+        if missing := unregistered(saved):  # registered in the notebook (or script) that trained it, not in a file
+            raise ValueError(f"the run used {', '.join(missing)}, registered where it was trained (a notebook's cell, "
+                             "say) and not here: in that notebook, run that cell first; elsewhere, put its code in a .py "
+                             "file and name it (--plugins my_code.py on the command line, plugins='my_code.py' in "
+                             f"Python). Without it:\n{e}") from None
+        raise
+
+def unregistered(saved: dict) -> list:
+    "What a stored config names (its model, dataset, metrics, augmentations) that is not registered in this process."
+    text = lambda k: saved.get(k) if isinstance(saved.get(k), str) else ""
+    named = [("model", text("model"), MODELS), ("dataset", text("dataset"), dataset_names())]
+    named += [("metric", m.strip(), METRICS) for m in text("metrics").split(",")]
+    named += [("augmentation", a.strip(), AUGMENTATIONS) for a in text("augment").split(",") if a.strip() != "none"]
+    return [f"{kind} {one_line(name)!r}" for kind, name, known in named if name and name not in known]
 
 # %% ../nbs/05_config.ipynb #d14edbc4
 def code_elsewhere(cfg: TrainConfig) -> list:

@@ -13,14 +13,14 @@ __all__ = ['DATASETS', 'DIGITS', 'FASHION', 'IDX_DATASETS', 'IDX_STEMS', 'SAMPLE
            'md5sum', 'read_dataset', 'idx_not_found', 'idx_dataset', 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample',
            'memory_check', 'fit_images', 'fit_data', 'dataset_names', 'default_data_dir', 'load_data', 'data_sources',
            'read_cifar_file', 'has_cifar10', 'cifar10_not_found', 'cifar10', 'visible_files', 'list_images',
-           'png_text_bomb', 'png_orientation', 'read_image_file', 'gif_first_frame', 'image_header', 'decode_file',
-           'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images', 'held_out', 'no_train_folder',
-           'image_folder', 'missing_data', 'split_train_val', 'BatchSampler', 'BalancedSampler', 'normalize',
-           'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise', 'erase',
-           'flip', 'parse_augment', 'augment_batch', 'show_images']
+           'png_text_bomb', 'png_orientation', 'read_image_file', 'gif_first_frame', 'image_header', 'unreadable_image',
+           'decode_file', 'decode_chunk', 'decode_images', 'image_cache_key', 'cached_images', 'held_out',
+           'no_train_folder', 'image_folder', 'missing_data', 'split_train_val', 'BatchSampler', 'BalancedSampler',
+           'normalize', 'eval_batches', 'register_augmentation', 'random_affine', 'shift', 'rotate', 'affine', 'noise',
+           'erase', 'flip', 'parse_augment', 'augment_batch', 'show_images']
 
 # %% ../nbs/02_data.ipynb #a68a1796
-import errno, gzip, hashlib, importlib.resources, inspect, io, math, os, socket, stat, struct, sys, time, unicodedata, zlib
+import errno, gzip, hashlib, importlib.resources, inspect, io, math, os, re, socket, stat, struct, sys, time, unicodedata, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -387,10 +387,11 @@ def default_data_dir(data_dir) -> bool:
     return project_path(data_dir).resolve() == project_path("data").resolve()
 
 def load_data(dataset: str = "auto", data_dir="data", download_ok: bool = True, image_size: int = 0,
-              channels: int = 0) -> Data:
+              channels: int = 0, notes: bool = True) -> Data:
     """Dataset `dataset` (a name in `dataset_names()`) from `data_dir` (relative: to the project), downloading
     if allowed, its images fitted to `image_size` x `image_size` pixels and `channels` when those are not 0.
-    'auto': MNIST, or the bundled sample where the default `data_dir` has none (a folder you name is never replaced)."""
+    'auto': MNIST, or the bundled sample where the default `data_dir` has none (a folder you name is never replaced).
+    `notes`: say the data's `note` (how its test set was made, a folder not read); `fit` says it in its header."""
     if dataset == "auto":
         try: d = load_data("mnist", data_dir, download_ok)
         except FileNotFoundError as e:
@@ -408,7 +409,11 @@ def load_data(dataset: str = "auto", data_dir="data", download_ok: bool = True, 
     fn = DATASETS[dataset]
     args = {"data_dir": project_path(data_dir), "download": download_ok, "image_size": image_size,
             "channels": channels}
-    return fit_data(as_data(dataset, fn(**accepted(fn, args))), image_size, channels)
+    d = as_data(dataset, fn(**(taken := accepted(fn, args))))
+    if not d.source and "data_dir" in taken: d.source = str(taken["data_dir"])  # a dataset of yours: the folder it read
+    d = fit_data(d, image_size, channels)
+    if notes and d.note: say(f"note: {d.name}: {one_line(d.note)}")  # (a val/ folder not read: to know before a run)
+    return d
 
 # %% ../nbs/02_data.ipynb #8a987959
 def data_sources(d: Data, data_dir=None) -> list:
@@ -582,6 +587,16 @@ def image_header(data: bytes) -> tuple:
         pal = im.getpalette() or []  # a GIF is a palette: grey if every colour in it is
         return (w, h, 1 if all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3)) else 3)
 
+def unreadable_image(path, e: Exception) -> ValueError:
+    """The error for an image file that cannot be read: the file named, what is wrong with it (an empty file, data no
+    decoder here knows), without the addresses of a decoder's objects, and what to do."""
+    try: empty = os.stat(path).st_size == 0
+    except OSError: empty = False
+    plain = re.sub(r" ?<[^<>]* at 0x[0-9a-f]+>", "", str(e))  # PIL's "cannot identify image file <_io.BytesIO at 0x..>"
+    why = ("an empty file" if empty else "not PNG, JPEG, GIF or WebP data" if type(e).__name__ == "UnidentifiedImageError"
+           else f"{type(e).__name__}: {plain}")
+    return ValueError(f"{one_line(path)}: not a readable image ({one_line(why)}): replace it, or move it out of the folder")
+
 def decode_file(path, channels: int, size: tuple, resize: bool, beneath=None) -> torch.Tensor:
     """One image file as uint8 (channels, *size) with torchvision's decoder, its header checked first, turned as its
     EXIF orientation says, 16-bit PNGs scaled to 8 bits; `resize`: any size is resized to `size`, else another size is
@@ -603,7 +618,7 @@ def decode_file(path, channels: int, size: tuple, resize: bool, beneath=None) ->
                              mode=ImageReadMode.GRAY if channels == 1 and not own_mode else ImageReadMode.RGB,
                              apply_exif_orientation=True)
             x = to_dtype(x, torch.uint8, scale=True)  # a 16-bit PNG's 0..65535 to 0..255 (a cast would keep the low byte)
-    except Exception as e: raise ValueError(f"{one_line(path)}: not a readable image ({type(e).__name__}: {e})") from None
+    except Exception as e: raise unreadable_image(path, e) from None
     if x.shape[0] != channels: x = fit_images(x[None], channels=channels)[0]  # grey from RGB as PIL makes it
     if x.shape[-2:] != size:
         if not resize: raise ValueError(f"{one_line(path)}: {x.shape[-1]}x{x.shape[-2]} pixels, the first image {size[1]}x{size[0]}; set image_size "
@@ -724,7 +739,7 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
     beneath = str(root) if any(not_yours_alone(d, owners=(os.geteuid(), 0)) for d in folders) else None
     def header(f):
         try: return image_header(read_image_file(f, beneath))
-        except Exception as e: raise ValueError(f"{one_line(f)}: not a readable image ({type(e).__name__}: {e})") from None
+        except Exception as e: raise unreadable_image(f, e) from None
     # channels=0: colour if the first image of any class is, or any of 64 spread over the folder (grey scans first in
     # each class make no colour dataset grey; grey with alpha is grey, RGBA and palettes colour); the first image's
     # size is what "as they are" means. Headers only: each file read once, nothing decoded

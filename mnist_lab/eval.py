@@ -26,10 +26,10 @@ from .record import (read_model, fit_weights, check_fit, read_history, read_json
 # %% ../nbs/06_eval.ipynb #4e16fb55
 @torch.no_grad()
 def evaluate(model, x, y, mean, std, k: int = 3, bs: int = 256, autocast=None, with_pred: bool = False,
-             tta: str = "none", metrics=("accuracy", "top_k"), intervals: bool = False) -> dict:
+             tta: str = "none", metrics=("accuracy", "top_k"), intervals: bool = False, classes=()) -> dict:
     """Loss and `metrics` (names in `METRICS`) of `model` on uint8 images `x` and labels `y`, normalized with
     `mean` and `std` (+ `pred` and `scores`, the classes and the (N, C) scores every metric saw; + `intervals`, each
-    metric's 95% bootstrap interval). `tta="flip"`
+    metric's 95% bootstrap interval; `classes`: their names, for a metric of yours). `tta="flip"`
     classifies each image and its mirror image and averages the two probabilities."""
     # batches of 256, not more: their activations stay in the CPU's caches; 1.5-2x the images/s of batches of
     # 1,000 for the bf16 cnns on a 2-core Zen 4 (bench/flops.py)
@@ -43,7 +43,7 @@ def evaluate(model, x, y, mean, std, k: int = 3, bs: int = 256, autocast=None, w
                 out = torch.logaddexp(out.log_softmax(1), model(xb.flip(-1)).float().log_softmax(1)) - math.log(2)
         loss += F.cross_entropy(out, yb, reduction="sum").item()
         scores.append(out)
-    p = Predictions(y, torch.cat(scores), k)
+    p = Predictions(y, torch.cat(scores), k, tuple(classes))
     res = {"loss": loss / len(y), **compute_metrics(list(metrics), p)}
     if intervals: res["intervals"] = bootstrap(p, list(metrics))
     return {**res, "pred": p.pred.cpu(), "scores": p.scores.cpu()} if with_pred else res
@@ -180,18 +180,20 @@ def others_paths(path, saved: dict):
         raise PermissionError(f"{folder} belongs to another user (uid {uid}), and its config names {named}: that "
                               "would be read or written as you. Copy the folder to one of yours to use it")
 
-def evaluate_run(path, data=None, plugins: str = "", data_dir: str = "") -> dict:
+def evaluate_run(path, data=None, plugins: str = "", data_dir: str = "", metrics: bool = True) -> dict:
     """Test-set loss and metrics, confusion matrix, per-class table and predictions of a saved run (folder or
     checkpoint), computed as training did (its metrics, test-time augmentation and autocast): the same numbers.
-    `data_dir`: where its data is now, if not where it recorded (a copied run, a moved dataset): the same images."""
+    `data_dir`: where its data is now, if not where it recorded (a copied run, a moved dataset): the same images.
+    `metrics=False`: accuracy and top-k only, for the predictions alone (a metric of yours need not be registered)."""
     from dataclasses import asdict
-    model, cfg, info = load_run(path, plugins=plugins)
+    model, cfg, info = load_run(path, plugins=plugins, metrics=metrics)
     summary = read_json(run_folder_of(path) / "summary.json")
     summary = summary if isinstance(summary, dict) else {}
     if data is None:
         if not data_dir: others_paths(path, asdict(cfg))  # the config it was loaded with (a checkpoint's own): its data_dir
         name = summary.get("dataset") if isinstance(summary.get("dataset"), str) else cfg.dataset
-        data = load_data(name, data_dir or cfg.data_dir, False, cfg.image_size, cfg.channels or recorded_channels(info))
+        data = load_data(name, data_dir or cfg.data_dir, False, cfg.image_size, cfg.channels or recorded_channels(info),
+                         notes=False)  # the run's header said them
         if changed := data_changed(info, summary, data):  # a folder of images grown or edited since
             raise ValueError(f"{path}: its data has changed since it was tested ({changed}): eval would not give the "
                              "run's numbers, and would replace its plots. Restore the data, or test it on the data as "
@@ -200,7 +202,7 @@ def evaluate_run(path, data=None, plugins: str = "", data_dir: str = "") -> dict
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if summary.get("amp") == "bf16" else None
     if cfg.channels_last: model = model.to(memory_format=torch.channels_last)  # as it was trained and tested
     ev = evaluate(model, data.x_test, data.y_test, data.mean, data.std, cfg.top_k, autocast=amp, with_pred=True,
-                  tta=cfg.tta, metrics=run_metrics(cfg))
+                  tta=cfg.tta, metrics=run_metrics(cfg), classes=data.classes)
     cm = confusion_matrix(data.y_test, ev["pred"], len(data.classes))
     return {**ev, "k": cfg.top_k, "confusion": cm, "per_class": per_class(cm), "data": data}
 
@@ -280,7 +282,7 @@ def report(run, data=None, show: bool = True, plugins: str = "", pred=None) -> d
     path, d = getattr(run, "run_dir", run), data or getattr(run, "data", None)
     if pred is None: pred = getattr(run, "test_pred", None)
     if pred is None:
-        ev = evaluate_run(path, d, plugins)
+        ev = evaluate_run(path, d, plugins, metrics=False)  # its predictions: a metric of yours is not needed
         d, pred = ev["data"], ev["pred"]
     run_dir, classes = run_folder_of(path), d.classes
     # another checkpoint than the run's own latest weights (best.pt, say): its plots go beside the run's, named by it,

@@ -20,6 +20,7 @@ class Predictions:
     y: torch.Tensor  # (N,) true classes
     scores: torch.Tensor  # (N, C) logits or log-probabilities
     k: int = 3  # of top_k
+    classes: tuple = ()  # the class names, as the data's `classes` (`p.classes.index("shirt")`); () where unknown
 
     @cached_property
     def top(self) -> torch.Tensor:
@@ -106,7 +107,7 @@ def compute_metrics(names: list, p: Predictions) -> dict:
 # %% ../nbs/04_metrics.ipynb #430ce3f7
 def resample(p: Predictions, idx: torch.Tensor) -> Predictions:
     "The predictions of the images `idx` (with repeats), reusing `p`'s top-k classes."
-    q = Predictions(p.y[idx], p.scores[idx], p.k)
+    q = Predictions(p.y[idx], p.scores[idx], p.k, p.classes)
     q.__dict__["top"] = p.top[idx]  # functools.cached_property's own cache: the scores are not ranked again
     return q
 

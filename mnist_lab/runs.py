@@ -13,7 +13,7 @@ import json, os, socket, stat, sys, time
 from pathlib import Path
 import pandas as pd
 from .process import literal_text, one_line
-from .record import (project_path, read_object, recorded_intervals, is_number, number_in,
+from .record import (project_path, read_object, read_json, recorded_intervals, is_number, number_in,
                               run_status, read_history, last_epoch, load_weights, upgraded, read_bounded,
                               not_yours_alone, unreadable_to, chmod_keeping)
 # no torch at import: `mnist-lab runs` reads folders without it (1.2 s); `compare` imports it
@@ -220,13 +220,15 @@ def test_predictions(run, scores: bool = True):
     def check(ok: bool):  # the file may be damaged, or planted in a folder of someone else's
         if not ok: raise ValueError(f"{file}: not the test predictions mnist_lab saves")
     d = load_weights(file) if file.is_file() else {}
+    classes = read_json(path / "summary.json").get("classes")  # their names, for a metric of yours
+    classes = tuple(classes) if isinstance(classes, list) and all(isinstance(c, str) for c in classes) else ()
     check(isinstance(d, dict))
     y, s, pred, k = (d.get(key) for key in ("y", "scores", "pred", "k"))
     if s is not None:
         check(isinstance(y, torch.Tensor) and isinstance(s, torch.Tensor) and y.ndim == 1 and 0 < len(y) == len(s)
               and s.ndim == 2 and s.is_floating_point() and type(k) is int and 1 <= k <= s.shape[1]
               and 0 <= y.min() and y.max() < s.shape[1])
-        return Predictions(y.long(), s.float(), k)
+        return Predictions(y.long(), s.float(), k, classes)
     if pred is not None and not scores:
         check(isinstance(y, torch.Tensor) and isinstance(pred, torch.Tensor) and pred.ndim == 1 and pred.shape == y.shape
               and len(y) and min(pred.min(), y.min()) >= 0)
@@ -234,9 +236,9 @@ def test_predictions(run, scores: bool = True):
     else:  # a run from before they were saved: evaluated again (the same numbers as its summary)
         from mnist_lab.eval import evaluate_run
         ev = evaluate_run(path)
-        if scores: return Predictions(ev["data"].y_test.long(), ev["scores"].float(), ev["k"])
+        if scores: return Predictions(ev["data"].y_test.long(), ev["scores"].float(), ev["k"], ev["data"].classes)
         pred, y = ev["pred"].long(), ev["data"].y_test.long()
-    return Predictions(y, F.one_hot(pred, int(max(pred.max(), y.max())) + 1).float(), k=1)
+    return Predictions(y, F.one_hot(pred, int(max(pred.max(), y.max())) + 1).float(), 1, classes)
 
 def recorded(run_dir: Path, file: str, key: str):
     "What a run's `file` (config.json, summary.json) records under `key`, or None where it cannot say."

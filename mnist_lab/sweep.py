@@ -928,8 +928,9 @@ def sweep_report(sweep_dir="runs/sweep", plugins: str = "", storage: str | None 
                     f"{esc(', '.join(codes))}): a plugin edited during the sweep; each run keeps its code (plugin-NAME)")
     cells = [md(f"# Sweep {esc(folder.name)}\n\n{esc(spec.get('method'))} over {over}: {len(done)} completed runs of "
                 f"{esc(spec.get('n_trials'))} trials{folds}{f', {len(failed)} failed (below)' if failed else ''}; ranked by each run's best {esc(key)} ({mode}imised, the value "
-                f"the study optimised), mean ± std over seeds and folds.\n\n{verdict}"),
-             md(one_block(stats.to_html(float_format=lambda x: f"{x:.4f}"))), md("## Plots\n\n" + "\n\n".join(plots)),
+                f"the study optimised), mean ± std over seeds and folds (– for one run); the test metrics are each "
+                f"run's final weights' (model.pt), not its best epoch's (best.pt: `mnist-lab eval RUN/best.pt`).\n\n{verdict}"),
+             md(one_block(stats.to_html(float_format=lambda x: f"{x:.4f}", na_rep="–"))), md("## Plots\n\n" + "\n\n".join(plots)),
              md("## Runs\n\n" + one_block(df[["run", "status", *by, *[c for c in repeats if c in df], "best", key,
                                     *dict.fromkeys(["test_accuracy", f"test_{test}"])]].rename(columns={"best": score}).to_html(index=False, float_format=lambda x: f"{x:.4f}")))]
     if failed:  # what ended them, as the study recorded it: the page says what is missing from the comparison

@@ -580,7 +580,7 @@ def finish_run(t: Training, stopped: bool) -> Result:
     rec, parts, data, cfg, D, dev = t.rec, t.parts, t.data, t.cfg, t.D, t.split.x_train.device
     test = D.share(evaluate(parts.model, data.x_test.to(dev), data.y_test.to(dev), data.mean, data.std, cfg.top_k,
                             autocast=parts.autocast(), with_pred=True, tta=cfg.tta, metrics=run_metrics(cfg),
-                            intervals=True))
+                            intervals=True, classes=data.classes))
     pred, scores = test.pop("pred"), test.pop("scores")  # report() plots these: summary.json's numbers, not a second evaluation
     intervals = test.pop("intervals")
     summary = {**summarize(t, test, stopped), "intervals": {k: list(v) for k, v in intervals.items()}}
@@ -696,7 +696,7 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     sample = cfg.dataset == "auto" and isinstance(ckpt, dict) and isinstance(ckpt.get("data"), dict) \
         and ckpt["data"].get("name") == "mnist_sample"
     data = load_data("mnist_sample" if sample else cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size,
-                     cfg.channels or began)  # before any folder
+                     cfg.channels or began, notes=False)  # before any folder; its notes in the header
     log(run_header(data, cfg))
     seed_everything((cfg.seed + D.rank) % 2**32)  # ranks differ in dropout; the sampler is seeded alike on all
     split = Split(*[t.to(dev) for t in split_train_val(data.x_train, data.y_train, cfg.val_split, cfg.split_seed,
@@ -704,7 +704,10 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     info = {**data.info(), "digest": images_digest(data)}  # recorded: eval knows the run's data by its digest
     check_sizes(cfg, ckpt, D, len(split.x_train), info)
     t = Training(cfg, D, data, split, plan_steps(cfg, len(split.x_train)), log)
-    t.parts = build(cfg, t.plan, split.y_train, info, dev)
+    try: t.parts = build(cfg, t.plan, split.y_train, info, dev)
+    except ValueError as e:  # too few steps for the schedule (onecycle's warm-up): the batch size may be the cause
+        if not (few := few_steps_warning(cfg, t.plan, len(split.x_train))): raise
+        raise ValueError(f"{e}; {few.removeprefix('WARNING: ')}") from None
     t.rec = rec = open_run(t, ckpt_path, ckpt, started)
     t.parts.net = ddp(t.parts.model, D, dev)
     log(f"run folder: {rec.run_dir.absolute()}\nmodel: {cfg.model}, {n_params(t.parts.model):,} parameters, device {dev}, "
@@ -720,7 +723,8 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
             *sums, xb = train_epoch(t, n_steps)
             # rank 0's numbers decide for everyone (BN running stats differ slightly between ranks)
             val = D.share(evaluate(t.parts.model, split.x_val, split.y_val, *t.norm, cfg.top_k,
-                                   autocast=t.parts.autocast(), tta=cfg.tta, metrics=run_metrics(cfg)))
+                                   autocast=t.parts.autocast(), tta=cfg.tta, metrics=run_metrics(cfg),
+                                   classes=t.data.classes))
             row = epoch_row(t, D.sum(*sums), n_steps, val, t0)
             step_epoch_scheduler(t, row)
             improved = track_best(rec.state, row, cfg.monitor)

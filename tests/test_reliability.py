@@ -867,6 +867,10 @@ def test_values_that_pass_validation_then_fail_are_caught_before_a_folder(tmp_pa
     root = str(tmp_path / "runs")
     with pytest.raises(ValueError, match="onecycle' needs at least 5 optimizer steps"):
         T.fit(T.TrainConfig(**{**TINY, "runs_root": root, "scheduler": "onecycle", "max_steps": 4}))
+    with pytest.raises(ValueError, match=r"not 2 .*; 4500 training images .* at batch_size=2048 make 2 optimizer steps "
+                                         r"an epoch.*a smaller batch_size \(-p batch_size 512\)"):  # the cause named
+        T.fit(T.TrainConfig(**{**TINY, "runs_root": root, "scheduler": "onecycle", "steps_per_epoch": 0, "epochs": 1,
+                               "batch_size": 2048}))
     good = T.fit(T.TrainConfig(**{**TINY, "runs_root": root, "name": "good"})).run_dir
     nan = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
            for k, v in torch.load(good / "model.pt", weights_only=True).items()}
