@@ -7,14 +7,15 @@ __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'WHO', 'CLOSED', 'C
            'MAX_DIFF', 'acl_writers', 'private_group', 'others_write', 'path_steps', 'unsafe_way', 'followed',
            'not_yours_alone', 'make_yours_alone', 'NotYoursAlone', 'check_yours_alone', 'project_dir', 'project_path',
            'relative_hint', 'CheckpointError', 'discard', 'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint',
-           'write_json', 'open_regular', 'regular', 'open_beneath', 'read_bounded', 'loads', 'read_json', 'read_object',
-           'is_number', 'number_in', 'recorded_number', 'recorded_intervals', 'check_unpacked_size', 'open_checkpoint',
-           'load_weights', 'load_checkpoint', 'read_model', 'read_safetensors', 'check_fit', 'fit_weights', 'upgraded',
-           'way_closed_to', 'unreadable_to', 'has_acl', 'chmod_keeping', 'make_run_folder', 'hidden_from',
-           'close_file_like', 'keep_as_private_as', 'new_run_dir', 'write_status', 'overwrite', 'run_status',
-           'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid', 'run_folder_of', 'last_epoch',
-           'history_row', 'read_history', 'write_history', 'resumable', 'find_resume_checkpoint', 'git', 'versions',
-           'name_version', 'installed_packages', 'record_code', 'next_notebook', 'link_notebook', 'log_tensorboard']
+           'write_json', 'new_private_file', 'open_regular', 'regular', 'open_beneath', 'read_bounded', 'loads',
+           'read_json', 'read_object', 'is_number', 'number_in', 'recorded_number', 'recorded_intervals',
+           'check_unpacked_size', 'open_checkpoint', 'load_weights', 'load_checkpoint', 'read_model',
+           'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'way_closed_to', 'unreadable_to', 'has_acl',
+           'chmod_keeping', 'make_run_folder', 'hidden_from', 'close_file_like', 'keep_as_private_as', 'new_run_dir',
+           'write_status', 'overwrite', 'run_status', 'lock_run', 'unlock_run', 'writing', 'NotTheRun', 'training_pid',
+           'run_folder_of', 'last_epoch', 'history_row', 'read_history', 'write_history', 'resumable',
+           'find_resume_checkpoint', 'git', 'versions', 'name_version', 'installed_packages', 'record_code',
+           'next_notebook', 'link_notebook', 'log_tensorboard']
 
 # %% ../nbs/01_record.ipynb #ba07da95
 import contextlib, errno, fcntl, functools, io, itertools, json, os, platform, secrets, socket, stat, subprocess, sys, time
@@ -237,6 +238,11 @@ def save_checkpoint(obj, path):
 def write_json(obj, path):
     "Write `obj` as indented JSON, atomically."
     save_atomic(lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()), path)
+
+def new_private_file(path):
+    "Create `path` (not there yet) readable by you alone, never through a link: what is made in it keeps that mode."
+    try: os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except FileExistsError: pass  # made meanwhile (another worker): theirs is yours too
 
 # %% ../nbs/01_record.ipynb #5b5b694d
 MAX_RECORD = 4 << 20  # bytes: config, status, summary, data and launcher records are a few KB
@@ -474,11 +480,14 @@ def unreadable_to(path, limit: int = 200_000) -> int:
     try: way, top = way_closed_to(path), os.stat(path)
     except OSError: return 0
     modes, groups = [(top.st_mode, path.is_dir())], {top.st_gid}
-    for here, folders, files in os.walk(path) if path.is_dir() and limit else []:
+    # links followed, as the images are read through them: a class folder linked from a folder only you can open
+    # (its way closed, its own mode open) is as hidden as that folder; a loop of links ends at `limit`
+    for here, folders, files in os.walk(path, followlinks=True) if path.is_dir() and limit else []:
         folders[:] = [f for f in folders if not f.startswith(".")]
         for name, folder in [(f, True) for f in folders] + [(f, False) for f in files if not f.startswith(".")]:
-            try: st = os.stat(os.path.join(here, name))
+            try: st = os.stat(entry := os.path.join(here, name))
             except OSError: continue  # gone meanwhile, or a link to nowhere: not data
+            if os.path.islink(entry): way |= way_closed_to(entry)
             modes.append((st.st_mode, folder)); groups.add(st.st_gid)
             if len(modes) > limit: break
         if len(modes) > limit: break
@@ -551,8 +560,10 @@ def keep_as_private_as(run_dir: Path, sources) -> int:
     TensorBoard images show that data) but could reach it (`hidden_from`); a folder `make_run_folder` made closed is
     opened as far as the data lets, as the umask says. Returns the bits taken: none where its way hides it."""
     hidden = hidden_from(sources, run_dir)
-    if (marker := Path(run_dir, CLOSED)).is_file() and not marker.is_symlink():  # made closed: open it as it may be
-        probe = Path(run_dir, ".umask"); probe.mkdir(exist_ok=True)  # a new folder's mode: 0777 less the umask
+    made_closed = os.stat(run_dir).st_mode & 0o777 == 0o700  # (a copied run's marker alone opens nothing)
+    if made_closed and (marker := Path(run_dir, CLOSED)).is_file() and not marker.is_symlink():  # open it as it may be
+        # a new folder's mode: 0777 less the umask; made under a new name (an entry of a copied run's could lie)
+        (probe := Path(run_dir, f".umask-{secrets.token_hex(4)}")).mkdir()
         default = probe.stat().st_mode & 0o777; probe.rmdir()
         chmod_keeping(run_dir, default & ~hidden); marker.unlink()
     elif hidden:  # an existing or resumed run: the folders in it too (a process parked in its tb/ reads on), each opened

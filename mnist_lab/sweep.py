@@ -16,7 +16,7 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
-import io, itertools, json, math, os, re, reprlib, signal, socket, stat, subprocess, sys, threading, time, traceback, warnings
+import contextlib, io, itertools, json, math, os, re, reprlib, signal, socket, stat, subprocess, sys, threading, time, traceback, warnings
 from contextlib import redirect_stdout
 from pathlib import Path
 import pandas as pd
@@ -25,7 +25,7 @@ from .config import TrainConfig, parse_monitor, check_new_run, code_elsewhere, t
 from .process import (alive, env_number, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until,
                                progress_bar, python_code, one_line)
 from .record import (run_status, read_history, recorded_number, write_status, save_atomic, upgraded,
-                              not_yours_alone, check_yours_alone, COPY_ADVICE,
+                              not_yours_alone, check_yours_alone, COPY_ADVICE, new_private_file,
                               make_yours_alone, read_json, write_json, loads, is_number, make_run_folder)
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
@@ -257,12 +257,24 @@ def check_sqlite(url: str):
     if head and head != b"SQLite format 3\0":
         raise ValueError(f"{path}: not an SQLite database (a sweep's study.db is one): it is damaged, or another "
                          "file; move it away to start the sweep afresh, or name the right storage")
+    import sqlite3, urllib.parse  # Optuna's schema has tables alone: a view in place of one may never end (a
+    try:  # recursive query) or a trigger change what is written (someone else's study.db), before any query of Optuna's
+        with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=10)) as db:
+            odd = db.execute("SELECT type, name FROM sqlite_master WHERE type IN ('view', 'trigger') LIMIT 3").fetchall()
+    except sqlite3.Error: odd = []  # locked, or not readable: Optuna's own error says so
+    if odd:
+        raise ValueError(f"{path}: holds {', '.join(f'a {t} {one_line(n)!r}' for t, n in odd)}, which no study of "
+                         "Optuna's has: a database made to hang or mislead whoever opens it; not opened")
 
 def storage_for(url: str):
     "An Optuna storage for `url` with heartbeats and retries of trials whose worker died."
     import optuna
     quiet_optuna()
     check_sqlite(url)
+    if url.startswith("sqlite:///") and not os.path.lexists(url[len("sqlite:///"):]):
+        # yours alone, as its lock file: anyone who can open a database can lock it (a reader's open transaction
+        # stalls every write of the sweep), and its journal is made with its mode
+        new_private_file(url[len("sqlite:///"):])
     kw = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}  # writers queue
     for attempt in range(5):
         try: return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE,

@@ -7,7 +7,7 @@ from conftest import in_process
 from test_jupyterlab import browser, free_port, shot  # noqa: F401 (browser is a fixture)
 
 
-def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path, monkeypatch):
+def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path, monkeypatch, capsys):
     """`mnist-lab export mlflow` copies a sweep (a parent, its trials as children) and a plain run into MLflow, once;
     a real `mlflow server` on loopback serves them: params, metrics by epoch, test intervals, artefacts, its UI."""
     try: import mlflow  # noqa: F401
@@ -47,6 +47,12 @@ def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path, monkeypa
     mlflow.MlflowClient(db).create_experiment("elsewhere", artifact_location=shared.as_uri())
     got = export_mlflow([plain], db, experiment="elsewhere")
     assert not any(new for _, new in got.values()) and not any(shared.iterdir()), got
+    assert os.stat(tmp_path / "mlflow.db").st_mode & 0o777 == 0o600  # made yours alone: no one else can lock it
+    os.chmod(tmp_path / "mlflow.db", 0o666)  # a store anyone may write: a trigger of theirs could move a run's folder
+    capsys.readouterr()
+    assert not any(new for _, new in export_mlflow([plain], db, experiment="team").values())
+    assert "the store can be changed by others" in capsys.readouterr().out
+    os.chmod(tmp_path / "mlflow.db", 0o600)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's plain file store (./mlruns) makes the run's folder itself
     got = export_mlflow([plain], str(tmp_path / "mlruns"))
     assert all(new for _, new in got.values()) and list((tmp_path / "mlruns").rglob("model.safetensors")), got
