@@ -295,7 +295,7 @@ def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dic
                              "run (the same seed?) rather than seeds or folds")
         from scipy import stats  # Welch: the groups' spreads may differ
         ma, mb = sum(va) / len(va), sum(vb) / len(vb)
-        lo, hi = stats.ttest_ind(va, vb, equal_var=False).confidence_interval(0.95)
+        lo, hi = map(float, stats.ttest_ind(va, vb, equal_var=False).confidence_interval(0.95))
     else:  # a metric of the predicted class needs no scores: older runs saved only the classes
         pa, pb = (test_predictions(r, scores=metric not in BY_CLASS) for r in (a, b))
         if not torch.equal(pa.y, pb.y) or other_images(paths, [read_object(p / "summary.json") for p in paths]):

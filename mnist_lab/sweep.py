@@ -9,9 +9,9 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'check_values', 'retry_callback', 'quiet_optuna',
            'check_sqlite', 'storage_for', 'read_only_url', 'read_only_storage', 'study_address', 'load_study',
            'spec_digest', 'shown_url', 'stored_spec', 'sweep_folder', 'open_study', 'slots', 'latest', 'report',
-           'train_in_process', 'train_papermill', 'objective', 'slot_stamp', 'train_slot', 'suggest', 'outside_space',
-           'orphaned', 'next_step', 'keep_traceback', 'taken_over', 'storage_failure', 'work', 'requeue',
-           'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line',
+           'train_in_process', 'train_papermill', 'objective', 'trained_before', 'slot_stamp', 'train_slot', 'suggest',
+           'outside_space', 'orphaned', 'next_step', 'keep_traceback', 'taken_over', 'storage_failure', 'work',
+           'requeue', 'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line',
            'trials_table', 'run_sweep', 'sweep', 'join', 'own_folder', 'multi_seed', 'cross_validate', 'sweep_report',
            'dashboard_app', 'serve_dashboard']
 
@@ -453,6 +453,9 @@ def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
     if bad := outside_space(spec["space"], chosen):  # Optuna only warns for a trial queued with other values
         raise ValueError(f"trial {trial.number}: {bad} is outside the sweep's space (queued by hand, or by someone who "
                          "can write the study): not trained")
+    if spec["method"] != "grid" and (same := trained_before(trial, chosen)) is not None:  # random, TPE: drawn again
+        trial.set_user_attr("same_as", same.number)  # its value, not a second run of one point (a "seed" with no spread)
+        return same.value
     run_dir = sweep_dir / "trials" / f"{k:04d}"
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -468,6 +471,17 @@ def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
                                  (lambda r: report(trial, r, key)) if i == 0 else (lambda r: None), stamp(fold)))
     trial.set_user_attr("fold_values", values)
     return sum(values) / folds
+
+def trained_before(trial, chosen: dict):
+    """An earlier trial of the study that trained the point `chosen` to its end (one still training is waited for), or
+    None. A random or TPE sampler draws a point of a list again as often as the list is short."""
+    from optuna.trial import TrialState
+    same = lambda states: [t for t in trial.study.get_trials(deepcopy=False, states=states)
+                           if t.number != trial.number and t.params == chosen and "same_as" not in t.user_attrs]
+    # an earlier trial's (a later one waits for this one): until it ends, or its worker is gone
+    wait_until(lambda: not [t for t in same((TrialState.RUNNING,)) if t.number < trial.number and not orphaned(t)],
+               every=1)
+    return next(iter(same((TrialState.COMPLETE,))), None)
 
 def slot_stamp(study_name: str, spec: dict, chosen: dict) -> dict:
     "What a trial folder holds a run of: its study, its spec (`spec_digest`) and the trial's values, as JSON reads them."
@@ -595,7 +609,8 @@ def work(study, threads: int, seed=None, sweep_dir=None, expect: str | None = No
             t.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
             t.set_user_attr("log", keep_traceback(t, sweep_dir))
             raise
-        (sweep_dir / "failed" / f"{Path(t.user_attrs['run_dir']).name}.txt").unlink(missing_ok=True)  # retried: gone
+        if "run_dir" in (attrs := t.user_attrs):  # (a point drawn again has no run of its own)
+            (sweep_dir / "failed" / f"{Path(attrs['run_dir']).name}.txt").unlink(missing_ok=True)  # retried: gone
         return value
     while (step := next_step(study, spec["n_trials"])) != "stop":
         if step == "wait":  # for another worker's trial: it may die and be queued again
@@ -669,6 +684,7 @@ def trial_line(k: int, t, color: bool = False) -> str:
     state = t.state.name.lower()
     what = f"{t.value:.4f}" if t.value is not None else ""
     if t.state.name == "PRUNED": what += f" at epoch {t.last_step}"
+    if "same_as" in t.user_attrs: what += f" as trial {one_line(t.user_attrs['same_as'])} (drawn again: not trained again)"
     # a shared study's words (values, folders, errors) are shown, never obeyed: each stays in this one line
     params = " ".join(f"{one_line(p)}={v:.4g}" if isinstance(v, float) else f"{one_line(p)}={one_line(v)}"
                       for p, v in t.params.items())
@@ -719,8 +735,9 @@ def summary_line(study, n: int, seconds: float) -> str:
             f"{c['fail']} failed" + "".join(f", {v} {k}" for k, v in c.items() if k in ("running", "waiting",
             "not started") and v) + f"; {seconds:.1f}s")
     if c["complete"]:
-        b = study.best_trial
-        line += f"\nbest: trial {slots(study.get_trials(deepcopy=False))[b.number]} {b.value:.4f} {b.params} -> {one_line(b.user_attrs.get('run_dir'))}"
+        b, trials = study.best_trial, study.get_trials(deepcopy=False)
+        b = next((t for t in trials if t.number == b.user_attrs.get("same_as")), b)  # the point's own run
+        line += f"\nbest: trial {slots(trials)[b.number]} {b.value:.4f} {b.params} -> {one_line(b.user_attrs.get('run_dir'))}"
     if unfinished := c["running"] + c["waiting"] + c["not started"]:
         line += (f"\n{unfinished} of its points have not run to an end: run the sweep again (or join it) to train "
                  "exactly those")
@@ -933,13 +950,16 @@ def sweep_report(sweep_dir="runs/sweep", plugins: str = "", storage: str | None 
     esc = md_text  # the study may be someone else's: what it stores shows as written
     folds = f", {esc(spec['folds'])} folds each" if spec.get("folds") else ""
     over = esc(", ".join(map(str, spec["space"])))
-    failed = [t for t in latest(study, spec["n_trials"]).values() if t.state.name == "FAIL"]  # no run folder, maybe
+    trials = latest(study, spec["n_trials"]).values()
+    failed = [t for t in trials if t.state.name == "FAIL"]  # no run folder, maybe
+    again = sum("same_as" in t.user_attrs for t in trials)  # a point drawn again: its first run counts, once
     codes = sorted({c for p in done.path if isinstance(c := recorded(p, "summary.json", "plugins_sha256"), str)})
     if len(codes) > 1:  # a plugin edited between trials (fixed, then --retry-failed): not one experiment
         verdict += (f"\n\n**Note**: its runs ran {len(codes)} versions of their plugins (plugins_sha256 "
                     f"{esc(', '.join(codes))}): a plugin edited during the sweep; each run keeps its code (plugin-NAME)")
     cells = [md(f"# Sweep {esc(folder.name)}\n\n{esc(spec.get('method'))} over {over}: {len(done)} completed runs of "
-                f"{esc(spec.get('n_trials'))} trials{folds}{f', {len(failed)} failed (below)' if failed else ''}; ranked by each run's best {esc(key)} ({mode}imised, the value "
+                f"{esc(spec.get('n_trials'))} trials{folds}{f', {len(failed)} failed (below)' if failed else ''}"
+                f"{f', {again} drew a point drawn before (not trained again)' if again else ''}; ranked by each run's best {esc(key)} ({mode}imised, the value "
                 f"the study optimised), mean ± std over seeds and folds (– for one run); the test metrics are each "
                 f"run's final weights' (model.pt), not its best epoch's (best.pt: `mnist-lab eval RUN/best.pt`).\n\n{verdict}"),
              md(one_block(stats.to_html(float_format=lambda x: f"{x:.4f}", na_rep="–"))), md("## Plots\n\n" + "\n\n".join(plots)),
