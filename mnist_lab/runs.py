@@ -135,10 +135,12 @@ CONFIG_ONLY = ("runs_root", "name", "run_dir", "resume", "progress", "path", "ru
                "git_sha", "data_dir", "lower_is_better")
 
 def varying(df: pd.DataFrame) -> list:
-    "Config columns whose value differs between runs (`val_split` among them; not the metrics, train_/val_/test_...)."
+    """Config columns whose value differs between runs (`val_split` among them; not the metrics, train_/val_/test_...,
+    nor `threads`)."""
     metric = lambda c: c.startswith(("train_", "val_", "test_")) and c != "val_split"
     cols = [c for c in df.columns if c not in CONFIG_ONLY and df[c].astype(str).nunique() > 1
-            and c not in ("status", "epoch", "best", "tested_on") and not metric(c)]
+            and c not in ("status", "epoch", "best", "tested_on", "threads") and not metric(c)]  # threads: how it
+    # was computed (a sweep continued with other n_jobs, a --join worker), not what: no configuration of its own
     # the test images too where they differ between runs of one setting, its seeds and folds (two folders of photos,
     # one grown since): not where a setting tells them apart already (image_size), which would add a column of digests
     settings = [c for c in cols if c not in ("seed", "fold")]

@@ -935,12 +935,16 @@ def sweep_report(sweep_dir="runs/sweep", plugins: str = "", storage: str | None 
         else:
             lo, hi = v["interval"]
             said = {"a is better": "the best is better", "b is better": "the second is better"}.get(v["verdict"], v["verdict"])
-            unnamed = f" ({md_text(test)} is a plugin's: `--plugins` names it)" if metric != test else ""
-            if unnamed: print(f"note: the best two configurations are compared on test accuracy, not {one_line(test)}, "
-                              "which a plugin registers: name it (--plugins, plugins=) to compare on it")
+            plugin = metric != test and test != "loss"  # the loss is no metric of the saved scores: said as such
+            unnamed = "" if metric == test else f" ({md_text(test)} is a plugin's: `--plugins` names it)" if plugin \
+                else " (test loss: compared over seeds only; single runs on test accuracy)"
+            if plugin: print(f"note: the best two configurations are compared on test accuracy, not {one_line(test)}, "
+                             "which a plugin registers: name it (--plugins, plugins=) to compare on it")
             lower = " (lower is better)" if v["better"] == "lower" else ""
             verdict = (f"The best configuration against the second, on test {md_text(metric)}{lower}{unnamed}: {v['a']:.4f} vs "
-                       f"{v['b']:.4f}, difference {v['difference']:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]: **{said}**.")
+                       f"{v['b']:.4f}, difference {v['difference']:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]: **{said}**."
+                       + (" One run each: beyond the noise of the test images, not of the seeds (another seed may "
+                          "turn it round): add `seed: [0, 1, 2]` to the space to judge the configurations." * single))
     def png(fig) -> str:
         buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=90, bbox_inches="tight"); plt.close(fig)
         return png_markdown(buf.getvalue())
