@@ -468,6 +468,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("mnist-lab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # its reader has gone (`mnist-lab runs | head`): the rest is for no one, said to no one
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())  # (Python's flush at exit: no second error)
+        return 141  # as a shell reports a command ended by SIGPIPE
     except Exception as e:  # one clear line, not a traceback
         head, *rest = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
         # run outside a project, relative paths (runs/, data/) are from here: an error says so, in its one line

@@ -352,11 +352,14 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
     test metrics and their 95% intervals, and as artefacts the plots, report.html and the weights as
     `model.safetensors`. Exporting again adds nothing (each run is tagged with its folder) but a run that ended
     otherwise since (stopped, then resumed to the end): exported anew; the runs of a sweep become children of one parent
-    run. Runs still training are left for later. Returns {folder: (MLflow run id, new)}."""
+    run. Runs still training are left for later. A relative SQLite path is the project's (as `runs_root`). Returns
+    {folder: (MLflow run id, new)}."""
     import hashlib, json, tempfile, mlflow
     from mlflow.entities import Metric, Param
     from safetensors.torch import save_file
     from mnist_lab.record import read_model, new_private_file
+    if uri.startswith("sqlite:///") and not os.path.isabs(uri[len("sqlite:///"):]):  # from the project, as --root is
+        uri = f"sqlite:///{project_path(uri[len('sqlite:///'):])}"  # (not from the folder it is run in: nbs/)
     if uri.startswith("sqlite:///") and not os.path.lexists(uri[len("sqlite:///"):]):
         new_private_file(uri[len("sqlite:///"):])  # yours alone: anyone who can open a database can lock it
     client = mlflow.MlflowClient(tracking_uri=uri)

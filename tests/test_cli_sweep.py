@@ -64,6 +64,9 @@ def test_train_runs_eval_resume(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = in_process("runs")
     assert code == 0 and f"cli/{run.name}" in out and "completed" in out, out + err
+    piped = subprocess.Popen([MNIST_LAB, "runs"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    piped.stdout.close()  # `mnist-lab runs | head`: its reader gone before it writes: no error, SIGPIPE's exit code
+    assert (piped.wait(60), piped.stderr.read()) == (141, b"")
     code, out, err = in_process("runs", "runs/cli")  # a folder of runs given as report takes one: the same as --root
     assert code == 0 and run.name in out and "completed" in out, out + err
     code, out, err = in_process("eval", str(run))

@@ -53,6 +53,10 @@ def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path, monkeypa
     assert not any(new for _, new in export_mlflow([plain], db, experiment="team").values())
     assert "the store can be changed by others" in capsys.readouterr().out
     os.chmod(tmp_path / "mlflow.db", 0o600)
+    (tmp_path / "settings.ini").write_text("[DEFAULT]\nlib_name = mine\n"); (tmp_path / "nbs").mkdir()
+    monkeypatch.chdir(tmp_path / "nbs")  # a relative path is the project's (as --root is), not the notebook folder's
+    export_mlflow([plain], "sqlite:///mlflow.db")
+    assert not (tmp_path / "nbs" / "mlflow.db").exists() and len(export_mlflow([plain], db)) == 1
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's plain file store (./mlruns) makes the run's folder itself
     got = export_mlflow([plain], str(tmp_path / "mlruns"))
     assert all(new for _, new in got.values()) and list((tmp_path / "mlruns").rglob("model.safetensors")), got
