@@ -194,20 +194,23 @@ def test_grid_with_two_workers_a_failing_trial_and_a_rerun(tmp_path, capsys):
 
 
 def test_median_pruner_prunes_on_a_scripted_objective(tmp_path, monkeypatch):
+    import math
     from types import SimpleNamespace
     def scripted_fit(cfg, on_epoch=None):
         # trials with lr near 1e-2 climb, the others stay low: the median rule must stop some of those
-        good = abs(__import__("math").log10(cfg.lr) + 2) < 0.5
+        good = abs(math.log10(cfg.lr) + 2) < 0.5
         for epoch in range(1, 6):
             on_epoch({"epoch": epoch, "val_accuracy": (0.5 + 0.1 * epoch) if good else 0.2})
         return SimpleNamespace(summary={"best": 1.0 if good else 0.2})
     monkeypatch.setattr(S, "fit", scripted_fit)
-    S.sweep({"lr": [1e-2, 1e-4]}, tmp_path / "search", method="random", n_trials=8, pruner="median",
+    # (a range: a point of a list drawn again is not trained again, so it could not be pruned)
+    S.sweep({"lr": {"low": 1e-4, "high": 1e-1, "log": True}}, tmp_path / "search", method="random", n_trials=8, pruner="median",
             params={"dataset": "mnist_sample"})
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path}/search/study.db")
     states = [t.state for t in study.trials]
     assert len(states) == 8 and optuna.trial.TrialState.PRUNED in states
-    assert study.best_params == {"lr": 1e-2}
+    assert abs(math.log10(study.best_params["lr"]) + 2) < 0.5  # a good lr won
+    assert all(abs(math.log10(t.params["lr"]) + 2) >= 0.5 for t in study.trials if t.state.name == "PRUNED")  # bad ones
 
 
 def test_joining_a_study_imports_no_plugin_it_names_unasked(tmp_path, monkeypatch, capsys):
