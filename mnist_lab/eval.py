@@ -409,7 +409,8 @@ def html_report(run, plugins: str = "") -> Path:
     changed = ", ".join(f"{k}={v!r}" for k, v in cfg.items() if k in default and v != default[k]
                         and k not in ("runs_root", "run_dir", "name", "progress")) or "every parameter at its default"
     md = nbformat.v4.new_markdown_cell
-    cells = [md(f"# {md_text(run_dir.name)}\n\nparameters not at their defaults: {md_text(changed)}\n\n| test metric | value | 95% interval |"
+    name = cfg.get("name") if isinstance(cfg.get("name"), str) else ""  # the run's name (-p name) before its id
+    cells = [md(f"# {md_text(f'{name} {run_dir.name}'.strip())}\n\nparameters not at their defaults: {md_text(changed)}\n\n| test metric | value | 95% interval |"
                 f"\n|---|---|---|\n{rows}"),
              md("## Per class\n\n<pre>" + html.escape(read_bounded(run_dir / "per_class.txt", owner=owner)
                                                       .decode(errors="replace")) + "</pre>"),
@@ -433,5 +434,4 @@ def html_report(run, plugins: str = "") -> Path:
     else:  # trained from a kernel (JupyterLab, Python): the notebook was the user's, unsaved, not papermill's
         cells += [md("## The executed notebook\n\nnone in the run folder: this run was not started by papermill (a "
                      "JupyterLab kernel or Python trained it); `papermill nbs/train.ipynb` or `mnist-lab train` keep one")]
-    name = cfg.get("name") if isinstance(cfg.get("name"), str) else ""
     return save_page(cells, run_dir / "report.html", f"{name} {run_dir.name}".strip())

@@ -6,7 +6,7 @@
 __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'BY_CLASS', 'MAX_ONE_HOT', 'SETTING', 'MAX_ARTEFACT', 'run_row', 'safe_run_row',
            'metric_name', 'score_mode', 'table_mode', 'is_score', 'sortable', 'status_files', 'matches', 'runs_table',
            'varying', 'seed_stats', 'best_run', 'plot_metric_vs', 'plot_curves', 'test_predictions', 'recorded',
-           'other_images', 'compare', 'reproduce', 'sweep_of', 'export_mlflow']
+           'other_images', 'compare', 'sweep_of', 'reproduce', 'export_mlflow']
 
 # %% ../nbs/08_runs.ipynb #b80f333a
 import json, os, socket, stat, sys, time
@@ -317,6 +317,12 @@ def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dic
             "better": "lower" if lower else "higher"}
 
 # %% ../nbs/08_runs.ipynb #0c59f678
+def sweep_of(run_dir: Path) -> Path | None:
+    "The sweep folder a run belongs to (`<sweep>/trials/NNNN[/foldK]`, beside its study.db), else None."
+    for up in run_dir.parents:
+        if up.name == "trials" and (up.parent / "study.db").is_file(): return up.parent
+    return None
+
 SETTING = ("python", "torch", "torchvision", "mnist_lab", "git_sha", "git_dirty", "plugins_sha256", "threads", "amp",
            "device", "processes", "dataset", "data_files")
 
@@ -330,7 +336,11 @@ def reproduce(run, plugins: str = "") -> dict:
     summary, saved = read_object(path / "summary.json"), read_object(path / "config.json")
     if not summary or not saved: raise ValueError(f"{path}: only a completed run (config.json, summary.json) repeats")
     others_paths(path, saved)  # its data_dir, init_from and runs_root, used as yours
-    cfg = from_record(saved, plugins, resume="", run_dir="", progress="none", name=f"{saved.get('name', 'run')}-again",
+    # a sweep's trial: beside the sweep, not in its folder (its table and report would count it as another seed)
+    sweep = sweep_of(path)
+    where = {"runs_root": str(sweep.parent), "name": f"{sweep.name}-again"} if sweep else \
+        {"name": f"{saved.get('name', 'run')}-again"}
+    cfg = from_record(saved, plugins, resume="", run_dir="", progress="none", **where,
                       threads=saved.get("threads") or summary.get("threads") or 0)
     res = fit(cfg)
     keys = [k for k, v in summary.items() if k.startswith("test_") and isinstance(v, float)] + ["best"]
@@ -339,12 +349,6 @@ def reproduce(run, plugins: str = "") -> dict:
                         if k in summary and summary[k] != res.summary.get(k)}}  # run has no plugins_sha256
 
 # %% ../nbs/08_runs.ipynb #31160fb6
-def sweep_of(run_dir: Path) -> Path | None:
-    "The sweep folder a run belongs to (`<sweep>/trials/NNNN[/foldK]`, beside its study.db), else None."
-    for up in run_dir.parents:
-        if up.name == "trials" and (up.parent / "study.db").is_file(): return up.parent
-    return None
-
 MAX_ARTEFACT = 256 << 20  # bytes: a run's plots and report.html are a few MB
 
 def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:

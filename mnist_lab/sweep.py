@@ -12,8 +12,8 @@ __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', '
            'train_in_process', 'train_papermill', 'objective', 'trained_before', 'slot_stamp', 'train_slot', 'suggest',
            'outside_space', 'orphaned', 'next_step', 'keep_traceback', 'taken_over', 'storage_failure', 'work',
            'requeue', 'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line',
-           'trials_table', 'run_sweep', 'sweep', 'join', 'own_folder', 'multi_seed', 'cross_validate', 'sweep_report',
-           'dashboard_app', 'serve_dashboard']
+           'trials_table', 'run_sweep', 'sweep', 'join', 'own_folder', 'multi_seed', 'cross_validate', 'code_version',
+           'sweep_report', 'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
 import contextlib, io, itertools, json, math, os, re, reprlib, signal, socket, stat, subprocess, sys, threading, time, traceback, warnings
@@ -531,10 +531,11 @@ def outside_space(space: dict, chosen: dict) -> str | None:
 def orphaned(t) -> bool:
     """Whether RUNNING trial `t` has no worker left: its worker on this machine is gone, or is this process between
     trials (a trial it gave up: the database refused to record its end); or it never got as far as naming its
-    worker (which died making it, on a full disk, say) and began GRACE s ago."""
+    worker (which died making it, on a full disk, say), or a retry's worker its own, and began GRACE s ago."""
     host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-    if "worker" not in t.user_attrs:
-        return t.datetime_start is not None and time.time() - t.datetime_start.timestamp() > GRACE
+    recent = t.datetime_start is None or time.time() - t.datetime_start.timestamp() <= GRACE
+    # a retry is queued with the failed trial's attributes: its "worker" names the dead one until its own names itself
+    if "worker" not in t.user_attrs or "retry_history" in t.system_attrs and recent: return not recent
     return host == socket.gethostname() and pid.isdigit() and (int(pid) == os.getpid() or not alive(int(pid)))
 
 def next_step(study, n_trials: int) -> str:
@@ -886,6 +887,15 @@ def cross_validate(cfg, folds: int = 5, sweep_dir=None, n_jobs: int = 1,
     return df
 
 # %% ../nbs/10_sweep.ipynb #d3f9516a
+def code_version(run_dir) -> tuple:
+    "(git commit, whether the checkout had changes, a digest of them: code.diff) a run recorded: what code it ran."
+    import hashlib
+    from mnist_lab.record import read_bounded
+    from mnist_lab.runs import recorded
+    try: diff = hashlib.sha256(read_bounded(Path(run_dir) / "code.diff")).hexdigest()
+    except (OSError, ValueError): diff = None  # none (a clean checkout), or not a file to read
+    return str(recorded(run_dir, "summary.json", "git_sha")), str(recorded(run_dir, "summary.json", "git_dirty")), diff
+
 def sweep_report(sweep_dir="runs/sweep", plugins: str = "", storage: str | None = None, study_name: str | None = None) -> Path:
     """Write `report.html` in a sweep's folder: one self-contained page comparing its configurations (their runs'
     seeds and folds as mean ± std), whether the best beats the second beyond the noise on the test metric the sweep
@@ -961,6 +971,10 @@ def sweep_report(sweep_dir="runs/sweep", plugins: str = "", storage: str | None 
     if len(codes) > 1:  # a plugin edited between trials (fixed, then --retry-failed): not one experiment
         verdict += (f"\n\n**Note**: its runs ran {len(codes)} versions of their plugins (plugins_sha256 "
                     f"{esc(', '.join(codes))}): a plugin edited during the sweep; each run keeps its code (plugin-NAME)")
+    if len(versions := {code_version(p) for p in done.path}) > 1:  # mnist_lab's code edited between trials
+        verdict += (f"\n\n**Note**: its runs ran {len(versions)} versions of mnist_lab's code (the git commit, and "
+                    "the changes not committed that each run keeps as code.diff): code edited during the sweep; "
+                    "compare runs of one version")
     cells = [md(f"# Sweep {esc(folder.name)}\n\n{esc(spec.get('method'))} over {over}: {len(done)} completed runs of "
                 f"{esc(spec.get('n_trials'))} trials{folds}{f', {len(failed)} failed (below)' if failed else ''}"
                 f"{f', {again} drew a point drawn before (not trained again)' if again else ''}; ranked by each run's best {esc(key)} ({mode}imised, the value "
