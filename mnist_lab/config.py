@@ -582,7 +582,8 @@ def code_elsewhere(cfg: TrainConfig) -> list:
             if where(fn) not in named and (where(fn) == "__main__" or where(fn) not in sys.modules)]
 
 # %% ../nbs/05_config.ipynb #f56d66a6
-RESUME_OVERRIDES = ("epochs", "max_steps", "early_stop", "device", "threads", "progress", "tensorboard")
+RESUME_OVERRIDES = ("epochs", "max_steps", "early_stop", "device", "threads", "progress", "tensorboard",
+                    "runs_root")  # runs_root: where new runs go (a sweep's folder, renamed since), not this run's result
 
 def resume_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
     "The saved config, with only the parameters that cannot change the result taken from `cfg`."

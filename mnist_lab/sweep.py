@@ -307,9 +307,17 @@ def read_only_storage(url: str):
 
 # %% ../nbs/10_sweep.ipynb #5595c94d
 def study_address(sweep_dir, storage: str | None = None, study_name: str | None = None) -> tuple:
-    "`(storage URL, study name)` of a sweep: SQLite in its folder and the folder's name, unless told otherwise."
+    """`(storage URL, study name)` of a sweep: SQLite in its folder and the folder's name, unless told otherwise; a
+    folder renamed since (its study.db holds one study, of its old name): that study's name."""
     sweep_dir = project_path(sweep_dir).resolve()
-    return storage or f"sqlite:///{sweep_dir / 'study.db'}", study_name or sweep_dir.name
+    url, name = storage or f"sqlite:///{sweep_dir / 'study.db'}", study_name or sweep_dir.name
+    if not (storage or study_name) and (sweep_dir / "study.db").is_file():
+        import optuna
+        quiet_optuna()
+        try: names = optuna.study.get_all_study_names(storage=read_only_storage(url))
+        except Exception: names = []  # damaged, locked, not a study: opening it says so
+        if name not in names and len(names) == 1: name = names[0]
+    return url, name
 
 # %% ../nbs/10_sweep.ipynb #0ff529ca
 def load_study(sweep_dir="runs/sweep", storage: str | None = None, study_name: str | None = None):
@@ -360,6 +368,8 @@ def open_study(spec: dict):
     import optuna
     sweep_dir = sweep_folder(spec["sweep_dir"])  # yours alone, before its study is opened or made
     url, name = study_address(sweep_dir, spec.get("storage"), spec.get("study_name"))
+    if name != sweep_dir.name and not (spec.get("storage") or spec.get("study_name")):
+        print(f"note: {one_line(sweep_dir)} holds study {one_line(name)!r}: the folder was renamed since; its sweep goes on")
     what = json.loads(json.dumps({**{k: spec[k] for k in STORED if k in spec}, "sweep_dir": str(sweep_dir)}))
     mode = parse_monitor(TrainConfig.from_params(**spec["params"]).monitor)[0]
     study = optuna.create_study(storage=storage_for(url), study_name=name, load_if_exists=True,
