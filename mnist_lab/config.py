@@ -597,4 +597,6 @@ def resume_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
     if {"epochs", "max_steps"} & set(changed) and saved["scheduler"] in ("cosine", "onecycle"):
         raise ValueError(f"resume with other epochs/max_steps would change the {saved['scheduler']} schedule "
                          "already half followed; use init_from to train further from its weights")
-    return TrainConfig.from_params(**{**saved, **changed, "resume": cfg.resume})
+    # a run folder moved since (a sweep's, renamed): its recorded run_dir is where it was; it is where it is resumed
+    moved = saved["run_dir"] and project_path(saved["run_dir"]).resolve() != project_path(cfg.resume).resolve()
+    return TrainConfig.from_params(**{**saved, **changed, "resume": cfg.resume, **({"run_dir": cfg.resume} if moved else {})})
