@@ -485,12 +485,14 @@ def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
 def trained_before(trial, chosen: dict):
     """An earlier trial of the study that trained the point `chosen` to its end (one still training is waited for), or
     None. A random or TPE sampler draws a point of a list again as often as the list is short."""
+    import optuna
     from optuna.trial import TrialState
     same = lambda states: [t for t in trial.study.get_trials(deepcopy=False, states=states)
                            if t.number != trial.number and t.params == chosen and "same_as" not in t.user_attrs]
-    # an earlier trial's (a later one waits for this one): until it ends, or its worker is gone
-    wait_until(lambda: not [t for t in same((TrialState.RUNNING,)) if t.number < trial.number and not orphaned(t)],
-               every=1)
+    def training():  # an earlier trial's (a later one waits for this one), until it ends or its worker is gone: one
+        optuna.storages.fail_stale_trials(trial.study)  # on another machine is known gone by its heartbeat alone
+        return [t for t in same((TrialState.RUNNING,)) if t.number < trial.number and not orphaned(t)]
+    wait_until(lambda: not training(), every=1)
     return next(iter(same((TrialState.COMPLETE,))), None)
 
 def slot_stamp(study_name: str, spec: dict, chosen: dict) -> dict:
