@@ -599,9 +599,11 @@ def storage_failure(e: BaseException, study_name: str) -> RuntimeError | None:
     while (c := causes[-1].__cause__ or causes[-1].__context__) is not None and c not in causes: causes.append(c)
     if not any(isinstance(c, optuna.exceptions.StorageInternalError) for c in causes): return None
     why = str(causes[-1]).splitlines()[0]  # SQLite's "database or disk is full", a server's refusal
+    # SQLite says "readonly" of a file it can no longer write: moved or deleted under it, or its permissions taken
+    fix = ("put the sweep's folder (or its study.db) back where it was, or give it back its write permission" if
+           "readonly" in why else "make room (or repair the database)")
     return RuntimeError(f"sweep {study_name}: its study database could not be written ({why}); the sweep stopped. "
-                        "Trained trials keep their folders: make room (or repair the database), then run the sweep "
-                        "again to go on")
+                        f"Trained trials keep their folders: {fix}, then run the sweep again to go on")
 
 def work(study, threads: int, seed=None, sweep_dir=None, expect: str | None = None):
     """Run the study's trials in this process until the sweep is done. `expect`: the digest of the spec the sweep
