@@ -942,7 +942,8 @@ def sweep_report(sweep_dir="runs/sweep", plugins: str = "", storage: str | None 
     done, df = done.assign(best=best_of(done)), df.assign(best=best_of(df))
     by = [c for c in varying(done) if c not in ("seed", "fold")]
     test = key[4:] if key.startswith("val_") and f"test_{key[4:]}" in done else "accuracy"  # the monitor's test twin
-    repeats = ["seed", "fold"] if spec.get("folds") else ["seed"]  # a sweep without folds: no column of 0s
+    # its repeats, where they are: a sweep without folds has no fold column, one without seeds no column of 0s
+    repeats = [c for c in ("seed", "fold") if c in df and (c == "fold" and spec.get("folds") or df[c].nunique() > 1)]
     stats = (seed_stats(done, "best", mode).add_prefix(f"{score} ").rename(columns={f"{score} count": "runs"})  # headers
              .join(seed_stats(done, f"test_{test}")[["mean", "std"]].add_prefix(f"test_{test} "))  # name the metric
              .sort_values(f"{score} mean", ascending=mode == "min"))  # best first
