@@ -593,8 +593,11 @@ def unreadable_image(path, e: Exception) -> ValueError:
     try: empty = os.stat(path).st_size == 0
     except OSError: empty = False
     plain = re.sub(r" ?<[^<>]* at 0x[0-9a-f]+>", "", str(e))  # PIL's "cannot identify image file <_io.BytesIO at 0x..>"
-    why = ("an empty file" if empty else "not PNG, JPEG, GIF or WebP data" if type(e).__name__ == "UnidentifiedImageError"
-           else f"{type(e).__name__}: {plain}")
+    plain = re.sub(r"\S+\.cpp:\d+,?\s*", "", plain)  # torchvision's C++ source line: nothing of the file's
+    ext = os.path.splitext(str(path))[1].lower()
+    why = ("an empty file" if empty else f"a {ext} file, a format not read here: convert it to PNG"
+           if ext in OTHER_IMAGE_EXTENSIONS else "not PNG, JPEG, GIF or WebP data"
+           if type(e).__name__ == "UnidentifiedImageError" else f"{type(e).__name__}: {plain}")
     return ValueError(f"{one_line(path)}: not a readable image ({one_line(why)}): replace it, or move it out of the folder")
 
 def decode_file(path, channels: int, size: tuple, resize: bool, beneath=None) -> torch.Tensor:
@@ -769,6 +772,10 @@ def image_folder(data_dir, image_size: int = 0, channels: int = 0) -> Data:
     if flat := int((x.amax((1, 2, 3)) == x.amin((1, 2, 3))).sum()):  # every pixel alike: no picture left to learn
         notes.append(f"{flat:,} of the {len(x):,} images are one flat colour (a shape drawn only in an alpha channel, "
                      "which is dropped? flatten such images onto a background first)")
+    if (top := int(x.max())) < 64:  # a camera's 12 bits in 16-bit PNGs (read as value / 257: 0..16), or dark scans
+        notes.append(f"the images use only the levels 0..{top} of 0..255 (16-bit PNGs are scaled by 65535 / 255, so a "
+                     "12-bit camera's fill 0..16): few grey levels are left to learn from; rescale the files to their "
+                     "own range (8-bit, or 16-bit stretched to 0..65535) first")
     if all(c.isdecimal() for c in classes) and list(classes) != sorted(classes, key=int):  # "10" before "2" ("²": no)
         notes.append(f"class folders named by numbers are numbered in text order ({', '.join(classes[:4])}, ...): class "
                      f"{classes[0]!r} is number 0; data.classes (and summary.json's classes) names each number")

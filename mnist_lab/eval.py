@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from .data import (IDX_DATASETS, Data, load_data, normalize, eval_batches, show_images, decode_file,
                             fit_images, images_digest, recorded_channels, data_sources)
-from .metrics import Predictions, compute_metrics, per_class, bootstrap, chosen_metrics
+from .metrics import Predictions, compute_metrics, per_class, present, bootstrap, chosen_metrics
 from .config import TrainConfig, model_from_config, from_record, run_metrics, defaults
 from .process import in_notebook, literal_text, one_line
 from .record import (read_model, fit_weights, check_fit, read_history, read_json, run_folder_of, writing,
@@ -262,13 +262,16 @@ def plot_predictions(x, y, pred, classes, n: int = 32, only_wrong: bool = False)
 
 # %% ../nbs/06_eval.ipynb #3e2643cd
 def per_class_table(cm, classes) -> str:
-    "Precision, recall, F1 and support of each class, and their macro means, as an aligned text table."
+    """Precision, recall, F1 and support of each class, and their macro means over the classes in the labels or the
+    predictions (as `f1_macro`: a class absent from both is shown, not counted), as an aligned text table."""
     classes = [one_line(c) for c in classes]  # a class folder's name from someone's data: one line, no escape codes
-    pc, width = per_class(torch.as_tensor(cm)), max(8, *(len(c) for c in classes))
+    cm = torch.as_tensor(cm)
+    pc, width, shown = per_class(cm), max(8, *(len(c) for c in classes)), present(cm)
     rows = [f"{'class':<{width}}  precision  recall      f1  support"]
     rows += [f"{c:<{width}}  {pc['precision'][i]:9.4f}  {pc['recall'][i]:6.4f}  {pc['f1'][i]:6.4f}  {pc['support'][i]:7d}"
+             if shown[i] else f"{c:<{width}}  {'-':>9}  {'-':>6}  {'-':>6}  {0:7d}  (not in the test labels or predictions)"
              for i, c in enumerate(classes)]
-    means = [pc[k].mean().item() for k in ("precision", "recall", "f1")]
+    means = [pc[k][shown].mean().item() for k in ("precision", "recall", "f1")]
     return "\n".join(rows + [f"{'macro':<{width}}  {means[0]:9.4f}  {means[1]:6.4f}  {means[2]:6.4f}  "
                               f"{int(pc['support'].sum()):7d}"])
 

@@ -229,7 +229,7 @@ def test_predictions(run, scores: bool = True):
     y, s, pred, k = (d.get(key) for key in ("y", "scores", "pred", "k"))
     if s is not None:
         check(isinstance(y, torch.Tensor) and isinstance(s, torch.Tensor) and y.ndim == 1 and 0 < len(y) == len(s)
-              and s.ndim == 2 and s.is_floating_point() and type(k) is int and 1 <= k <= s.shape[1]
+              and s.ndim == 2 and s.is_floating_point() and type(k) is int and 1 <= k  # (top_k 3 of 2 classes: all)
               and 0 <= y.min() and y.max() < s.shape[1])
         return Predictions(y.long(), s.float(), k, classes)
     if pred is not None and not scores:

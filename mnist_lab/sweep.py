@@ -753,6 +753,9 @@ def summary_line(study, n: int, seconds: float) -> str:
         b, trials = study.best_trial, study.get_trials(deepcopy=False)
         b = next((t for t in trials if t.number == b.user_attrs.get("same_as")), b)  # the point's own run
         line += f"\nbest: trial {slots(trials)[b.number]} {b.value:.4f} {b.params} -> {one_line(b.user_attrs.get('run_dir'))}"
+        if "seed" in ((stored_spec(study) or {}).get("space") or {}):  # one seed's luck as much as its setting's
+            line += ("\n(one seed's run: the setting to use is the best over its seeds, as `mnist-lab report` and "
+                     "seed_stats rank them)")
     if unfinished := c["running"] + c["waiting"] + c["not started"]:
         line += (f"\n{unfinished} of its points have not run to an end: run the sweep again (or join it) to train "
                  "exactly those")

@@ -321,7 +321,8 @@ class Training:
 def init_weights(parts: Parts, path: str) -> str | None:
     """Load the weights at `path` into `parts.model` (`init_from`), saying what data they were trained on if they don't
     fit. Weights trained for another number of classes (MNIST's 10 digits, fine-tuned to your 3 classes) fit but for
-    the layers with a row per class (the last): those start anew, as the note returned says."""
+    the layers with a row per class (the last): those start anew, as the note returned says; it also says when the
+    images have another size than those they were trained on (a model that pools globally takes any size)."""
     weights, stored, was = read_model(path)
     classes = was.get("classes") if isinstance(was, dict) else None  # (weights without their data's record: none)
     n_was, n_now = len(classes) if isinstance(classes, list) else 0, len(parts.data["classes"])
@@ -338,8 +339,15 @@ def init_weights(parts: Parts, path: str) -> str | None:
                  and weights[k].shape[:1] == (n_was,) and v.shape[:1] == (n_now,) and weights[k].shape[1:] == v.shape[1:]]
     fit_weights(parts.model, {**weights, **{k: own[k] for k in per_class}},
                 f"init_from={path!r}{trained_on}{f' (its config: {made})' if made else ''}")
-    if per_class: return (f"init_from: its weights were trained for {n_was} classes, this data has {n_now}: "
-                          f"{', '.join(per_class)} start anew, the other layers from its weights")
+    notes = [f"init_from: its weights were trained for {n_was} classes, this data has {n_now}: "
+             f"{', '.join(per_class)} start anew, the other layers from its weights"] if per_class else []
+    shape = was.get("shape") if isinstance(was, dict) else None  # another size a model that pools globally takes:
+    if isinstance(shape, list) and len(shape) == 3 and list(shape) != list(parts.data["shape"]):  # said, not refused
+        size = lambda s: "x".join(map(str, s))
+        notes.append(f"init_from: its weights were trained on {size(shape)} images, this data's are "
+                     f"{size(parts.data['shape'])}: the model takes them, but what it learnt at that size sees these "
+                     f"otherwise; -p image_size {shape[1]} -p channels {shape[0]} reads them as it was trained")
+    return "\n".join(notes) or None
 
 # %% ../nbs/07_train.ipynb #e2410205
 def private_like_data(run_dir: Path, t: Training):

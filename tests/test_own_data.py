@@ -104,7 +104,8 @@ def test_eval_refuses_a_folder_that_changed_since_the_run_was_tested(folder, tmp
 def test_weights_trained_on_mnist_fine_tune_to_a_folder_of_other_classes(folder, tmp_path, capsys):
     """From MNIST to your own data: `init_from` weights trained on the 10 digits start a run on the folder's 20 classes
     (read grey at 28x28, as they were trained): every layer but the last starts from them, the last (a row per class)
-    starts anew, and the run says so. Weights for other images (3 channels) are refused, naming both."""
+    starts anew, and the run says so; another size, which the cnn takes, is said. Weights for other images (3 channels)
+    are refused, naming both."""
     from mnist_lab.train import TrainConfig, fit
     tiny = dict(model="cnn", epochs=1, steps_per_epoch=2, batch_size=32, scheduler="none", tensorboard=False,
                 runs_root=str(tmp_path / "runs"))
@@ -117,6 +118,8 @@ def test_weights_trained_on_mnist_fine_tune_to_a_folder_of_other_classes(folder,
     assert [after[k].shape[0] for k in anew] == [20, 20] and anew[0].endswith("weight") and anew[1].endswith("bias")
     assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before if k not in anew)  # lr ~ 0: as loaded
     assert f"trained for 10 classes, this data has 20: {', '.join(anew)} start anew" in capsys.readouterr().out
+    fit(TrainConfig(channels=1, lr=1e-9, optimizer="sgd", momentum=0.0, **yours))  # 32x32, which the cnn takes: said
+    assert "init_from: its weights were trained on 1x28x28 images, this data's are 1x32x32" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"trained on mnist_sample: \[1, 28, 28\] images, 10 classes; this run's data: "
                                          r"\[3, 32, 32\], 20 classes\).*do not fit"):
         fit(TrainConfig(progress="none", **yours))
