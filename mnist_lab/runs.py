@@ -329,17 +329,19 @@ SETTING = ("python", "torch", "torchvision", "mnist_lab", "git_sha", "git_dirty"
 def reproduce(run, plugins: str = "") -> dict:
     """Train the recorded config of a completed `run` (a folder or a `Result`) again, into a new folder; returns
     its folder, {metric: (recorded, again)} and {what differs in the setting: (recorded, now)}."""
-    from mnist_lab.config import from_record
+    from mnist_lab.config import TrainConfig, from_record
     from mnist_lab.eval import others_paths
     from mnist_lab.train import fit
     path = Path(getattr(run, "run_dir", run))
     summary, saved = read_object(path / "summary.json"), read_object(path / "config.json")
     if not summary or not saved: raise ValueError(f"{path}: only a completed run (config.json, summary.json) repeats")
     others_paths(path, saved)  # its data_dir, init_from and runs_root, used as yours
-    # a sweep's trial: beside the sweep, not in its folder (its table and report would count it as another seed)
-    sweep = sweep_of(path)
-    where = {"runs_root": str(sweep.parent), "name": f"{sweep.name}-again"} if sweep else \
-        {"name": f"{saved.get('name', 'run')}-again"}
+    # a sweep's trial: beside the sweep, not in its folder (its table and report would count it as another seed); a
+    # sweep of yours, in your project: a folder shaped like one elsewhere (someone's) is no reason to write there
+    sweep = sweep_of(path.resolve())
+    ours = sweep and sweep.is_relative_to(project_path(".").resolve()) and not not_yours_alone(sweep)
+    where = {"runs_root": str(sweep.parent) if ours else TrainConfig().runs_root, "name": f"{sweep.name}-again"} \
+        if sweep else {"name": f"{saved.get('name', 'run')}-again"}
     cfg = from_record(saved, plugins, resume="", run_dir="", progress="none", **where,
                       threads=saved.get("threads") or summary.get("threads") or 0)
     res = fit(cfg)
