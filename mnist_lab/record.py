@@ -7,7 +7,7 @@ __all__ = ['RUN_FOLDER_ADVICE', 'MAX_RECORD', 'MAX_HISTORY', 'WHO', 'CLOSED', 'C
            'MAX_DIFF', 'acl_writers', 'private_group', 'others_write', 'path_steps', 'unsafe_way', 'followed',
            'not_yours_alone', 'make_yours_alone', 'NotYoursAlone', 'check_yours_alone', 'project_dir', 'project_path',
            'relative_hint', 'CheckpointError', 'discard', 'RunLocked', 'held_dir', 'save_atomic', 'save_checkpoint',
-           'write_json', 'new_private_file', 'open_regular', 'regular', 'open_beneath', 'read_bounded', 'loads',
+           'write_json', 'private_file', 'open_regular', 'regular', 'open_beneath', 'read_bounded', 'loads',
            'read_json', 'read_object', 'is_number', 'number_in', 'recorded_number', 'recorded_intervals',
            'check_unpacked_size', 'open_checkpoint', 'load_weights', 'load_checkpoint', 'read_model',
            'read_safetensors', 'check_fit', 'fit_weights', 'upgraded', 'way_closed_to', 'unreadable_to', 'has_acl',
@@ -239,10 +239,17 @@ def write_json(obj, path):
     "Write `obj` as indented JSON, atomically."
     save_atomic(lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()), path)
 
-def new_private_file(path):
-    "Create `path` (not there yet) readable by you alone, never through a link: what is made in it keeps that mode."
+def private_file(path):
+    """`path` readable by you alone: made so if it is not there (never through a link; a database made in it keeps its
+    mode), else closed to others if it is your regular file (a study.db made before this rule)."""
     try: os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-    except FileExistsError: pass  # made meanwhile (another worker): theirs is yours too
+    except FileExistsError:  # opened without waiting (a FIFO) and without a link: changed by its descriptor
+        try: fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError: return  # a link, no access: not yours to close
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077: os.fchmod(fd, 0o600)
+        finally: os.close(fd)
 
 # %% ../nbs/01_record.ipynb #5b5b694d
 MAX_RECORD = 4 << 20  # bytes: config, status, summary, data and launcher records are a few KB

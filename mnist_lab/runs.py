@@ -363,11 +363,10 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
     import hashlib, json, tempfile, mlflow
     from mlflow.entities import Metric, Param
     from safetensors.torch import save_file
-    from mnist_lab.record import read_model, new_private_file
+    from mnist_lab.record import read_model, private_file
     if uri.startswith("sqlite:///") and not os.path.isabs(uri[len("sqlite:///"):]):  # from the project, as --root is
         uri = f"sqlite:///{project_path(uri[len('sqlite:///'):])}"  # (not from the folder it is run in: nbs/)
-    if uri.startswith("sqlite:///") and not os.path.lexists(uri[len("sqlite:///"):]):
-        new_private_file(uri[len("sqlite:///"):])  # yours alone: anyone who can open a database can lock it
+    if uri.startswith("sqlite:///"): private_file(uri[len("sqlite:///"):])  # yours alone: anyone who opens it can lock it
     client = mlflow.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp: exp_id = exp.experiment_id

@@ -25,7 +25,7 @@ from .config import TrainConfig, parse_monitor, check_new_run, code_elsewhere, t
 from .process import (alive, env_number, start, stop_on_signals, end_with_parent, open_log, lock_held, wait_until,
                                progress_bar, python_code, one_line)
 from .record import (run_status, read_history, recorded_number, write_status, save_atomic, upgraded,
-                              not_yours_alone, check_yours_alone, COPY_ADVICE, new_private_file,
+                              not_yours_alone, check_yours_alone, COPY_ADVICE, private_file,
                               make_yours_alone, read_json, write_json, loads, is_number, make_run_folder)
 from .train import fit, show_bars
 from .launch import start_papermill, stop, notebook_error
@@ -271,10 +271,8 @@ def storage_for(url: str):
     import optuna
     quiet_optuna()
     check_sqlite(url)
-    if url.startswith("sqlite:///") and not os.path.lexists(url[len("sqlite:///"):]):
-        # yours alone, as its lock file: anyone who can open a database can lock it (a reader's open transaction
-        # stalls every write of the sweep), and its journal is made with its mode
-        new_private_file(url[len("sqlite:///"):])
+    if url.startswith("sqlite:///"):  # yours alone, as its lock file: anyone who can open a database can lock it (a
+        private_file(url[len("sqlite:///"):])  # reader's open transaction stalls every write); its journal takes its mode
     kw = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}  # writers queue
     for attempt in range(5):
         try: return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
