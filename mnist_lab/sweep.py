@@ -4,16 +4,16 @@
 
 # %% auto #0
 __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', 'EXECUTORS', 'DEFAULT_PRUNER', 'SWEEP_OWNS',
-           'HEARTBEAT', 'GRACE', 'STORED', 'SPEC_FORMAT', 'STORAGE_ENV', 'RED', 'PLAIN', 'check_shapes', 'check_range',
-           'settings_to_check', 'trial_params', 'check_space', 'grid_sampler', 'random_sampler', 'tpe_sampler',
-           'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'check_values', 'retry_callback', 'quiet_optuna',
-           'check_sqlite', 'storage_for', 'read_only_url', 'read_only_storage', 'study_address', 'load_study',
-           'spec_digest', 'shown_url', 'stored_spec', 'sweep_folder', 'open_study', 'slots', 'latest', 'report',
-           'train_in_process', 'train_papermill', 'objective', 'trained_before', 'slot_stamp', 'train_slot', 'suggest',
-           'outside_space', 'orphaned', 'next_step', 'keep_traceback', 'taken_over', 'storage_failure', 'work',
-           'requeue', 'start_workers', 'worker_main', 'stop_workers', 'trial_line', 'follow', 'counts', 'summary_line',
-           'trials_table', 'run_sweep', 'sweep', 'join', 'own_folder', 'multi_seed', 'cross_validate', 'code_version',
-           'sweep_report', 'dashboard_app', 'serve_dashboard']
+           'HEARTBEAT', 'GRACE', 'STORED', 'SPEC_FORMAT', 'SAME_POINT_WAIT', 'STORAGE_ENV', 'RED', 'PLAIN',
+           'check_shapes', 'check_range', 'settings_to_check', 'trial_params', 'check_space', 'grid_sampler',
+           'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'check_values',
+           'retry_callback', 'quiet_optuna', 'check_sqlite', 'storage_for', 'read_only_url', 'read_only_storage',
+           'study_address', 'load_study', 'spec_digest', 'shown_url', 'stored_spec', 'sweep_folder', 'open_study',
+           'slots', 'latest', 'report', 'train_in_process', 'train_papermill', 'objective', 'trained_before',
+           'slot_stamp', 'train_slot', 'suggest', 'outside_space', 'orphaned', 'next_step', 'keep_traceback',
+           'taken_over', 'storage_failure', 'work', 'requeue', 'start_workers', 'worker_main', 'stop_workers',
+           'trial_line', 'follow', 'counts', 'summary_line', 'trials_table', 'run_sweep', 'sweep', 'join', 'own_folder',
+           'multi_seed', 'cross_validate', 'code_version', 'sweep_report', 'dashboard_app', 'serve_dashboard']
 
 # %% ../nbs/10_sweep.ipynb #60a36865
 import contextlib, io, itertools, json, math, os, re, reprlib, signal, socket, stat, subprocess, sys, threading, time, traceback, warnings
@@ -480,6 +480,8 @@ def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
     trial.set_user_attr("fold_values", values)
     return sum(values) / folds
 
+SAME_POINT_WAIT = env_number("MNIST_LAB_SWEEP_SAME_POINT_WAIT", 600)  # s: see trained_before
+
 def trained_before(trial, chosen: dict):
     """An earlier trial of the study that trained the point `chosen` to its end (one still training is waited for), or
     None. A random or TPE sampler draws a point of a list again as often as the list is short."""
@@ -490,7 +492,9 @@ def trained_before(trial, chosen: dict):
     def training():  # an earlier trial's (a later one waits for this one), until it ends or its worker is gone: one
         optuna.storages.fail_stale_trials(trial.study)  # on another machine is known gone by its heartbeat alone
         return [t for t in same((TrialState.RUNNING,)) if t.number < trial.number and not orphaned(t)]
-    wait_until(lambda: not training(), every=1)
+    # at most SAME_POINT_WAIT s: a trial of someone's that only looks alive (no heartbeat, a pid that lives on) must
+    # not hold this one for ever; past it, this trial trains the point itself
+    wait_until(lambda: not training(), timeout=SAME_POINT_WAIT, every=1)
     return next(iter(same((TrialState.COMPLETE,))), None)
 
 def slot_stamp(study_name: str, spec: dict, chosen: dict) -> dict:
