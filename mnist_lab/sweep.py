@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['MAX_TRIALS', 'SAMPLERS', 'PRUNERS', 'MAX_SPEC_BYTES', 'SPEC_KEYS', 'EXECUTORS', 'DEFAULT_PRUNER', 'SWEEP_OWNS',
-           'HEARTBEAT', 'GRACE', 'STORED', 'SPEC_FORMAT', 'SAME_POINT_WAIT', 'STORAGE_ENV', 'RED', 'PLAIN',
-           'check_shapes', 'check_range', 'settings_to_check', 'trial_params', 'check_space', 'grid_sampler',
+           'HEARTBEAT', 'GRACE', 'SQLITE_CHECK_WAIT', 'STORED', 'SPEC_FORMAT', 'SAME_POINT_WAIT', 'STORAGE_ENV', 'RED',
+           'PLAIN', 'check_shapes', 'check_range', 'settings_to_check', 'trial_params', 'check_space', 'grid_sampler',
            'random_sampler', 'tpe_sampler', 'median_pruner', 'no_pruner', 'load_spec', 'check_spec', 'check_values',
            'retry_callback', 'quiet_optuna', 'check_sqlite', 'storage_for', 'read_only_url', 'read_only_storage',
            'study_address', 'load_study', 'spec_digest', 'shown_url', 'stored_spec', 'sweep_folder', 'open_study',
@@ -243,6 +243,8 @@ def quiet_optuna():
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 # %% ../nbs/10_sweep.ipynb #13acc7e0
+SQLITE_CHECK_WAIT = 10  # s a study database's check waits for a lock (its own workers' writes are brief)
+
 def check_sqlite(url: str):
     """For an SQLite URL, refuse a path a URL would misread (a folder named "a?b": SQLAlchemy would open the file "a";
     "a%41": it would open "aA"), and a file that is there but is no SQLite database (SQLite's own error names none)."""
@@ -259,9 +261,14 @@ def check_sqlite(url: str):
                          "file; move it away to start the sweep afresh, or name the right storage")
     import sqlite3, urllib.parse  # Optuna's schema has tables alone: a view in place of one may never end (a
     try:  # recursive query) or a trigger change what is written (someone else's study.db), before any query of Optuna's
-        with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=10)) as db:
+        with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True,
+                                                timeout=SQLITE_CHECK_WAIT)) as db:
             odd = db.execute("SELECT type, name FROM sqlite_master WHERE type IN ('view', 'trigger') LIMIT 3").fetchall()
-    except sqlite3.Error: odd = []  # locked, or not readable: Optuna's own error says so
+    except sqlite3.Error as e:  # not readable: Optuna's own error says so; locked past the wait: checked, or refused
+        st, odd = os.stat(path), []  # where someone else could have written it (a lock held until the check gives up)
+        if "locked" in str(e) and (st.st_uid != os.geteuid() or st.st_mode & 0o077):
+            raise ValueError(f"{path}: locked by another process while its tables were checked: a database that is "
+                             "not yours alone is opened only once checked; try again when it is free") from None
     if odd:
         raise ValueError(f"{path}: holds {', '.join(f'a {t} {one_line(n)!r}' for t, n in odd)}, which no study of "
                          "Optuna's has: a database made to hang or mislead whoever opens it; not opened")
