@@ -48,11 +48,12 @@ def test_mlflow_export_shows_the_runs_in_mlflow_s_ui(browser, tmp_path, monkeypa
     got = export_mlflow([plain], db, experiment="elsewhere")
     assert not any(new for _, new in got.values()) and not any(shared.iterdir()), got
     assert os.stat(tmp_path / "mlflow.db").st_mode & 0o777 == 0o600  # made yours alone: no one else can lock it
-    os.chmod(tmp_path / "mlflow.db", 0o666)  # a store anyone may write: a trigger of theirs could move a run's folder
-    capsys.readouterr()
-    assert not any(new for _, new in export_mlflow([plain], db, experiment="team").values())
+    os.chmod(tmp_path / "mlflow.db", 0o644); export_mlflow([plain], db)  # one made before that rule: closed when opened
+    assert os.stat(tmp_path / "mlflow.db").st_mode & 0o777 == 0o600
+    team = tmp_path / "team"; team.mkdir(); team.chmod(0o777)  # a store in a folder anyone may change: a trigger of
+    capsys.readouterr()  # theirs (or a database put in its place) could move a run's folder
+    assert not any(new for _, new in export_mlflow([plain], f"sqlite:///{team}/mlflow.db").values())
     assert "the store can be changed by others" in capsys.readouterr().out
-    os.chmod(tmp_path / "mlflow.db", 0o600)
     (tmp_path / "settings.ini").write_text("[DEFAULT]\nlib_name = mine\n"); (tmp_path / "nbs").mkdir()
     monkeypatch.chdir(tmp_path / "nbs")  # a relative path is the project's (as --root is), not the notebook folder's
     export_mlflow([plain], "sqlite:///mlflow.db")
