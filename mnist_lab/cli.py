@@ -273,14 +273,14 @@ def cmd_report(a) -> int:
 
 def cmd_export(a) -> int:
     "Copy run folders into MLflow (the `mlflow` extra): each once, a sweep's runs under one parent."
-    from mnist_lab.runs import export_mlflow, runs_table
+    from mnist_lab.runs import export_mlflow, mlflow_store, runs_table
     try: import mlflow  # noqa: F401
     except ImportError: raise ImportError('MLflow is not installed: pip install -e ".[mlflow]"') from None
     runs = [existing_run(r) for r in a.runs] if a.runs else runs_table(a.root).path.tolist()
-    ids = export_mlflow(runs, a.uri, a.experiment)
+    ids, uri = export_mlflow(runs, a.uri, a.experiment), mlflow_store(a.uri)[0]  # (a relative path: the project's)
     new = sum(n for _, n in ids.values())
-    print(f"exported {new} run(s) to {a.uri} (experiment {a.experiment!r}); {len(ids) - new} were there already; "
-          f"look at them with: mlflow ui --backend-store-uri {a.uri}")
+    print(f"exported {new} run(s) to {uri} (experiment {a.experiment!r}); {len(ids) - new} were there already; "
+          f"look at them with: mlflow ui --backend-store-uri {uri}")
     return 0
 
 # %% ../nbs/11_cli.ipynb #12929c77

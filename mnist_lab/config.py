@@ -23,7 +23,7 @@ from .process import injected_parameters, one_line
 from .data import DATASETS, AUGMENTATIONS, dataset_names, parse_augment, project_path, register, memory_check
 from .metrics import METRICS, METRIC_MODES, parse_metrics
 from .model import MODELS, make_model
-from .record import upgraded
+from .record import upgraded, run_folder_of
 
 # %% ../nbs/05_config.ipynb #ec595b78
 OPTIMIZERS = {}
@@ -560,6 +560,8 @@ def unregistered(saved: dict) -> list:
     text = lambda k: saved.get(k) if isinstance(saved.get(k), str) else ""
     named = [("model", text("model"), MODELS), ("dataset", text("dataset"), dataset_names())]
     named += [("metric", m.strip(), METRICS) for m in text("metrics").split(",")]
+    monitored = text("monitor").split()[-1:]  # "max val_bag_recall": a metric of yours named only there
+    named += [("metric", m[4:], METRICS) for m in monitored if m.startswith("val_") and m[4:] not in ("loss", "accuracy")]
     named += [("augmentation", a.strip(), AUGMENTATIONS) for a in text("augment").split(",") if a.strip() != "none"]
     return [f"{kind} {one_line(name)!r}" for kind, name, known in named if name and name not in known]
 
@@ -598,5 +600,8 @@ def resume_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
         raise ValueError(f"resume with other epochs/max_steps would change the {saved['scheduler']} schedule "
                          "already half followed; use init_from to train further from its weights")
     # a run folder moved since (a sweep's, renamed): its recorded run_dir is where it was; it is where it is resumed
-    moved = saved["run_dir"] and project_path(saved["run_dir"]).resolve() != project_path(cfg.resume).resolve()
-    return TrainConfig.from_params(**{**saved, **changed, "resume": cfg.resume, **({"run_dir": cfg.resume} if moved else {})})
+    # (`resume` names the folder or a checkpoint in it, from here, as find_resume_checkpoint reads it)
+    where = run_folder_of(Path(cfg.resume).absolute())
+    moved = saved["run_dir"] and project_path(saved["run_dir"]).resolve() != where.resolve()
+    return TrainConfig.from_params(**{**saved, **changed, "resume": cfg.resume,
+                                      **({"run_dir": str(where)} if moved else {})})

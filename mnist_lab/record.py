@@ -498,10 +498,12 @@ def unreadable_to(path, limit: int = 200_000) -> int:
             folders[:] = [f for f in folders if not f.startswith(".")]
             for name, folder in [(f, True) for f in folders] + [(f, False) for f in files if not f.startswith(".")]:
                 if time.monotonic() > deadline: return 0o077  # (a loop of long links: seconds a link)
-                try: st = os.stat(entry := os.path.join(here, name))
+                try:
+                    st = os.stat(entry := os.path.join(here, name))
+                    linked = os.path.islink(entry) and way_closed_to(entry)  # (changed meanwhile: as gone)
                 except OSError: continue  # gone meanwhile, or a link to nowhere: not data
-                if os.path.islink(entry):
-                    way |= way_closed_to(entry)
+                if linked is not False:
+                    way |= linked
                     if folder and (st.st_dev, st.st_ino) not in seen: seen.add((st.st_dev, st.st_ino)); todo.append(entry)
                 modes.append((st.st_mode, folder)); groups.add(st.st_gid)
                 if len(modes) > limit: break

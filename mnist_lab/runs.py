@@ -6,10 +6,10 @@
 __all__ = ['STALE_AFTER', 'CONFIG_ONLY', 'BY_CLASS', 'MAX_ONE_HOT', 'SETTING', 'MAX_ARTEFACT', 'run_row', 'safe_run_row',
            'metric_name', 'score_mode', 'table_mode', 'is_score', 'sortable', 'status_files', 'matches', 'runs_table',
            'varying', 'seed_stats', 'best_run', 'plot_metric_vs', 'plot_curves', 'test_predictions', 'recorded',
-           'other_images', 'compare', 'sweep_of', 'reproduce', 'export_mlflow']
+           'other_images', 'compare', 'sweep_of', 'reproduce', 'mlflow_store', 'export_mlflow']
 
 # %% ../nbs/08_runs.ipynb #b80f333a
-import json, os, socket, stat, sys, time
+import json, os, re, socket, stat, sys, time
 from pathlib import Path
 import pandas as pd
 from .process import literal_text, one_line
@@ -295,9 +295,12 @@ def compare(a, b, metric: str = "accuracy", n: int = 1000, seed: int = 0) -> dic
         if len(set(va)) == 1 and len(set(vb)) == 1:  # seeds never agree to the last digit: copies of one run
             raise ValueError(f"each group's runs have the same test_{metric}, so no spread to judge by: copies of one "
                              "run (the same seed?) rather than seeds or folds")
+        import warnings
         from scipy import stats  # Welch: the groups' spreads may differ
         ma, mb = sum(va) / len(va), sum(vb) / len(vb)
-        lo, hi = map(float, stats.ttest_ind(va, vb, equal_var=False).confidence_interval(0.95))
+        with warnings.catch_warnings():  # one group's runs alike: SciPy warns of precision, the interval stands
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = map(float, stats.ttest_ind(va, vb, equal_var=False).confidence_interval(0.95))
     else:  # a metric of the predicted class needs no scores: older runs saved only the classes
         pa, pb = (test_predictions(r, scores=metric not in BY_CLASS) for r in (a, b))
         if not torch.equal(pa.y, pb.y) or other_images(paths, [read_object(p / "summary.json") for p in paths]):
@@ -340,7 +343,8 @@ def reproduce(run, plugins: str = "") -> dict:
     # sweep of yours, in your project: a folder shaped like one elsewhere (someone's) is no reason to write there
     sweep = sweep_of(path.resolve())
     ours = sweep and sweep.is_relative_to(project_path(".").resolve()) and not not_yours_alone(sweep)
-    where = {"runs_root": str(sweep.parent) if ours else TrainConfig().runs_root, "name": f"{sweep.name}-again"} \
+    again = re.sub(r"[^\w.-]", "_", sweep.name)[:90] + "-again" if sweep else ""  # a name as `name` takes it
+    where = {"runs_root": str(sweep.parent) if ours else TrainConfig().runs_root, "name": again} \
         if sweep else {"name": f"{saved.get('name', 'run')}-again"}
     cfg = from_record(saved, plugins, resume="", run_dir="", progress="none", **where,
                       threads=saved.get("threads") or summary.get("threads") or 0)
@@ -353,6 +357,15 @@ def reproduce(run, plugins: str = "") -> dict:
 # %% ../nbs/08_runs.ipynb #31160fb6
 MAX_ARTEFACT = 256 << 20  # bytes: a run's plots and report.html are a few MB
 
+def mlflow_store(uri: str) -> tuple:
+    """`(uri, its SQLite file or None)`: an SQLite URL's path read as SQLAlchemy reads it (`?timeout=30` is no part of
+    the file's name) and, relative, taken from the project, as `runs_root` is (not from the folder it is run in)."""
+    from sqlalchemy.engine import make_url
+    url = make_url(uri) if uri.startswith("sqlite") else None
+    if url is None or not url.database or url.database == ":memory:": return uri, None
+    db = Path(url.database) if os.path.isabs(url.database) else project_path(url.database)
+    return url.set(database=str(db)).render_as_string(hide_password=False), db
+
 def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
     """Copy run folders (paths, or a runs table) into MLflow at `uri`: config as params, per-epoch metrics by epoch,
     test metrics and their 95% intervals, and as artefacts the plots, report.html and the weights as
@@ -364,14 +377,23 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
     from mlflow.entities import Metric, Param
     from safetensors.torch import save_file
     from mnist_lab.record import read_model, private_file
-    if uri.startswith("sqlite:///") and not os.path.isabs(uri[len("sqlite:///"):]):  # from the project, as --root is
-        uri = f"sqlite:///{project_path(uri[len('sqlite:///'):])}"  # (not from the folder it is run in: nbs/)
-    if uri.startswith("sqlite:///"): private_file(uri[len("sqlite:///"):])  # yours alone: anyone who opens it can lock it
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    from urllib.parse import urlparse
+    uri, db = mlflow_store(uri)
+    def store_changeable() -> str | None:
+        "Why someone else could change the store itself on this machine (an SQLite file), or may (a database server)."
+        scheme = urlparse(uri).scheme
+        if scheme in ("", "file", "http", "https"): return None  # a file store: its folders are the artefacts' way
+        if db is None: return f"a {scheme} database, which its other users may write"
+        try: st = os.stat(db)
+        except OSError: return not_yours_alone(db.parent)  # made now, by you, where others may not replace it
+        if st.st_uid != os.geteuid(): return f"{db} is another user's"
+        return f"{db} is writable by {who}" if (who := others_write(db, st)) else not_yours_alone(db.parent)
+    if db is not None and not store_changeable(): private_file(db)  # anyone who can open it can lock it (a shared one
+    client = mlflow.MlflowClient(tracking_uri=uri)  # is left as it is: its files are refused below)
     exp = client.get_experiment_by_name(experiment)
     if exp: exp_id = exp.experiment_id
     else:  # artefacts beside an SQLite database, not in the caller's cwd; the UI shows it as model training
-        where = Path(uri[len("sqlite:///"):]).resolve().parent / "mlflow-artifacts" if uri.startswith("sqlite:///") else None
+        where = db.resolve().parent / "mlflow-artifacts" if db is not None else None
         exp_id = client.create_experiment(experiment, artifact_location=where and where.as_uri(),
                                           tags={"mlflow.experimentKind": "custom_model_development"})
     def find_or_start(folder: Path, name: str, tags: dict, start=None, state=None, before=None) -> tuple:
@@ -386,18 +408,7 @@ def export_mlflow(runs, uri: str, experiment: str = "mnist_lab") -> dict:
         if state: tags = {**tags, "mnist_lab_state": state}
         return client.create_run(exp_id, start_time=start, run_name=name,
                                  tags={"mnist_lab_id": key, **tags}).info.run_id, False
-    from urllib.parse import urlparse
     from mlflow.utils.file_utils import local_file_uri_to_path  # the path MLflow itself writes to
-    def store_changeable() -> str | None:
-        "Why someone else could change the store itself on this machine (an SQLite file), or may (a database server)."
-        scheme = urlparse(uri).scheme
-        if scheme in ("", "file", "http", "https"): return None  # a file store: its folders are the artefacts' way
-        if not uri.startswith("sqlite:///"): return f"a {scheme} database, which its other users may write"
-        db = Path(uri[len("sqlite:///"):]).absolute()
-        try: st = os.stat(db)
-        except OSError: return None  # made now, by you
-        if st.st_uid != os.geteuid(): return f"{db} is another user's"
-        return f"{db} is writable by {who}" if (who := others_write(db, st)) else not_yours_alone(db.parent)
     def artifacts_elsewhere(run_id: str) -> str | None:
         """Why the store's folder for a run's artefacts is not to be written, if it is on this machine's disk: not the
         store's own place for it (<experiment location>/<run id>/artifacts), holding files already, or where someone

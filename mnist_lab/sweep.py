@@ -319,9 +319,13 @@ def study_address(sweep_dir, storage: str | None = None, study_name: str | None 
     if not (storage or study_name) and (sweep_dir / "study.db").is_file():
         import optuna
         quiet_optuna()
-        try: names = optuna.study.get_all_study_names(storage=read_only_storage(url))
-        except Exception: names = []  # damaged, locked, not a study: opening it says so
-        if name not in names and len(names) == 1: name = names[0]
+        try: studies = read_only_storage(url).get_all_studies()
+        except Exception: studies = []  # damaged, locked, not a study: opening it says so
+        spec = studies[0].user_attrs.get("spec") if len(studies) == 1 else None
+        was = Path(str(spec.get("sweep_dir", ""))) if isinstance(spec, dict) else None  # named by its folder, then
+        if name not in {s.study_name for s in studies} and was and (was.name == studies[0].study_name or
+                                                                    was.resolve() == sweep_dir):  # moved (and run there)
+            name = studies[0].study_name
     return url, name
 
 # %% ../nbs/10_sweep.ipynb #0ff529ca
@@ -468,12 +472,13 @@ def objective(trial, spec: dict, sweep_dir: Path, threads: int) -> float:
     if bad := outside_space(spec["space"], chosen):  # Optuna only warns for a trial queued with other values
         raise ValueError(f"trial {trial.number}: {bad} is outside the sweep's space (queued by hand, or by someone who "
                          "can write the study): not trained")
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # first: a trial that waits is not orphaned
     if spec["method"] != "grid" and (same := trained_before(trial, chosen)) is not None:  # random, TPE: drawn again
         trial.set_user_attr("same_as", same.number)  # its value, not a second run of one point (a "seed" with no spread)
+        trial.set_user_attr("same_as_slot", slots(trial.study.get_trials(deepcopy=False))[same.number])
         return same.value
     run_dir = sweep_dir / "trials" / f"{k:04d}"
     trial.set_user_attr("run_dir", str(run_dir))
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     here = {"runs_root": str(sweep_dir), "threads": spec["params"].get("threads") or threads, "progress": "epoch"}
     key = parse_monitor(TrainConfig.from_params(**trial_params(spec["params"], chosen)).monitor)[1]
     stamp = lambda values: slot_stamp(trial.study.study_name, spec, values)
@@ -708,7 +713,8 @@ def trial_line(k: int, t, color: bool = False) -> str:
     state = t.state.name.lower()
     what = f"{t.value:.4f}" if t.value is not None else ""
     if t.state.name == "PRUNED": what += f" at epoch {t.last_step}"
-    if "same_as" in t.user_attrs: what += f" as trial {one_line(t.user_attrs['same_as'])} (drawn again: not trained again)"
+    if "same_as" in t.user_attrs:  # named by its slot, as the lines are
+        what += f" as trial {one_line(t.user_attrs.get('same_as_slot', t.user_attrs['same_as']))} (drawn again: not trained again)"
     # a shared study's words (values, folders, errors) are shown, never obeyed: each stays in this one line
     params = " ".join(f"{one_line(p)}={v:.4g}" if isinstance(v, float) else f"{one_line(p)}={one_line(v)}"
                       for p, v in t.params.items())
@@ -918,8 +924,11 @@ def code_version(run_dir) -> tuple:
     import hashlib
     from mnist_lab.record import read_bounded
     from mnist_lab.runs import recorded
-    try: diff = hashlib.sha256(read_bounded(Path(run_dir) / "code.diff")).hexdigest()
-    except (OSError, ValueError): diff = None  # none (a clean checkout), or not a file to read
+    try: text = read_bounded(Path(run_dir) / "code.diff").decode(errors="replace")
+    except (OSError, ValueError): text = ""  # none (a clean checkout), or not a file to read
+    # the package's own files: a notebook saved during the sweep (its outputs) changes no run (plugins: their digest)
+    own = [h for h in text.split("diff --git ") if h.startswith("a/mnist_lab/")]
+    diff = hashlib.sha256("".join(own).encode()).hexdigest() if own else None
     return str(recorded(run_dir, "summary.json", "git_sha")), str(recorded(run_dir, "summary.json", "git_dirty")), diff
 
 def sweep_report(sweep_dir="runs/sweep", plugins: str = "", storage: str | None = None, study_name: str | None = None) -> Path:

@@ -343,10 +343,11 @@ def init_weights(parts: Parts, path: str) -> str | None:
              f"{', '.join(per_class)} start anew, the other layers from its weights"] if per_class else []
     shape = was.get("shape") if isinstance(was, dict) else None  # another size a model that pools globally takes:
     if isinstance(shape, list) and len(shape) == 3 and list(shape) != list(parts.data["shape"]):  # said, not refused
-        size = lambda s: "x".join(map(str, s))
+        size = lambda s: one_line("x".join(map(str, s)))  # (a checkpoint's words, shown as written)
         notes.append(f"init_from: its weights were trained on {size(shape)} images, this data's are "
                      f"{size(parts.data['shape'])}: the model takes them, but what it learnt at that size sees these "
-                     f"otherwise; -p image_size {shape[1]} -p channels {shape[0]} reads them as it was trained")
+                     f"otherwise; -p image_size {one_line(str(shape[1]))} -p channels {one_line(str(shape[0]))} reads them "
+                     "as it was trained")
     return "\n".join(notes) or None
 
 # %% ../nbs/07_train.ipynb #e2410205
@@ -714,7 +715,7 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     t = Training(cfg, D, data, split, plan_steps(cfg, len(split.x_train)), log)
     try: t.parts = build(cfg, t.plan, split.y_train, info, dev)
     except ValueError as e:  # too few steps for the schedule (onecycle's warm-up): the batch size may be the cause
-        if not (few := few_steps_warning(cfg, t.plan, len(split.x_train))): raise
+        if "optimizer steps" not in str(e) or not (few := few_steps_warning(cfg, t.plan, len(split.x_train))): raise
         raise ValueError(f"{e}; {few.removeprefix('WARNING: ')}") from None
     t.rec = rec = open_run(t, ckpt_path, ckpt, started)
     t.parts.net = ddp(t.parts.model, D, dev)
