@@ -14,7 +14,7 @@ pytestmark = pytest.mark.xdist_group("many_processes")  # see conftest.py
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = ROOT / "runs" / "screenshots"
 # what a person would pick for a quick look: small, offline, a few seconds per epoch on 2 cores
-SMALL = {"dataset": '"mnist_sample"', "epochs": "3", "tensorboard": "False"}
+SMALL = {"dataset": '"mnist_sample"', "epochs": "2", "tensorboard": "False"}
 
 
 @pytest.fixture(scope="module")
