@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'SCHEDULERS', 'S', 'LOSSES', 'MONITOR_BASE', 'MODEL_PARAMS', 'DATA_PARAMS', 'PLAIN_TYPES',
            'CONFIG_CHECKS', 'CHOICES', 'AT_LEAST', 'AT_MOST', 'DEFAULT_DATA', 'RESUME_OVERRIDES', 'adam', 'adamw',
-           'sgd', 'rmsprop', 'adadelta', 'no_schedule', 'step_lr', 'multistep', 'exponential', 'cosine', 'onecycle',
-           'plateau', 'cross_entropy', 'nll_loss', 'balanced_weights', 'parse_monitor', 'parse_ints', 'run_metrics',
-           'to_bool', 'to_dict', 'to_number', 'to_type', 'plugin_key', 'load_plugins', 'plugin_sources',
+           'sgd', 'rmsprop', 'adadelta', 'no_schedule', 'step_lr', 'multistep', 'exponential', 'cosine', 'TooFewSteps',
+           'onecycle', 'plateau', 'cross_entropy', 'nll_loss', 'balanced_weights', 'parse_monitor', 'parse_ints',
+           'run_metrics', 'to_bool', 'to_dict', 'to_number', 'to_type', 'plugin_key', 'load_plugins', 'plugin_sources',
            'plugins_digest', 'type_needed', 'config_check', 'TrainConfig', 'defaults', 'check_choices', 'check_ranges',
            'check_model', 'check_strings', 'check_new_run', 'check_paths', 'edited_cell_message', 'layer_outputs',
            'model_from_config', 'model_overrides', 'from_record', 'unregistered', 'code_elsewhere', 'resume_config']
@@ -84,11 +84,13 @@ def cosine(opt, c, n, e):
     "Cosine decay from `lr` to 0 over all steps."
     return S.CosineAnnealingLR(opt, n), "step"
 
+class TooFewSteps(ValueError): "A schedule that needs more optimizer steps than the run makes (fit names why)."
+
 @register(SCHEDULERS, "onecycle")
 def onecycle(opt, c, n, e):
     "Warm up to `lr` over the first quarter, then anneal."
-    if n < 5: raise ValueError(f"scheduler='onecycle' needs at least 5 optimizer steps to warm up and anneal, not {n} "
-                               "(epochs x steps per epoch, or max_steps): give more steps or another scheduler")
+    if n < 5: raise TooFewSteps(f"scheduler='onecycle' needs at least 5 optimizer steps to warm up and anneal, not {n} "
+                                "(epochs x steps per epoch, or max_steps): give more steps or another scheduler")
     return S.OneCycleLR(opt, c.lr, total_steps=n, pct_start=0.25), "step"
 
 @register(SCHEDULERS, "reduce_on_plateau")

@@ -94,7 +94,8 @@ def unsafe_way(path) -> str | None:
                 if not (folder.st_mode & stat.S_ISVTX and folder.st_uid in trusted and owner in trusted):
                     return f"inside {here}, which {who} may write: a link of theirs could take the place of {entry.name}"
             elif folder.st_uid not in trusted:
-                return f"inside {here}, another user's folder (uid {folder.st_uid}): they could put a link in place of {entry.name}"
+                return (f"inside {here}, another user's folder (uid {folder.st_uid}): they could put a link in place "
+                        f"of {entry.name}")
             if st is None:  # the rest is made by you, in folders only you can change; a ".." would climb out of them
                 return f"{path}: '..' after {entry}, a folder not made yet" if ".." in rest else None
     except OSError as e:

@@ -714,7 +714,8 @@ def trial_line(k: int, t, color: bool = False) -> str:
     what = f"{t.value:.4f}" if t.value is not None else ""
     if t.state.name == "PRUNED": what += f" at epoch {t.last_step}"
     if "same_as" in t.user_attrs:  # named by its slot, as the lines are
-        what += f" as trial {one_line(t.user_attrs.get('same_as_slot', t.user_attrs['same_as']))} (drawn again: not trained again)"
+        same = t.user_attrs.get("same_as_slot", t.user_attrs["same_as"])
+        what += f" as trial {one_line(same)} (drawn again: not trained again)"
     # a shared study's words (values, folders, errors) are shown, never obeyed: each stays in this one line
     params = " ".join(f"{one_line(p)}={v:.4g}" if isinstance(v, float) else f"{one_line(p)}={one_line(v)}"
                       for p, v in t.params.items())
@@ -923,13 +924,13 @@ def code_version(run_dir) -> tuple:
     "(git commit, whether the checkout had changes, a digest of them: code.diff) a run recorded: what code it ran."
     import hashlib
     from mnist_lab.record import read_bounded
-    from mnist_lab.runs import recorded
     try: text = read_bounded(Path(run_dir) / "code.diff").decode(errors="replace")
     except (OSError, ValueError): text = ""  # none (a clean checkout), or not a file to read
     # the package's own files: a notebook saved during the sweep (its outputs) changes no run (plugins: their digest)
     own = [h for h in text.split("diff --git ") if h.startswith("a/mnist_lab/")]
     diff = hashlib.sha256("".join(own).encode()).hexdigest() if own else None
-    return str(recorded(run_dir, "summary.json", "git_sha")), str(recorded(run_dir, "summary.json", "git_dirty")), diff
+    summary = read_json(Path(run_dir) / "summary.json")  # (read once: damaged or missing, {})
+    return str(summary.get("git_sha")), str(summary.get("git_dirty")), diff
 
 def sweep_report(sweep_dir="runs/sweep", plugins: str = "", storage: str | None = None, study_name: str | None = None) -> Path:
     """Write `report.html` in a sweep's folder: one self-contained page comparing its configurations (their runs'

@@ -22,9 +22,9 @@ import torch.distributed as dist
 from .data import (BatchSampler, BalancedSampler, load_data, split_train_val, normalize, parse_augment,
                             augment_batch, images_digest, recorded_channels, project_path, data_sources)
 from .model import n_params
-from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, parse_monitor, check_new_run, model_from_config,
-                              resume_config, balanced_weights, model_overrides, run_metrics, plugin_sources,
-                              plugins_digest)
+from .config import (TrainConfig, OPTIMIZERS, SCHEDULERS, LOSSES, TooFewSteps, parse_monitor, check_new_run,
+                              model_from_config, resume_config, balanced_weights, model_overrides, run_metrics,
+                              plugin_sources, plugins_digest)
 from .metrics import chosen_metrics, METRIC_MODES
 from .process import kernel_stdin, say, progress_bar, env_number, one_line, papermill_output
 from .record import (new_run_dir, keep_as_private_as, close_file_like, read_history, write_history, write_status, write_json, save_checkpoint,
@@ -714,8 +714,8 @@ def fit(cfg: TrainConfig, on_epoch=None) -> Result:
     check_sizes(cfg, ckpt, D, len(split.x_train), info)
     t = Training(cfg, D, data, split, plan_steps(cfg, len(split.x_train)), log)
     try: t.parts = build(cfg, t.plan, split.y_train, info, dev)
-    except ValueError as e:  # too few steps for the schedule (onecycle's warm-up): the batch size may be the cause
-        if "optimizer steps" not in str(e) or not (few := few_steps_warning(cfg, t.plan, len(split.x_train))): raise
+    except TooFewSteps as e:  # too few steps for the schedule (onecycle's warm-up): the batch size may be the cause
+        if not (few := few_steps_warning(cfg, t.plan, len(split.x_train))): raise
         raise ValueError(f"{e}; {few.removeprefix('WARNING: ')}") from None
     t.rec = rec = open_run(t, ckpt_path, ckpt, started)
     t.parts.net = ddp(t.parts.model, D, dev)
